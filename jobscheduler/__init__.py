@@ -1,0 +1,1 @@
+"""jobscheduler: typed job requests in, Kubernetes batch/v1 Jobs out."""

@@ -1,0 +1,3 @@
+from jobscheduler.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""The JobScheduler gRPC servicer: decode, call the core, encode, map errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from jobscheduler import metrics
+from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
+from jobscheduler.api import convert
+from jobscheduler.api.context import current_request_id, log_field
+from jobscheduler.api.errors import internal_status, to_status
+from jobscheduler.core.errors import JobSchedulerError
+from jobscheduler.core.service import JobService
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.api")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
+
+
+def _guarded(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
+    """Turn our errors into their status codes, and anything else into INTERNAL without a traceback."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except JobSchedulerError as exc:
+            log_field(error=exc.message)
+            status = to_status(exc)
+        except Exception:
+            log.exception("unhandled error", method=method.__name__)
+            status = internal_status(current_request_id())
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    return wrapper
+
+
+class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
+    def __init__(self, service: JobService) -> None:
+        self._service = service
+
+    @_guarded
+    async def ScheduleJob(
+        self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ScheduleJobResponse:
+        record = await self._service.schedule(convert.schedule_request(request))
+        log_field(job_id=record.job_id, job_type=record.type)
+        metrics.JOBS_SCHEDULED.labels(record.type).inc()
+        return pb.ScheduleJobResponse(job_id=record.job_id, job=convert.job_message(record))
+
+    @_guarded
+    async def GetJobStatus(
+        self, request: pb.GetJobStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.GetJobStatusResponse:
+        log_field(job_id=request.job_id)
+        record = await self._service.get(request.job_id)
+        return pb.GetJobStatusResponse(job=convert.job_message(record))
+
+    @_guarded
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListJobsResponse:
+        records = await self._service.list()
+        return pb.ListJobsResponse(jobs=[convert.job_message(r) for r in records])
+
+    @_guarded
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.CancelJobResponse:
+        log_field(job_id=request.job_id)
+        record = await self._service.cancel(request.job_id, request.reason)
+        metrics.JOBS_CANCELLED.labels(record.type).inc()
+        return pb.CancelJobResponse(job=convert.job_message(record))

@@ -1,0 +1,146 @@
+"""The composition root: settings -> backend, registry, core service, gRPC server, ops sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass
+
+from jobscheduler import metrics
+from jobscheduler.api.server import Health, build_server
+from jobscheduler.backends.kubernetes import (
+    KubeConfigError,
+    KubernetesBackend,
+    choose_config,
+    connect,
+)
+from jobscheduler.config import Settings
+from jobscheduler.core.errors import JobSchedulerError
+from jobscheduler.core.manifests import JobDefaults
+from jobscheduler.core.ports import JobBackend
+from jobscheduler.core.service import JobService
+from jobscheduler.jobtypes import builtin_registry
+from jobscheduler.logs import get_logger
+from jobscheduler.ops.http import OpsHTTPServer
+from jobscheduler.ops.readiness import Readiness
+from jobscheduler.version import version_info
+
+log = get_logger("jobscheduler.app")
+
+
+class StartupError(Exception):
+    """The service cannot start with this configuration (exit code 2)."""
+
+
+def job_defaults(settings: Settings) -> JobDefaults:
+    return JobDefaults(
+        namespace=settings.k8s_namespace,
+        cpu_request=settings.default_cpu_request,
+        memory_request=settings.default_memory_request,
+        cpu_limit=settings.default_cpu_limit,
+        memory_limit=settings.default_memory_limit,
+        backoff_limit=settings.default_backoff_limit,
+        deadline_grace_seconds=settings.deadline_grace_seconds,
+        ttl_seconds_after_finished=settings.retention_seconds,
+    )
+
+
+async def build_backend(settings: Settings) -> JobBackend:
+    try:
+        source = choose_config(in_cluster=settings.in_cluster, kubeconfig=settings.kubeconfig)
+        api = await connect(source, request_timeout=settings.kube_api_timeout_seconds)
+    except KubeConfigError as exc:
+        raise StartupError(str(exc)) from None
+    log.info(
+        "backend chosen",
+        backend="kubernetes",
+        config=source.describe(),
+        api_server=api.host,
+        namespace=settings.k8s_namespace,
+    )
+    return KubernetesBackend(api, settings.k8s_namespace)
+
+
+@dataclass(slots=True)
+class Running:
+    """A started service, for tests and for ``serve``."""
+
+    grpc_port: int
+    health_port: int
+    stop: asyncio.Event
+
+
+async def check_backend(backend: JobBackend, health: Health, readiness: Readiness) -> bool:
+    try:
+        await backend.ping()
+    except JobSchedulerError as exc:
+        if readiness.get().ready or readiness.get().reason == "starting":
+            log.warning("backend not reachable", backend=backend.name, error=exc.message)
+        readiness.set(False, f"{backend.name} backend: {exc.message}")
+        await health.set_serving(False)
+        metrics.BACKEND_UP.labels(backend.name).set(0)
+        return False
+    if not readiness.get().ready:
+        log.info("backend reachable", backend=backend.name)
+    readiness.set(True, "serving")
+    await health.set_serving(True)
+    metrics.BACKEND_UP.labels(backend.name).set(1)
+    return True
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then drain in-flight RPCs within SHUTDOWN_GRACE_SECONDS."""
+    info = version_info()
+    metrics.BUILD_INFO.labels(info.version, info.git_commit, info.python_version).set(1)
+    backend = await build_backend(settings)
+    service = JobService(backend, builtin_registry(timer_image=settings.timer_image), job_defaults(settings))
+    readiness = Readiness()
+    health = Health()
+    await health.set_serving(False)
+    try:
+        ops = OpsHTTPServer(settings.grpc_host, settings.health_port, readiness)
+    except OSError as exc:
+        await backend.close()
+        raise StartupError(f"HEALTH_PORT: cannot listen on {settings.health_port}: {exc}") from None
+    server = build_server(service, health, max_message_bytes=settings.max_message_bytes)
+    try:
+        grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    except RuntimeError as exc:
+        ops.server_close()
+        await backend.close()
+        raise StartupError(f"GRPC_PORT: cannot listen on {settings.grpc_port}: {exc}") from None
+    ops.start()
+    await server.start()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    await check_backend(backend, health, readiness)
+    log.info(
+        "serving",
+        grpc_port=grpc_port,
+        health_port=ops.port,
+        version=info.version,
+        plaintext=True,
+        namespace=settings.k8s_namespace,
+    )
+
+    async def watch_backend() -> None:
+        while True:
+            await asyncio.sleep(settings.readiness_interval_seconds)
+            await check_backend(backend, health, readiness)
+
+    checker = asyncio.create_task(watch_backend())
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
+        checker.cancel()
+        readiness.set(False, "shutting down")
+        await health.shutdown()
+        await server.stop(settings.shutdown_grace_seconds)
+        await backend.close()
+        ops.stop()
+        log.info("stopped")

@@ -1,0 +1,1 @@
+"""Backend adapters: where jobs actually run (Kubernetes, or local processes)."""

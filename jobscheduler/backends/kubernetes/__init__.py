@@ -1,0 +1,21 @@
+"""The Kubernetes backend (official ``kubernetes`` client, asyncio flavour)."""
+
+from jobscheduler.backends.kubernetes._client import (
+    ConfigSource,
+    KubeApi,
+    KubeConfigError,
+    choose_config,
+    connect,
+    in_cluster_available,
+)
+from jobscheduler.backends.kubernetes.backend import KubernetesBackend
+
+__all__ = [
+    "ConfigSource",
+    "KubeApi",
+    "KubeConfigError",
+    "KubernetesBackend",
+    "choose_config",
+    "connect",
+    "in_cluster_available",
+]

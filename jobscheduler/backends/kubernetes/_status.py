@@ -1,0 +1,120 @@
+"""A batch/v1 Job (as JSON) -> a compact JobRecord, from its conditions and counts, never guessed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from jobscheduler.core.manifests import (
+    CANCEL_REASON_ANNOTATION,
+    CANCELLED_AT_ANNOTATION,
+    JOB_NAME_ANNOTATION,
+    JOB_NAME_LABEL,
+    JOB_TYPE_ANNOTATION,
+    JOB_TYPE_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+)
+from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
+
+_SUCCESS_CONDITIONS = ("Complete", "SuccessCriteriaMet")
+_FAILURE_CONDITIONS = ("Failed", "FailureTarget")
+
+
+def is_managed(job: Mapping[str, Any]) -> bool:
+    labels = (job.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY)
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def job_record(job: Mapping[str, Any]) -> JobRecord:
+    meta = job.get("metadata") or {}
+    spec = job.get("spec") or {}
+    status = job.get("status") or {}
+    labels: Mapping[str, str] = meta.get("labels") or {}
+    annotations: Mapping[str, str] = meta.get("annotations") or {}
+    conditions = tuple(
+        JobCondition(
+            type=str(c.get("type", "")),
+            status=str(c.get("status", "")),
+            reason=str(c.get("reason") or ""),
+            message=str(c.get("message") or ""),
+            last_transition_time=parse_time(c.get("lastTransitionTime")),
+        )
+        for c in status.get("conditions") or ()
+        if isinstance(c, Mapping)
+    )
+    true = {c.type: c for c in conditions if c.status == "True"}
+    active = int(status.get("active") or 0)
+    succeeded = int(status.get("succeeded") or 0)
+    failed = int(status.get("failed") or 0)
+    raw_limit = spec.get("backoffLimit")
+    backoff_limit = int(raw_limit) if raw_limit is not None else 6  # the API's default
+    started_at = parse_time(status.get("startTime"))
+    finished_at: datetime | None = None
+    reason = ""
+    success = next((true[t] for t in _SUCCESS_CONDITIONS if t in true), None)
+    failure = next((true[t] for t in _FAILURE_CONDITIONS if t in true), None)
+    cancelled_at = parse_time(annotations.get(CANCELLED_AT_ANNOTATION))
+
+    if success is not None:
+        phase = JobPhase.SUCCEEDED
+        finished_at = parse_time(status.get("completionTime")) or success.last_transition_time
+        reason = success.reason or "Completed"
+        message = success.message or f"Job completed: {succeeded} pod(s) succeeded"
+    elif cancelled_at is not None:
+        phase = JobPhase.CANCELLED
+        reason = "Cancelled"
+        finished_at = failure.last_transition_time if failure is not None else cancelled_at
+        why = annotations.get(CANCEL_REASON_ANNOTATION) or "cancelled by request"
+        message = f"Job cancelled: {why}"
+        if active:
+            message += f" ({active} pod(s) terminating)"
+    elif failure is not None:
+        phase = JobPhase.FAILED
+        finished_at = failure.last_transition_time
+        reason = failure.reason or "Failed"
+        message = failure.message or f"Job failed: {failed} pod(s) failed"
+    elif spec.get("suspend") or ("Suspended" in true):
+        phase = JobPhase.PENDING
+        message = "Job is suspended"
+    elif active:
+        phase = JobPhase.RUNNING
+        ready = int(status.get("ready") or 0)
+        message = f"{active} pod(s) active, {ready} ready"
+        if failed:
+            message += f"; {failed} failed attempt(s) of {backoff_limit + 1} allowed"
+    else:
+        phase = JobPhase.PENDING
+        message = "Job created; waiting for its pod to start"
+        if failed:
+            message = f"{failed} failed attempt(s); retrying (backoff limit {backoff_limit})"
+
+    name = annotations.get(JOB_NAME_ANNOTATION) or labels.get(JOB_NAME_LABEL) or ""
+    return JobRecord(
+        job_id=str(meta.get("name", "")),
+        name=name,
+        type=annotations.get(JOB_TYPE_ANNOTATION) or labels.get(JOB_TYPE_LABEL) or "",
+        namespace=str(meta.get("namespace", "")),
+        phase=phase,
+        created_at=parse_time(meta.get("creationTimestamp")),
+        started_at=started_at,
+        finished_at=finished_at,
+        message=message,
+        reason=reason,
+        labels=dict(labels),
+        conditions=conditions,
+        active=active,
+        succeeded=succeeded,
+        failed=failed,
+        backoff_limit=backoff_limit,
+    )

@@ -1,0 +1,109 @@
+"""Settings from the environment (pydantic-settings), with the reference README's names and defaults."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobscheduler.logs import LEVELS
+
+_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|E|Ei|P|Pi)?")
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+DEFAULT_IMAGE = "ghcr.io/jobscheduler/jobscheduler:latest"
+
+
+class Settings(BaseSettings):
+    """Every setting, read from environment variables of the same name (upper case)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    grpc_port: Port = 50054
+    grpc_host: str = "0.0.0.0"
+    health_port: Port = 8080
+    k8s_namespace: str = "default"
+    in_cluster: bool = True
+    kubeconfig: str | None = None
+    log_level: str = "info"
+    #: Image of timer jobs: this project's own image, which contains the timer program.
+    timer_image: str = DEFAULT_IMAGE
+    default_cpu_request: str = "100m"
+    default_memory_request: str = "64Mi"
+    default_cpu_limit: str = "500m"
+    default_memory_limit: str = "128Mi"
+    default_backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
+    #: Seconds added to a job's own duration for its activeDeadlineSeconds.
+    deadline_grace_seconds: Annotated[int, Field(ge=1, le=86400)] = 60
+    #: How long finished Jobs stay (ttlSecondsAfterFinished): seconds or 1d2h3m4s; 0 keeps them.
+    history_retention: str = "24h"
+    kube_api_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
+    shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
+    #: How often readiness re-checks that the backend is reachable.
+    readiness_interval_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    backend: Literal["kubernetes"] = "kubernetes"
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        if value.lower() not in LEVELS:
+            raise ValueError(f"must be one of trace, debug, info, warn, error (got {value!r})")
+        return value.lower()
+
+    @field_validator(
+        "default_cpu_request", "default_memory_request", "default_cpu_limit", "default_memory_limit"
+    )
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not _QUANTITY.fullmatch(value):
+            raise ValueError(f"must be a Kubernetes quantity such as 100m or 64Mi (got {value!r})")
+        return value
+
+    @field_validator("k8s_namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value) or len(value) > 63:
+            raise ValueError(f"must be a valid namespace name (got {value!r})")
+        return value
+
+    @field_validator("history_retention")
+    @classmethod
+    def _retention(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def retention_seconds(self) -> int | None:
+        seconds = parse_duration(self.history_retention)
+        return seconds or None
+
+
+def parse_duration(value: str) -> int:
+    """Seconds in ``"3600"`` or ``"1d2h3m4s"``."""
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    m = _DURATION.fullmatch(value)
+    if not value or m is None:
+        raise ValueError(f"must be seconds or a duration like 24h, 90m, 1d12h (got {value!r})")
+    d, h, mi, s = (int(g or 0) for g in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names the environment variable."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            var = str(err["loc"][0]).upper() if err["loc"] else "?"
+            problems.append(f"{var}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

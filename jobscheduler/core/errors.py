@@ -1,0 +1,65 @@
+"""The one error tree of jobscheduler.
+
+Adapters translate lower libraries' errors into these (the Kubernetes
+backend in one place) and the gRPC adapter translates these into status
+codes (in one place). Nothing else crosses a layer boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One bad request field: its path (``timer_job.duration_seconds``) and what is wrong."""
+
+    field: str
+    description: str
+
+
+class JobSchedulerError(Exception):
+    """Base of all errors the core and its adapters raise on purpose."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(JobSchedulerError):
+    """The request is malformed; ``violations`` names each bad field."""
+
+    def __init__(self, violations: Iterable[FieldViolation], message: str | None = None) -> None:
+        self.violations = tuple(violations)
+        if message is None:
+            message = "; ".join(f"{v.field}: {v.description}" for v in self.violations) or "invalid request"
+        super().__init__(message)
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        return cls([FieldViolation(field, description)])
+
+
+class NotFound(JobSchedulerError):
+    """The job (or another named object) does not exist."""
+
+
+class AlreadyExists(JobSchedulerError):
+    """An object with the same identity exists already."""
+
+
+class FailedPrecondition(JobSchedulerError):
+    """The request is valid but not in the object's current state (e.g. cancelling a finished job)."""
+
+
+class PermissionDenied(JobSchedulerError):
+    """The backend refused the call (e.g. missing RBAC permission)."""
+
+
+class Unavailable(JobSchedulerError):
+    """The backend cannot be reached or answered with a server error; retrying may help."""
+
+
+class BackendError(JobSchedulerError):
+    """The backend answered in a way we did not expect; a bug here or there, not the caller's fault."""

@@ -1,0 +1,183 @@
+"""Batch/v1 Job manifests, built by pure functions over dicts, and their validation.
+
+Every job type renders through :func:`job_manifest`, so every Job this
+service creates carries the labels it is found by and the restricted
+security context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from jobscheduler.core.errors import BackendError
+from jobscheduler.core.naming import dns1123_label_problem, label_key_problem, label_value_problem
+
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "jobscheduler"
+JOB_ID_LABEL: Final = "jobscheduler.io/job-id"
+JOB_TYPE_LABEL: Final = "jobscheduler.io/job-type"
+JOB_NAME_LABEL: Final = "jobscheduler.io/job-name"
+JOB_NAME_ANNOTATION: Final = "jobscheduler.io/name"
+JOB_TYPE_ANNOTATION: Final = "jobscheduler.io/type"
+CANCELLED_AT_ANNOTATION: Final = "jobscheduler.io/cancelled-at"
+CANCEL_REASON_ANNOTATION: Final = "jobscheduler.io/cancel-reason"
+
+#: The label selector that finds every Job this service manages.
+MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+#: Label keys (and the prefix) callers may not set themselves.
+RESERVED_LABEL_PREFIX: Final = "jobscheduler.io/"
+RESERVED_LABELS: Final = frozenset({MANAGED_BY_LABEL})
+
+#: The UID/GID job containers run as (the project image's user), so that images
+#: without a numeric USER still satisfy runAsNonRoot.
+JOB_RUN_AS_USER: Final = 10001
+
+_RESTRICTED_CONTAINER_SECURITY_CONTEXT: Final[Mapping[str, Any]] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class JobDefaults:
+    """Service-wide settings every rendered Job uses."""
+
+    namespace: str = "default"
+    cpu_request: str = "100m"
+    memory_request: str = "64Mi"
+    cpu_limit: str = "500m"
+    memory_limit: str = "128Mi"
+    backoff_limit: int = 3
+    deadline_grace_seconds: int = 60
+    #: ``ttlSecondsAfterFinished``; None keeps finished Jobs until deleted.
+    ttl_seconds_after_finished: int | None = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class RenderContext:
+    """What a handler needs besides its own parameters to render a Job."""
+
+    job_id: str
+    name: str
+    job_type: str
+    defaults: JobDefaults = field(default_factory=JobDefaults)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def job_manifest(
+    ctx: RenderContext,
+    *,
+    image: str,
+    command: Sequence[str],
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    active_deadline_seconds: int | None = None,
+    backoff_limit: int | None = None,
+) -> dict[str, Any]:
+    """The batch/v1 Job for one job of any type (pure: same input, same dict)."""
+    d = ctx.defaults
+    identity = {
+        MANAGED_BY_LABEL: MANAGED_BY,
+        JOB_ID_LABEL: ctx.job_id,
+        JOB_TYPE_LABEL: ctx.job_type,
+    }
+    labels = {**ctx.labels, **identity, JOB_NAME_LABEL: ctx.name}
+    spec: dict[str, Any] = {
+        "backoffLimit": d.backoff_limit if backoff_limit is None else backoff_limit,
+        "template": {
+            "metadata": {"labels": identity},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": JOB_RUN_AS_USER,
+                    "runAsGroup": JOB_RUN_AS_USER,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": ctx.job_type,
+                        "image": image,
+                        "imagePullPolicy": "IfNotPresent",
+                        "command": list(command),
+                        "args": list(args),
+                        "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+                        "resources": {
+                            "requests": {"cpu": d.cpu_request, "memory": d.memory_request},
+                            "limits": {"cpu": d.cpu_limit, "memory": d.memory_limit},
+                        },
+                        "securityContext": _deep_copy(_RESTRICTED_CONTAINER_SECURITY_CONTEXT),
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }
+                ],
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}],
+            },
+        },
+    }
+    if active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = active_deadline_seconds
+    if d.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = d.ttl_seconds_after_finished
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": ctx.job_id,
+            "namespace": d.namespace,
+            "labels": labels,
+            "annotations": {JOB_NAME_ANNOTATION: ctx.name, JOB_TYPE_ANNOTATION: ctx.job_type},
+        },
+        "spec": spec,
+    }
+
+
+def validate_job_manifest(manifest: Mapping[str, Any]) -> None:
+    """Check a rendered manifest before it is sent: a handler bug must not become a cluster object.
+
+    Raises :class:`BackendError` (an internal error, not the caller's) naming what is wrong.
+    """
+    problems: list[str] = []
+    if manifest.get("apiVersion") != "batch/v1" or manifest.get("kind") != "Job":
+        problems.append("apiVersion/kind must be batch/v1 Job")
+    meta = manifest.get("metadata") or {}
+    name = meta.get("name", "")
+    if (p := dns1123_label_problem(name)) is not None:
+        problems.append(f"metadata.name {p}")
+    labels = meta.get("labels") or {}
+    for key in (MANAGED_BY_LABEL, JOB_ID_LABEL, JOB_TYPE_LABEL):
+        if key not in labels:
+            problems.append(f"metadata.labels lacks {key}")
+    for key, value in labels.items():
+        if (p := label_key_problem(key)) is not None or (p := label_value_problem(value)) is not None:
+            problems.append(f"metadata.labels[{key}] {p}")
+    pod = ((manifest.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+        problems.append("spec.template.spec.restartPolicy must be Never or OnFailure")
+    containers = pod.get("containers") or []
+    if not containers:
+        problems.append("spec.template.spec.containers must not be empty")
+    for i, c in enumerate(containers):
+        where = f"spec.template.spec.containers[{i}]"
+        if not c.get("image"):
+            problems.append(f"{where}.image must be set")
+        sc = c.get("securityContext") or {}
+        for key, want in _RESTRICTED_CONTAINER_SECURITY_CONTEXT.items():
+            if sc.get(key) != want:
+                problems.append(f"{where}.securityContext.{key} must be {want!r}")
+    if problems:
+        raise BackendError("invalid Job manifest: " + "; ".join(problems))
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value

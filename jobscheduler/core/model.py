@@ -1,0 +1,73 @@
+"""Value types the core works with: job phases, records, requests."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class JobPhase(enum.Enum):
+    """Lifecycle phase, modelled on the Kubernetes Job's conditions."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class JobCondition:
+    """One condition of a Kubernetes Job, in the API's own words."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A compact summary of one job: what every RPC reports, never a whole API object."""
+
+    job_id: str
+    name: str
+    type: str
+    namespace: str
+    phase: JobPhase
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str = ""
+    reason: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    conditions: tuple[JobCondition, ...] = ()
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    backoff_limit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRequest:
+    """A decoded ScheduleJob request.
+
+    ``job_field`` is the request's job member (``timer_job``) and ``params``
+    its fields as plain data; the registry finds the handler by the former.
+    """
+
+    name: str
+    job_field: str | None
+    params: Mapping[str, Any]
+    labels: Mapping[str, str] = field(default_factory=dict)

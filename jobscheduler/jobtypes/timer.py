@@ -1,0 +1,152 @@
+"""The timer job: waits ``duration_seconds``, then reports to ``control_plane_endpoint``.
+
+Its container runs ``jobscheduler timer`` (see :mod:`jobscheduler.timer`)
+from TIMER_IMAGE, which defaults to this project's own image.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from jobscheduler.core.errors import FieldViolation, InvalidArgument
+from jobscheduler.core.manifests import RenderContext, job_manifest
+from jobscheduler.core.naming import env_name_problem
+from jobscheduler.core.registry import JobHandler
+
+MAX_DURATION_SECONDS: Final = 86400
+MAX_TIMER_NAME_LENGTH: Final = 253
+MAX_ENV_VARS: Final = 64
+MAX_ENV_VALUE_LENGTH: Final = 4096
+LOG_LEVELS: Final = ("trace", "debug", "info", "warn", "error")
+#: Environment variables the handler sets itself; the request's env may not override them.
+RESERVED_ENV: Final = frozenset(
+    {"TIMER_NAME", "DURATION_SECONDS", "CONTROL_PLANE_ENDPOINT", "LOG_LEVEL", "JOB_ID"}
+)
+COMMAND: Final = ("jobscheduler", "timer")
+
+# registry/repo[:tag][@digest]; deliberately simple, containerd rejects the rest.
+_IMAGE_REF: Final = re.compile(
+    r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?"  # registry host or first path component
+    r"(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"  # more path components
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # tag
+    r"(@sha256:[0-9a-f]{64})?"  # digest
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TimerParams:
+    duration_seconds: int
+    timer_name: str
+    control_plane_endpoint: str
+    image: str = ""
+    log_level: str = "info"
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+class TimerHandler(JobHandler[TimerParams]):
+    job_type = "timer"
+    request_field = "timer_job"
+
+    def __init__(self, default_image: str) -> None:
+        self.default_image = default_image
+
+    def parse(self, params: Mapping[str, Any]) -> TimerParams:
+        f = self.request_field
+        violations: list[FieldViolation] = []
+
+        def bad(name: str, description: str) -> None:
+            violations.append(FieldViolation(f"{f}.{name}", description))
+
+        duration = params.get("duration_seconds", 0)
+        if not isinstance(duration, int) or isinstance(duration, bool):
+            bad("duration_seconds", "must be an integer")
+            duration = 0
+        elif duration <= 0:
+            bad("duration_seconds", f"must be positive (got {duration})")
+        elif duration > MAX_DURATION_SECONDS:
+            bad("duration_seconds", f"must be at most {MAX_DURATION_SECONDS} (24 hours; got {duration})")
+
+        timer_name = str(params.get("timer_name", ""))
+        if not timer_name.strip():
+            bad("timer_name", "must not be empty")
+        elif len(timer_name) > MAX_TIMER_NAME_LENGTH:
+            bad("timer_name", f"must be at most {MAX_TIMER_NAME_LENGTH} characters")
+        elif any(not ch.isprintable() for ch in timer_name):
+            bad("timer_name", "must not contain control characters")
+
+        endpoint = str(params.get("control_plane_endpoint", ""))
+        if (problem := _endpoint_problem(endpoint)) is not None:
+            bad("control_plane_endpoint", problem)
+
+        image = str(params.get("image", ""))
+        if image and (len(image) > 512 or not _IMAGE_REF.fullmatch(image)):
+            bad("image", f"is not a valid container image reference (got {image!r})")
+
+        log_level = str(params.get("log_level", "") or "info").lower()
+        if log_level not in LOG_LEVELS:
+            bad("log_level", f"must be one of {', '.join(LOG_LEVELS)} (got {log_level!r})")
+
+        env = params.get("env") or {}
+        if not isinstance(env, Mapping):
+            bad("env", "must be a map of names to values")
+            env = {}
+        if len(env) > MAX_ENV_VARS:
+            bad("env", f"at most {MAX_ENV_VARS} variables (got {len(env)})")
+        for name, value in env.items():
+            if (problem := env_name_problem(name)) is not None:
+                bad(f"env[{name}]", problem)
+            elif name in RESERVED_ENV:
+                bad(f"env[{name}]", "is set by the timer job itself and cannot be overridden")
+            elif len(str(value)) > MAX_ENV_VALUE_LENGTH:
+                bad(f"env[{name}]", f"value must be at most {MAX_ENV_VALUE_LENGTH} characters")
+
+        if violations:
+            raise InvalidArgument(violations)
+        return TimerParams(
+            duration_seconds=duration,
+            timer_name=timer_name,
+            control_plane_endpoint=endpoint,
+            image=image,
+            log_level=log_level,
+            env={str(k): str(v) for k, v in env.items()},
+        )
+
+    def render(self, params: TimerParams, ctx: RenderContext) -> dict[str, Any]:
+        env = {
+            "TIMER_NAME": params.timer_name,
+            "DURATION_SECONDS": str(params.duration_seconds),
+            "CONTROL_PLANE_ENDPOINT": params.control_plane_endpoint,
+            "LOG_LEVEL": params.log_level,
+            "JOB_ID": ctx.job_id,
+            **params.env,
+        }
+        return job_manifest(
+            ctx,
+            image=params.image or self.default_image,
+            command=COMMAND,
+            env=env,
+            active_deadline_seconds=params.duration_seconds + ctx.defaults.deadline_grace_seconds,
+        )
+
+
+def _endpoint_problem(endpoint: str) -> str | None:
+    if not endpoint:
+        return "must not be empty"
+    if len(endpoint) > 2048 or any(ch.isspace() for ch in endpoint):
+        return f"must be an http(s) URL without whitespace (got {endpoint!r})"
+    try:
+        url = urllib.parse.urlsplit(endpoint)
+        port = url.port
+    except ValueError as exc:
+        return f"is not a valid URL ({exc})"
+    if url.scheme not in ("http", "https"):
+        return f"must be an http:// or https:// URL (got {endpoint!r})"
+    if not url.hostname:
+        return f"must name a host (got {endpoint!r})"
+    if port == 0:
+        return "port must be 1-65535"
+    return None

@@ -1,0 +1,75 @@
+"""Prometheus metrics, one registry per process (``REGISTRY``), named per Prometheus conventions."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+REGISTRY: Final = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+GRPC_STARTED: Final = Counter(
+    "grpc_server_started_total",
+    "RPCs started on the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+    registry=REGISTRY,
+)
+GRPC_HANDLED: Final = Counter(
+    "grpc_server_handled_total",
+    "RPCs completed on the server, by status code.",
+    ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+    registry=REGISTRY,
+)
+GRPC_HANDLING_SECONDS: Final = Histogram(
+    "grpc_server_handling_seconds",
+    "Time to handle an RPC on the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+JOBS_SCHEDULED: Final = Counter(
+    "jobscheduler_jobs_scheduled_total",
+    "Jobs created through ScheduleJob, by job type.",
+    ["type"],
+    registry=REGISTRY,
+)
+JOBS_CANCELLED: Final = Counter(
+    "jobscheduler_jobs_cancelled_total",
+    "Jobs cancelled through CancelJob, by job type.",
+    ["type"],
+    registry=REGISTRY,
+)
+KUBE_REQUEST_SECONDS: Final = Histogram(
+    "jobscheduler_kubernetes_request_duration_seconds",
+    "Kubernetes API request latency, by verb, resource and HTTP status code.",
+    ["verb", "resource", "code"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY,
+)
+KUBE_REQUEST_ERRORS: Final = Counter(
+    "jobscheduler_kubernetes_request_errors_total",
+    "Failed Kubernetes API requests, by verb, resource and error (HTTP status or 'connection').",
+    ["verb", "resource", "error"],
+    registry=REGISTRY,
+)
+BACKEND_UP: Final = Gauge(
+    "jobscheduler_backend_up",
+    "1 when the last backend reachability check succeeded, else 0.",
+    ["backend"],
+    registry=REGISTRY,
+)
+BUILD_INFO: Final = Gauge(
+    "jobscheduler_build_info",
+    "Always 1; labels carry the build's version information.",
+    ["version", "git_commit", "python_version"],
+    registry=REGISTRY,
+)

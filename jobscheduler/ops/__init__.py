@@ -1,0 +1,1 @@
+"""The ops surface: readiness state and the health/metrics HTTP sidecar."""
