@@ -6,7 +6,7 @@ import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import grpc
 
@@ -40,7 +40,13 @@ def _failed_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode
     return grpc.StatusCode.CANCELLED if context.cancelled() else grpc.StatusCode.UNKNOWN
 
 
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+if TYPE_CHECKING:  # the stubs make it generic; the runtime class is not subscriptable
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+class ObservabilityInterceptor(_Interceptor):
     """Per RPC: a request id (from ``x-request-id`` or new), one log line, and the standard metrics."""
 
     async def intercept_service(

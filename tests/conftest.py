@@ -1,0 +1,186 @@
+"""Fixtures: the Kubernetes API emulator, a kubeconfig for it, the service in-process and as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from emulator import EmulatorThread
+
+from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
+from jobscheduler.api.server import Health, build_server
+from jobscheduler.app import check_backend, job_defaults
+from jobscheduler.backends.kubernetes import ConfigSource, KubernetesBackend, connect
+from jobscheduler.config import Settings
+from jobscheduler.core.service import JobService
+from jobscheduler.jobtypes import builtin_registry
+from jobscheduler.ops.readiness import Readiness
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+NAMESPACE = "default"
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorThread]:
+    thread = EmulatorThread()
+    try:
+        yield thread
+    finally:
+        thread.stop()
+
+
+def write_kubeconfig(path: pathlib.Path, server: str, namespace: str = NAMESPACE) -> pathlib.Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+        "users": [{"name": "tester", "user": {"token": "test-token"}}],
+        "contexts": [
+            {"name": "emulator", "context": {"cluster": "emulator", "user": "tester", "namespace": namespace}}
+        ],
+        "current-context": "emulator",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture
+def kubeconfig(emulator: EmulatorThread, tmp_path: pathlib.Path) -> pathlib.Path:
+    return write_kubeconfig(tmp_path / "kubeconfig", emulator.url)
+
+
+class ServiceThread:
+    """The service's gRPC server on 127.0.0.1:0 in this process, on its own event loop thread."""
+
+    def __init__(self, kubeconfig: pathlib.Path, **settings: Any) -> None:
+        self.settings = Settings(in_cluster=False, kubeconfig=str(kubeconfig), **settings)
+        self._loop = asyncio.new_event_loop()
+        self._started: queue.Queue[Any] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="service", daemon=True)
+        self._thread.start()
+        self.port: int = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(15)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = pb_grpc.JobSchedulerStub(self.channel)
+
+    async def _start(self) -> int:
+        s = self.settings
+        api = await connect(ConfigSource("kubeconfig", "test", s.kubeconfig), request_timeout=5)
+        self.backend = KubernetesBackend(api, s.k8s_namespace)
+        self.service = JobService(self.backend, builtin_registry(timer_image=s.timer_image), job_defaults(s))
+        self.health = Health()
+        self.readiness = Readiness()
+        self.server = build_server(self.service, self.health, max_message_bytes=s.max_message_bytes)
+        port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+        await check_backend(self.backend, self.health, self.readiness)
+        return port
+
+    def recheck(self) -> bool:
+        ok: bool = asyncio.run_coroutine_threadsafe(
+            check_backend(self.backend, self.health, self.readiness), self._loop
+        ).result(15)
+        return ok
+
+    async def _stop(self) -> None:
+        await self.server.stop(1)
+        await self.backend.close()
+
+    def stop(self) -> None:
+        self.channel.close()
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(15)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def service(kubeconfig: pathlib.Path) -> Iterator[ServiceThread]:
+    svc = ServiceThread(kubeconfig)
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+class ServeProcess:
+    """``jobscheduler serve`` as a subprocess; ports are read from its "serving" log line."""
+
+    def __init__(self, env: dict[str, str], *, wait: bool = True) -> None:
+        self.env = {**os.environ, **env}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jobscheduler", "serve"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        self.lines: list[dict[str, Any]] = []
+        self._lines: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.grpc_port = 0
+        self.health_port = 0
+        if wait:
+            line = self.wait_for("serving", timeout=20)
+            self.grpc_port = int(line["grpc_port"])
+            self.health_port = int(line["health_port"])
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            try:
+                item = json.loads(raw)
+            except ValueError:
+                item = {"event": "<raw>", "text": raw}
+            self.lines.append(item)
+            self._lines.put(item)
+        self._lines.put(None)
+
+    def wait_for(self, event: str, timeout: float = 20) -> dict[str, Any]:
+        while True:
+            try:
+                item = self._lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no {event!r} log line within {timeout}s; got {self.lines}") from None
+            if item is None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise AssertionError(
+                    f"server exited ({self.proc.wait()}) before {event!r}: {self.lines} {err}"
+                )
+            if item.get("event") == event:
+                return item
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+
+
+def serve_env(kubeconfig: pathlib.Path, **extra: str) -> dict[str, str]:
+    return {
+        "IN_CLUSTER": "false",
+        "KUBECONFIG": str(kubeconfig),
+        "GRPC_PORT": "0",
+        "HEALTH_PORT": "0",
+        "GRPC_HOST": "127.0.0.1",
+        "READINESS_INTERVAL_SECONDS": "0.5",
+        **extra,
+    }
