@@ -20,6 +20,13 @@ LEVELS: Final[dict[str, int]] = {
 }
 
 
+def _logger_key(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """Render get_logger's name under the conventional ``logger`` key."""
+    if "logger_name" in event:
+        event["logger"] = event.pop("logger_name")
+    return event
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog (and the stdlib root logger it renders through) once per process.
 
@@ -36,6 +43,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _logger_key,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
@@ -51,5 +59,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(logger=name)
+    """A lazy logger: it takes the configuration in force when it logs, not when it was created,
+    so module-level loggers follow ``configure_logging``."""
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(logger_name=name)
     return logger

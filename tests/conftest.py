@@ -134,7 +134,12 @@ class ServeProcess:
         self.grpc_port = 0
         self.health_port = 0
         if wait:
-            line = self.wait_for("serving", timeout=20)
+            try:
+                line = self.wait_for("serving", timeout=20)
+            except BaseException:
+                self.proc.kill()
+                self.proc.wait(5)
+                raise
             self.grpc_port = int(line["grpc_port"])
             self.health_port = int(line["health_port"])
 

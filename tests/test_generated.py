@@ -19,7 +19,9 @@ def test_generated_code_is_fresh(tmp_path: pathlib.Path) -> None:
     fresh = tmp_path / "jobscheduler" / "_generated"
     committed = ROOT / "jobscheduler" / "_generated"
     fresh_files = sorted(p.name for p in fresh.iterdir() if p.is_file())
-    committed_files = sorted(p.name for p in committed.iterdir() if p.is_file() and p.suffix in (".py", ".pyi"))
+    committed_files = sorted(
+        p.name for p in committed.iterdir() if p.is_file() and p.suffix in (".py", ".pyi")
+    )
     assert fresh_files == committed_files
     stale = [name for name in fresh_files if (fresh / name).read_bytes() != (committed / name).read_bytes()]
     assert not stale, f"generated code is stale: {stale}; run `task proto:generate` and commit the result"

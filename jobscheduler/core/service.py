@@ -104,7 +104,10 @@ def _check_job_id(job_id: str) -> None:
 
 
 def _name_violations(name: str) -> list[FieldViolation]:
-    if (problem := dns1123_label_problem(name)) is not None:
+    """The name becomes a label value (the Job's own name is the job id)."""
+    if not name:
+        return [FieldViolation("name", "must not be empty")]
+    if (problem := label_value_problem(name)) is not None:
         return [FieldViolation("name", problem)]
     return []
 
