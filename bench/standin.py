@@ -56,10 +56,8 @@ class Standin(asyncio.Protocol):
         else:
             out = b'{"apiVersion":"batch/v1","kind":"JobList","metadata":{"resourceVersion":"1"},"items":[]}'
             status = "200 OK"
-        self.transport.write(  # type: ignore[attr-defined]
-            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(out)}\r\n\r\n".encode()
-            + out
-        )
+        head = f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(out)}\r\n\r\n"
+        self.transport.write(head.encode() + out)  # type: ignore[attr-defined]
 
 
 async def main() -> None:
