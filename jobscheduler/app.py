@@ -14,6 +14,7 @@ from jobscheduler.backends.kubernetes import (
     choose_config,
     connect,
 )
+from jobscheduler.backends.local import LocalBackend
 from jobscheduler.config import Settings
 from jobscheduler.core.errors import JobSchedulerError
 from jobscheduler.core.manifests import JobDefaults
@@ -46,19 +47,56 @@ def job_defaults(settings: Settings) -> JobDefaults:
 
 
 async def build_backend(settings: Settings) -> JobBackend:
+    """The backend BACKEND asks for; ``auto`` takes Kubernetes when it is configured, else local."""
+    choice = settings.backend
     try:
         source = choose_config(in_cluster=settings.in_cluster, kubeconfig=settings.kubeconfig)
+    except KubeConfigError as exc:
+        if choice == "kubernetes" or (choice == "auto" and settings.kubeconfig):
+            # Asked for explicitly (BACKEND or a KUBECONFIG naming a file): never fall back silently.
+            raise StartupError(str(exc)) from None
+        source = None
+        why = "no in-cluster config and no kubeconfig file"
+    if choice == "local" or source is None:
+        why = "BACKEND=local" if choice == "local" else why
+        return await _local_backend(settings, why)
+    try:
         api = await connect(source, request_timeout=settings.kube_api_timeout_seconds)
     except KubeConfigError as exc:
         raise StartupError(str(exc)) from None
     log.info(
         "backend chosen",
         backend="kubernetes",
-        config=source.describe(),
+        why=f"BACKEND={choice}; {source.describe()}",
         api_server=api.host,
         namespace=settings.k8s_namespace,
     )
     return KubernetesBackend(api, settings.k8s_namespace)
+
+
+async def _local_backend(settings: Settings, why: str) -> JobBackend:
+    data = settings.data_path
+    try:
+        backend = await LocalBackend.open(
+            data,
+            settings.k8s_namespace,
+            max_parallel=settings.local_max_parallel,
+            kill_grace_seconds=settings.local_kill_grace_seconds,
+            backoff_seconds=settings.local_backoff_seconds,
+        )
+    except OSError as exc:
+        raise StartupError(f"DATA_DIR: cannot use {data}: {exc}") from None
+    except Exception as exc:  # e.g. sqlite3.DatabaseError for a file that is not a database
+        raise StartupError(f"DATA_DIR: cannot open the state in {data}: {exc}") from None
+    log.info(
+        "backend chosen",
+        backend="local",
+        why=why,
+        data_dir=str(data),
+        max_parallel=settings.local_max_parallel,
+        note="jobs run as local processes; images are not pulled",
+    )
+    return backend
 
 
 @dataclass(slots=True)

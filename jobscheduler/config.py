@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 import re
 from typing import Annotated, Literal
 
@@ -45,7 +47,20 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     #: How often readiness re-checks that the backend is reachable.
     readiness_interval_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
-    backend: Literal["kubernetes"] = "kubernetes"
+    #: auto: Kubernetes when in-cluster config or a kubeconfig is present, else local processes.
+    backend: Literal["auto", "kubernetes", "local"] = "auto"
+    #: Where the local backend keeps its SQLite state, job working directories and logs.
+    data_dir: str = ""
+    local_max_parallel: Annotated[int, Field(ge=1, le=1024)] = 4
+    local_kill_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
+    local_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+
+    @property
+    def data_path(self) -> pathlib.Path:
+        if self.data_dir:
+            return pathlib.Path(self.data_dir).expanduser()
+        base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+        return pathlib.Path(base) / "jobscheduler"
 
     @field_validator("log_level")
     @classmethod

@@ -23,8 +23,7 @@ from emulator import EmulatorThread
 
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api.server import Health, build_server
-from jobscheduler.app import check_backend, job_defaults
-from jobscheduler.backends.kubernetes import ConfigSource, KubernetesBackend, connect
+from jobscheduler.app import build_backend, check_backend, job_defaults
 from jobscheduler.config import Settings
 from jobscheduler.core.service import JobService
 from jobscheduler.jobtypes import builtin_registry
@@ -64,12 +63,14 @@ def kubeconfig(emulator: EmulatorThread, tmp_path: pathlib.Path) -> pathlib.Path
 
 
 class ServiceThread:
-    """The service's gRPC server on 127.0.0.1:0 in this process, on its own event loop thread."""
+    """The service's gRPC server on 127.0.0.1:0 in this process, on its own event loop thread.
 
-    def __init__(self, kubeconfig: pathlib.Path, **settings: Any) -> None:
-        self.settings = Settings(in_cluster=False, kubeconfig=str(kubeconfig), **settings)
+    The backend comes from the composition root (``app.build_backend``), as in ``serve``.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = Settings(**settings)
         self._loop = asyncio.new_event_loop()
-        self._started: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._loop.run_forever, name="service", daemon=True)
         self._thread.start()
         self.port: int = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(15)
@@ -78,8 +79,7 @@ class ServiceThread:
 
     async def _start(self) -> int:
         s = self.settings
-        api = await connect(ConfigSource("kubeconfig", "test", s.kubeconfig), request_timeout=5)
-        self.backend = KubernetesBackend(api, s.k8s_namespace)
+        self.backend = await build_backend(s)
         self.service = JobService(self.backend, builtin_registry(timer_image=s.timer_image), job_defaults(s))
         self.health = Health()
         self.readiness = Readiness()
@@ -101,14 +101,22 @@ class ServiceThread:
 
     def stop(self) -> None:
         self.channel.close()
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(15)
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(30)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
 
+def kubernetes_service(kubeconfig: pathlib.Path, **settings: Any) -> ServiceThread:
+    return ServiceThread(backend="kubernetes", in_cluster=False, kubeconfig=str(kubeconfig), **settings)
+
+
+def local_service(data_dir: pathlib.Path, **settings: Any) -> ServiceThread:
+    return ServiceThread(backend="local", data_dir=str(data_dir), **settings)
+
+
 @pytest.fixture
 def service(kubeconfig: pathlib.Path) -> Iterator[ServiceThread]:
-    svc = ServiceThread(kubeconfig)
+    svc = kubernetes_service(kubeconfig)
     try:
         yield svc
     finally:

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import ServiceThread, write_kubeconfig
+from conftest import ServiceThread, kubernetes_service, write_kubeconfig
 from emulator import EmulatorThread
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
@@ -746,7 +746,7 @@ def closed_port() -> int:
 
 @pytest.fixture
 def unreachable_service(tmp_path: pathlib.Path, closed_port: int) -> Iterator[ServiceThread]:
-    svc = ServiceThread(write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{closed_port}"))
+    svc = kubernetes_service(write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{closed_port}"))
     try:
         yield svc
     finally:

@@ -556,11 +556,24 @@ def test_invalid_setting_exits_2_naming_the_variable(tmp_path: pathlib.Path, var
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("kubeconfig_var", ["missing-file", "unset"])
-def test_no_kubernetes_configuration_exits_2(tmp_path: pathlib.Path, kubeconfig_var: str) -> None:
+@pytest.mark.parametrize(
+    ("kubeconfig_var", "backend"),
+    [("missing-file", "auto"), ("missing-file", "kubernetes"), ("unset", "kubernetes")],
+)
+def test_no_kubernetes_configuration_exits_2(
+    tmp_path: pathlib.Path, kubeconfig_var: str, backend: str
+) -> None:
+    """A KUBECONFIG naming a missing file, or BACKEND=kubernetes with no config, never falls back to local."""
     home = tmp_path / "home"
     home.mkdir()
-    env = clean_env(IN_CLUSTER="false", HOME=str(home), GRPC_PORT="0", HEALTH_PORT="0", GRPC_HOST="127.0.0.1")
+    env = clean_env(
+        IN_CLUSTER="false",
+        HOME=str(home),
+        GRPC_PORT="0",
+        HEALTH_PORT="0",
+        GRPC_HOST="127.0.0.1",
+        BACKEND=backend,
+    )
     if kubeconfig_var == "missing-file":
         env["KUBECONFIG"] = str(tmp_path / "does-not-exist")
     result = run_serve(env)

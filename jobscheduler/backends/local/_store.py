@@ -1,0 +1,170 @@
+"""SQLite state of the local backend: jobs and their attempts, durable across restarts."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        TEXT PRIMARY KEY,
+    namespace     TEXT NOT NULL,
+    manifest      TEXT NOT NULL,
+    phase         TEXT NOT NULL,       -- PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED
+    reason        TEXT NOT NULL DEFAULT '',
+    message       TEXT NOT NULL DEFAULT '',
+    created_at    TEXT NOT NULL,
+    started_at    TEXT,
+    finished_at   TEXT,
+    cancelled_at  TEXT,
+    cancel_reason TEXT NOT NULL DEFAULT '',
+    seq           INTEGER NOT NULL     -- FIFO order of admission
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    job_id      TEXT NOT NULL REFERENCES jobs(job_id),
+    number      INTEGER NOT NULL,
+    pid         INTEGER,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    exit_code   INTEGER,
+    reason      TEXT NOT NULL DEFAULT '',
+    log_path    TEXT NOT NULL,
+    PRIMARY KEY (job_id, number)
+);
+"""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow:
+    number: int
+    pid: int | None
+    started_at: datetime
+    finished_at: datetime | None
+    exit_code: int | None
+    reason: str
+    log_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    job_id: str
+    namespace: str
+    manifest: Mapping[str, Any]
+    phase: str
+    reason: str
+    message: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancelled_at: datetime | None
+    cancel_reason: str
+    attempts: tuple[AttemptRow, ...]
+
+
+class Store:
+    """One SQLite file; every write commits at once (the service may die at any point)."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def insert_job(
+        self, job_id: str, namespace: str, manifest: Mapping[str, Any], created_at: datetime
+    ) -> bool:
+        """False if the id is taken."""
+        try:
+            self._db.execute(
+                "INSERT INTO jobs (job_id, namespace, manifest, phase, created_at, seq)"
+                " VALUES (?, ?, ?, 'PENDING', ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs))",
+                (job_id, namespace, json.dumps(manifest), _ts(created_at)),
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        columns = ", ".join(f"{k} = ?" for k in fields)
+        values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
+        self._db.execute(f"UPDATE jobs SET {columns} WHERE job_id = ?", (*values, job_id))
+
+    def start_attempt(self, job_id: str, number: int, pid: int, started_at: datetime, log_path: str) -> None:
+        self._db.execute(
+            "INSERT INTO attempts (job_id, number, pid, started_at, log_path) VALUES (?, ?, ?, ?, ?)",
+            (job_id, number, pid, _ts(started_at), log_path),
+        )
+
+    def finish_attempt(
+        self, job_id: str, number: int, finished_at: datetime, exit_code: int | None, reason: str
+    ) -> None:
+        self._db.execute(
+            "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = ? WHERE job_id = ? AND number = ?",
+            (_ts(finished_at), exit_code, reason, job_id, number),
+        )
+
+    def get(self, job_id: str) -> JobRow | None:
+        row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return self._row(row) if row is not None else None
+
+    def all(self) -> list[JobRow]:
+        return [self._row(r) for r in self._db.execute("SELECT * FROM jobs ORDER BY seq")]
+
+    def with_phase(self, *phases: str) -> Iterator[JobRow]:
+        marks = ", ".join("?" for _ in phases)
+        for r in self._db.execute(
+            f"SELECT * FROM jobs WHERE phase IN ({marks}) ORDER BY seq", phases
+        ).fetchall():
+            yield self._row(r)
+
+    def _row(self, r: sqlite3.Row) -> JobRow:
+        attempts = tuple(
+            AttemptRow(
+                number=a["number"],
+                pid=a["pid"],
+                started_at=_dt(a["started_at"]) or now(),
+                finished_at=_dt(a["finished_at"]),
+                exit_code=a["exit_code"],
+                reason=a["reason"],
+                log_path=a["log_path"],
+            )
+            for a in self._db.execute(
+                "SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (r["job_id"],)
+            ).fetchall()
+        )
+        return JobRow(
+            job_id=r["job_id"],
+            namespace=r["namespace"],
+            manifest=json.loads(r["manifest"]),
+            phase=r["phase"],
+            reason=r["reason"],
+            message=r["message"],
+            created_at=_dt(r["created_at"]) or now(),
+            started_at=_dt(r["started_at"]),
+            finished_at=_dt(r["finished_at"]),
+            cancelled_at=_dt(r["cancelled_at"]),
+            cancel_reason=r["cancel_reason"],
+            attempts=attempts,
+        )

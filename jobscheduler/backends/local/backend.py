@@ -1,0 +1,394 @@
+"""The local backend: runs the rendered Job's container command as local processes.
+
+For a machine with no cluster (``jobscheduler serve`` on a laptop). It runs
+exactly what the handler rendered — the container's command, args and env —
+in a working directory of its own, without pulling the image. It honours
+``activeDeadlineSeconds`` (kill, FAILED/DeadlineExceeded), ``backoffLimit``
+(re-run failed attempts with a growing delay) and cancellation (SIGTERM to
+the process group, SIGKILL after a grace period). At most ``max_parallel``
+jobs run at once; the rest wait in FIFO order. State lives in SQLite, so a
+restart keeps history; jobs that were running when the service died are
+FAILED with reason ServiceRestarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import pathlib
+import signal
+import sys
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, BinaryIO, Final
+
+from jobscheduler.backends.local._store import JobRow, Store, now
+from jobscheduler.core.errors import AlreadyExists, BackendError, NotFound
+from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION
+from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.local")
+
+#: Host variables a local job inherits (a pod inherits none; these make the same commands run here).
+_INHERITED_ENV: Final = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
+_LAST_LINE_CHARS: Final = 300
+#: Set in every local job's environment: how a restarted service recognises its leftover processes.
+MARKER_ENV: Final = "JOBSCHEDULER_JOB_ID"
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        data_dir: pathlib.Path,
+        namespace: str,
+        *,
+        max_parallel: int = 4,
+        kill_grace_seconds: float = 10.0,
+        backoff_seconds: float = 1.0,
+        backoff_max_seconds: float = 60.0,
+        clock: Callable[[], datetime] = now,
+    ) -> None:
+        self.data_dir = data_dir
+        self.namespace = namespace
+        self.max_parallel = max_parallel
+        self.kill_grace_seconds = kill_grace_seconds
+        self.backoff_seconds = backoff_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        self._clock = clock
+        self._store = Store(data_dir / "jobscheduler.db")
+        self._queue: collections.deque[str] = collections.deque()
+        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._cancel: dict[str, asyncio.Event] = {}
+        self._closing = False
+
+    @classmethod
+    async def open(cls, data_dir: pathlib.Path, namespace: str, **options: Any) -> LocalBackend:
+        """Open the store, settle what a previous run left behind, and resume the queue."""
+        backend = cls(data_dir, namespace, **options)
+        backend._recover()
+        backend._dispatch()
+        return backend
+
+    # --- the port -------------------------------------------------------------------------
+
+    async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
+        job_id = str(manifest["metadata"]["name"])
+        if not self._store.insert_job(job_id, self.namespace, manifest, self._clock()):
+            raise AlreadyExists(f"job {job_id!r} already exists")
+        self._queue.append(job_id)
+        running = len(self._runners)
+        if running >= self.max_parallel:
+            self._store.update_job(
+                job_id, message=f"waiting for a free slot ({running} of {self.max_parallel} running)"
+            )
+        else:
+            self._store.update_job(job_id, message="Job created; starting its process")
+        self._dispatch()
+        return self._record(self._get_row(job_id))
+
+    async def get(self, job_id: str) -> JobRecord:
+        return self._record(self._get_row(job_id))
+
+    async def list(self) -> list[JobRecord]:
+        return [self._record(row) for row in self._store.all()]
+
+    async def cancel(self, job_id: str, *, reason: str, at: datetime) -> JobRecord:
+        row = self._get_row(job_id)
+        self._store.update_job(
+            job_id,
+            phase=JobPhase.CANCELLED.value,
+            reason="Cancelled",
+            message=f"Job cancelled: {reason}",
+            cancelled_at=at,
+            cancel_reason=reason,
+            finished_at=at,
+        )
+        if row.phase == JobPhase.PENDING.value and job_id in self._queue:
+            self._queue.remove(job_id)
+        event = self._cancel.get(job_id)
+        if event is not None:
+            event.set()
+        return self._record(self._get_row(job_id))
+
+    async def ping(self) -> None:
+        try:
+            self._store.all()[:0]
+        except Exception as exc:  # sqlite3 errors and a closed store alike
+            raise BackendError(f"local state at {self.data_dir} is unusable: {exc}") from exc
+
+    async def close(self) -> None:
+        """Stop running jobs (their process groups); they are reported ServiceRestarted after a restart."""
+        self._closing = True
+        self._queue.clear()
+        runners = list(self._runners.values())
+        for task in runners:
+            task.cancel()
+        if runners:
+            await asyncio.gather(*runners, return_exceptions=True)
+        self._store.close()
+
+    # --- running --------------------------------------------------------------------------
+
+    def _get_row(self, job_id: str) -> JobRow:
+        row = self._store.get(job_id)
+        if row is None:
+            raise NotFound(f"job {job_id!r} not found in namespace {self.namespace!r}")
+        return row
+
+    def _dispatch(self) -> None:
+        while self._queue and len(self._runners) < self.max_parallel and not self._closing:
+            job_id = self._queue.popleft()
+            self._cancel[job_id] = asyncio.Event()
+            self._runners[job_id] = asyncio.get_running_loop().create_task(self._run(job_id))
+
+    async def _run(self, job_id: str) -> None:
+        try:
+            await self._run_attempts(job_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an OS failure: the job fails, the service goes on
+            log.exception("local job failed to run", job_id=job_id)
+            self._finish(job_id, JobPhase.FAILED, "StartError", f"could not run the job: {exc}")
+        finally:
+            self._runners.pop(job_id, None)
+            self._cancel.pop(job_id, None)
+            if not self._closing:
+                self._dispatch()
+
+    async def _run_attempts(self, job_id: str) -> None:
+        row = self._get_row(job_id)
+        if row.phase != JobPhase.PENDING.value:
+            return  # cancelled while queued
+        spec = row.manifest.get("spec") or {}
+        pod = (spec.get("template") or {}).get("spec") or {}
+        container = (pod.get("containers") or [{}])[0]
+        argv = [*container.get("command", []), *container.get("args", [])]
+        if not argv:
+            self._finish(job_id, JobPhase.FAILED, "StartError", "the container has no command to run locally")
+            return
+        if argv[0] == "jobscheduler":  # our own image's entry point: the same program, this interpreter
+            argv = [sys.executable, "-m", "jobscheduler", *argv[1:]]
+        workdir = self.data_dir / "jobs" / job_id
+        (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+        env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+        env.update(
+            {"HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "HOSTNAME": job_id, MARKER_ENV: job_id}
+        )
+        env.update({e["name"]: str(e.get("value", "")) for e in container.get("env", []) if "name" in e})
+        backoff_limit = int(spec.get("backoffLimit", 6))
+        deadline = spec.get("activeDeadlineSeconds")
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + float(deadline) if deadline else None
+        started = self._clock()
+        self._store.update_job(
+            job_id, phase=JobPhase.RUNNING.value, started_at=started, message="process running"
+        )
+        log.info(
+            "local job started",
+            job_id=job_id,
+            argv=argv,
+            image=container.get("image"),
+            note="image not pulled: the local backend runs the container's command on this machine",
+        )
+        cancel = self._cancel[job_id]
+        failed = 0
+        number = 0
+        while True:
+            number += 1
+            log_path = workdir / f"attempt-{number}.log"
+            with _open_log(log_path) as log_file:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv,
+                    cwd=workdir,
+                    env=env,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: cancel kills all of it
+                )
+            self._store.start_attempt(job_id, number, proc.pid, self._clock(), str(log_path))
+            self._store.update_job(job_id, message=f"attempt {number} running (pid {proc.pid})")
+            try:
+                outcome = await self._wait(proc, cancel, deadline_at)
+            finally:
+                if proc.returncode is None:  # the service is stopping: no process outlives it
+                    await self._kill_group(proc, grace=min(self.kill_grace_seconds, 2.0))
+            code = proc.returncode
+            reason = {"cancelled": "Cancelled", "deadline": "DeadlineExceeded"}.get(outcome, "")
+            self._store.finish_attempt(
+                job_id, number, self._clock(), code, reason or ("" if code == 0 else "Error")
+            )
+            last = _last_line(log_path)
+            if outcome == "cancelled":
+                self._store.update_job(
+                    job_id, message=f"Job cancelled: {self._get_row(job_id).cancel_reason}"
+                )
+                return
+            if outcome == "deadline":
+                self._finish(
+                    job_id,
+                    JobPhase.FAILED,
+                    "DeadlineExceeded",
+                    f"Job was active longer than specified deadline ({deadline}s); attempt {number} killed",
+                )
+                return
+            if code == 0:
+                self._finish(
+                    job_id, JobPhase.SUCCEEDED, "Completed", f"Job completed after {number} attempt(s)"
+                )
+                return
+            failed += 1
+            detail = f"attempt {number} exited with code {code}" + (f": {last}" if last else "")
+            if failed > backoff_limit:
+                self._finish(
+                    job_id,
+                    JobPhase.FAILED,
+                    "BackoffLimitExceeded",
+                    f"Job has reached the specified backoff limit ({backoff_limit}); {detail}",
+                )
+                return
+            delay = min(self.backoff_seconds * 2 ** (failed - 1), self.backoff_max_seconds)
+            self._store.update_job(job_id, message=f"{detail}; retrying in {delay:g}s")
+            timeout = delay if deadline_at is None else max(0.0, min(delay, deadline_at - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancel.wait(), timeout)
+            if cancel.is_set():
+                return
+            if deadline_at is not None and loop.time() >= deadline_at:
+                self._finish(
+                    job_id,
+                    JobPhase.FAILED,
+                    "DeadlineExceeded",
+                    f"Job was active longer than specified deadline ({deadline}s); {detail}",
+                )
+                return
+
+    async def _wait(
+        self, proc: asyncio.subprocess.Process, cancel: asyncio.Event, deadline_at: float | None
+    ) -> str:
+        """ "exited", "cancelled" or "deadline"; in the latter two the process group is killed."""
+        waiter = asyncio.ensure_future(proc.wait())
+        canceller = asyncio.ensure_future(cancel.wait())
+        try:
+            timeout = (
+                None if deadline_at is None else max(0.0, deadline_at - asyncio.get_running_loop().time())
+            )
+            done, _ = await asyncio.wait(
+                {waiter, canceller}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            canceller.cancel()
+        if waiter in done:
+            _kill_stragglers(proc.pid)
+            return "exited"
+        waiter.cancel()
+        await self._kill_group(proc, grace=self.kill_grace_seconds)
+        return "cancelled" if cancel.is_set() else "deadline"
+
+    async def _kill_group(self, proc: asyncio.subprocess.Process, *, grace: float) -> None:
+        """SIGTERM to the process group, SIGKILL to whatever is left after ``grace`` seconds."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), grace)
+        _kill_stragglers(proc.pid)
+        await proc.wait()
+
+    def _finish(self, job_id: str, phase: JobPhase, reason: str, message: str) -> None:
+        row = self._store.get(job_id)
+        if row is None or row.phase == JobPhase.CANCELLED.value:
+            return
+        self._store.update_job(
+            job_id, phase=phase.value, reason=reason, message=message, finished_at=self._clock()
+        )
+        log.info("local job finished", job_id=job_id, phase=phase.value, reason=reason)
+
+    def _recover(self) -> None:
+        for row in self._store.with_phase(JobPhase.RUNNING.value):
+            open_attempts = [a for a in row.attempts if a.finished_at is None]
+            for attempt in open_attempts:
+                if attempt.pid is not None and _belongs_to(attempt.pid, row.job_id):
+                    _kill_stragglers(attempt.pid)
+                self._store.finish_attempt(
+                    row.job_id, attempt.number, self._clock(), None, "ServiceRestarted"
+                )
+            self._store.update_job(
+                row.job_id,
+                phase=JobPhase.FAILED.value,
+                reason="ServiceRestarted",
+                message="the service stopped while the job was running; it was not resumed",
+                finished_at=self._clock(),
+            )
+            log.warning("job marked failed after restart", job_id=row.job_id, reason="ServiceRestarted")
+        for row in self._store.with_phase(JobPhase.PENDING.value):
+            self._queue.append(row.job_id)
+
+    # --- records --------------------------------------------------------------------------
+
+    def _record(self, row: JobRow) -> JobRecord:
+        meta = row.manifest.get("metadata") or {}
+        spec = row.manifest.get("spec") or {}
+        annotations = meta.get("annotations") or {}
+        phase = JobPhase(row.phase)
+        failed = sum(1 for a in row.attempts if a.finished_at is not None and a.exit_code != 0)
+        succeeded = sum(1 for a in row.attempts if a.exit_code == 0)
+        active = sum(1 for a in row.attempts if a.finished_at is None)
+        conditions: tuple[JobCondition, ...] = ()
+        if phase is JobPhase.SUCCEEDED:
+            conditions = (JobCondition("Complete", "True", row.reason, row.message, row.finished_at),)
+        elif phase in (JobPhase.FAILED, JobPhase.CANCELLED):
+            conditions = (JobCondition("Failed", "True", row.reason, row.message, row.finished_at),)
+        return JobRecord(
+            job_id=row.job_id,
+            name=str(annotations.get(JOB_NAME_ANNOTATION, "")),
+            type=str(annotations.get(JOB_TYPE_ANNOTATION, "")),
+            namespace=row.namespace,
+            phase=phase,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            message=row.message,
+            reason=row.reason,
+            labels=dict(meta.get("labels") or {}),
+            conditions=conditions,
+            active=active,
+            succeeded=succeeded,
+            failed=failed,
+            backoff_limit=int(spec.get("backoffLimit", 6)),
+        )
+
+
+def _open_log(path: pathlib.Path) -> BinaryIO:
+    """The attempt's log file, the child's stdout and stderr (a local file: opening it never blocks long)."""
+    return open(path, "wb")
+
+
+def _kill_stragglers(pgid: int) -> None:
+    """SIGKILL what is left of a process group (children can outlive their leader)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _belongs_to(pid: int, job_id: str) -> bool:
+    """Whether ``pid`` is still one of this job's processes (pids get reused)."""
+    try:
+        environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{MARKER_ENV}={job_id}".encode() in environ.split(b"\0")
+
+
+def _last_line(path: pathlib.Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [ln for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:_LAST_LINE_CHARS] if lines else ""
