@@ -1,0 +1,294 @@
+"""One gRPC contract, both backends: the Kubernetes backend (against the API emulator) and the local one.
+
+Whatever a client can observe through the API must not depend on where jobs run.
+Only making a job finish differs: on Kubernetes the test writes the status the
+Job controller would write; locally the job really runs.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import pytest
+from conftest import ServiceThread, kubernetes_service, local_service, write_kubeconfig
+from emulator import EmulatorThread
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+
+from jobscheduler._generated import jobscheduler_pb2 as pb
+
+JOB_ID = re.compile(r"job-[a-z0-9]{10}")
+
+
+class Receiver:
+    """A control plane stand-in: records the timer's JSON reports."""
+
+    def __init__(self) -> None:
+        self.reports: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                outer.reports.append(json.loads(self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/report"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@dataclass
+class Harness:
+    kind: str
+    service: ServiceThread
+    receiver: Receiver
+    emulator: EmulatorThread | None = None
+    data_dir: pathlib.Path | None = None
+    created: list[str] = field(default_factory=list)
+
+    @property
+    def stub(self) -> Any:
+        return self.service.stub
+
+    def timer(self, *, name: str = "contract", duration: int = 1, **extra: Any) -> pb.ScheduleJobRequest:
+        params: dict[str, Any] = {
+            "duration_seconds": duration,
+            "timer_name": "contract-timer",
+            "control_plane_endpoint": self.receiver.url,
+            **extra,
+        }
+        return pb.ScheduleJobRequest(name=name, timer_job=pb.TimerJob(**params))
+
+    def schedule(self, request: pb.ScheduleJobRequest | None = None) -> pb.Job:
+        response = self.stub.ScheduleJob(request or self.timer(duration=60), timeout=10)
+        assert response.job_id == response.job.job_id
+        return response.job
+
+    def get(self, job_id: str) -> pb.Job:
+        job: pb.Job = self.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), timeout=10).job
+        return job
+
+    def wait_for(self, job_id: str, phase: int, timeout: float = 20) -> pb.Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job.phase == phase:
+                return job
+            assert time.monotonic() < deadline, f"{job_id} still {pb.JobPhase.Name(job.phase)}: {job.message}"
+            time.sleep(0.1)
+
+    def finished_job(self, *, succeed: bool) -> pb.Job:
+        """A job that has run to SUCCEEDED or FAILED, the way this backend gets there."""
+        if self.kind == "local":
+            if succeed:
+                job = self.schedule(self.timer(duration=1))
+            else:
+                job = self.schedule(
+                    self.timer(
+                        duration=1,
+                        control_plane_endpoint=f"http://127.0.0.1:{closed_port()}/",
+                        env={"REPORT_MAX_ATTEMPTS": "1", "REPORT_BACKOFF_SECONDS": "0.05"},
+                    )
+                )
+            return self.wait_for(job.job_id, pb.JOB_PHASE_SUCCEEDED if succeed else pb.JOB_PHASE_FAILED)
+        assert self.emulator is not None
+        job = self.schedule()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if succeed:
+            status = {
+                "startTime": now,
+                "completionTime": now,
+                "succeeded": 1,
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
+                    {
+                        "type": "Complete",
+                        "status": "True",
+                        "reason": "CompletionsReached",
+                        "lastTransitionTime": now,
+                    },
+                ],
+            }
+        else:
+            status = {
+                "startTime": now,
+                "failed": 1,
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"},
+                    {
+                        "type": "Failed",
+                        "status": "True",
+                        "reason": "BackoffLimitExceeded",
+                        "message": "Job has reached the specified backoff limit",
+                        "lastTransitionTime": now,
+                    },
+                ],
+            }
+        self.emulator.patch_job(job.job_id, {"status": status})
+        return self.get(job.job_id)
+
+    def stored_jobs(self) -> int:
+        """How many jobs the backend itself holds (not what the API says)."""
+        if self.emulator is not None:
+            return len(self.emulator.jobs())
+        assert self.data_dir is not None
+        jobs_dir = self.data_dir / "jobs"
+        with sqlite3.connect(self.data_dir / "jobscheduler.db") as db:
+            rows = db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+        dirs = len(list(jobs_dir.iterdir())) if jobs_dir.exists() else 0
+        assert rows >= dirs
+        return int(rows)
+
+
+@pytest.fixture(params=["kubernetes", "local"])
+def harness(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Harness]:
+    receiver = Receiver()
+    emulator: EmulatorThread | None = None
+    try:
+        if request.param == "kubernetes":
+            emulator = EmulatorThread()
+            service = kubernetes_service(write_kubeconfig(tmp_path / "kubeconfig", emulator.url))
+            h = Harness("kubernetes", service, receiver, emulator=emulator)
+        else:
+            data = tmp_path / "data"
+            service = local_service(data, local_backoff_seconds=0.1, default_backoff_limit=0)
+            h = Harness("local", service, receiver, data_dir=data)
+        try:
+            yield h
+        finally:
+            service.stop()
+    finally:
+        receiver.close()
+        if emulator is not None:
+            emulator.stop()
+
+
+def bad_request_fields(err: grpc.RpcError) -> set[str]:
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    assert status is not None
+    fields: set[str] = set()
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields.update(v.field for v in bad.field_violations)
+    return fields
+
+
+def test_schedule_get_and_list(harness: Harness) -> None:
+    job = harness.schedule(harness.timer(name="first", duration=60))
+    assert JOB_ID.fullmatch(job.job_id)
+    assert (job.name, job.type, job.namespace) == ("first", "timer", "default")
+    assert job.phase in (pb.JOB_PHASE_PENDING, pb.JOB_PHASE_RUNNING)
+    assert job.created_at.seconds > 0
+    assert job.labels["app.kubernetes.io/managed-by"] == "jobscheduler"
+    got = harness.get(job.job_id)
+    assert (got.job_id, got.name, got.type) == (job.job_id, "first", "timer")
+    time.sleep(1.1)  # creation timestamps have one-second resolution on Kubernetes
+    second = harness.schedule(harness.timer(name="second", duration=60))
+    listed = harness.stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs
+    assert [j.job_id for j in listed] == [second.job_id, job.job_id]
+
+
+def test_request_labels_are_kept(harness: Harness) -> None:
+    request = harness.timer(duration=60)
+    request.labels["team"] = "build"
+    job = harness.schedule(request)
+    assert harness.get(job.job_id).labels["team"] == "build"
+
+
+def test_unknown_and_malformed_ids(harness: Harness) -> None:
+    for call, request in (
+        (harness.stub.GetJobStatus, pb.GetJobStatusRequest(job_id="job-doesnotexi")),
+        (harness.stub.CancelJob, pb.CancelJobRequest(job_id="job-doesnotexi")),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            call(request, timeout=10)
+        assert err.value.code() is grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.GetJobStatus(pb.GetJobStatusRequest(job_id="Not/An/Id"), timeout=10)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(err.value) == {"job_id"}
+
+
+def test_invalid_request_creates_nothing_and_the_server_keeps_serving(harness: Harness) -> None:
+    request = harness.timer(duration=0)
+    request.timer_job.env["1BAD"] = "x"
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.ScheduleJob(request, timeout=10)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(err.value) == {"timer_job.duration_seconds", "timer_job.env[1BAD]"}
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.ScheduleJob(pb.ScheduleJobRequest(name="no-type"), timeout=10)
+    assert bad_request_fields(err.value) == {"job"}
+    assert harness.stored_jobs() == 0
+    assert list(harness.stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs) == []
+    harness.schedule()
+    assert harness.stored_jobs() == 1
+
+
+def test_cancel_is_visible_and_idempotent(harness: Harness) -> None:
+    job = harness.schedule(harness.timer(duration=60))
+    cancelled = harness.stub.CancelJob(
+        pb.CancelJobRequest(job_id=job.job_id, reason="not needed"), timeout=10
+    ).job
+    assert cancelled.phase == pb.JOB_PHASE_CANCELLED
+    assert cancelled.reason == "Cancelled"
+    assert "not needed" in cancelled.message
+    again = harness.stub.CancelJob(pb.CancelJobRequest(job_id=job.job_id), timeout=10).job
+    assert again.phase == pb.JOB_PHASE_CANCELLED
+    listed = {j.job_id: j for j in harness.stub.ListJobs(pb.ListJobsRequest(), timeout=10).jobs}
+    assert listed[job.job_id].phase == pb.JOB_PHASE_CANCELLED
+    assert harness.get(job.job_id).phase == pb.JOB_PHASE_CANCELLED
+
+
+@pytest.mark.parametrize("succeed", [True, False], ids=["succeeded", "failed"])
+def test_finished_jobs_report_and_refuse_cancel(harness: Harness, succeed: bool) -> None:
+    job = harness.finished_job(succeed=succeed)
+    if succeed:
+        assert job.phase == pb.JOB_PHASE_SUCCEEDED
+        assert any(c.type == "Complete" and c.status == "True" for c in job.conditions)
+    else:
+        assert job.phase == pb.JOB_PHASE_FAILED
+        assert job.reason == "BackoffLimitExceeded"
+        assert any(c.type == "Failed" and c.status == "True" for c in job.conditions)
+        assert job.failed >= 1
+    assert job.finished_at.seconds > 0
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.CancelJob(pb.CancelJobRequest(job_id=job.job_id), timeout=10)
+    assert err.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert harness.get(job.job_id).phase == job.phase
+
+
+def test_health_is_serving(harness: Harness) -> None:
+    health = health_pb2_grpc.HealthStub(harness.service.channel)
+    for name in ("", "jobscheduler.JobScheduler"):
+        answer = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
