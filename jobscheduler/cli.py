@@ -1,4 +1,4 @@
-"""The ``jobscheduler`` command: serve, version, version-full, timer."""
+"""The ``jobscheduler`` command: serve, version, version-full, timer, report-sink."""
 
 from __future__ import annotations
 
@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from jobscheduler.timer import main as timer_main
 
         return timer_main(args[1:])
+    if args and args[0] == "report-sink":
+        from jobscheduler.timer.sink import main as sink_main
+
+        return sink_main(args[1:])
     parser = argparse.ArgumentParser(
         prog="jobscheduler",
         description="gRPC service that schedules Kubernetes batch/v1 Jobs from typed requests.",
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("version", help="print the version")
     sub.add_parser("version-full", help="print version, git commit, build date and Python version")
     sub.add_parser("timer", help="run the timer job program (what timer jobs run in their pods)")
+    sub.add_parser("report-sink", help="receive and print timer reports (a stand-in control plane)")
     parsed = parser.parse_args(args)
     if parsed.command == "serve":
         return _serve()
