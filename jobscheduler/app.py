@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from dataclasses import dataclass
+from datetime import timedelta
 
 from jobscheduler import metrics
 from jobscheduler.api.server import Health, build_server
@@ -16,7 +16,8 @@ from jobscheduler.backends.kubernetes import (
 )
 from jobscheduler.backends.local import LocalBackend
 from jobscheduler.config import Settings
-from jobscheduler.core.errors import JobSchedulerError
+from jobscheduler.core.errors import JobSchedulerError, NotReady
+from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import JobDefaults
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.service import JobService
@@ -99,18 +100,22 @@ async def _local_backend(settings: Settings, why: str) -> JobBackend:
     return backend
 
 
-@dataclass(slots=True)
-class Running:
-    """A started service, for tests and for ``serve``."""
+def build_index(settings: Settings) -> JobIndex:
+    index = JobIndex(
+        retention=timedelta(seconds=settings.watch_retention_seconds),
+        max_events=settings.watch_max_events,
+        stream_buffer=settings.stream_buffer,
+    )
+    metrics.CACHE_JOBS.set_function(lambda: len(index))
+    return index
 
-    grpc_port: int
-    health_port: int
-    stop: asyncio.Event
 
-
-async def check_backend(backend: JobBackend, health: Health, readiness: Readiness) -> bool:
+async def check_backend(backend: JobBackend, health: Health, readiness: Readiness, index: JobIndex) -> bool:
+    """Ready while the backend answers and the index has synced once."""
     try:
         await backend.ping()
+        if not index.synced:
+            raise NotReady("jobs not synced from the backend yet")
     except JobSchedulerError as exc:
         if readiness.get().ready or readiness.get().reason == "starting":
             log.warning("backend not reachable", backend=backend.name, error=exc.message)
@@ -131,7 +136,10 @@ async def serve(settings: Settings) -> None:
     info = version_info()
     metrics.BUILD_INFO.labels(info.version, info.git_commit, info.python_version).set(1)
     backend = await build_backend(settings)
-    service = JobService(backend, builtin_registry(timer_image=settings.timer_image), job_defaults(settings))
+    index = build_index(settings)
+    await backend.start(index)
+    registry = builtin_registry(timer_image=settings.timer_image)
+    service = JobService(backend, registry, job_defaults(settings), index)
     readiness = Readiness()
     health = Health()
     await health.set_serving(False)
@@ -155,7 +163,8 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    await check_backend(backend, health, readiness)
+    await index.wait_synced(within=min(5.0, settings.readiness_interval_seconds))
+    await check_backend(backend, health, readiness, index)
     log.info(
         "serving",
         grpc_port=grpc_port,
@@ -168,7 +177,7 @@ async def serve(settings: Settings) -> None:
     async def watch_backend() -> None:
         while True:
             await asyncio.sleep(settings.readiness_interval_seconds)
-            await check_backend(backend, health, readiness)
+            await check_backend(backend, health, readiness, index)
 
     checker = asyncio.create_task(watch_backend())
     try:

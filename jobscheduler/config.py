@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     #: How often readiness re-checks that the backend is reachable.
     readiness_interval_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0
+    #: How long WatchJobs can resume from a token (events are also capped at WATCH_MAX_EVENTS).
+    watch_retention_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
+    watch_max_events: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
+    #: Events a stream may fall behind before it is ended with RESOURCE_EXHAUSTED.
+    stream_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     #: auto: Kubernetes when in-cluster config or a kubeconfig is present, else local processes.
     backend: Literal["auto", "kubernetes", "local"] = "auto"
     #: Where the local backend keeps its SQLite state, job working directories and logs.

@@ -73,3 +73,26 @@ BUILD_INFO: Final = Gauge(
     ["version", "git_commit", "python_version"],
     registry=REGISTRY,
 )
+WATCH_RESTARTS: Final = Counter(
+    "jobscheduler_watch_restarts_total",
+    "Watches of the Kubernetes API that failed and were reconnected, by resource.",
+    ["resource"],
+    registry=REGISTRY,
+)
+WATCH_RELISTS: Final = Counter(
+    "jobscheduler_watch_relists_total",
+    "Full re-lists after the first (410 Gone, or a watch that could not resume), by resource.",
+    ["resource"],
+    registry=REGISTRY,
+)
+OPEN_STREAMS: Final = Gauge(
+    "jobscheduler_open_streams",
+    "Server-streaming RPCs in progress, by method.",
+    ["grpc_method"],
+    registry=REGISTRY,
+)
+CACHE_JOBS: Final = Gauge(
+    "jobscheduler_cache_jobs",
+    "Jobs held in the service's live index.",
+    registry=REGISTRY,
+)

@@ -23,7 +23,7 @@ from emulator import EmulatorThread
 
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api.server import Health, build_server
-from jobscheduler.app import build_backend, check_backend, job_defaults
+from jobscheduler.app import build_backend, build_index, check_backend, job_defaults
 from jobscheduler.config import Settings
 from jobscheduler.core.service import JobService
 from jobscheduler.jobtypes import builtin_registry
@@ -68,7 +68,8 @@ class ServiceThread:
     The backend comes from the composition root (``app.build_backend``), as in ``serve``.
     """
 
-    def __init__(self, **settings: Any) -> None:
+    def __init__(self, *, sync_wait: float = 5.0, **settings: Any) -> None:
+        self.sync_wait = sync_wait
         self.settings = Settings(**settings)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="service", daemon=True)
@@ -80,18 +81,22 @@ class ServiceThread:
     async def _start(self) -> int:
         s = self.settings
         self.backend = await build_backend(s)
-        self.service = JobService(self.backend, builtin_registry(timer_image=s.timer_image), job_defaults(s))
+        self.index = build_index(s)
+        await self.backend.start(self.index)
+        await self.index.wait_synced(within=self.sync_wait)
+        registry = builtin_registry(timer_image=s.timer_image)
+        self.service = JobService(self.backend, registry, job_defaults(s), self.index)
         self.health = Health()
         self.readiness = Readiness()
         self.server = build_server(self.service, self.health, max_message_bytes=s.max_message_bytes)
         port = self.server.add_insecure_port("127.0.0.1:0")
         await self.server.start()
-        await check_backend(self.backend, self.health, self.readiness)
+        await check_backend(self.backend, self.health, self.readiness, self.index)
         return port
 
     def recheck(self) -> bool:
         ok: bool = asyncio.run_coroutine_threadsafe(
-            check_backend(self.backend, self.health, self.readiness), self._loop
+            check_backend(self.backend, self.health, self.readiness, self.index), self._loop
         ).result(15)
         return ok
 
@@ -106,8 +111,10 @@ class ServiceThread:
         self._thread.join(10)
 
 
-def kubernetes_service(kubeconfig: pathlib.Path, **settings: Any) -> ServiceThread:
-    return ServiceThread(backend="kubernetes", in_cluster=False, kubeconfig=str(kubeconfig), **settings)
+def kubernetes_service(kubeconfig: pathlib.Path, *, sync_wait: float = 5.0, **settings: Any) -> ServiceThread:
+    return ServiceThread(
+        sync_wait=sync_wait, backend="kubernetes", in_cluster=False, kubeconfig=str(kubeconfig), **settings
+    )
 
 
 def local_service(data_dir: pathlib.Path, **settings: Any) -> ServiceThread:

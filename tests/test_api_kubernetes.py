@@ -363,11 +363,15 @@ def test_list_newest_first_and_only_managed(emulator: EmulatorThread, service: S
     )
     assert len(emulator.jobs()) == 5
 
-    emulator.trim_log()
-    jobs = list(service.stub.ListJobs(pb.ListJobsRequest(), timeout=T).jobs)
+    deadline = time.monotonic() + 10  # the watch brings the patched timestamps into the index
+    while True:
+        jobs = list(service.stub.ListJobs(pb.ListJobsRequest(), timeout=T).jobs)
+        if [j.job_id for j in jobs] == [ids[1], ids[2], ids[0]] or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert [j.job_id for j in jobs] == [ids[1], ids[2], ids[0]]
-    # The API server filters: unmanaged Jobs are not even fetched.
-    lists = requests_to(emulator, "GET")
+    # The API server filters: the list and watch of Jobs only ever ask for managed ones.
+    lists = [p for p in requests_to(emulator, "GET") if p.startswith(f"{JOBS_PATH}?")]
     assert lists and all("labelSelector=app.kubernetes.io/managed-by%3Djobscheduler" in p for p in lists), (
         lists
     )
@@ -684,17 +688,17 @@ def test_create_server_error_is_unavailable(
 
 
 def test_get_not_found(emulator: EmulatorThread, service: ServiceThread) -> None:
+    """CancelJob reads the Job from the API server itself: its 404 is NOT_FOUND.
+    (GetJobStatus answers from the watch-fed index, which still has the job.)"""
     job_id = schedule(service).job_id
     emulator.inject(
         "GET", f"{JOBS_PATH}/{job_id}$", 404, f'jobs.batch "{job_id}" not found', reason="NotFound"
     )
-    err = rpc_error(service.stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
-    assert err.code() is grpc.StatusCode.NOT_FOUND
-    assert job_id in err.details()
     err = rpc_error(service.stub.CancelJob, pb.CancelJobRequest(job_id=job_id))
     assert err.code() is grpc.StatusCode.NOT_FOUND
-    assert_serves_after_clearing(emulator, service)
+    assert job_id in err.details()
     assert get(service, job_id).job_id == job_id
+    assert_serves_after_clearing(emulator, service)
 
 
 def test_unknown_job_is_not_found(emulator: EmulatorThread, service: ServiceThread) -> None:
@@ -704,12 +708,12 @@ def test_unknown_job_is_not_found(emulator: EmulatorThread, service: ServiceThre
 
 
 def test_get_and_list_server_errors(emulator: EmulatorThread, service: ServiceThread) -> None:
+    """Reads are served from the index while the API server fails; writes fail UNAVAILABLE."""
     job_id = schedule(service).job_id
     emulator.inject("GET", f"{JOBS_PATH}", 500, "etcdserver: leader changed", reason="InternalError")
-    err = rpc_error(service.stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
-    assert err.code() is grpc.StatusCode.UNAVAILABLE
-    err = rpc_error(service.stub.ListJobs, pb.ListJobsRequest())
-    assert err.code() is grpc.StatusCode.UNAVAILABLE
+    assert get(service, job_id).job_id == job_id
+    assert [j.job_id for j in service.stub.ListJobs(pb.ListJobsRequest(), timeout=T).jobs] == [job_id]
+    assert service.recheck() is False
     err = rpc_error(service.stub.CancelJob, pb.CancelJobRequest(job_id=job_id))
     assert err.code() is grpc.StatusCode.UNAVAILABLE
     emulator.clear_faults()
@@ -717,12 +721,20 @@ def test_get_and_list_server_errors(emulator: EmulatorThread, service: ServiceTh
     assert_serves_after_clearing(emulator, service)
 
 
-def test_list_and_patch_forbidden(emulator: EmulatorThread, service: ServiceThread) -> None:
+def test_list_and_patch_forbidden(
+    emulator: EmulatorThread, service: ServiceThread, kubeconfig: pathlib.Path
+) -> None:
     job_id = schedule(service).job_id
+    # A service that may not list Jobs never syncs; its ListJobs asks the API server and says why.
     emulator.inject("GET", f"{JOBS_PATH}$", 403, "cannot list resource", reason="Forbidden")
-    err = rpc_error(service.stub.ListJobs, pb.ListJobsRequest())
-    assert err.code() is grpc.StatusCode.PERMISSION_DENIED
-    assert "list" in err.details() and "jobs.batch" in err.details()
+    forbidden = kubernetes_service(kubeconfig, sync_wait=0.5)
+    try:
+        err = rpc_error(forbidden.stub.ListJobs, pb.ListJobsRequest())
+        assert err.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert "list" in err.details() and "jobs.batch" in err.details()
+        assert forbidden.readiness.get().ready is False
+    finally:
+        forbidden.stop()
     emulator.clear_faults()
 
     emulator.inject("PATCH", f"{JOBS_PATH}/", 403, "cannot patch resource", reason="Forbidden")
@@ -746,7 +758,9 @@ def closed_port() -> int:
 
 @pytest.fixture
 def unreachable_service(tmp_path: pathlib.Path, closed_port: int) -> Iterator[ServiceThread]:
-    svc = kubernetes_service(write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{closed_port}"))
+    svc = kubernetes_service(
+        write_kubeconfig(tmp_path / "kubeconfig", f"http://127.0.0.1:{closed_port}"), sync_wait=0.5
+    )
     try:
         yield svc
     finally:
@@ -774,14 +788,14 @@ def test_connection_refused(unreachable_service: ServiceThread, closed_port: int
 
 
 def test_api_server_goes_away(emulator: EmulatorThread, service: ServiceThread) -> None:
+    """Writes fail UNAVAILABLE; reads keep answering from the index (last known state)."""
     job_id = schedule(service).job_id
     emulator.stop()
     for _ in range(2):
-        err = rpc_error(service.stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
-        assert err.code() is grpc.StatusCode.UNAVAILABLE
+        assert get(service, job_id).job_id == job_id
         err = rpc_error(service.stub.ScheduleJob, timer_request())
         assert err.code() is grpc.StatusCode.UNAVAILABLE
-        err = rpc_error(service.stub.ListJobs, pb.ListJobsRequest())
+        err = rpc_error(service.stub.CancelJob, pb.CancelJobRequest(job_id=job_id))
         assert err.code() is grpc.StatusCode.UNAVAILABLE
     # Validation still answers without the API server.
     err = rpc_error(service.stub.ScheduleJob, timer_request(duration_seconds=0))

@@ -9,6 +9,7 @@ reuse a field number; retire a field with `reserved` instead.
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -23,6 +24,41 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _JobEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_EVENT_TYPE_UNSPECIFIED: _JobEventType.ValueType  # 0
+    JOB_EVENT_TYPE_CREATED: _JobEventType.ValueType  # 1
+    """The job appeared (also the first event of WatchJob: the current state)."""
+    JOB_EVENT_TYPE_STARTED: _JobEventType.ValueType  # 2
+    """Its first pod became active."""
+    JOB_EVENT_TYPE_SUCCEEDED: _JobEventType.ValueType  # 3
+    JOB_EVENT_TYPE_FAILED: _JobEventType.ValueType  # 4
+    JOB_EVENT_TYPE_CANCELLED: _JobEventType.ValueType  # 5
+    JOB_EVENT_TYPE_DELETED: _JobEventType.ValueType  # 6
+    """Removed (retention, or deleted in Kubernetes)."""
+    JOB_EVENT_TYPE_UPDATED: _JobEventType.ValueType  # 7
+    """Any other change (pod counts, conditions, messages)."""
+
+class JobEventType(_JobEventType, metaclass=_JobEventTypeEnumTypeWrapper): ...
+
+JOB_EVENT_TYPE_UNSPECIFIED: JobEventType.ValueType  # 0
+JOB_EVENT_TYPE_CREATED: JobEventType.ValueType  # 1
+"""The job appeared (also the first event of WatchJob: the current state)."""
+JOB_EVENT_TYPE_STARTED: JobEventType.ValueType  # 2
+"""Its first pod became active."""
+JOB_EVENT_TYPE_SUCCEEDED: JobEventType.ValueType  # 3
+JOB_EVENT_TYPE_FAILED: JobEventType.ValueType  # 4
+JOB_EVENT_TYPE_CANCELLED: JobEventType.ValueType  # 5
+JOB_EVENT_TYPE_DELETED: JobEventType.ValueType  # 6
+"""Removed (retention, or deleted in Kubernetes)."""
+JOB_EVENT_TYPE_UPDATED: JobEventType.ValueType  # 7
+"""Any other change (pod counts, conditions, messages)."""
+Global___JobEventType: _TypeAlias = JobEventType  # noqa: Y015
 
 class _JobPhase:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -245,17 +281,76 @@ class GetJobStatusResponse(_message.Message):
 Global___GetJobStatusResponse: _TypeAlias = GetJobStatusResponse  # noqa: Y015
 
 @_typing.final
-class ListJobsRequest(_message.Message):
-    """Field numbers 1-19 are kept for filters and pagination."""
+class JobFilter(_message.Message):
+    """Which jobs to list or watch. Every set field must match (AND)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    TYPE_FIELD_NUMBER: _builtins.int
+    PHASES_FIELD_NUMBER: _builtins.int
+    LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
+    NAME_PREFIX_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    """Job type, e.g. "timer"."""
+    label_selector: _builtins.str
+    """A Kubernetes label selector: "team=build,tier!=test", "env in (a,b)", "!legacy"."""
+    name_prefix: _builtins.str
+    """Jobs whose name starts with this."""
+    @_builtins.property
+    def phases(self) -> _containers.RepeatedScalarFieldContainer[Global___JobPhase.ValueType]:
+        """Any of these phases."""
+
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Created at or after / strictly before."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
+        *,
+        type: _builtins.str = ...,
+        phases: _abc.Iterable[Global___JobPhase.ValueType] | None = ...,
+        label_selector: _builtins.str = ...,
+        name_prefix: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "label_selector", b"label_selector", "name_prefix", b"name_prefix", "phases", b"phases", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobFilter: _TypeAlias = JobFilter  # noqa: Y015
+
+@_typing.final
+class ListJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1..1000; 0 means 50."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, with the same filter.
+    Field numbers 4-19 are kept for more filters.
+    """
+    @_builtins.property
+    def filter(self) -> Global___JobFilter: ...
+    def __init__(
+        self,
+        *,
+        filter: Global___JobFilter | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -266,20 +361,157 @@ class ListJobsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOBS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
-    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]: ...
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """Newest first."""
+
     def __init__(
         self,
         *,
         jobs: _abc.Iterable[Global___Job] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListJobsResponse: _TypeAlias = ListJobsResponse  # noqa: Y015
+
+@_typing.final
+class WatchJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    resume_token: _builtins.str
+    """The resume_token of the last event received: the stream restarts after it."""
+    @_builtins.property
+    def filter(self) -> Global___JobFilter: ...
+    def __init__(
+        self,
+        *,
+        filter: Global___JobFilter | None = ...,
+        resume_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "resume_token", b"resume_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
+
+@_typing.final
+class JobEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    RESUME_TOKEN_FIELD_NUMBER: _builtins.int
+    TIME_FIELD_NUMBER: _builtins.int
+    type: Global___JobEventType.ValueType
+    resume_token: _builtins.str
+    """Pass as WatchJobsRequest.resume_token to continue after this event."""
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        type: Global___JobEventType.ValueType = ...,
+        job: Global___Job | None = ...,
+        resume_token: _builtins.str = ...,
+        time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "resume_token", b"resume_token", "time", b"time", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
+
+@_typing.final
+class GetJobLogsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    FOLLOW_FIELD_NUMBER: _builtins.int
+    TAIL_LINES_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    follow: _builtins.bool
+    """Keep streaming new lines while the job runs."""
+    tail_lines: _builtins.int
+    """Only the last N lines (0: all)."""
+    attempt: _builtins.int
+    """1-based attempt (pod) number; 0: the latest."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        follow: _builtins.bool = ...,
+        tail_lines: _builtins.int = ...,
+        attempt: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "follow", b"follow", "job_id", b"job_id", "tail_lines", b"tail_lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobLogsRequest: _TypeAlias = GetJobLogsRequest  # noqa: Y015
+
+@_typing.final
+class LogLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    POD_NAME_FIELD_NUMBER: _builtins.int
+    line: _builtins.str
+    attempt: _builtins.int
+    """The attempt (pod) it came from."""
+    pod_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        line: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        pod_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "line", b"line", "pod_name", b"pod_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogLine: _TypeAlias = LogLine  # noqa: Y015
 
 @_typing.final
 class CancelJobRequest(_message.Message):
@@ -398,6 +630,11 @@ class Job(_message.Message):
     SUCCEEDED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     BACKOFF_LIMIT_FIELD_NUMBER: _builtins.int
+    POD_NAMES_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    TERMINATION_REASON_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     type: _builtins.str
@@ -415,6 +652,11 @@ class Job(_message.Message):
     succeeded: _builtins.int
     failed: _builtins.int
     backoff_limit: _builtins.int
+    attempts: _builtins.int
+    """Pods started so far (active + succeeded + failed)."""
+    termination_reason: _builtins.str
+    """The last terminated container's reason (Completed, Error, OOMKilled, ...) and exit code."""
+    exit_code: _builtins.int
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -425,6 +667,14 @@ class Job(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def conditions(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobCondition]: ...
+    @_builtins.property
+    def pod_names(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the job's pods (local backend: "<job id>-<attempt>"), oldest first."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration:
+        """finished_at (or now, while running) minus started_at."""
+
     def __init__(
         self,
         *,
@@ -444,11 +694,18 @@ class Job(_message.Message):
         succeeded: _builtins.int = ...,
         failed: _builtins.int = ...,
         backoff_limit: _builtins.int = ...,
+        pod_names: _abc.Iterable[_builtins.str] | None = ...,
+        attempts: _builtins.int = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        termination_reason: _builtins.str = ...,
+        exit_code: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "phase", b"phase", "reason", b"reason", "started_at", b"started_at", "succeeded", b"succeeded", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
+    _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015

@@ -54,6 +54,21 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/jobscheduler.JobScheduler/WatchJob',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.WatchJobs = channel.unary_stream(
+                '/jobscheduler.JobScheduler/WatchJobs',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobEvent.FromString,
+                _registered_method=True)
+        self.GetJobLogs = channel.unary_stream(
+                '/jobscheduler.JobScheduler/GetJobLogs',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobLogsRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.LogLine.FromString,
+                _registered_method=True)
 
 
 class JobSchedulerServicer:
@@ -87,6 +102,27 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJob(self, request, context):
+        """The job's current state, then every change; ends after its terminal state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJobs(self, request, context):
+        """An event per change of every matching job, each with a resume token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobLogs(self, request, context):
+        """The job's output, line by line; with `follow`, new lines while it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +145,21 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.CancelJobRequest.FromString,
                     response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.WatchJobRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobEvent.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.WatchJobsRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobEvent.SerializeToString,
+            ),
+            'GetJobLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetJobLogs,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobLogsRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.LogLine.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +270,87 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/CancelJob',
             jobscheduler_dot___generated_dot_jobscheduler__pb2.CancelJobRequest.SerializeToString,
             jobscheduler_dot___generated_dot_jobscheduler__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/WatchJob',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.WatchJobRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/WatchJobs',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.WatchJobsRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/GetJobLogs',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobLogsRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.LogLine.FromString,
             options,
             channel_credentials,
             insecure,

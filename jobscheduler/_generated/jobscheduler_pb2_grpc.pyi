@@ -43,6 +43,12 @@ class JobSchedulerStub:
     """The jobs this service manages, newest first."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.CancelJobRequest, _jobscheduler_pb2.CancelJobResponse]
     """Stops a job's pods and keeps the job visible as CANCELLED."""
+    WatchJob: _grpc.UnaryStreamMultiCallable[_jobscheduler_pb2.WatchJobRequest, _jobscheduler_pb2.JobEvent]
+    """The job's current state, then every change; ends after its terminal state."""
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_jobscheduler_pb2.WatchJobsRequest, _jobscheduler_pb2.JobEvent]
+    """An event per change of every matching job, each with a resume token."""
+    GetJobLogs: _grpc.UnaryStreamMultiCallable[_jobscheduler_pb2.GetJobLogsRequest, _jobscheduler_pb2.LogLine]
+    """The job's output, line by line; with `follow`, new lines while it runs."""
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -55,6 +61,12 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """The jobs this service manages, newest first."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.CancelJobRequest, _jobscheduler_pb2.CancelJobResponse]  # type: ignore[assignment]
     """Stops a job's pods and keeps the job visible as CANCELLED."""
+    WatchJob: _aio.UnaryStreamMultiCallable[_jobscheduler_pb2.WatchJobRequest, _jobscheduler_pb2.JobEvent]  # type: ignore[assignment]
+    """The job's current state, then every change; ends after its terminal state."""
+    WatchJobs: _aio.UnaryStreamMultiCallable[_jobscheduler_pb2.WatchJobsRequest, _jobscheduler_pb2.JobEvent]  # type: ignore[assignment]
+    """An event per change of every matching job, each with a resume token."""
+    GetJobLogs: _aio.UnaryStreamMultiCallable[_jobscheduler_pb2.GetJobLogsRequest, _jobscheduler_pb2.LogLine]  # type: ignore[assignment]
+    """The job's output, line by line; with `follow`, new lines while it runs."""
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -88,5 +100,29 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_jobscheduler_pb2.CancelJobResponse, _abc.Awaitable[_jobscheduler_pb2.CancelJobResponse]]:
         """Stops a job's pods and keeps the job visible as CANCELLED."""
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _jobscheduler_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobscheduler_pb2.JobEvent], _abc.AsyncIterator[_jobscheduler_pb2.JobEvent]]:
+        """The job's current state, then every change; ends after its terminal state."""
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _jobscheduler_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobscheduler_pb2.JobEvent], _abc.AsyncIterator[_jobscheduler_pb2.JobEvent]]:
+        """An event per change of every matching job, each with a resume token."""
+
+    @_abc_1.abstractmethod
+    def GetJobLogs(
+        self,
+        request: _jobscheduler_pb2.GetJobLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_jobscheduler_pb2.LogLine], _abc.AsyncIterator[_jobscheduler_pb2.LogLine]]:
+        """The job's output, line by line; with `follow`, new lines while it runs."""
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

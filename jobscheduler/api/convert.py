@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
-from jobscheduler.core.model import JobPhase, JobRecord, ScheduleRequest
+from jobscheduler.core.errors import InvalidArgument
+from jobscheduler.core.index import JobIndex
+from jobscheduler.core.model import (
+    JobEvent,
+    JobEventType,
+    JobFilter,
+    JobPhase,
+    JobRecord,
+    LogLine,
+    ScheduleRequest,
+)
 
 PHASES: dict[JobPhase, pb.JobPhase.ValueType] = {
     JobPhase.PENDING: pb.JOB_PHASE_PENDING,
@@ -18,6 +29,48 @@ PHASES: dict[JobPhase, pb.JobPhase.ValueType] = {
     JobPhase.FAILED: pb.JOB_PHASE_FAILED,
     JobPhase.CANCELLED: pb.JOB_PHASE_CANCELLED,
 }
+
+
+PHASES_BACK = {v: k for k, v in PHASES.items()}
+EVENT_TYPES: dict[JobEventType, pb.JobEventType.ValueType] = {
+    JobEventType.CREATED: pb.JOB_EVENT_TYPE_CREATED,
+    JobEventType.STARTED: pb.JOB_EVENT_TYPE_STARTED,
+    JobEventType.SUCCEEDED: pb.JOB_EVENT_TYPE_SUCCEEDED,
+    JobEventType.FAILED: pb.JOB_EVENT_TYPE_FAILED,
+    JobEventType.CANCELLED: pb.JOB_EVENT_TYPE_CANCELLED,
+    JobEventType.DELETED: pb.JOB_EVENT_TYPE_DELETED,
+    JobEventType.UPDATED: pb.JOB_EVENT_TYPE_UPDATED,
+}
+
+
+def job_filter(message: pb.JobFilter, field: str = "filter") -> JobFilter:
+    phases = set()
+    for i, value in enumerate(message.phases):
+        phase = PHASES_BACK.get(value)
+        if phase is None:
+            raise InvalidArgument.field(f"{field}.phases[{i}]", f"unknown phase {value}")
+        phases.add(phase)
+    return JobFilter(
+        type=message.type,
+        phases=frozenset(phases),
+        label_selector=message.label_selector,
+        name_prefix=message.name_prefix,
+        created_after=message.created_after.ToDatetime(UTC) if message.HasField("created_after") else None,
+        created_before=message.created_before.ToDatetime(UTC) if message.HasField("created_before") else None,
+    )
+
+
+def job_event(event: JobEvent, index: JobIndex) -> pb.JobEvent:
+    return pb.JobEvent(
+        type=EVENT_TYPES[event.type],
+        job=job_message(event.record),
+        resume_token=index.token(event.seq),
+        time=_timestamp(event.time),
+    )
+
+
+def log_line(line: LogLine) -> pb.LogLine:
+    return pb.LogLine(line=line.line, attempt=line.attempt, pod_name=line.pod_name)
 
 
 def schedule_request(request: pb.ScheduleJobRequest) -> ScheduleRequest:
@@ -40,7 +93,12 @@ def _timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def job_message(record: JobRecord) -> pb.Job:
+def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
+    duration: Duration | None = None
+    if record.started_at is not None:
+        end = record.finished_at or now or datetime.now(UTC)
+        duration = Duration()
+        duration.FromTimedelta(max(end - record.started_at, end - end))
     job = pb.Job(
         job_id=record.job_id,
         name=record.name,
@@ -57,6 +115,11 @@ def job_message(record: JobRecord) -> pb.Job:
         succeeded=record.succeeded,
         failed=record.failed,
         backoff_limit=record.backoff_limit,
+        pod_names=list(record.pod_names),
+        attempts=record.attempts,
+        duration=duration,
+        termination_reason=record.termination_reason,
+        exit_code=record.exit_code,
     )
     for c in record.conditions:
         job.conditions.add(

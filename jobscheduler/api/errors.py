@@ -15,7 +15,9 @@ from jobscheduler.core.errors import (
     InvalidArgument,
     JobSchedulerError,
     NotFound,
+    OutOfRange,
     PermissionDenied,
+    ResourceExhausted,
     Unavailable,
 )
 
@@ -26,6 +28,8 @@ _CODES: Final[tuple[tuple[type[JobSchedulerError], grpc.StatusCode], ...]] = (
     (FailedPrecondition, grpc.StatusCode.FAILED_PRECONDITION),
     (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
+    (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
+    (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (BackendError, grpc.StatusCode.INTERNAL),
 )
 

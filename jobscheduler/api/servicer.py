@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
@@ -43,6 +43,36 @@ def _guarded(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
     return wrapper
 
 
+StreamHandler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Resp]]
+
+
+def _guarded_stream(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
+    """``_guarded`` for server-streaming methods; also counts open streams."""
+    name = method.__name__
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Resp]:
+        metrics.OPEN_STREAMS.labels(name).inc()
+        try:
+            try:
+                async for item in method(self, request, context):
+                    yield item
+                return
+            except JobSchedulerError as exc:
+                log_field(error=exc.message)
+                status = to_status(exc)
+            except Exception:
+                log.exception("unhandled error", method=name)
+                status = internal_status(current_request_id())
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        finally:
+            metrics.OPEN_STREAMS.labels(name).dec()
+
+    return wrapper
+
+
 class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     def __init__(self, service: JobService) -> None:
         self._service = service
@@ -68,8 +98,12 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
-        records = await self._service.list()
-        return pb.ListJobsResponse(jobs=[convert.job_message(r) for r in records])
+        page = await self._service.list(
+            convert.job_filter(request.filter), request.page_size, request.page_token
+        )
+        return pb.ListJobsResponse(
+            jobs=[convert.job_message(r) for r in page.records], next_page_token=page.next_page_token
+        )
 
     @_guarded
     async def CancelJob(
@@ -79,3 +113,30 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         record = await self._service.cancel(request.job_id, request.reason)
         metrics.JOBS_CANCELLED.labels(record.type).inc()
         return pb.CancelJobResponse(job=convert.job_message(record))
+
+    @_guarded_stream
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.JobEvent]:
+        log_field(job_id=request.job_id)
+        async for event in self._service.watch_job(request.job_id):
+            yield convert.job_event(event, self._service.index)
+
+    @_guarded_stream
+    async def WatchJobs(
+        self, request: pb.WatchJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.JobEvent]:
+        job_filter = convert.job_filter(request.filter)
+        async for event in self._service.watch_jobs(job_filter, request.resume_token):
+            yield convert.job_event(event, self._service.index)
+
+    @_guarded_stream
+    async def GetJobLogs(
+        self, request: pb.GetJobLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.LogLine]:
+        log_field(job_id=request.job_id)
+        lines = self._service.logs(
+            request.job_id, follow=request.follow, tail_lines=request.tail_lines, attempt=request.attempt
+        )
+        async for line in lines:
+            yield convert.log_line(line)

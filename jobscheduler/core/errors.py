@@ -63,3 +63,15 @@ class Unavailable(JobSchedulerError):
 
 class BackendError(JobSchedulerError):
     """The backend answered in a way we did not expect; a bug here or there, not the caller's fault."""
+
+
+class OutOfRange(JobSchedulerError):
+    """A resume point is older than what is retained (or from another replica or run)."""
+
+
+class ResourceExhausted(JobSchedulerError):
+    """A stream fell too far behind; the client should resume from its last token."""
+
+
+class NotReady(Unavailable):
+    """The service has not synced its view of the backend yet."""

@@ -57,6 +57,55 @@ class JobRecord:
     succeeded: int = 0
     failed: int = 0
     backoff_limit: int = 0
+    #: The job's pods (local backend: one per attempt), oldest first.
+    pod_names: tuple[str, ...] = ()
+    #: The last terminated container's reason and exit code, if any has terminated.
+    termination_reason: str = ""
+    exit_code: int | None = None
+
+    @property
+    def attempts(self) -> int:
+        """Pods started so far."""
+        return self.active + self.succeeded + self.failed
+
+
+class JobEventType(enum.Enum):
+    CREATED = "CREATED"
+    STARTED = "STARTED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    DELETED = "DELETED"
+    UPDATED = "UPDATED"
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One change of one job, numbered in the order this replica saw it."""
+
+    seq: int
+    type: JobEventType
+    record: JobRecord
+    time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """What ListJobs/WatchJobs match; unset fields match everything."""
+
+    type: str = ""
+    phases: frozenset[JobPhase] = frozenset()
+    label_selector: str = ""
+    name_prefix: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    line: str
+    attempt: int
+    pod_name: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from jobscheduler.core.model import JobRecord
+from jobscheduler.core.index import JobIndex
+from jobscheduler.core.model import JobRecord, LogLine
 
 
 class JobBackend(Protocol):
@@ -18,16 +19,30 @@ class JobBackend(Protocol):
     #: Short name for logs and metrics (``kubernetes``, ``local``).
     name: str
 
+    async def start(self, index: JobIndex) -> None:
+        """Begin feeding ``index`` with every job and each change; mark it synced once complete.
+
+        Returns promptly; syncing goes on in the background. Records of the backend's own
+        writes (create, cancel) go into the index before those calls return (read-your-writes).
+        """
+        ...
+
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
         """Create the Job; AlreadyExists if its name is taken."""
         ...
 
     async def get(self, job_id: str) -> JobRecord:
-        """The job's current record; NotFound if it does not exist or is not ours."""
+        """The job's current record, read from the backend itself; NotFound if absent or not ours."""
         ...
 
     async def list(self) -> list[JobRecord]:
-        """Every job this service manages."""
+        """Every job this service manages, read from the backend itself."""
+        ...
+
+    def logs(
+        self, record: JobRecord, *, follow: bool, tail_lines: int, attempt: int
+    ) -> AsyncIterator[LogLine]:
+        """The job's output by line. FailedPrecondition while no attempt has started."""
         ...
 
     async def cancel(self, job_id: str, *, reason: str, at: datetime) -> JobRecord:

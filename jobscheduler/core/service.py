@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 
-from jobscheduler.core.errors import AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument
+from jobscheduler.core.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    NotReady,
+)
+from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import (
     RESERVED_LABEL_PREFIX,
     RESERVED_LABELS,
@@ -13,7 +21,15 @@ from jobscheduler.core.manifests import (
     RenderContext,
     validate_job_manifest,
 )
-from jobscheduler.core.model import JobPhase, JobRecord, ScheduleRequest
+from jobscheduler.core.model import (
+    JobEvent,
+    JobEventType,
+    JobFilter,
+    JobPhase,
+    JobRecord,
+    LogLine,
+    ScheduleRequest,
+)
 from jobscheduler.core.naming import (
     dns1123_label_problem,
     label_key_problem,
@@ -21,12 +37,16 @@ from jobscheduler.core.naming import (
     new_job_id,
 )
 from jobscheduler.core.ports import JobBackend
+from jobscheduler.core.query import Page, compile_filter, paginate
 from jobscheduler.core.registry import HandlerRegistry
 
 #: How many fresh ids ScheduleJob tries when a generated id is taken (vanishingly rare).
 _ID_ATTEMPTS = 3
 _MAX_LABELS = 32
 _MAX_CANCEL_REASON = 256
+#: How long a watch waits for the index's first sync before answering UNAVAILABLE.
+_SYNC_WAIT_SECONDS = 5.0
+_MAX_TAIL_LINES = 100_000
 
 
 class JobService:
@@ -37,6 +57,7 @@ class JobService:
         backend: JobBackend,
         registry: HandlerRegistry,
         defaults: JobDefaults,
+        index: JobIndex,
         *,
         id_factory: Callable[[], str] = new_job_id,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -44,6 +65,7 @@ class JobService:
         self.backend = backend
         self.registry = registry
         self.defaults = defaults
+        self.index = index
         self._new_id = id_factory
         self._clock = clock
 
@@ -74,19 +96,26 @@ class JobService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def get(self, job_id: str) -> JobRecord:
+        """From the index once it has synced (backends put their own writes there at once)."""
         _check_job_id(job_id)
-        return await self.backend.get(job_id)
+        if not self.index.synced:
+            return await self.backend.get(job_id)
+        record = self.index.get(job_id)
+        if record is None:
+            raise NotFound(f"job {job_id!r} not found")
+        return record
 
-    async def list(self) -> list[JobRecord]:
-        records = await self.backend.list()
-        epoch = datetime.min.replace(tzinfo=UTC)
-        return sorted(records, key=lambda r: (r.created_at or epoch, r.job_id), reverse=True)
+    async def list(
+        self, job_filter: JobFilter | None = None, page_size: int = 0, page_token: str = ""
+    ) -> Page:
+        records = self.index.records() if self.index.synced else await self.backend.list()
+        return paginate(records, job_filter or JobFilter(), page_size, page_token)
 
     async def cancel(self, job_id: str, reason: str = "") -> JobRecord:
         _check_job_id(job_id)
         if len(reason) > _MAX_CANCEL_REASON:
             raise InvalidArgument.field("reason", f"must be at most {_MAX_CANCEL_REASON} characters")
-        record = await self.backend.get(job_id)
+        record = await self.backend.get(job_id)  # the backend's own view: the index may lag a moment
         if record.phase is JobPhase.CANCELLED:
             return record
         if record.phase.is_terminal:
@@ -94,6 +123,49 @@ class JobService:
                 f"job {job_id} has already finished ({record.phase.value}); cannot cancel"
             )
         return await self.backend.cancel(job_id, reason=reason or "cancelled by request", at=self._clock())
+
+    async def _require_sync(self) -> None:
+        if not await self.index.wait_synced(_SYNC_WAIT_SECONDS):
+            raise NotReady("the service has not finished loading the jobs from its backend; retry shortly")
+
+    async def watch_job(self, job_id: str) -> AsyncIterator[JobEvent]:
+        """The job's current state (as a CREATED event), then each change; ends after a terminal state."""
+        _check_job_id(job_id)
+        await self._require_sync()
+        with self.index.subscribe(lambda r: r.job_id == job_id) as subscription:
+            current = self.index.get(job_id)
+            if current is None:
+                raise NotFound(f"job {job_id!r} not found")
+            yield JobEvent(subscription.last_seq, JobEventType.CREATED, current, self._clock())
+            last = current
+            while not last.phase.is_terminal:
+                event = await subscription.next()
+                if event.record == last and event.type is not JobEventType.DELETED:
+                    continue
+                yield event
+                if event.type is JobEventType.DELETED:
+                    return
+                last = event.record
+
+    async def watch_jobs(self, job_filter: JobFilter, resume_token: str = "") -> AsyncIterator[JobEvent]:
+        """Every change of every matching job, from now or after ``resume_token``; never ends by itself."""
+        matches = compile_filter(job_filter)
+        await self._require_sync()
+        with self.index.subscribe(matches, resume_token) as subscription:
+            while True:
+                yield await subscription.next()
+
+    async def logs(
+        self, job_id: str, *, follow: bool = False, tail_lines: int = 0, attempt: int = 0
+    ) -> AsyncIterator[LogLine]:
+        _check_job_id(job_id)
+        if tail_lines < 0 or tail_lines > _MAX_TAIL_LINES:
+            raise InvalidArgument.field("tail_lines", f"must be between 0 and {_MAX_TAIL_LINES}")
+        if attempt < 0:
+            raise InvalidArgument.field("attempt", "must be 0 (the latest) or a 1-based attempt number")
+        record = await self.get(job_id)
+        async for line in self.backend.logs(record, follow=follow, tail_lines=tail_lines, attempt=attempt):
+            yield line
 
 
 def _check_job_id(job_id: str) -> None:

@@ -13,7 +13,7 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +145,49 @@ class KubeApi:
         if not isinstance(data, dict):
             data = {}
         return data
+
+    async def stream(
+        self, path: str, call: Call, *, query: Sequence[tuple[str, str]] = (), read_timeout: float
+    ) -> AsyncIterator[bytes]:
+        """The answer's lines as they arrive (watches, followed logs); errors mapped as for ``request``.
+
+        ``read_timeout`` bounds the wait for each chunk, not the whole stream.
+        """
+        headers = {**_ACCEPT, "Content-Type": "application/json"}
+        _, url, headers, _, _ = await self._client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=list(query) or None,
+            header_params=headers,
+            auth_settings=_AUTH_SETTINGS,
+        )
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=read_timeout)
+        try:
+            response = await self._client.call_api(
+                "GET", url, header_params=headers, _request_timeout=timeout
+            )
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            metrics.KUBE_REQUEST_ERRORS.labels(call.verb, call.resource, "connection").inc()
+            raise error_from_connection(exc, self.host, call) from None
+        raw_response = response.response
+        try:
+            code: int = response.status
+            if not 200 <= code < 300:
+                raw = await response.read()
+                metrics.KUBE_REQUEST_ERRORS.labels(call.verb, call.resource, str(code)).inc()
+                try:
+                    data = json.loads(raw) if raw else {}
+                except ValueError:
+                    data = {}
+                raise error_from_status(code, data if isinstance(data, dict) else None, call)
+            try:
+                async for line in raw_response.content:
+                    yield line
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                metrics.KUBE_REQUEST_ERRORS.labels(call.verb, call.resource, "connection").inc()
+                raise error_from_connection(exc, self.host, call) from None
+        finally:
+            raw_response.release()
 
     async def close(self) -> None:
         await self._client.close()

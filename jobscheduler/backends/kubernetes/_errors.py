@@ -56,11 +56,17 @@ def error_from_status(code: int, body: Mapping[str, Any] | None, call: Call) -> 
             f"the service account lacks the RBAC permission to {call.describe()}"
             f" (grant verb {call.verb!r} on {call.resource!r}); Kubernetes said: {message}"
         )
+    if code == 410:
+        return Gone(f"Kubernetes API: {message}")
     if code == 401:
         return PermissionDenied(f"the Kubernetes API rejected the service's credentials: {message}")
     if code == 429 or code >= 500:
         return Unavailable(f"Kubernetes API unavailable ({code}) during {call.describe()}: {message}")
     return BackendError(f"unexpected Kubernetes API answer {code} during {call.describe()}: {message}")
+
+
+class Gone(Unavailable):
+    """410: a watch's resourceVersion is too old; list again."""
 
 
 def error_from_connection(exc: BaseException, host: str, call: Call) -> Unavailable:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from jobscheduler.core.manifests import (
     CANCEL_REASON_ANNOTATION,
     CANCELLED_AT_ANNOTATION,
+    JOB_ID_LABEL,
     JOB_NAME_ANNOTATION,
     JOB_NAME_LABEL,
     JOB_TYPE_ANNOTATION,
@@ -117,4 +119,53 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         succeeded=succeeded,
         failed=failed,
         backoff_limit=backoff_limit,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PodSummary:
+    """What a job's record needs of one of its pods."""
+
+    name: str
+    job_id: str
+    created: str
+    terminated_reason: str = ""
+    exit_code: int | None = None
+    finished: str = ""
+
+
+def pod_summary(pod: Mapping[str, Any]) -> PodSummary | None:
+    meta = pod.get("metadata") or {}
+    job_id = (meta.get("labels") or {}).get(JOB_ID_LABEL)
+    if not job_id:
+        return None
+    reason, exit_code, finished = "", None, ""
+    for status in (pod.get("status") or {}).get("containerStatuses") or ():
+        for key in ("state", "lastState"):
+            terminated = ((status or {}).get(key) or {}).get("terminated")
+            if terminated:
+                reason = str(terminated.get("reason") or "")
+                exit_code = terminated.get("exitCode")
+                finished = str(terminated.get("finishedAt") or "")
+                break
+    return PodSummary(
+        name=str(meta.get("name", "")),
+        job_id=str(job_id),
+        created=str(meta.get("creationTimestamp") or ""),
+        terminated_reason=reason,
+        exit_code=int(exit_code) if isinstance(exit_code, int) else None,
+        finished=finished,
+    )
+
+
+def with_pods(record: JobRecord, pods: Iterable[PodSummary]) -> JobRecord:
+    """The record with its pods' names and the last terminated container's reason and exit code."""
+    ordered = sorted(pods, key=lambda p: (p.created, p.name))
+    terminated = [p for p in ordered if p.exit_code is not None]
+    last = max(terminated, key=lambda p: (p.finished, p.created)) if terminated else None
+    return replace(
+        record,
+        pod_names=tuple(p.name for p in ordered),
+        termination_reason=last.terminated_reason if last else "",
+        exit_code=last.exit_code if last else None,
     )

@@ -1,21 +1,76 @@
-"""The Kubernetes backend: our jobs are batch/v1 Jobs, found by their labels."""
+"""The Kubernetes backend: our jobs are batch/v1 Jobs, found by their labels.
+
+Two informers (list, then watch) keep the index fed: one over our Jobs, one
+over their Pods (for pod names and the last container's exit). They resume
+each watch from the last resourceVersion, take bookmarks, list again on 410
+Gone, and reconnect with capped exponential backoff after errors. The index
+holds compact records built from the JSON, never the API objects.
+
+(The client's ``kubernetes.informer.SharedInformer`` is thread-based, works
+with the synchronous client and keeps whole model objects, ~37 KB per Job;
+this service runs on one asyncio loop and keeps <1 KB per job.)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
+from jobscheduler import metrics
 from jobscheduler.backends.kubernetes._client import KubeApi
-from jobscheduler.backends.kubernetes._errors import Call
-from jobscheduler.backends.kubernetes._status import is_managed, job_record
-from jobscheduler.core.errors import NotFound
+from jobscheduler.backends.kubernetes._errors import Call, Gone
+from jobscheduler.backends.kubernetes._status import (
+    PodSummary,
+    is_managed,
+    job_record,
+    pod_summary,
+    with_pods,
+)
+from jobscheduler.core.errors import FailedPrecondition, InvalidArgument, JobSchedulerError, NotFound
+from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import CANCEL_REASON_ANNOTATION, CANCELLED_AT_ANNOTATION, MANAGED_SELECTOR
-from jobscheduler.core.model import JobRecord
+from jobscheduler.core.model import JobRecord, LogLine
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.kubernetes")
 
 JOBS: Final = "jobs.batch"
+PODS: Final = "pods"
 _LIST_PAGE: Final = 500
 _MERGE_PATCH: Final = "application/merge-patch+json"
+#: Server-side watch timeout; the API server ends each watch after about this long.
+WATCH_TIMEOUT_SECONDS: Final = 290
+_BACKOFF_FIRST: Final = 0.5
+_BACKOFF_MAX: Final = 30.0
+
+
+def _rv(obj: Mapping[str, Any]) -> int:
+    """resourceVersion as a number for ordering one object's versions (0 if not numeric)."""
+    raw = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return int(raw) if raw.isdigit() else 0
+
+
+@dataclass(slots=True)
+class _JobState:
+    rv: int
+    record: JobRecord
+
+
+@dataclass(slots=True)
+class _Informer:
+    """One resource's list+watch state."""
+
+    resource: str
+    path: str
+    synced: bool = False
+    resource_version: str = ""
+    lists: int = 0
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 class KubernetesBackend:
@@ -35,13 +90,156 @@ class KubernetesBackend:
         self._api = api
         self.namespace = namespace
         self._jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+        self._pods_path = f"/api/v1/namespaces/{namespace}/pods"
+        self._index: JobIndex | None = None
+        self._jobs: dict[str, _JobState] = {}
+        self._pods: dict[str, dict[str, PodSummary]] = {}
+        self._informers = (_Informer(JOBS, self._jobs_path), _Informer(PODS, self._pods_path))
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- informers ------------------------------------------------------------------------
+
+    async def start(self, index: JobIndex) -> None:
+        self._index = index
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._inform(i), name=f"informer-{i.resource}") for i in self._informers
+        ]
+
+    async def _inform(self, informer: _Informer) -> None:
+        """List, then watch from the list's resourceVersion, forever; survive every failure."""
+        backoff = _BACKOFF_FIRST
+        call = Call(verb="watch", resource=informer.resource, namespace=self.namespace)
+        while True:
+            try:
+                if not informer.resource_version:
+                    await self._list_into(informer)
+                query = [
+                    ("labelSelector", MANAGED_SELECTOR),
+                    ("watch", "true"),
+                    ("allowWatchBookmarks", "true"),
+                    ("resourceVersion", informer.resource_version),
+                    ("timeoutSeconds", str(WATCH_TIMEOUT_SECONDS + random.randint(0, 20))),
+                ]
+                async for raw in self._api.stream(
+                    informer.path, call, query=query, read_timeout=WATCH_TIMEOUT_SECONDS + 60
+                ):
+                    if raw.strip():
+                        self._on_event(informer, json.loads(raw))
+                    backoff = _BACKOFF_FIRST
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                informer.resource_version = ""  # too old: list again
+            except (JobSchedulerError, ValueError) as exc:
+                metrics.WATCH_RESTARTS.labels(informer.resource).inc()
+                log.warning(
+                    "watch failed; reconnecting",
+                    resource=informer.resource,
+                    error=getattr(exc, "message", str(exc)),
+                    retry_in=round(backoff, 2),
+                )
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _list_into(self, informer: _Informer) -> None:
+        items: list[Mapping[str, Any]] = []
+        token, version = "", ""
+        call = Call(verb="list", resource=informer.resource, namespace=self.namespace)
+        while True:
+            query = [("labelSelector", MANAGED_SELECTOR), ("limit", str(_LIST_PAGE))]
+            if token:
+                query.append(("continue", token))
+            page = await self._api.request("GET", informer.path, call, query=query)
+            items.extend(page.get("items") or ())
+            meta = page.get("metadata") or {}
+            version = str(meta.get("resourceVersion") or version)
+            token = str(meta.get("continue") or "")
+            if not token:
+                break
+        if informer.lists:
+            metrics.WATCH_RELISTS.labels(informer.resource).inc()
+        informer.lists += 1
+        if informer.resource == JOBS:
+            self._jobs = {}
+            for item in items:
+                if is_managed(item):
+                    name = str(item["metadata"]["name"])
+                    self._jobs[name] = _JobState(_rv(item), job_record(item))
+        else:
+            self._pods = {}
+            for item in items:
+                if (pod := pod_summary(item)) is not None:
+                    self._pods.setdefault(pod.job_id, {})[pod.name] = pod
+        informer.resource_version = version
+        informer.synced = True
+        if self._index is not None and all(i.synced for i in self._informers):
+            self._index.replace_all(self._combined(job_id) for job_id in self._jobs)
+            if not self._index.synced:
+                log.info("jobs synced", jobs=len(self._jobs))
+            self._index.mark_synced()
+
+    def _on_event(self, informer: _Informer, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            code = obj.get("code")
+            if code == 410:
+                raise Gone(f"watch expired: {obj.get('message', '')}")
+            raise ValueError(f"watch error {code}: {obj.get('message', '')}")
+        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+        if version:
+            informer.resource_version = version
+        if kind == "BOOKMARK":
+            return
+        if informer.resource == JOBS:
+            self._on_job(str(kind), obj)
+        else:
+            self._on_pod(str(kind), obj)
+
+    def _on_job(self, kind: str, job: Mapping[str, Any]) -> None:
+        name = str((job.get("metadata") or {}).get("name") or "")
+        if kind == "DELETED" or not is_managed(job):
+            if self._jobs.pop(name, None) is not None and self._index is not None and self._index.synced:
+                self._index.remove(name)
+            self._pods.pop(name, None)
+            return
+        self._remember(job)
+
+    def _remember(self, job: Mapping[str, Any]) -> JobRecord:
+        """Take a Job version (from a watch or our own write) unless a newer one is known."""
+        name = str(job["metadata"]["name"])
+        version = _rv(job)
+        known = self._jobs.get(name)
+        if known is not None and version and version < known.rv:
+            return self._combined(name)
+        self._jobs[name] = _JobState(version, job_record(job))
+        combined = self._combined(name)
+        if self._index is not None and (self._index.synced or all(i.synced for i in self._informers)):
+            self._index.apply(combined)
+        return combined
+
+    def _on_pod(self, kind: str, pod: Mapping[str, Any]) -> None:
+        summary = pod_summary(pod)
+        if summary is None:
+            return
+        pods = self._pods.setdefault(summary.job_id, {})
+        if kind == "DELETED":
+            pods.pop(summary.name, None)
+        else:
+            pods[summary.name] = summary
+        if summary.job_id in self._jobs and self._index is not None and self._index.synced:
+            self._index.apply(self._combined(summary.job_id))
+
+    def _combined(self, job_id: str) -> JobRecord:
+        return with_pods(self._jobs[job_id].record, self._pods.get(job_id, {}).values())
 
     def _call(self, verb: str, name: str | None = None) -> Call:
         return Call(verb=verb, resource=JOBS, namespace=self.namespace, name=name)
 
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
         created = await self._api.request("POST", self._jobs_path, self._call("create"), body=manifest)
-        return job_record(created)
+        return self._remember(created)
 
     async def get(self, job_id: str) -> JobRecord:
         job = await self._api.request("GET", f"{self._jobs_path}/{job_id}", self._call("get", job_id))
@@ -79,7 +277,7 @@ class KubernetesBackend:
             body=patch,
             content_type=_MERGE_PATCH,
         )
-        return job_record(patched)
+        return self._remember(patched)
 
     async def ping(self) -> None:
         await self._api.request(
@@ -89,5 +287,45 @@ class KubernetesBackend:
             query=[("labelSelector", MANAGED_SELECTOR), ("limit", "1")],
         )
 
+    async def logs(
+        self, record: JobRecord, *, follow: bool, tail_lines: int, attempt: int
+    ) -> AsyncIterator[LogLine]:
+        pods = tuple(sorted(self._pods.get(record.job_id, {}).values(), key=lambda p: (p.created, p.name)))
+        if not pods:
+            pods = await self._list_pods(record.job_id)
+        if not pods:
+            raise FailedPrecondition(f"job {record.job_id} has no pod yet; its logs appear once one starts")
+        if attempt > len(pods):
+            raise InvalidArgument.field("attempt", f"job {record.job_id} has {len(pods)} pod(s)")
+        number = attempt or len(pods)
+        pod = pods[number - 1]
+        query = [("follow", "true" if follow else "false")]
+        if tail_lines:
+            query.append(("tailLines", str(tail_lines)))
+        call = Call(verb="get", resource="pods/log", namespace=self.namespace, name=pod.name)
+        pending = b""
+        try:
+            async for chunk in self._api.stream(
+                f"{self._pods_path}/{pod.name}/log", call, query=query, read_timeout=3600
+            ):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    yield LogLine(line.decode("utf-8", "replace"), number, pod.name)
+        except InvalidArgument as exc:  # 400: e.g. 'container "timer" ... is waiting to start'
+            raise FailedPrecondition(f"logs of pod {pod.name} are not available yet: {exc.message}") from None
+        if pending:
+            yield LogLine(pending.decode("utf-8", "replace"), number, pod.name)
+
+    async def _list_pods(self, job_id: str) -> tuple[PodSummary, ...]:
+        call = Call(verb="list", resource=PODS, namespace=self.namespace)
+        selector = f"{MANAGED_SELECTOR},jobscheduler.io/job-id={job_id}"
+        page = await self._api.request("GET", self._pods_path, call, query=[("labelSelector", selector)])
+        pods = [p for item in page.get("items") or () if (p := pod_summary(item)) and p.job_id == job_id]
+        return tuple(sorted(pods, key=lambda p: (p.created, p.name)))
+
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._api.close()

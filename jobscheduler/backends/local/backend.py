@@ -20,14 +20,21 @@ import os
 import pathlib
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any, BinaryIO, Final
 
 from jobscheduler.backends.local._store import JobRow, Store, now
-from jobscheduler.core.errors import AlreadyExists, BackendError, NotFound
+from jobscheduler.core.errors import (
+    AlreadyExists,
+    BackendError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION
-from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
+from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, LogLine
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.local")
@@ -35,6 +42,7 @@ log = get_logger("jobscheduler.backends.local")
 #: Host variables a local job inherits (a pod inherits none; these make the same commands run here).
 _INHERITED_ENV: Final = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 _LAST_LINE_CHARS: Final = 300
+_FOLLOW_POLL_SECONDS: Final = 0.2
 #: Set in every local job's environment: how a restarted service recognises its leftover processes.
 MARKER_ENV: Final = "JOBSCHEDULER_JOB_ID"
 
@@ -65,16 +73,23 @@ class LocalBackend:
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._cancel: dict[str, asyncio.Event] = {}
         self._closing = False
+        self._index: JobIndex | None = None
 
     @classmethod
     async def open(cls, data_dir: pathlib.Path, namespace: str, **options: Any) -> LocalBackend:
-        """Open the store, settle what a previous run left behind, and resume the queue."""
+        """Open the store and settle what a previous run left behind (see ``start``)."""
         backend = cls(data_dir, namespace, **options)
         backend._recover()
-        backend._dispatch()
         return backend
 
     # --- the port -------------------------------------------------------------------------
+
+    async def start(self, index: JobIndex) -> None:
+        """Load every job into the index (it is synced at once) and resume the queue."""
+        self._index = index
+        index.replace_all(self._record(row) for row in self._store.all())
+        index.mark_synced()
+        self._dispatch()
 
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
         job_id = str(manifest["metadata"]["name"])
@@ -83,11 +98,11 @@ class LocalBackend:
         self._queue.append(job_id)
         running = len(self._runners)
         if running >= self.max_parallel:
-            self._store.update_job(
+            self._update(
                 job_id, message=f"waiting for a free slot ({running} of {self.max_parallel} running)"
             )
         else:
-            self._store.update_job(job_id, message="Job created; starting its process")
+            self._update(job_id, message="Job created; starting its process")
         self._dispatch()
         return self._record(self._get_row(job_id))
 
@@ -99,7 +114,7 @@ class LocalBackend:
 
     async def cancel(self, job_id: str, *, reason: str, at: datetime) -> JobRecord:
         row = self._get_row(job_id)
-        self._store.update_job(
+        self._update(
             job_id,
             phase=JobPhase.CANCELLED.value,
             reason="Cancelled",
@@ -133,6 +148,15 @@ class LocalBackend:
         self._store.close()
 
     # --- running --------------------------------------------------------------------------
+
+    def _update(self, job_id: str, **fields: Any) -> None:
+        """Write to the store, then publish the new record (the store is the truth, the index a view)."""
+        self._store.update_job(job_id, **fields)
+        self._publish(job_id)
+
+    def _publish(self, job_id: str) -> None:
+        if self._index is not None and (row := self._store.get(job_id)) is not None:
+            self._index.apply(self._record(row))
 
     def _get_row(self, job_id: str) -> JobRow:
         row = self._store.get(job_id)
@@ -185,9 +209,7 @@ class LocalBackend:
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + float(deadline) if deadline else None
         started = self._clock()
-        self._store.update_job(
-            job_id, phase=JobPhase.RUNNING.value, started_at=started, message="process running"
-        )
+        self._update(job_id, phase=JobPhase.RUNNING.value, started_at=started, message="process running")
         log.info(
             "local job started",
             job_id=job_id,
@@ -212,7 +234,7 @@ class LocalBackend:
                     start_new_session=True,  # its own process group: cancel kills all of it
                 )
             self._store.start_attempt(job_id, number, proc.pid, self._clock(), str(log_path))
-            self._store.update_job(job_id, message=f"attempt {number} running (pid {proc.pid})")
+            self._update(job_id, message=f"attempt {number} running (pid {proc.pid})")
             try:
                 outcome = await self._wait(proc, cancel, deadline_at)
             finally:
@@ -225,9 +247,7 @@ class LocalBackend:
             )
             last = _last_line(log_path)
             if outcome == "cancelled":
-                self._store.update_job(
-                    job_id, message=f"Job cancelled: {self._get_row(job_id).cancel_reason}"
-                )
+                self._update(job_id, message=f"Job cancelled: {self._get_row(job_id).cancel_reason}")
                 return
             if outcome == "deadline":
                 self._finish(
@@ -253,7 +273,7 @@ class LocalBackend:
                 )
                 return
             delay = min(self.backoff_seconds * 2 ** (failed - 1), self.backoff_max_seconds)
-            self._store.update_job(job_id, message=f"{detail}; retrying in {delay:g}s")
+            self._update(job_id, message=f"{detail}; retrying in {delay:g}s")
             timeout = delay if deadline_at is None else max(0.0, min(delay, deadline_at - loop.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(cancel.wait(), timeout)
@@ -303,30 +323,29 @@ class LocalBackend:
         row = self._store.get(job_id)
         if row is None or row.phase == JobPhase.CANCELLED.value:
             return
-        self._store.update_job(
-            job_id, phase=phase.value, reason=reason, message=message, finished_at=self._clock()
-        )
+        self._update(job_id, phase=phase.value, reason=reason, message=message, finished_at=self._clock())
         log.info("local job finished", job_id=job_id, phase=phase.value, reason=reason)
 
     def _recover(self) -> None:
-        for row in self._store.with_phase(JobPhase.RUNNING.value):
-            open_attempts = [a for a in row.attempts if a.finished_at is None]
-            for attempt in open_attempts:
+        """Settle what a previous run left: kill its leftover processes (also of jobs cancelled during
+        their kill grace), fail the jobs that were running, and queue the ones still waiting."""
+        for row in self._store.all():
+            for attempt in (a for a in row.attempts if a.finished_at is None):
                 if attempt.pid is not None and _belongs_to(attempt.pid, row.job_id):
                     _kill_stragglers(attempt.pid)
-                self._store.finish_attempt(
-                    row.job_id, attempt.number, self._clock(), None, "ServiceRestarted"
+                reason = "Cancelled" if row.phase == JobPhase.CANCELLED.value else "ServiceRestarted"
+                self._store.finish_attempt(row.job_id, attempt.number, self._clock(), None, reason)
+            if row.phase == JobPhase.RUNNING.value:
+                self._store.update_job(
+                    row.job_id,
+                    phase=JobPhase.FAILED.value,
+                    reason="ServiceRestarted",
+                    message="the service stopped while the job was running; it was not resumed",
+                    finished_at=self._clock(),
                 )
-            self._store.update_job(
-                row.job_id,
-                phase=JobPhase.FAILED.value,
-                reason="ServiceRestarted",
-                message="the service stopped while the job was running; it was not resumed",
-                finished_at=self._clock(),
-            )
-            log.warning("job marked failed after restart", job_id=row.job_id, reason="ServiceRestarted")
-        for row in self._store.with_phase(JobPhase.PENDING.value):
-            self._queue.append(row.job_id)
+                log.warning("job marked failed after restart", job_id=row.job_id, reason="ServiceRestarted")
+            elif row.phase == JobPhase.PENDING.value:
+                self._queue.append(row.job_id)
 
     # --- records --------------------------------------------------------------------------
 
@@ -338,6 +357,8 @@ class LocalBackend:
         failed = sum(1 for a in row.attempts if a.finished_at is not None and a.exit_code != 0)
         succeeded = sum(1 for a in row.attempts if a.exit_code == 0)
         active = sum(1 for a in row.attempts if a.finished_at is None)
+        finished = [a for a in row.attempts if a.finished_at is not None]
+        last = finished[-1] if finished else None
         conditions: tuple[JobCondition, ...] = ()
         if phase is JobPhase.SUCCEEDED:
             conditions = (JobCondition("Complete", "True", row.reason, row.message, row.finished_at),)
@@ -360,7 +381,51 @@ class LocalBackend:
             succeeded=succeeded,
             failed=failed,
             backoff_limit=int(spec.get("backoffLimit", 6)),
+            pod_names=tuple(f"{row.job_id}-{a.number}" for a in row.attempts),
+            termination_reason=last.reason if last is not None else "",
+            exit_code=last.exit_code if last is not None else None,
         )
+
+    async def logs(
+        self, record: JobRecord, *, follow: bool, tail_lines: int, attempt: int
+    ) -> AsyncIterator[LogLine]:
+        row = self._get_row(record.job_id)
+        if not row.attempts:
+            raise FailedPrecondition(f"job {record.job_id} has not started a process yet ({row.message})")
+        if attempt > len(row.attempts):
+            raise InvalidArgument.field("attempt", f"job {record.job_id} has {len(row.attempts)} attempt(s)")
+        chosen = row.attempts[attempt - 1] if attempt else row.attempts[-1]
+        pod_name = f"{record.job_id}-{chosen.number}"
+        path = pathlib.Path(chosen.log_path)
+        lines, offset = _read_lines(path, 0)
+        if tail_lines:
+            lines = lines[-tail_lines:]
+        for line in lines:
+            yield LogLine(line, chosen.number, pod_name)
+        while follow:
+            current = self._store.get(record.job_id)
+            running = current is not None and any(
+                a.number == chosen.number and a.finished_at is None for a in current.attempts
+            )
+            lines, offset = _read_lines(path, offset)
+            for line in lines:
+                yield LogLine(line, chosen.number, pod_name)
+            if not running:
+                return
+            await asyncio.sleep(_FOLLOW_POLL_SECONDS)
+
+
+def _read_lines(path: pathlib.Path, offset: int) -> tuple[list[str], int]:
+    """Complete lines from ``offset`` on, and the offset after the last complete line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    text = data[:end].decode("utf-8", "replace")
+    return text.splitlines(), offset + end
 
 
 def _open_log(path: pathlib.Path) -> BinaryIO:

@@ -1,0 +1,210 @@
+"""The live index: every job's latest record, a numbered log of changes, and subscriptions.
+
+Backends feed it (the Kubernetes backend from its watches, the local backend
+from its own state changes); reads, lists and watch streams are served from
+it. It holds compact records, never API objects. Everything runs on one
+event loop, so there are no locks.
+
+Resume tokens name a position in the change log of this index instance:
+``<epoch>.<seq>``. A token from another replica or an earlier run, or one
+older than the retained window, is OUT_OF_RANGE: the client re-lists and
+watches afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import secrets
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+
+from jobscheduler.core.errors import InvalidArgument, OutOfRange, ResourceExhausted
+from jobscheduler.core.model import JobEvent, JobEventType, JobPhase, JobRecord
+
+_PHASE_EVENTS = {
+    JobPhase.RUNNING: JobEventType.STARTED,
+    JobPhase.SUCCEEDED: JobEventType.SUCCEEDED,
+    JobPhase.FAILED: JobEventType.FAILED,
+    JobPhase.CANCELLED: JobEventType.CANCELLED,
+}
+
+
+def classify(previous: JobRecord | None, current: JobRecord) -> JobEventType | None:
+    """The event a change from ``previous`` to ``current`` is, or None if nothing changed."""
+    if previous is None:
+        return JobEventType.CREATED
+    if previous == current:
+        return None
+    if previous.phase is not current.phase:
+        if current.phase is JobPhase.RUNNING and previous.started_at is not None:
+            return JobEventType.UPDATED  # a retry's pod became active again
+        return _PHASE_EVENTS.get(current.phase, JobEventType.UPDATED)
+    return JobEventType.UPDATED
+
+
+class Subscription:
+    """A bounded buffer of events for one stream. Falling behind ends it with ResourceExhausted."""
+
+    def __init__(
+        self, index: JobIndex, predicate: Callable[[JobRecord], bool], maxsize: int, last_seq: int
+    ) -> None:
+        self._index = index
+        self._predicate = predicate
+        self._maxsize = maxsize
+        self._buffer: collections.deque[JobEvent] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._overflowed = False
+        #: The seq of the last event handed to the consumer (its resume point).
+        self.last_seq = last_seq
+
+    def offer(self, event: JobEvent) -> None:
+        if self._overflowed or not self._predicate(event.record):
+            return
+        if len(self._buffer) >= self._maxsize:
+            self._overflowed = True
+            self._buffer.clear()
+        else:
+            self._buffer.append(event)
+        self._wakeup.set()
+
+    async def next(self) -> JobEvent:
+        while not self._buffer:
+            if self._overflowed:
+                raise ResourceExhausted(
+                    f"this stream fell more than {self._maxsize} events behind and was ended;"
+                    f" resume with resume_token {self._index.token(self.last_seq)!r}"
+                )
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        event = self._buffer.popleft()
+        self.last_seq = event.seq
+        return event
+
+    def close(self) -> None:
+        self._index._subscriptions.discard(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class JobIndex:
+    def __init__(
+        self,
+        *,
+        retention: timedelta = timedelta(minutes=15),
+        max_events: int = 100_000,
+        stream_buffer: int = 1000,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.retention = retention
+        self.max_events = max_events
+        self.stream_buffer = stream_buffer
+        self._clock = clock
+        self.epoch = secrets.token_hex(4)
+        self._records: dict[str, JobRecord] = {}
+        self._events: collections.deque[JobEvent] = collections.deque()
+        self._seq = 0
+        self._subscriptions: set[Subscription] = set()
+        self._synced = asyncio.Event()
+
+    # --- state ------------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def mark_synced(self) -> None:
+        self._synced.set()
+
+    async def wait_synced(self, within: float) -> bool:
+        try:
+            await asyncio.wait_for(self._synced.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self._records.get(job_id)
+
+    def records(self) -> list[JobRecord]:
+        return list(self._records.values())
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @property
+    def subscriptions(self) -> int:
+        return len(self._subscriptions)
+
+    # --- changes ----------------------------------------------------------------------
+
+    def apply(self, record: JobRecord) -> JobEvent | None:
+        previous = self._records.get(record.job_id)
+        kind = classify(previous, record)
+        self._records[record.job_id] = record
+        return self._publish(kind, record) if kind is not None else None
+
+    def remove(self, job_id: str) -> JobEvent | None:
+        previous = self._records.pop(job_id, None)
+        return self._publish(JobEventType.DELETED, previous) if previous is not None else None
+
+    def replace_all(self, records: Iterable[JobRecord]) -> None:
+        """After a (re)list: apply what is there, delete what is gone."""
+        seen: set[str] = set()
+        for record in records:
+            seen.add(record.job_id)
+            self.apply(record)
+        for job_id in [j for j in self._records if j not in seen]:
+            self.remove(job_id)
+
+    def _publish(self, kind: JobEventType, record: JobRecord) -> JobEvent:
+        self._seq += 1
+        event = JobEvent(seq=self._seq, type=kind, record=record, time=self._clock())
+        self._events.append(event)
+        horizon = event.time - self.retention
+        while self._events and (len(self._events) > self.max_events or self._events[0].time < horizon):
+            self._events.popleft()
+        for subscription in list(self._subscriptions):
+            subscription.offer(event)
+        return event
+
+    # --- streams ----------------------------------------------------------------------
+
+    def token(self, seq: int) -> str:
+        return f"{self.epoch}.{seq}"
+
+    def subscribe(
+        self, predicate: Callable[[JobRecord], bool], resume_token: str = "", *, field: str = "resume_token"
+    ) -> Subscription:
+        """Live events matching ``predicate``; after ``resume_token``'s event if one is given."""
+        after = self._seq
+        if resume_token:
+            after = self._resume_point(resume_token, field)
+        subscription = Subscription(self, predicate, self.stream_buffer, after)
+        for event in self._events:
+            if event.seq > after:
+                subscription.offer(event)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def _resume_point(self, token: str, field: str) -> int:
+        epoch, _, raw = token.partition(".")
+        if not epoch or not raw.isdigit():
+            raise InvalidArgument.field(field, "is not a resume token from this service")
+        seq = int(raw)
+        if epoch != self.epoch or seq > self._seq:
+            raise OutOfRange(
+                "the resume token comes from another replica or an earlier run of the service;"
+                " list the jobs and watch again"
+            )
+        oldest = self._events[0].seq if self._events else self._seq + 1
+        if seq < oldest - 1:
+            raise OutOfRange(
+                f"the resume token is older than the retained window ({self.retention.total_seconds():g} s"
+                f" or {self.max_events} events); list the jobs and watch again"
+            )
+        return seq

@@ -1,0 +1,108 @@
+"""Filtering, ordering and pagination of job lists (pure)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from jobscheduler.core.errors import InvalidArgument
+from jobscheduler.core.model import JobFilter, JobRecord
+from jobscheduler.core.selectors import parse_selector
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def compile_filter(f: JobFilter, field: str = "filter") -> Callable[[JobRecord], bool]:
+    """A predicate for ``f``; InvalidArgument if its selector is malformed."""
+    selector = parse_selector(f.label_selector, f"{field}.label_selector")
+
+    def matches(r: JobRecord) -> bool:
+        if f.type and r.type != f.type:
+            return False
+        if f.phases and r.phase not in f.phases:
+            return False
+        if f.name_prefix and not r.name.startswith(f.name_prefix):
+            return False
+        created = r.created_at or _EPOCH
+        if f.created_after is not None and created < f.created_after:
+            return False
+        if f.created_before is not None and created >= f.created_before:
+            return False
+        return selector.matches(r.labels)
+
+    return matches
+
+
+def _order_key(r: JobRecord) -> tuple[datetime, str]:
+    return (r.created_at or _EPOCH, r.job_id)
+
+
+def _filter_digest(f: JobFilter) -> str:
+    raw = json.dumps(
+        [
+            f.type,
+            sorted(p.value for p in f.phases),
+            f.label_selector,
+            f.name_prefix,
+            f.created_after.isoformat() if f.created_after else None,
+            f.created_before.isoformat() if f.created_before else None,
+        ]
+    )
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[JobRecord]
+    next_page_token: str
+
+
+def paginate(records: Iterable[JobRecord], f: JobFilter, page_size: int, page_token: str) -> Page:
+    """Newest first; the token is a cursor (the last item's creation time and id), so pages stay
+    correct while jobs are added: new jobs sort before the cursor."""
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument.field(
+            "page_size", f"must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
+        )
+    size = page_size or DEFAULT_PAGE_SIZE
+    matches = compile_filter(f)
+    digest = _filter_digest(f)
+    cursor: tuple[datetime, str] | None = None
+    if page_token:
+        cursor = _decode_token(page_token, digest)
+    ordered = sorted((r for r in records if matches(r)), key=_order_key, reverse=True)
+    if cursor is not None:
+        ordered = [r for r in ordered if _order_key(r) < cursor]
+    page = ordered[:size]
+    token = ""
+    if len(ordered) > size:
+        created, job_id = _order_key(page[-1])
+        token = _encode_token(created, job_id, digest)
+    return Page(page, token)
+
+
+def _encode_token(created: datetime, job_id: str, digest: str) -> str:
+    raw = json.dumps({"c": created.isoformat(), "i": job_id, "f": digest}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, digest: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        created = datetime.fromisoformat(data["c"])
+        job_id = str(data["i"])
+        token_digest = str(data["f"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument.field("page_token", "is not a page token from this service") from None
+    if token_digest != digest:
+        raise InvalidArgument.field(
+            "page_token", "was issued for a different filter; start from the first page"
+        )
+    return created, job_id
