@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -131,13 +131,6 @@ class Store:
 
     def all(self) -> list[JobRow]:
         return [self._row(r) for r in self._db.execute("SELECT * FROM jobs ORDER BY seq")]
-
-    def with_phase(self, *phases: str) -> Iterator[JobRow]:
-        marks = ", ".join("?" for _ in phases)
-        for r in self._db.execute(
-            f"SELECT * FROM jobs WHERE phase IN ({marks}) ORDER BY seq", phases
-        ).fetchall():
-            yield self._row(r)
 
     def _row(self, r: sqlite3.Row) -> JobRow:
         attempts = tuple(
