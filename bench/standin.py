@@ -43,6 +43,8 @@ class Standin(asyncio.Protocol):
             self.respond(method, path, body)
 
     def respond(self, method: str, path: str, body: bytes) -> None:
+        if "watch=true" in path:
+            return  # a watch with nothing to report: keep the connection open, say nothing
         if method == "POST":
             obj = json.loads(body)
             meta = obj.setdefault("metadata", {})

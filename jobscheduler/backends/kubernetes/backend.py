@@ -47,6 +47,7 @@ _MERGE_PATCH: Final = "application/merge-patch+json"
 WATCH_TIMEOUT_SECONDS: Final = 290
 _BACKOFF_FIRST: Final = 0.5
 _BACKOFF_MAX: Final = 30.0
+_SHORT_WATCH_SECONDS: Final = 1.0
 
 
 def _rv(obj: Mapping[str, Any]) -> int:
@@ -111,6 +112,7 @@ class KubernetesBackend:
         backoff = _BACKOFF_FIRST
         call = Call(verb="watch", resource=informer.resource, namespace=self.namespace)
         while True:
+            started = asyncio.get_running_loop().time()
             try:
                 if not informer.resource_version:
                     await self._list_into(informer)
@@ -127,6 +129,10 @@ class KubernetesBackend:
                     if raw.strip():
                         self._on_event(informer, json.loads(raw))
                     backoff = _BACKOFF_FIRST
+                if asyncio.get_running_loop().time() - started < _SHORT_WATCH_SECONDS:
+                    # The server ended the watch at once (a proxy, a misconfiguration): do not spin.
+                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
             except asyncio.CancelledError:
                 raise
             except Gone:
