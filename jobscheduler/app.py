@@ -50,17 +50,15 @@ def job_defaults(settings: Settings) -> JobDefaults:
 async def build_backend(settings: Settings) -> JobBackend:
     """The backend BACKEND asks for; ``auto`` takes Kubernetes when it is configured, else local."""
     choice = settings.backend
+    if choice == "local":
+        return await _local_backend(settings, "BACKEND=local")
     try:
         source = choose_config(in_cluster=settings.in_cluster, kubeconfig=settings.kubeconfig)
     except KubeConfigError as exc:
-        if choice == "kubernetes" or (choice == "auto" and settings.kubeconfig):
+        if choice == "kubernetes" or settings.kubeconfig:
             # Asked for explicitly (BACKEND or a KUBECONFIG naming a file): never fall back silently.
             raise StartupError(str(exc)) from None
-        source = None
-        why = "no in-cluster config and no kubeconfig file"
-    if choice == "local" or source is None:
-        why = "BACKEND=local" if choice == "local" else why
-        return await _local_backend(settings, why)
+        return await _local_backend(settings, "no in-cluster config and no kubeconfig file")
     try:
         api = await connect(source, request_timeout=settings.kube_api_timeout_seconds)
     except KubeConfigError as exc:
