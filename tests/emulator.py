@@ -5,14 +5,45 @@ Extensions (each faithful to the real API, and only what the tests rely on):
   resourceVersion bumps on every change;
 - label selectors on list (equality, inequality, exists, not-exists);
 - injected faults: a Kubernetes ``Status`` answer with a chosen code for
-  matching requests, the way the API server reports errors;
+  matching requests (by method, path and optionally query string), the way
+  the API server reports errors;
 - trimming kmock's request log, which it otherwise matches every request against.
+
+Watches (kmock replays every object as ADDED, ignores resourceVersion and
+labelSelector, and never sends bookmarks or 410), now as the API server's
+watch cache serves them:
+- every change is kept with its resourceVersion (one counter for all
+  resources, like etcd's revision; a deletion gets a new resourceVersion);
+- ``resourceVersion`` unset or "0": the matching objects as ADDED, then the
+  changes; a numeric ``resourceVersion``: the changes after it, so a watch
+  resumed after a dropped connection misses nothing; one older than the last
+  compaction (``compact``): an ERROR event with a 410 ``Status`` ("too old
+  resource version"), then the stream ends;
+- ``labelSelector``: only matching objects; a change that makes an object
+  match is sent as ADDED, one that makes it stop matching as DELETED;
+- ``end_watches``: every open watch stream ends cleanly, as when the API
+  server's watch timeout passes or a connection drops;
+- ``bookmark``: a BOOKMARK event (an object of the resource's kind with only
+  ``metadata.resourceVersion``, the current revision) to the open watches that
+  asked for them with ``allowWatchBookmarks=true``;
+- ``send_watch_event``: an event as is to the open watches of a resource
+  (e.g. an ERROR with a 410 Status, after which the server ends the stream).
+
+Pod logs at ``/api/v1/namespaces/<ns>/pods/<name>/log``, as the kubelet serves
+them through the API server: text/plain, one line per log line; ``tailLines``
+keeps the last lines; ``follow=true`` keeps the stream open and sends lines as
+they are written (``write_log``) until the container exits (``end_log``).
+404 for an unknown pod; 400 (a ``Status``: 'container "c" in pod "p" is
+waiting to start: <reason>') while the pod's container has no running or
+terminated state, as for a pod still being created.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import copy
 import datetime
 import itertools
 import json
@@ -20,14 +51,14 @@ import re
 import threading
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import enums, rendering
+from kmock._internal import aiobus, enums, references, rendering
 
 
 @dataclass
@@ -39,6 +70,87 @@ class Fault:
     message: str
     remaining: int | None  # None: forever
     details: Mapping[str, Any] | None = None
+    query: re.Pattern[str] | None = None  # None: any query string
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change of one object, as the watch cache keeps it."""
+
+    rv: int
+    event: dict[str, Any]  # {"type": ADDED|MODIFIED|DELETED, "object": ...}
+    namespace: str | None
+    previous_labels: Mapping[str, str] | None  # None: the object did not exist before
+
+
+@dataclass(frozen=True)
+class Direct:
+    """An event for the open watches as is: a bookmark or an error."""
+
+    event: dict[str, Any]
+    end: bool = False  # the server ends the stream after it
+
+
+class EndWatch:
+    """The open watches of a resource end (their connection drops)."""
+
+
+class ChangeBus(aiobus.Bus[Any]):
+    """kmock's per-resource event bus, keeping every change with its resourceVersion."""
+
+    def __init__(self, next_rv: Callable[[], int]) -> None:
+        super().__init__()
+        self.next_rv = next_rv
+        self.changes: list[Change] = []
+        self.compacted = 0  # watches from a resourceVersion older than this get 410
+        self.labels: dict[tuple[str | None, str | None], dict[str, str]] = {}
+
+    async def put(self, *items: Any) -> None:
+        await super().put(*(self._record(i) if isinstance(i, dict) else i for i in items))
+
+    def _record(self, event: dict[str, Any]) -> Change:
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        key = (meta.get("namespace"), meta.get("name"))
+        if event.get("type") == "DELETED":  # a deletion is a change with its own resourceVersion
+            obj = copy.deepcopy(obj)
+            meta = obj.setdefault("metadata", {})
+            meta["resourceVersion"] = str(self.next_rv())
+            event = {"type": "DELETED", "object": obj}
+            previous = self.labels.pop(key, None)
+        else:
+            previous = self.labels.get(key)
+            self.labels[key] = dict(meta.get("labels") or {})
+        rv = str(meta.get("resourceVersion") or "")
+        change = Change(int(rv) if rv.isdigit() else 0, event, key[0], previous)
+        self.changes.append(change)
+        return change
+
+    def compact(self) -> None:
+        self.compacted = self.next_rv()
+        self.changes = [c for c in self.changes if c.rv >= self.compacted]
+
+
+@dataclass
+class PodLog:
+    lines: list[str] = field(default_factory=list)
+    ended: bool = False  # the container exited: followed streams end
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+
+_LOG_PATH = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/log")
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Status",
+        "metadata": {},
+        "status": "Failure",
+        "code": code,
+        "reason": reason,
+        "message": message,
+    }
 
 
 def _now() -> str:
@@ -67,15 +179,24 @@ def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
 class Emulator(kmock.KubernetesEmulator):
     _rv: Any = attrs.field(factory=lambda: itertools.count(1000), init=False)
     faults: list[Fault] = attrs.field(factory=list, init=False)
+    pod_logs: dict[tuple[str, str], PodLog] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.resources["batch/v1/jobs"] = kmock.ResourceInfo(kind="Job", namespaced=True)
         self.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True)
+        self._buses = collections.defaultdict(lambda: ChangeBus(lambda: next(self._rv)))
+
+    def bus(self, resource: str) -> ChangeBus:
+        """The change log of a resource, e.g. ``"batch/v1/jobs"`` or ``"v1/pods"``."""
+        bus: ChangeBus = self._buses[references.resource(resource)]
+        return bus
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         path = request.url.path
         for fault in self.faults:
+            if fault.query is not None and not fault.query.search(request.url.query_string):
+                continue
             if fault.method in ("*", request.method.value) and fault.path.search(path):
                 if fault.remaining is not None:
                     if fault.remaining <= 0:
@@ -94,6 +215,9 @@ class Emulator(kmock.KubernetesEmulator):
                     },
                     status=fault.status,
                 )
+        log_path = _LOG_PATH.fullmatch(path)
+        if log_path is not None and request.method.value == "GET":
+            return await self._serve_log(request, log_path["namespace"], log_path["name"])
         if request.resource is not None and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if request.action == enums.action.CREATE:
@@ -121,6 +245,126 @@ class Emulator(kmock.KubernetesEmulator):
             "metadata": {"resourceVersion": str(next(self._rv))},
             "items": items,
         }
+
+    # --- watches ----------------------------------------------------------------------------
+
+    async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        yield b""  # the headers: the stream has started
+        assert request.resource is not None
+        bus: ChangeBus = self._buses[request.resource]
+        since = request.params.get("resourceVersion", "")
+        backlog: list[Any]
+        async with self._lock:  # every change is put under this lock: no change is missed or doubled
+            marker = await bus.mark()
+            if since in ("", "0"):
+                backlog = [
+                    Change(0, {"type": "ADDED", "object": obj.raw}, namespace, None)
+                    for (resource, namespace, _), obj in self._objects.items()
+                    if resource == request.resource and not obj.deleted
+                ]
+            elif not since.isdigit():
+                message = f"invalid resource version: {since}"
+                backlog = [Direct({"type": "ERROR", "object": _status(400, "BadRequest", message)}, end=True)]
+            elif int(since) < bus.compacted:
+                message = f"too old resource version: {since} ({bus.compacted})"
+                backlog = [Direct({"type": "ERROR", "object": _status(410, "Expired", message)}, end=True)]
+            else:
+                backlog = [c for c in bus.changes if c.rv > int(since)]
+        try:
+            for item in backlog:
+                event, end = self._watch_event(request, item)
+                if event is not None:
+                    yield event
+                if end:
+                    return
+            async for item in bus.stream(since=marker):
+                event, end = self._watch_event(request, item)
+                if event is not None:
+                    yield event
+                if end:
+                    return
+        finally:
+            await bus.unmark(marker)
+
+    @staticmethod
+    def _watch_event(request: rendering.Request, item: Any) -> tuple[dict[str, Any] | None, bool]:
+        """What one watch request sees of a bus item, and whether its stream ends there."""
+        if isinstance(item, EndWatch):
+            return None, True
+        if isinstance(item, Direct):
+            if item.event.get("type") == "BOOKMARK" and request.params.get("allowWatchBookmarks") != "true":
+                return None, False
+            return item.event, item.end
+        assert isinstance(item, Change)
+        if request.namespace is not None and item.namespace != request.namespace:
+            return None, False
+        meta = item.event["object"].get("metadata") or {}
+        if request.name is not None and meta.get("name") != request.name:
+            return None, False
+        selector = request.params.get("labelSelector", "")
+        now = selector_matches(selector, meta.get("labels") or {})
+        before = item.previous_labels is not None and selector_matches(selector, item.previous_labels)
+        kind = item.event["type"]
+        if kind == "DELETED":
+            return (item.event if before or now else None), False
+        if kind == "MODIFIED" and not before:
+            kind = "ADDED" if now else ""
+        elif kind == "MODIFIED" and not now:
+            kind = "DELETED"
+        elif kind == "ADDED" and not now:
+            kind = ""
+        return ({"type": kind, "object": item.event["object"]} if kind else None), False
+
+    # --- pod logs ---------------------------------------------------------------------------
+
+    async def _serve_log(self, request: rendering.Request, namespace: str, name: str) -> Any:
+        async with self._lock:
+            pods = [
+                obj.raw
+                for (resource, ns, n), obj in self._objects.items()
+                if resource == "v1/pods" and ns == namespace and n == name and not obj.deleted
+            ]
+        if not pods:
+            return aiohttp.web.json_response(
+                _status(404, "NotFound", f'pods "{name}" not found'), status=404
+            )
+        pod = pods[0]
+        containers = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or ()]
+        container = request.params.get("container") or (containers[0] if len(containers) == 1 else "")
+        if not container:
+            message = f"a container name must be specified for pod {name}, choose one of: {containers}"
+            return aiohttp.web.json_response(_status(400, "BadRequest", message), status=400)
+        statuses = (pod.get("status") or {}).get("containerStatuses") or ()
+        state = next((s.get("state") or {} for s in statuses if s.get("name") == container), {})
+        if not state.get("running") and not state.get("terminated"):
+            why = (state.get("waiting") or {}).get("reason") or "ContainerCreating"
+            message = f'container "{container}" in pod "{name}" is waiting to start: {why}'
+            return aiohttp.web.json_response(_status(400, "BadRequest", message), status=400)
+
+        log = self.pod_logs.setdefault((namespace, name), PodLog())
+        lines = log.lines
+        if "tailLines" in request.params:
+            tail = int(request.params["tailLines"])
+            lines = lines[len(lines) - tail :] if tail > 0 else []
+        sent = len(log.lines)
+        assert request._raw_request is not None
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+        try:
+            await response.prepare(request._raw_request)
+            if lines:
+                await response.write("".join(f"{line}\n" for line in lines).encode())
+            while request.params.get("follow") == "true":
+                async with log.changed:
+                    await log.changed.wait_for(lambda: len(log.lines) > sent or log.ended)
+                    new, sent, ended = log.lines[sent:], len(log.lines), log.ended
+                if new:
+                    await response.write("".join(f"{line}\n" for line in new).encode())
+                if ended:
+                    break
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away
+        return response
 
 
 class EmulatorThread:
@@ -155,6 +399,15 @@ class EmulatorThread:
         async def run() -> Any:
             assert self.emulator is not None
             return fn(self.emulator)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def call_async(self, fn: Callable[[Emulator], Awaitable[Any]]) -> Any:
+        """Await ``fn(emulator)`` on the emulator's loop."""
+
+        async def run() -> Any:
+            assert self.emulator is not None
+            return await fn(self.emulator)
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
@@ -204,9 +457,19 @@ class EmulatorThread:
         reason: str = "",
         times: int | None = None,
         details: Mapping[str, Any] | None = None,
+        query: str | None = None,
     ) -> None:
+        """Answer matching requests with a ``Status`` of ``status``; ``query`` (a regular expression
+        searched in the query string) narrows it, e.g. ``query="watch=true"`` for watches only."""
         fault = Fault(
-            method.upper(), re.compile(path_pattern), status, reason or str(status), message, times, details
+            method.upper(),
+            re.compile(path_pattern),
+            status,
+            reason or str(status),
+            message,
+            times,
+            details,
+            re.compile(query) if query is not None else None,
         )
         self.call(lambda e: e.faults.append(fault))
 
@@ -219,6 +482,83 @@ class EmulatorThread:
     def requests(self) -> list[tuple[str, str]]:
         """(method, path?query) of every request served since the last trim."""
         return list(self.call(lambda e: [(r.method.value, str(r.url.path_qs)) for r in e._requests]))
+
+    # --- watches ------------------------------------------------------------------------------
+
+    def end_watches(self, resource: str | None = None) -> None:
+        """End every open watch stream (of ``resource``, e.g. ``"batch/v1/jobs"``; else of all)."""
+
+        async def end(e: Emulator) -> None:
+            async with e._lock:
+                buses = [e.bus(resource)] if resource else list(e._buses.values())
+                for bus in buses:
+                    await bus.put(EndWatch())
+
+        self.call_async(end)
+
+    def compact(self, resource: str) -> int:
+        """Forget the changes so far: a watch from an older resourceVersion gets a 410 ERROR event.
+        Open watches go on. Returns the compaction's resourceVersion."""
+
+        def compact(e: Emulator) -> int:
+            bus = e.bus(resource)
+            bus.compact()
+            return bus.compacted
+
+        compacted: int = self.call(compact)
+        return compacted
+
+    def send_watch_event(self, resource: str, event: Mapping[str, Any], *, end: bool = False) -> None:
+        """Send ``event`` as is to the open watches of ``resource``; ``end``: then end them."""
+
+        async def send(e: Emulator) -> None:
+            async with e._lock:
+                await e.bus(resource).put(Direct(dict(event), end=end))
+
+        self.call_async(send)
+
+    def bookmark(self, resource: str, kind: str, api_version: str) -> str:
+        """Send a BOOKMARK at the current resourceVersion to the open watches that allow bookmarks;
+        returns that resourceVersion."""
+
+        async def send(e: Emulator) -> str:
+            async with e._lock:
+                rv = str(next(e._rv))
+                obj = {"kind": kind, "apiVersion": api_version, "metadata": {"resourceVersion": rv}}
+                await e.bus(resource).put(Direct({"type": "BOOKMARK", "object": obj}))
+                return rv
+
+        rv: str = self.call_async(send)
+        return rv
+
+    def open_watches(self, resource: str) -> int:
+        """How many watch streams of ``resource`` are open."""
+        count: int = self.call(lambda e: e.bus(resource).consumer_count)
+        return count
+
+    # --- pod logs -----------------------------------------------------------------------------
+
+    def write_log(self, pod: str, *lines: str, namespace: str = "default") -> None:
+        """The pod's container writes ``lines`` to its log."""
+
+        async def write(e: Emulator) -> None:
+            log = e.pod_logs.setdefault((namespace, pod), PodLog())
+            async with log.changed:
+                log.lines.extend(lines)
+                log.changed.notify_all()
+
+        self.call_async(write)
+
+    def end_log(self, pod: str, namespace: str = "default") -> None:
+        """The pod's container exits: followed log streams end."""
+
+        async def end(e: Emulator) -> None:
+            log = e.pod_logs.setdefault((namespace, pod), PodLog())
+            async with log.changed:
+                log.ended = True
+                log.changed.notify_all()
+
+        self.call_async(end)
 
 
 @contextlib.contextmanager

@@ -153,7 +153,8 @@ class Harness:
                 ],
             }
         self.emulator.patch_job(job.job_id, {"status": status})
-        return self.get(job.job_id)
+        # The service learns of the Job controller's write through its watch.
+        return self.wait_for(job.job_id, pb.JOB_PHASE_SUCCEEDED if succeed else pb.JOB_PHASE_FAILED)
 
     def stored_jobs(self) -> int:
         """How many jobs the backend itself holds (not what the API says)."""

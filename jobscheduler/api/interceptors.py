@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import uuid
@@ -32,12 +33,14 @@ def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
-def _failed_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+def _failed_code(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> grpc.StatusCode:
     """The code of an RPC whose handler raised: what it aborted with, or CANCELLED/UNKNOWN."""
     code = _code_of(context)
     if code is not grpc.StatusCode.OK:
         return code
-    return grpc.StatusCode.CANCELLED if context.cancelled() else grpc.StatusCode.UNKNOWN
+    if isinstance(exc, asyncio.CancelledError) or context.cancelled():
+        return grpc.StatusCode.CANCELLED  # the client went away (or the server is stopping)
+    return grpc.StatusCode.UNKNOWN
 
 
 if TYPE_CHECKING:  # the stubs make it generic; the runtime class is not subscriptable
@@ -100,8 +103,8 @@ class ObservabilityInterceptor(_Interceptor):
                     response = await inner_uu(request, context)
                     code = _code_of(context)
                     return response
-                except BaseException:
-                    code = _failed_code(context)
+                except BaseException as exc:
+                    code = _failed_code(context, exc)
                     raise
                 finally:
                     finish("unary", request_id, fields, code, started)
@@ -127,8 +130,8 @@ class ObservabilityInterceptor(_Interceptor):
                         async for item in inner(request, context):
                             yield item
                         code = _code_of(context)
-                    except BaseException:
-                        code = _failed_code(context)
+                    except BaseException as exc:
+                        code = _failed_code(context, exc)
                         raise
                     finally:
                         finish(grpc_type, request_id, fields, code, started)
@@ -143,8 +146,8 @@ class ObservabilityInterceptor(_Interceptor):
                     result = await inner(request, context)
                     code = _code_of(context)
                     return result
-                except BaseException:
-                    code = _failed_code(context)
+                except BaseException as exc:
+                    code = _failed_code(context, exc)
                     raise
                 finally:
                     finish(grpc_type, request_id, fields, code, started)

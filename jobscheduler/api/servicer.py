@@ -102,7 +102,9 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             convert.job_filter(request.filter), request.page_size, request.page_token
         )
         return pb.ListJobsResponse(
-            jobs=[convert.job_message(r) for r in page.records], next_page_token=page.next_page_token
+            jobs=[convert.job_message(r) for r in page.records],
+            next_page_token=page.next_page_token,
+            resume_token=page.resume_token,
         )
 
     @_guarded

@@ -44,10 +44,21 @@ def classify(previous: JobRecord | None, current: JobRecord) -> JobEventType | N
 
 
 class Subscription:
-    """A bounded buffer of events for one stream. Falling behind ends it with ResourceExhausted."""
+    """One stream's view of the change log.
+
+    It first replays retained events after its start point, read from the log as the
+    consumer asks (so catching up never counts as falling behind), then hands out live
+    events from a bounded buffer. A consumer that lets the buffer fill has fallen behind:
+    the stream ends with ResourceExhausted naming the token to resume from.
+    """
 
     def __init__(
-        self, index: JobIndex, predicate: Callable[[JobRecord], bool], maxsize: int, last_seq: int
+        self,
+        index: JobIndex,
+        predicate: Callable[[JobRecord], bool],
+        maxsize: int,
+        last_seq: int,
+        replay_until: int,
     ) -> None:
         self._index = index
         self._predicate = predicate
@@ -55,6 +66,8 @@ class Subscription:
         self._buffer: collections.deque[JobEvent] = collections.deque()
         self._wakeup = asyncio.Event()
         self._overflowed = False
+        self._replayed = last_seq
+        self._replay_until = replay_until
         #: The seq of the last event handed to the consumer (its resume point).
         self.last_seq = last_seq
 
@@ -69,6 +82,15 @@ class Subscription:
         self._wakeup.set()
 
     async def next(self) -> JobEvent:
+        while self._replayed < self._replay_until:
+            event = self._index._event_after(self._replayed)
+            if event is None or event.seq > self._replay_until:
+                self._replayed = self._replay_until
+                break
+            self._replayed = event.seq
+            if self._predicate(event.record):
+                self.last_seq = event.seq
+                return event
         while not self._buffer:
             if self._overflowed:
                 raise ResourceExhausted(
@@ -177,6 +199,10 @@ class JobIndex:
     def token(self, seq: int) -> str:
         return f"{self.epoch}.{seq}"
 
+    def current_token(self) -> str:
+        """The position after the last change so far: watching from it misses nothing after now."""
+        return self.token(self._seq)
+
     def subscribe(
         self, predicate: Callable[[JobRecord], bool], resume_token: str = "", *, field: str = "resume_token"
     ) -> Subscription:
@@ -184,16 +210,25 @@ class JobIndex:
         after = self._seq
         if resume_token:
             after = self._resume_point(resume_token, field)
-        subscription = Subscription(self, predicate, self.stream_buffer, after)
-        for event in self._events:
-            if event.seq > after:
-                subscription.offer(event)
+        subscription = Subscription(self, predicate, self.stream_buffer, after, self._seq)
         self._subscriptions.add(subscription)
         return subscription
 
+    def _event_after(self, seq: int) -> JobEvent | None:
+        """The retained event following ``seq``; OutOfRange if it has been dropped meanwhile."""
+        if not self._events:
+            return None
+        oldest = self._events[0].seq
+        if seq + 1 < oldest:
+            raise OutOfRange(
+                "the stream fell behind the retained window while catching up; list and watch again"
+            )
+        position = seq + 1 - oldest
+        return self._events[position] if position < len(self._events) else None
+
     def _resume_point(self, token: str, field: str) -> int:
         epoch, _, raw = token.partition(".")
-        if not epoch or not raw.isdigit():
+        if not epoch or not raw.isascii() or not raw.isdigit():
             raise InvalidArgument.field(field, "is not a resume token from this service")
         seq = int(raw)
         if epoch != self.epoch or seq > self._seq:

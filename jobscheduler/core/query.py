@@ -61,6 +61,8 @@ def _filter_digest(f: JobFilter) -> str:
 class Page:
     records: list[JobRecord]
     next_page_token: str
+    #: Where a watch continues from to see every change after this list ("" if unknown).
+    resume_token: str = ""
 
 
 def paginate(records: Iterable[JobRecord], f: JobFilter, page_size: int, page_token: str) -> Page:
@@ -101,6 +103,8 @@ def _decode_token(token: str, digest: str) -> tuple[datetime, str]:
         token_digest = str(data["f"])
     except (ValueError, KeyError, TypeError):
         raise InvalidArgument.field("page_token", "is not a page token from this service") from None
+    if created.tzinfo is None:
+        raise InvalidArgument.field("page_token", "is not a page token from this service")
     if token_digest != digest:
         raise InvalidArgument.field(
             "page_token", "was issued for a different filter; start from the first page"

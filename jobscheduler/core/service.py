@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from jobscheduler.core.errors import (
@@ -108,8 +109,11 @@ class JobService:
     async def list(
         self, job_filter: JobFilter | None = None, page_size: int = 0, page_token: str = ""
     ) -> Page:
-        records = self.index.records() if self.index.synced else await self.backend.list()
-        return paginate(records, job_filter or JobFilter(), page_size, page_token)
+        if not self.index.synced:
+            return paginate(await self.backend.list(), job_filter or JobFilter(), page_size, page_token)
+        token = self.index.current_token()
+        page = paginate(self.index.records(), job_filter or JobFilter(), page_size, page_token)
+        return replace(page, resume_token=token)
 
     async def cancel(self, job_id: str, reason: str = "") -> JobRecord:
         _check_job_id(job_id)
