@@ -6,7 +6,8 @@ Extensions (each faithful to the real API, and only what the tests rely on):
 - label selectors on list (equality, inequality, exists, not-exists);
 - injected faults: a Kubernetes ``Status`` answer with a chosen code for
   matching requests (by method, path and optionally query string), the way
-  the API server reports errors;
+  the API server reports errors; and late answers (``delay``): the request
+  takes effect at once (watchers see the change) but its answer arrives late;
 - trimming kmock's request log, which it otherwise matches every request against.
 
 Watches (kmock replays every object as ADDED, ignores resourceVersion and
@@ -18,7 +19,8 @@ watch cache serves them:
   changes; a numeric ``resourceVersion``: the changes after it, so a watch
   resumed after a dropped connection misses nothing; one older than the last
   compaction (``compact``): an ERROR event with a 410 ``Status`` ("too old
-  resource version"), then the stream ends;
+  resource version"), then the stream ends (a non-numeric one: an ERROR
+  event with a 400 ``Status``);
 - ``labelSelector``: only matching objects; a change that makes an object
   match is sent as ADDED, one that makes it stop matching as DELETED;
 - ``end_watches``: every open watch stream ends cleanly, as when the API
@@ -27,7 +29,8 @@ watch cache serves them:
   ``metadata.resourceVersion``, the current revision) to the open watches that
   asked for them with ``allowWatchBookmarks=true``;
 - ``send_watch_event``: an event as is to the open watches of a resource
-  (e.g. an ERROR with a 410 Status, after which the server ends the stream).
+  (e.g. an ERROR with a 410 Status, after which the server ends the stream);
+- ``open_watches``: how many watch streams of a resource are open.
 
 Pod logs at ``/api/v1/namespaces/<ns>/pods/<name>/log``, as the kubelet serves
 them through the API server: text/plain, one line per log line; ``tailLines``
@@ -35,7 +38,8 @@ keeps the last lines; ``follow=true`` keeps the stream open and sends lines as
 they are written (``write_log``) until the container exits (``end_log``).
 404 for an unknown pod; 400 (a ``Status``: 'container "c" in pod "p" is
 waiting to start: <reason>') while the pod's container has no running or
-terminated state, as for a pod still being created.
+terminated state, as for a pod still being created; 400 without
+``container`` for a pod with several containers.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import aiohttp.web
 import attrs
@@ -71,6 +75,13 @@ class Fault:
     remaining: int | None  # None: forever
     details: Mapping[str, Any] | None = None
     query: re.Pattern[str] | None = None  # None: any query string
+    delay: float = 0.0  # > 0: not a fault; the (real) answer arrives this many seconds late
+
+
+def _fault_matches(fault: Fault, request: rendering.Request) -> bool:
+    if fault.query is not None and not fault.query.search(request.url.query_string):
+        return False
+    return fault.method in ("*", request.method.value) and bool(fault.path.search(request.url.path))
 
 
 @dataclass(frozen=True)
@@ -189,15 +200,20 @@ class Emulator(kmock.KubernetesEmulator):
 
     def bus(self, resource: str) -> ChangeBus:
         """The change log of a resource, e.g. ``"batch/v1/jobs"`` or ``"v1/pods"``."""
-        bus: ChangeBus = self._buses[references.resource(resource)]
-        return bus
+        return cast(ChangeBus, self._buses[references.resource(resource)])
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        delays = [f for f in self.faults if f.delay > 0 and _fault_matches(f, request)]
+        if delays:
+            response = await self._handle_now(request)
+            await asyncio.sleep(max(f.delay for f in delays))  # committed, but the answer is late
+            return response
+        return await self._handle_now(request)
+
+    async def _handle_now(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         path = request.url.path
         for fault in self.faults:
-            if fault.query is not None and not fault.query.search(request.url.query_string):
-                continue
-            if fault.method in ("*", request.method.value) and fault.path.search(path):
+            if fault.delay <= 0 and _fault_matches(fault, request):
                 if fault.remaining is not None:
                     if fault.remaining <= 0:
                         continue
@@ -251,7 +267,7 @@ class Emulator(kmock.KubernetesEmulator):
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
         yield b""  # the headers: the stream has started
         assert request.resource is not None
-        bus: ChangeBus = self._buses[request.resource]
+        bus = cast(ChangeBus, self._buses[request.resource])
         since = request.params.get("resourceVersion", "")
         backlog: list[Any]
         async with self._lock:  # every change is put under this lock: no change is missed or doubled
@@ -317,7 +333,9 @@ class Emulator(kmock.KubernetesEmulator):
 
     # --- pod logs ---------------------------------------------------------------------------
 
-    async def _serve_log(self, request: rendering.Request, namespace: str, name: str) -> Any:
+    async def _serve_log(
+        self, request: rendering.Request, namespace: str, name: str
+    ) -> aiohttp.web.StreamResponse:
         async with self._lock:
             pods = [
                 obj.raw
@@ -325,9 +343,7 @@ class Emulator(kmock.KubernetesEmulator):
                 if resource == "v1/pods" and ns == namespace and n == name and not obj.deleted
             ]
         if not pods:
-            return aiohttp.web.json_response(
-                _status(404, "NotFound", f'pods "{name}" not found'), status=404
-            )
+            return aiohttp.web.json_response(_status(404, "NotFound", f'pods "{name}" not found'), status=404)
         pod = pods[0]
         containers = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or ()]
         container = request.params.get("container") or (containers[0] if len(containers) == 1 else "")
@@ -355,7 +371,8 @@ class Emulator(kmock.KubernetesEmulator):
                 await response.write("".join(f"{line}\n" for line in lines).encode())
             while request.params.get("follow") == "true":
                 async with log.changed:
-                    await log.changed.wait_for(lambda: len(log.lines) > sent or log.ended)
+                    while len(log.lines) <= sent and not log.ended:
+                        await log.changed.wait()
                     new, sent, ended = log.lines[sent:], len(log.lines), log.ended
                 if new:
                     await response.write("".join(f"{line}\n" for line in new).encode())
@@ -470,6 +487,22 @@ class EmulatorThread:
             times,
             details,
             re.compile(query) if query is not None else None,
+        )
+        self.call(lambda e: e.faults.append(fault))
+
+    def delay(self, method: str, path_pattern: str, seconds: float, *, query: str | None = None) -> None:
+        """Answer matching requests ``seconds`` late: the change is made (and watchers see it) at once,
+        the answer arrives later, as over a slow network or from a loaded API server."""
+        fault = Fault(
+            method.upper(),
+            re.compile(path_pattern),
+            200,
+            "",
+            "",
+            None,
+            None,
+            re.compile(query) if query is not None else None,
+            delay=seconds,
         )
         self.call(lambda e: e.faults.append(fault))
 

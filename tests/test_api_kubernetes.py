@@ -99,6 +99,18 @@ def k8s_time(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def controller_writes(
+    emulator: EmulatorThread, service: ServiceThread, job_id: str, patch: dict[str, Any]
+) -> None:
+    """Write as the Job controller would, then wait (bounded) until the service's watch-fed view
+    of the job has changed: reads answer from the index, which follows the cluster a moment later."""
+    before = get(service, job_id)
+    emulator.patch_job(job_id, patch)
+    deadline = time.monotonic() + 5
+    while get(service, job_id) == before and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 def requests_to(emulator: EmulatorThread, method: str, path_prefix: str = JOBS_PATH) -> list[str]:
     return [p for m, p in emulator.requests() if m == method and p.startswith(path_prefix)]
 
@@ -266,7 +278,7 @@ def test_status_running(emulator: EmulatorThread, service: ServiceThread) -> Non
             "lastTransitionTime": T_START,
         }
     ]
-    emulator.patch_job(job_id, patch)
+    controller_writes(emulator, service, job_id, patch)
 
     job = get(service, job_id)
     assert job.phase == pb.JOB_PHASE_RUNNING
@@ -282,7 +294,7 @@ def test_status_running_after_failed_attempt(emulator: EmulatorThread, service: 
     job_id = schedule(service).job_id
     patch = running_status()
     patch["status"]["failed"] = 1
-    emulator.patch_job(job_id, patch)
+    controller_writes(emulator, service, job_id, patch)
     job = get(service, job_id)
     assert job.phase == pb.JOB_PHASE_RUNNING
     assert (job.active, job.succeeded, job.failed) == (1, 0, 1)
@@ -290,7 +302,7 @@ def test_status_running_after_failed_attempt(emulator: EmulatorThread, service: 
 
 def test_status_pending_between_attempts(emulator: EmulatorThread, service: ServiceThread) -> None:
     job_id = schedule(service).job_id
-    emulator.patch_job(job_id, {"status": {"startTime": T_START, "failed": 1, "ready": 0}})
+    controller_writes(emulator, service, job_id, {"status": {"startTime": T_START, "failed": 1, "ready": 0}})
     job = get(service, job_id)
     assert job.phase == pb.JOB_PHASE_PENDING
     assert (job.active, job.failed) == (0, 1)
@@ -299,9 +311,9 @@ def test_status_pending_between_attempts(emulator: EmulatorThread, service: Serv
 
 def test_status_succeeded(emulator: EmulatorThread, service: ServiceThread) -> None:
     job_id = schedule(service).job_id
-    emulator.patch_job(job_id, running_status())
+    controller_writes(emulator, service, job_id, running_status())
     assert get(service, job_id).phase == pb.JOB_PHASE_RUNNING
-    emulator.patch_job(job_id, succeeded_status())
+    controller_writes(emulator, service, job_id, succeeded_status())
 
     job = get(service, job_id)
     assert job.phase == pb.JOB_PHASE_SUCCEEDED
@@ -327,8 +339,8 @@ def test_status_failed(
     emulator: EmulatorThread, service: ServiceThread, reason: str, message: str, failed: int
 ) -> None:
     job_id = schedule(service).job_id
-    emulator.patch_job(job_id, running_status())
-    emulator.patch_job(job_id, failed_status(reason, message, failed))
+    controller_writes(emulator, service, job_id, running_status())
+    controller_writes(emulator, service, job_id, failed_status(reason, message, failed))
 
     job = get(service, job_id)
     assert job.phase == pb.JOB_PHASE_FAILED
@@ -403,7 +415,7 @@ def test_unmanaged_job_is_not_found(
 
 def test_cancel_running_job(emulator: EmulatorThread, service: ServiceThread) -> None:
     job_id = schedule(service).job_id
-    emulator.patch_job(job_id, running_status())
+    controller_writes(emulator, service, job_id, running_status())
     emulator.trim_log()
     before = datetime.now(UTC) - timedelta(seconds=1)
 
@@ -430,8 +442,11 @@ def test_cancel_running_job(emulator: EmulatorThread, service: ServiceThread) ->
     assert get(service, job_id).phase == pb.JOB_PHASE_CANCELLED
 
     # The Job controller then fails it (DeadlineExceeded) and removes its pods: still CANCELLED.
-    emulator.patch_job(
-        job_id, failed_status("DeadlineExceeded", "Job was active longer than specified deadline", 1)
+    controller_writes(
+        emulator,
+        service,
+        job_id,
+        failed_status("DeadlineExceeded", "Job was active longer than specified deadline", 1),
     )
     later = get(service, job_id)
     assert later.phase == pb.JOB_PHASE_CANCELLED
@@ -475,7 +490,7 @@ def test_cancel_finished_job_is_failed_precondition(
     emulator: EmulatorThread, service: ServiceThread, status: dict[str, Any]
 ) -> None:
     job_id = schedule(service).job_id
-    emulator.patch_job(job_id, status)
+    controller_writes(emulator, service, job_id, status)
     deadline = emulator.job(job_id)["spec"]["activeDeadlineSeconds"]
     emulator.trim_log()
 

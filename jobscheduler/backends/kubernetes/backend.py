@@ -136,7 +136,10 @@ class KubernetesBackend:
             except asyncio.CancelledError:
                 raise
             except Gone:
-                informer.resource_version = ""  # too old: list again
+                informer.resource_version = ""  # too old: list again, but never in a tight loop
+                if asyncio.get_running_loop().time() - started < _SHORT_WATCH_SECONDS:
+                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
             except (JobSchedulerError, ValueError) as exc:
                 metrics.WATCH_RESTARTS.labels(informer.resource).inc()
                 log.warning(
@@ -212,13 +215,20 @@ class KubernetesBackend:
             return
         self._remember(job)
 
-    def _remember(self, job: Mapping[str, Any]) -> JobRecord:
-        """Take a Job version (from a watch or our own write) unless a newer one is known."""
+    def _remember(self, job: Mapping[str, Any], *, own_write: bool = False) -> JobRecord:
+        """Take a Job version (from a watch or our own write) unless a newer one is known.
+
+        The answer to our own write can arrive after the watch has already gone past it
+        (and seen the Job deleted): then it is only the caller's answer, not the index's.
+        """
         name = str(job["metadata"]["name"])
         version = _rv(job)
         known = self._jobs.get(name)
         if known is not None and version and version < known.rv:
             return self._combined(name)
+        watched = _rv({"metadata": {"resourceVersion": self._informers[0].resource_version}})
+        if own_write and known is None and version and version <= watched:
+            return job_record(job)
         self._jobs[name] = _JobState(version, job_record(job))
         combined = self._combined(name)
         if self._index is not None and (self._index.synced or all(i.synced for i in self._informers)):
@@ -245,7 +255,7 @@ class KubernetesBackend:
 
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
         created = await self._api.request("POST", self._jobs_path, self._call("create"), body=manifest)
-        return self._remember(created)
+        return self._remember(created, own_write=True)
 
     async def get(self, job_id: str) -> JobRecord:
         job = await self._api.request("GET", f"{self._jobs_path}/{job_id}", self._call("get", job_id))
@@ -283,7 +293,7 @@ class KubernetesBackend:
             body=patch,
             content_type=_MERGE_PATCH,
         )
-        return self._remember(patched)
+        return self._remember(patched, own_write=True)
 
     async def ping(self) -> None:
         await self._api.request(
