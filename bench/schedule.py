@@ -184,7 +184,8 @@ def threading_drain(proc: subprocess.Popen[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0, help="measuring time per case")
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per case and round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median rate counts")
     args = parser.parse_args()
     standin = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "standin.py")], stdout=subprocess.PIPE, text=True
@@ -205,15 +206,24 @@ def main() -> None:
         )
     serve, port = start_serve(f.name)
     try:
-        print(f"stand-in API at {host}; {os.cpu_count()} CPUs; {args.seconds:.0f} s per case")
-        print("concurrency 1:")
-        raw1 = raw_client_sync(host, args.seconds)
-        sched1 = asyncio.run(schedule_job(port, serve.pid, args.seconds, 1))
-        print(f"  ratio ScheduleJob / raw client: {sched1 / raw1:.2f}  (target >= 0.80)")
-        print("concurrency 32:")
-        raw32 = asyncio.run(raw_client_aio(host, args.seconds, 32))
-        sched32 = asyncio.run(schedule_job(port, serve.pid, args.seconds, 32))
-        print(f"  ratio ScheduleJob / raw client: {sched32 / raw32:.2f}  (target >= 0.80)")
+        print(
+            f"stand-in API at {host}; {os.cpu_count()} CPUs; {args.rounds} alternating rounds"
+            f" of {args.seconds:g} s per case; ratios of the median rates"
+        )
+        for concurrency in (1, 32):
+            print(f"concurrency {concurrency}:")
+            raws, scheds = [], []
+            for _ in range(args.rounds):
+                if concurrency == 1:
+                    raws.append(raw_client_sync(host, args.seconds))
+                else:
+                    raws.append(asyncio.run(raw_client_aio(host, args.seconds, concurrency)))
+                scheds.append(asyncio.run(schedule_job(port, serve.pid, args.seconds, concurrency)))
+            raw, sched = statistics.median(raws), statistics.median(scheds)
+            print(
+                f"  median: raw client {raw:.0f} jobs/s, ScheduleJob {sched:.0f} jobs/s;"
+                f" ratio {sched / raw:.2f}  (target >= 0.80)"
+            )
     finally:
         serve.terminate()
         serve.wait(30)

@@ -33,6 +33,33 @@ def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+class _MethodMetrics:
+    """The labelled metric children of one method, looked up once (``labels()`` costs per call)."""
+
+    def __init__(self, grpc_type: str, service: str, method: str) -> None:
+        self._labels = (grpc_type, service, method)
+        self.started = metrics.GRPC_STARTED.labels(*self._labels)
+        self.seconds = metrics.GRPC_HANDLING_SECONDS.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = metrics.GRPC_HANDLED.labels(*self._labels, code.name)
+        return child
+
+
+_METHOD_METRICS: dict[tuple[str, str, str], _MethodMetrics] = {}
+
+
+def _children(grpc_type: str, service: str, method: str) -> _MethodMetrics:
+    key = (grpc_type, service, method)
+    found = _METHOD_METRICS.get(key)
+    if found is None:
+        found = _METHOD_METRICS[key] = _MethodMetrics(grpc_type, service, method)
+    return found
+
+
 def _failed_code(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> grpc.StatusCode:
     """The code of an RPC whose handler raised: what it aborted with, or CANCELLED/UNKNOWN."""
     code = _code_of(context)
@@ -69,7 +96,7 @@ class ObservabilityInterceptor(_Interceptor):
             request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex[:16])
             fields = rpc_context.begin(request_id)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-            metrics.GRPC_STARTED.labels(grpc_type, service, method).inc()
+            _children(grpc_type, service, method).started.inc()
             return request_id, fields
 
         def finish(
@@ -80,8 +107,9 @@ class ObservabilityInterceptor(_Interceptor):
             started: float,
         ) -> None:
             elapsed = time.perf_counter() - started
-            metrics.GRPC_HANDLED.labels(grpc_type, service, method, code.name).inc()
-            metrics.GRPC_HANDLING_SECONDS.labels(grpc_type, service, method).observe(elapsed)
+            children = _children(grpc_type, service, method)
+            children.handled(code).inc()
+            children.seconds.observe(elapsed)
             emit = log.debug if quiet else (log.info if code is grpc.StatusCode.OK else log.warning)
             emit(
                 "rpc",

@@ -161,6 +161,8 @@ def pod_summary(pod: Mapping[str, Any]) -> PodSummary | None:
 def with_pods(record: JobRecord, pods: Iterable[PodSummary]) -> JobRecord:
     """The record with its pods' names and the last terminated container's reason and exit code."""
     ordered = sorted(pods, key=lambda p: (p.created, p.name))
+    if not ordered and not record.pod_names:
+        return record  # the common case on create: nothing to add
     terminated = [p for p in ordered if p.exit_code is not None]
     last = max(terminated, key=lambda p: (p.finished, p.created)) if terminated else None
     return replace(
