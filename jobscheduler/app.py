@@ -142,13 +142,13 @@ async def serve(settings: Settings) -> None:
     health = Health()
     await health.set_serving(False)
     try:
-        ops = OpsHTTPServer(settings.grpc_host, settings.health_port, readiness)
+        ops = OpsHTTPServer(settings.health_listen_host, settings.health_port, readiness)
     except OSError as exc:
         await backend.close()
         raise StartupError(f"HEALTH_PORT: cannot listen on {settings.health_port}: {exc}") from None
     server = build_server(service, health, max_message_bytes=settings.max_message_bytes)
     try:
-        grpc_port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+        grpc_port = server.add_insecure_port(f"{settings.grpc_listen_host}:{settings.grpc_port}")
     except RuntimeError as exc:
         ops.server_close()
         await backend.close()

@@ -25,8 +25,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     grpc_port: Port = 50054
-    grpc_host: str = "0.0.0.0"
+    #: Where gRPC listens. Empty: all interfaces, except loopback only when AUTH_MODE=none
+    #: without ALLOW_INSECURE (an unauthenticated server never listens beyond this machine).
+    grpc_host: str = ""
     health_port: Port = 8080
+    #: Where /healthz, /readyz and /metrics listen; empty: all interfaces.
+    health_host: str = ""
     k8s_namespace: str = "default"
     in_cluster: bool = True
     kubeconfig: str | None = None
@@ -59,6 +63,43 @@ class Settings(BaseSettings):
     local_max_parallel: Annotated[int, Field(ge=1, le=1024)] = 4
     local_kill_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     local_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+
+    # --- security -------------------------------------------------------------------------
+    #: none | token (AUTH_TOKEN_FILE) | kubernetes (TokenReview) | mtls (client certificate).
+    auth_mode: Literal["none", "token", "kubernetes", "mtls"] = "none"
+    #: Allow AUTH_MODE=none on a non-loopback GRPC_HOST (and plaintext beyond loopback).
+    allow_insecure: bool = False
+    #: token mode: CSV lines ``token,identity[,"role1,role2"]``; re-read when the file changes.
+    auth_token_file: str = ""
+    #: kubernetes mode: the audience callers' tokens must be issued for.
+    auth_audience: str = "jobscheduler"
+    #: kubernetes/mtls modes: identities or groups (comma-separated) that get the admin role.
+    auth_admins: str = ""
+    #: kubernetes mode: how long a successful TokenReview is trusted (seconds; 0: ask every time).
+    auth_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    #: Require client certificates signed by this CA (mTLS).
+    tls_client_ca_file: str = ""
+    #: Per-request image overrides must start with one of these (comma-separated prefixes);
+    #: empty: only TIMER_IMAGE's repository.
+    allowed_images: str = ""
+    #: Requests per second per caller identity (0: unlimited), with bursts up to RATE_LIMIT_BURST.
+    rate_limit_rps: Annotated[float, Field(ge=0, le=1_000_000)] = 50.0
+    rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+
+    @property
+    def grpc_listen_host(self) -> str:
+        """GRPC_HOST, or its default: loopback for an unauthenticated server, else all interfaces."""
+        if self.grpc_host:
+            return self.grpc_host
+        if self.auth_mode == "none" and not self.allow_insecure:
+            return "127.0.0.1"
+        return "0.0.0.0"
+
+    @property
+    def health_listen_host(self) -> str:
+        return self.health_host or "0.0.0.0"
 
     @property
     def data_path(self) -> pathlib.Path:

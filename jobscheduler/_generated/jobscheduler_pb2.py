@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*jobscheduler/_generated/jobscheduler.proto\x12\x0cjobscheduler\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x08TimerJob\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x05\x12\x12\n\ntimer_name\x18\x02 \x01(\t\x12\x1e\n\x16\x63ontrol_plane_endpoint\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x11\n\tlog_level\x18\x05 \x01(\t\x12,\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1f.jobscheduler.TimerJob.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x01\n\x12ScheduleJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\ttimer_job\x18\x02 \x01(\x0b\x32\x16.jobscheduler.TimerJobH\x00\x12<\n\x06labels\x18\n \x03(\x0b\x32,.jobscheduler.ScheduleJobRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x05\n\x03job\"E\n\x13ScheduleJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x03job\x18\x02 \x01(\x0b\x32\x11.jobscheduler.Job\"%\n\x13GetJobStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x14GetJobStatusResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.jobscheduler.Job\"\xd5\x01\n\tJobFilter\x12\x0c\n\x04type\x18\x01 \x01(\t\x12&\n\x06phases\x18\x02 \x03(\x0e\x32\x16.jobscheduler.JobPhase\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x13\n\x0bname_prefix\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"a\n\x0fListJobsRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.jobscheduler.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Q\n\x10WatchJobsRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobFilter\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\"\x94\x01\n\x08JobEvent\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.jobscheduler.JobEventType\x12\x1e\n\x03job\x18\x02 \x01(\x0b\x32\x11.jobscheduler.Job\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x11GetJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x12\n\ntail_lines\x18\x03 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\":\n\x07LogLine\x12\x0c\n\x04line\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x10\n\x08pod_name\x18\x03 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x11\x43\x61ncelJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.jobscheduler.Job\"\x87\x01\n\x0cJobCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x38\n\x14last_transition_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x89\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12%\n\x05phase\x18\x05 \x01(\x0e\x32\x16.jobscheduler.JobPhase\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\t \x01(\t\x12-\n\x06labels\x18\n \x03(\x0b\x32\x1d.jobscheduler.Job.LabelsEntry\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12.\n\nconditions\x18\x0c \x03(\x0b\x32\x1a.jobscheduler.JobCondition\x12\x0e\n\x06\x61\x63tive\x18\r \x01(\x05\x12\x11\n\tsucceeded\x18\x0e \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x0f \x01(\x05\x12\x15\n\rbackoff_limit\x18\x10 \x01(\x05\x12\x11\n\tpod_names\x18\x11 \x03(\t\x12\x10\n\x08\x61ttempts\x18\x12 \x01(\x05\x12+\n\x08\x64uration\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12termination_reason\x18\x14 \x01(\t\x12\x16\n\texit_code\x18\x15 \x01(\x05H\x00\x88\x01\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_exit_code*\xf5\x01\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16JOB_EVENT_TYPE_CREATED\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_STARTED\x10\x02\x12\x1c\n\x18JOB_EVENT_TYPE_SUCCEEDED\x10\x03\x12\x19\n\x15JOB_EVENT_TYPE_FAILED\x10\x04\x12\x1c\n\x18JOB_EVENT_TYPE_CANCELLED\x10\x05\x12\x1a\n\x16JOB_EVENT_TYPE_DELETED\x10\x06\x12\x1a\n\x16JOB_EVENT_TYPE_UPDATED\x10\x07*\x9b\x01\n\x08JobPhase\x12\x19\n\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_PHASE_PENDING\x10\x01\x12\x15\n\x11JOB_PHASE_RUNNING\x10\x02\x12\x17\n\x13JOB_PHASE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_PHASE_FAILED\x10\x04\x12\x17\n\x13JOB_PHASE_CANCELLED\x10\x05\x32\xa6\x04\n\x0cJobScheduler\x12R\n\x0bScheduleJob\x12 .jobscheduler.ScheduleJobRequest\x1a!.jobscheduler.ScheduleJobResponse\x12U\n\x0cGetJobStatus\x12!.jobscheduler.GetJobStatusRequest\x1a\".jobscheduler.GetJobStatusResponse\x12I\n\x08ListJobs\x12\x1d.jobscheduler.ListJobsRequest\x1a\x1e.jobscheduler.ListJobsResponse\x12L\n\tCancelJob\x12\x1e.jobscheduler.CancelJobRequest\x1a\x1f.jobscheduler.CancelJobResponse\x12\x43\n\x08WatchJob\x12\x1d.jobscheduler.WatchJobRequest\x1a\x16.jobscheduler.JobEvent0\x01\x12\x45\n\tWatchJobs\x12\x1e.jobscheduler.WatchJobsRequest\x1a\x16.jobscheduler.JobEvent0\x01\x12\x46\n\nGetJobLogs\x12\x1f.jobscheduler.GetJobLogsRequest\x1a\x15.jobscheduler.LogLine0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*jobscheduler/_generated/jobscheduler.proto\x12\x0cjobscheduler\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\x08TimerJob\x12\x18\n\x10\x64uration_seconds\x18\x01 \x01(\x05\x12\x12\n\ntimer_name\x18\x02 \x01(\t\x12\x1e\n\x16\x63ontrol_plane_endpoint\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\t\x12\x11\n\tlog_level\x18\x05 \x01(\t\x12,\n\x03\x65nv\x18\x06 \x03(\x0b\x32\x1f.jobscheduler.TimerJob.EnvEntry\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc3\x01\n\x12ScheduleJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\ttimer_job\x18\x02 \x01(\x0b\x32\x16.jobscheduler.TimerJobH\x00\x12<\n\x06labels\x18\n \x03(\x0b\x32,.jobscheduler.ScheduleJobRequest.LabelsEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x05\n\x03job\"E\n\x13ScheduleJobResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x03job\x18\x02 \x01(\x0b\x32\x11.jobscheduler.Job\"%\n\x13GetJobStatusRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"6\n\x14GetJobStatusResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.jobscheduler.Job\"\xe4\x01\n\tJobFilter\x12\x0c\n\x04type\x18\x01 \x01(\t\x12&\n\x06phases\x18\x02 \x03(\x0e\x32\x16.jobscheduler.JobPhase\x12\x16\n\x0elabel_selector\x18\x03 \x01(\t\x12\x13\n\x0bname_prefix\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05owner\x18\x07 \x01(\t\"a\n\x0fListJobsRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobFilter\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"b\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.jobscheduler.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\"!\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"Q\n\x10WatchJobsRequest\x12\'\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\x17.jobscheduler.JobFilter\x12\x14\n\x0cresume_token\x18\x02 \x01(\t\"\x94\x01\n\x08JobEvent\x12(\n\x04type\x18\x01 \x01(\x0e\x32\x1a.jobscheduler.JobEventType\x12\x1e\n\x03job\x18\x02 \x01(\x0b\x32\x11.jobscheduler.Job\x12\x14\n\x0cresume_token\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x11GetJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x02 \x01(\x08\x12\x12\n\ntail_lines\x18\x03 \x01(\x05\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\":\n\x07LogLine\x12\x0c\n\x04line\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x10\n\x08pod_name\x18\x03 \x01(\t\"2\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"3\n\x11\x43\x61ncelJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.jobscheduler.Job\"\x87\x01\n\x0cJobCondition\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x38\n\x14last_transition_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x05\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x11\n\tnamespace\x18\x04 \x01(\t\x12%\n\x05phase\x18\x05 \x01(\x0e\x32\x16.jobscheduler.JobPhase\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\t \x01(\t\x12-\n\x06labels\x18\n \x03(\x0b\x32\x1d.jobscheduler.Job.LabelsEntry\x12\x0e\n\x06reason\x18\x0b \x01(\t\x12.\n\nconditions\x18\x0c \x03(\x0b\x32\x1a.jobscheduler.JobCondition\x12\x0e\n\x06\x61\x63tive\x18\r \x01(\x05\x12\x11\n\tsucceeded\x18\x0e \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x0f \x01(\x05\x12\x15\n\rbackoff_limit\x18\x10 \x01(\x05\x12\x11\n\tpod_names\x18\x11 \x03(\t\x12\x10\n\x08\x61ttempts\x18\x12 \x01(\x05\x12+\n\x08\x64uration\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12termination_reason\x18\x14 \x01(\t\x12\x16\n\texit_code\x18\x15 \x01(\x05H\x00\x88\x01\x01\x12\r\n\x05owner\x18\x18 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_exit_code*\xf5\x01\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16JOB_EVENT_TYPE_CREATED\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_STARTED\x10\x02\x12\x1c\n\x18JOB_EVENT_TYPE_SUCCEEDED\x10\x03\x12\x19\n\x15JOB_EVENT_TYPE_FAILED\x10\x04\x12\x1c\n\x18JOB_EVENT_TYPE_CANCELLED\x10\x05\x12\x1a\n\x16JOB_EVENT_TYPE_DELETED\x10\x06\x12\x1a\n\x16JOB_EVENT_TYPE_UPDATED\x10\x07*\x9b\x01\n\x08JobPhase\x12\x19\n\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_PHASE_PENDING\x10\x01\x12\x15\n\x11JOB_PHASE_RUNNING\x10\x02\x12\x17\n\x13JOB_PHASE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_PHASE_FAILED\x10\x04\x12\x17\n\x13JOB_PHASE_CANCELLED\x10\x05\x32\xa6\x04\n\x0cJobScheduler\x12R\n\x0bScheduleJob\x12 .jobscheduler.ScheduleJobRequest\x1a!.jobscheduler.ScheduleJobResponse\x12U\n\x0cGetJobStatus\x12!.jobscheduler.GetJobStatusRequest\x1a\".jobscheduler.GetJobStatusResponse\x12I\n\x08ListJobs\x12\x1d.jobscheduler.ListJobsRequest\x1a\x1e.jobscheduler.ListJobsResponse\x12L\n\tCancelJob\x12\x1e.jobscheduler.CancelJobRequest\x1a\x1f.jobscheduler.CancelJobResponse\x12\x43\n\x08WatchJob\x12\x1d.jobscheduler.WatchJobRequest\x1a\x16.jobscheduler.JobEvent0\x01\x12\x45\n\tWatchJobs\x12\x1e.jobscheduler.WatchJobsRequest\x1a\x16.jobscheduler.JobEvent0\x01\x12\x46\n\nGetJobLogs\x12\x1f.jobscheduler.GetJobLogsRequest\x1a\x15.jobscheduler.LogLine0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,10 +39,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCHEDULEJOBREQUEST_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_JOB_LABELSENTRY']._loaded_options = None
   _globals['_JOB_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_JOBEVENTTYPE']._serialized_start=2434
-  _globals['_JOBEVENTTYPE']._serialized_end=2679
-  _globals['_JOBPHASE']._serialized_start=2682
-  _globals['_JOBPHASE']._serialized_end=2837
+  _globals['_JOBEVENTTYPE']._serialized_start=2464
+  _globals['_JOBEVENTTYPE']._serialized_end=2709
+  _globals['_JOBPHASE']._serialized_start=2712
+  _globals['_JOBPHASE']._serialized_end=2867
   _globals['_TIMERJOB']._serialized_start=126
   _globals['_TIMERJOB']._serialized_end=338
   _globals['_TIMERJOB_ENVENTRY']._serialized_start=296
@@ -58,31 +58,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETJOBSTATUSRESPONSE']._serialized_start=648
   _globals['_GETJOBSTATUSRESPONSE']._serialized_end=702
   _globals['_JOBFILTER']._serialized_start=705
-  _globals['_JOBFILTER']._serialized_end=918
-  _globals['_LISTJOBSREQUEST']._serialized_start=920
-  _globals['_LISTJOBSREQUEST']._serialized_end=1017
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1019
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1117
-  _globals['_WATCHJOBREQUEST']._serialized_start=1119
-  _globals['_WATCHJOBREQUEST']._serialized_end=1152
-  _globals['_WATCHJOBSREQUEST']._serialized_start=1154
-  _globals['_WATCHJOBSREQUEST']._serialized_end=1235
-  _globals['_JOBEVENT']._serialized_start=1238
-  _globals['_JOBEVENT']._serialized_end=1386
-  _globals['_GETJOBLOGSREQUEST']._serialized_start=1388
-  _globals['_GETJOBLOGSREQUEST']._serialized_end=1476
-  _globals['_LOGLINE']._serialized_start=1478
-  _globals['_LOGLINE']._serialized_end=1536
-  _globals['_CANCELJOBREQUEST']._serialized_start=1538
-  _globals['_CANCELJOBREQUEST']._serialized_end=1588
-  _globals['_CANCELJOBRESPONSE']._serialized_start=1590
-  _globals['_CANCELJOBRESPONSE']._serialized_end=1641
-  _globals['_JOBCONDITION']._serialized_start=1644
-  _globals['_JOBCONDITION']._serialized_end=1779
-  _globals['_JOB']._serialized_start=1782
-  _globals['_JOB']._serialized_end=2431
+  _globals['_JOBFILTER']._serialized_end=933
+  _globals['_LISTJOBSREQUEST']._serialized_start=935
+  _globals['_LISTJOBSREQUEST']._serialized_end=1032
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1034
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1132
+  _globals['_WATCHJOBREQUEST']._serialized_start=1134
+  _globals['_WATCHJOBREQUEST']._serialized_end=1167
+  _globals['_WATCHJOBSREQUEST']._serialized_start=1169
+  _globals['_WATCHJOBSREQUEST']._serialized_end=1250
+  _globals['_JOBEVENT']._serialized_start=1253
+  _globals['_JOBEVENT']._serialized_end=1401
+  _globals['_GETJOBLOGSREQUEST']._serialized_start=1403
+  _globals['_GETJOBLOGSREQUEST']._serialized_end=1491
+  _globals['_LOGLINE']._serialized_start=1493
+  _globals['_LOGLINE']._serialized_end=1551
+  _globals['_CANCELJOBREQUEST']._serialized_start=1553
+  _globals['_CANCELJOBREQUEST']._serialized_end=1603
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1605
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1656
+  _globals['_JOBCONDITION']._serialized_start=1659
+  _globals['_JOBCONDITION']._serialized_end=1794
+  _globals['_JOB']._serialized_start=1797
+  _globals['_JOB']._serialized_end=2461
   _globals['_JOB_LABELSENTRY']._serialized_start=484
   _globals['_JOB_LABELSENTRY']._serialized_end=529
-  _globals['_JOBSCHEDULER']._serialized_start=2840
-  _globals['_JOBSCHEDULER']._serialized_end=3390
+  _globals['_JOBSCHEDULER']._serialized_start=2870
+  _globals['_JOBSCHEDULER']._serialized_end=3420
 # @@protoc_insertion_point(module_scope)

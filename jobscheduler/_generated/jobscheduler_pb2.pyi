@@ -292,12 +292,17 @@ class JobFilter(_message.Message):
     NAME_PREFIX_FIELD_NUMBER: _builtins.int
     CREATED_AFTER_FIELD_NUMBER: _builtins.int
     CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Job type, e.g. "timer"."""
     label_selector: _builtins.str
     """A Kubernetes label selector: "team=build,tier!=test", "env in (a,b)", "!legacy"."""
     name_prefix: _builtins.str
     """Jobs whose name starts with this."""
+    owner: _builtins.str
+    """Jobs of this owner. Callers without the admin role only ever see their own
+    jobs; for them any other owner is PERMISSION_DENIED.
+    """
     @_builtins.property
     def phases(self) -> _containers.RepeatedScalarFieldContainer[Global___JobPhase.ValueType]:
         """Any of these phases."""
@@ -317,10 +322,11 @@ class JobFilter(_message.Message):
         name_prefix: _builtins.str = ...,
         created_after: _timestamp_pb2.Timestamp | None = ...,
         created_before: _timestamp_pb2.Timestamp | None = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "label_selector", b"label_selector", "name_prefix", b"name_prefix", "phases", b"phases", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "label_selector", b"label_selector", "name_prefix", b"name_prefix", "owner", b"owner", "phases", b"phases", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -641,6 +647,7 @@ class Job(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     TERMINATION_REASON_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     type: _builtins.str
@@ -663,6 +670,11 @@ class Job(_message.Message):
     termination_reason: _builtins.str
     """The last terminated container's reason (Completed, Error, OOMKilled, ...) and exit code."""
     exit_code: _builtins.int
+    owner: _builtins.str
+    """Field numbers 22-23 and 25-29 are kept for priority and queue.
+
+    The identity that scheduled the job ("anonymous" when AUTH_MODE=none).
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -705,10 +717,11 @@ class Job(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         termination_reason: _builtins.str = ...,
         exit_code: _builtins.int | None = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
