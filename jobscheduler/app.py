@@ -6,6 +6,8 @@ import asyncio
 import signal
 from datetime import timedelta
 
+import grpc
+
 from jobscheduler import metrics
 from jobscheduler.api.server import Health, build_server
 from jobscheduler.backends.kubernetes import (
@@ -129,6 +131,16 @@ async def check_backend(backend: JobBackend, health: Health, readiness: Readines
     return True
 
 
+def listen(server: grpc.aio.Server, settings: Settings, address: str | None = None) -> int:
+    """Bind the gRPC port (``address`` overrides GRPC_HOST:GRPC_PORT); returns the bound port.
+
+    Raises ``RuntimeError`` when the port cannot be bound.
+    """
+    if address is None:
+        address = f"{settings.grpc_listen_host}:{settings.grpc_port}"
+    return server.add_insecure_port(address)
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then drain in-flight RPCs within SHUTDOWN_GRACE_SECONDS."""
     info = version_info()
@@ -148,7 +160,7 @@ async def serve(settings: Settings) -> None:
         raise StartupError(f"HEALTH_PORT: cannot listen on {settings.health_port}: {exc}") from None
     server = build_server(service, health, max_message_bytes=settings.max_message_bytes)
     try:
-        grpc_port = server.add_insecure_port(f"{settings.grpc_listen_host}:{settings.grpc_port}")
+        grpc_port = listen(server, settings)
     except RuntimeError as exc:
         ops.server_close()
         await backend.close()

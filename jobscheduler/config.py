@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
     grpc_port: Port = 50054
-    #: Where gRPC listens. Empty: all interfaces, except loopback only when AUTH_MODE=none
-    #: without ALLOW_INSECURE (an unauthenticated server never listens beyond this machine).
+    #: Where gRPC listens. Empty: loopback, unless TLS and authentication are both on (or
+    #: ALLOW_INSECURE=true): a plaintext or unauthenticated server stays on this machine.
     grpc_host: str = ""
     health_port: Port = 8080
     #: Where /healthz, /readyz and /metrics listen; empty: all interfaces.
@@ -89,13 +89,18 @@ class Settings(BaseSettings):
     rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 100
 
     @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert_file)
+
+    @property
     def grpc_listen_host(self) -> str:
-        """GRPC_HOST, or its default: loopback for an unauthenticated server, else all interfaces."""
+        """GRPC_HOST, or its default: all interfaces only when that is safe (TLS and
+        authentication) or explicitly allowed (ALLOW_INSECURE), else loopback only."""
         if self.grpc_host:
             return self.grpc_host
-        if self.auth_mode == "none" and not self.allow_insecure:
-            return "127.0.0.1"
-        return "0.0.0.0"
+        if self.allow_insecure or (self.tls_enabled and self.auth_mode != "none"):
+            return "0.0.0.0"
+        return "127.0.0.1"
 
     @property
     def health_listen_host(self) -> str:

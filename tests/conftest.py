@@ -23,7 +23,7 @@ from emulator import EmulatorThread
 
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api.server import Health, build_server
-from jobscheduler.app import build_backend, build_index, check_backend, job_defaults
+from jobscheduler.app import build_backend, build_index, check_backend, job_defaults, listen
 from jobscheduler.config import Settings
 from jobscheduler.core.service import JobService
 from jobscheduler.jobtypes import builtin_registry
@@ -89,7 +89,7 @@ class ServiceThread:
         self.health = Health()
         self.readiness = Readiness()
         self.server = build_server(self.service, self.health, max_message_bytes=s.max_message_bytes)
-        port = self.server.add_insecure_port("127.0.0.1:0")
+        port = listen(self.server, s, "127.0.0.1:0")
         await self.server.start()
         await check_backend(self.backend, self.health, self.readiness, self.index)
         return port
