@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     #: empty: only TIMER_IMAGE's repository.
     allowed_images: str = ""
     #: Requests per second per caller identity (0: unlimited), with bursts up to RATE_LIMIT_BURST.
-    rate_limit_rps: Annotated[float, Field(ge=0, le=1_000_000)] = 50.0
-    rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    rate_limit_rps: Annotated[float, Field(ge=0, le=1_000_000)] = 100.0
+    rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 200
 
     @property
     def tls_enabled(self) -> bool:

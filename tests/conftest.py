@@ -23,7 +23,16 @@ from emulator import EmulatorThread
 
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api.server import Health, build_server
-from jobscheduler.app import build_backend, build_index, check_backend, job_defaults, listen
+from jobscheduler.app import (
+    build_authenticator,
+    build_backend,
+    build_index,
+    check_backend,
+    image_policy,
+    job_defaults,
+    listen,
+    rate_limiter,
+)
 from jobscheduler.config import Settings
 from jobscheduler.core.service import JobService
 from jobscheduler.jobtypes import builtin_registry
@@ -70,6 +79,8 @@ class ServiceThread:
 
     def __init__(self, *, sync_wait: float = 5.0, **settings: Any) -> None:
         self.sync_wait = sync_wait
+        # Tests make RPCs in quick bursts; the ones about the rate limit set it themselves.
+        settings.setdefault("rate_limit_rps", 0)
         self.settings = Settings(**settings)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="service", daemon=True)
@@ -85,10 +96,16 @@ class ServiceThread:
         await self.backend.start(self.index)
         await self.index.wait_synced(within=self.sync_wait)
         registry = builtin_registry(timer_image=s.timer_image)
-        self.service = JobService(self.backend, registry, job_defaults(s), self.index)
+        self.service = JobService(self.backend, registry, job_defaults(s), self.index, images=image_policy(s))
         self.health = Health()
         self.readiness = Readiness()
-        self.server = build_server(self.service, self.health, max_message_bytes=s.max_message_bytes)
+        self.server = build_server(
+            self.service,
+            self.health,
+            max_message_bytes=s.max_message_bytes,
+            authenticator=await build_authenticator(s, self.backend),
+            limiter=rate_limiter(s),
+        )
         port = listen(self.server, s, "127.0.0.1:0")
         await self.server.start()
         await check_backend(self.backend, self.health, self.readiness, self.index)

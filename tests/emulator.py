@@ -149,6 +149,7 @@ class PodLog:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
 
+TOKENREVIEWS_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 _LOG_PATH = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/log")
 
 
@@ -191,6 +192,8 @@ class Emulator(kmock.KubernetesEmulator):
     _rv: Any = attrs.field(factory=lambda: itertools.count(1000), init=False)
     faults: list[Fault] = attrs.field(factory=list, init=False)
     pod_logs: dict[tuple[str, str], PodLog] = attrs.field(factory=dict, init=False)
+    #: TokenReview: bearer token -> (username, groups, audiences the token was issued for)
+    tokens: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -231,6 +234,8 @@ class Emulator(kmock.KubernetesEmulator):
                     },
                     status=fault.status,
                 )
+        if path == TOKENREVIEWS_PATH and request.method.value == "POST":
+            return self._token_review(request.data if isinstance(request.data, dict) else {})
         log_path = _LOG_PATH.fullmatch(path)
         if log_path is not None and request.method.value == "GET":
             return await self._serve_log(request, log_path["namespace"], log_path["name"])
@@ -246,6 +251,43 @@ class Emulator(kmock.KubernetesEmulator):
             elif request.action == enums.action.UPDATE:
                 meta["resourceVersion"] = str(next(self._rv))
         return await super()._handle(request)
+
+    def _token_review(self, review: dict[str, Any]) -> aiohttp.web.StreamResponse:
+        """As kube-apiserver's TokenReview: not stored; status says who the token is, for which
+        of the requested audiences (the intersection), or why it is not authenticated."""
+        spec = review.get("spec") or {}
+        wanted = list(spec.get("audiences") or ["https://kubernetes.default.svc"])
+        known = self.tokens.get(str(spec.get("token") or ""))
+        status: dict[str, Any]
+        if known is None:
+            status = {"authenticated": False, "user": {}, "error": "invalid bearer token"}
+        else:
+            username, groups, audiences = known
+            common = [a for a in wanted if a in audiences]
+            if not common:
+                status = {
+                    "authenticated": False,
+                    "user": {},
+                    "error": f"token audiences {list(audiences)} is invalid for the target audiences {wanted}",
+                }
+            else:
+                status = {
+                    "authenticated": True,
+                    "user": {
+                        "username": username,
+                        "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, username)),
+                        "groups": list(groups),
+                    },
+                    "audiences": common,
+                }
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "metadata": {"creationTimestamp": None},
+            "spec": spec,
+            "status": status,
+        }
+        return aiohttp.web.json_response(body, status=201)
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         result: Any = await super()._serve_list(request)
@@ -508,6 +550,17 @@ class EmulatorThread:
 
     def clear_faults(self) -> None:
         self.call(lambda e: e.faults.clear())
+
+    def add_token(
+        self,
+        token: str,
+        username: str,
+        *,
+        groups: tuple[str, ...] = (),
+        audiences: tuple[str, ...] = ("jobscheduler",),
+    ) -> None:
+        """Make TokenReview recognise ``token`` (issued for ``audiences``) as ``username``."""
+        self.call(lambda e: e.tokens.__setitem__(token, (username, groups, audiences)))
 
     def trim_log(self) -> None:
         self.call(lambda e: e._requests.clear())

@@ -57,6 +57,7 @@ def job_filter(message: pb.JobFilter, field: str = "filter") -> JobFilter:
         name_prefix=message.name_prefix,
         created_after=message.created_after.ToDatetime(UTC) if message.HasField("created_after") else None,
         created_before=message.created_before.ToDatetime(UTC) if message.HasField("created_before") else None,
+        owner=message.owner,
     )
 
 
@@ -140,6 +141,7 @@ def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
         duration=duration,
         termination_reason=record.termination_reason,
         exit_code=record.exit_code,
+        owner=record.owner,
     )
     for c in record.conditions:
         job.conditions.add(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 import grpc
+from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -18,6 +19,7 @@ from jobscheduler.core.errors import (
     OutOfRange,
     PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
 
@@ -30,6 +32,7 @@ _CODES: Final[tuple[tuple[type[JobSchedulerError], grpc.StatusCode], ...]] = (
     (Unavailable, grpc.StatusCode.UNAVAILABLE),
     (OutOfRange, grpc.StatusCode.OUT_OF_RANGE),
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (BackendError, grpc.StatusCode.INTERNAL),
 )
 
@@ -52,6 +55,10 @@ def to_status(exc: JobSchedulerError) -> grpc.Status:
             ]
         )
         status.details.add().Pack(bad_request)
+    elif isinstance(exc, ResourceExhausted) and exc.retry_after_seconds is not None:
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(1_000_000, int(exc.retry_after_seconds * 1e9)))
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     status_obj: grpc.Status = rpc_status.to_status(status)
     return status_obj
 

@@ -12,9 +12,12 @@ from jobscheduler import metrics
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api import convert
+from jobscheduler.api.auth import credentials
 from jobscheduler.api.context import current_request_id, log_field
 from jobscheduler.api.errors import internal_status, to_status
+from jobscheduler.core.auth import AllowAll, Authenticator, Caller
 from jobscheduler.core.errors import JobSchedulerError
+from jobscheduler.core.limits import RateLimiter
 from jobscheduler.core.service import JobService
 from jobscheduler.logs import get_logger
 
@@ -74,14 +77,29 @@ def _guarded_stream(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp
 
 
 class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
-    def __init__(self, service: JobService) -> None:
+    def __init__(
+        self,
+        service: JobService,
+        authenticator: Authenticator | None = None,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self._service = service
+        self._authenticator: Authenticator = authenticator or AllowAll()
+        self._limiter = limiter or RateLimiter(0, 1)
+
+    async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """Who calls (UNAUTHENTICATED without valid credentials), within their rate limit."""
+        caller = await self._authenticator.authenticate(credentials(context))
+        log_field(caller=caller.identity)
+        self._limiter.acquire(caller.identity)
+        return caller
 
     @_guarded
     async def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobResponse:
-        record = await self._service.schedule(convert.schedule_request(request))
+        caller = await self._caller(context)
+        record = await self._service.schedule(convert.schedule_request(request), caller)
         log_field(job_id=record.job_id, job_type=record.type)
         metrics.JOBS_SCHEDULED.labels(record.type).inc()
         return pb.ScheduleJobResponse(job_id=record.job_id, job=convert.job_message(record))
@@ -91,15 +109,17 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         self, request: pb.GetJobStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetJobStatusResponse:
         log_field(job_id=request.job_id)
-        record = await self._service.get(request.job_id)
+        caller = await self._caller(context)
+        record = await self._service.get(request.job_id, caller)
         return pb.GetJobStatusResponse(job=convert.job_message(record))
 
     @_guarded
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobsResponse:
+        caller = await self._caller(context)
         page = await self._service.list(
-            convert.job_filter(request.filter), request.page_size, request.page_token
+            convert.job_filter(request.filter), request.page_size, request.page_token, caller
         )
         return pb.ListJobsResponse(
             jobs=[convert.job_message(r) for r in page.records],
@@ -112,7 +132,8 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
         log_field(job_id=request.job_id)
-        record = await self._service.cancel(request.job_id, request.reason)
+        caller = await self._caller(context)
+        record = await self._service.cancel(request.job_id, request.reason, caller)
         metrics.JOBS_CANCELLED.labels(record.type).inc()
         return pb.CancelJobResponse(job=convert.job_message(record))
 
@@ -121,15 +142,17 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.JobEvent]:
         log_field(job_id=request.job_id)
-        async for event in self._service.watch_job(request.job_id):
+        caller = await self._caller(context)
+        async for event in self._service.watch_job(request.job_id, caller):
             yield convert.job_event(event, self._service.index)
 
     @_guarded_stream
     async def WatchJobs(
         self, request: pb.WatchJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.JobEvent]:
+        caller = await self._caller(context)
         job_filter = convert.job_filter(request.filter)
-        async for event in self._service.watch_jobs(job_filter, request.resume_token):
+        async for event in self._service.watch_jobs(job_filter, request.resume_token, caller):
             yield convert.job_event(event, self._service.index)
 
     @_guarded_stream
@@ -137,8 +160,13 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         self, request: pb.GetJobLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.LogLine]:
         log_field(job_id=request.job_id)
+        caller = await self._caller(context)
         lines = self._service.logs(
-            request.job_id, follow=request.follow, tail_lines=request.tail_lines, attempt=request.attempt
+            request.job_id,
+            follow=request.follow,
+            tail_lines=request.tail_lines,
+            attempt=request.attempt,
+            caller=caller,
         )
         async for line in lines:
             yield convert.log_line(line)

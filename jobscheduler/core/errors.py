@@ -54,7 +54,7 @@ class FailedPrecondition(JobSchedulerError):
 
 
 class PermissionDenied(JobSchedulerError):
-    """The backend refused the call (e.g. missing RBAC permission)."""
+    """The caller (or the service, for the backend: missing RBAC permission) may not do this."""
 
 
 class Unavailable(JobSchedulerError):
@@ -70,7 +70,16 @@ class OutOfRange(JobSchedulerError):
 
 
 class ResourceExhausted(JobSchedulerError):
-    """A stream fell too far behind; the client should resume from its last token."""
+    """A limit was hit: a stream fell too far behind (resume from the last token), or the
+    caller's request rate is over its limit (retry after ``retry_after_seconds``)."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
+class Unauthenticated(JobSchedulerError):
+    """The request carries no valid credentials."""
 
 
 class NotReady(Unavailable):

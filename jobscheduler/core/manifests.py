@@ -23,6 +23,8 @@ JOB_NAME_ANNOTATION: Final = "jobscheduler.io/name"
 JOB_TYPE_ANNOTATION: Final = "jobscheduler.io/type"
 CANCELLED_AT_ANNOTATION: Final = "jobscheduler.io/cancelled-at"
 CANCEL_REASON_ANNOTATION: Final = "jobscheduler.io/cancel-reason"
+#: The caller identity that scheduled the job: owner-scoped access reads it back.
+OWNER_ANNOTATION: Final = "jobscheduler.io/owner"
 
 #: The label selector that finds every Job this service manages.
 MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -67,6 +69,7 @@ class RenderContext:
     job_type: str
     defaults: JobDefaults = field(default_factory=JobDefaults)
     labels: Mapping[str, str] = field(default_factory=dict)
+    owner: str = ""
 
 
 def job_manifest(
@@ -132,7 +135,11 @@ def job_manifest(
             "name": ctx.job_id,
             "namespace": d.namespace,
             "labels": labels,
-            "annotations": {JOB_NAME_ANNOTATION: ctx.name, JOB_TYPE_ANNOTATION: ctx.job_type},
+            "annotations": {
+                JOB_NAME_ANNOTATION: ctx.name,
+                JOB_TYPE_ANNOTATION: ctx.job_type,
+                **({OWNER_ANNOTATION: ctx.owner} if ctx.owner else {}),
+            },
         },
         "spec": spec,
     }

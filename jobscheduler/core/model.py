@@ -62,6 +62,8 @@ class JobRecord:
     #: The last terminated container's reason and exit code, if any has terminated.
     termination_reason: str = ""
     exit_code: int | None = None
+    #: The identity that scheduled the job ("" for jobs from before owners were recorded).
+    owner: str = ""
 
     @property
     def attempts(self) -> int:
@@ -99,6 +101,7 @@ class JobFilter:
     name_prefix: str = ""
     created_after: datetime | None = None
     created_before: datetime | None = None
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,8 @@ def compile_filter(f: JobFilter, field: str = "filter") -> Callable[[JobRecord],
             return False
         if f.name_prefix and not r.name.startswith(f.name_prefix):
             return False
+        if f.owner and r.owner != f.owner:
+            return False
         created = r.created_at or _EPOCH
         if f.created_after is not None and created < f.created_after:
             return False
@@ -52,6 +54,7 @@ def _filter_digest(f: JobFilter) -> str:
             f.name_prefix,
             f.created_after.isoformat() if f.created_after else None,
             f.created_before.isoformat() if f.created_before else None,
+            f.owner,
         ]
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:12]

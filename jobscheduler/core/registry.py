@@ -40,6 +40,11 @@ class JobHandler(abc.ABC, Generic[P]):
     def render(self, params: P, ctx: RenderContext) -> dict[str, Any]:
         """The batch/v1 Job manifest for validated parameters (pure)."""
 
+    def image_override(self, params: P) -> tuple[str, str] | None:
+        """``(field path, image)`` when the request picks its own image (checked against
+        ALLOWED_IMAGES), or None when the handler's configured image is used."""
+        return None
+
 
 class HandlerRegistry:
     """Handlers by job type and by request field."""

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from jobscheduler.core.auth import ANONYMOUS, Caller
 from jobscheduler.core.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -13,8 +14,10 @@ from jobscheduler.core.errors import (
     InvalidArgument,
     NotFound,
     NotReady,
+    PermissionDenied,
 )
 from jobscheduler.core.index import JobIndex
+from jobscheduler.core.limits import ImagePolicy
 from jobscheduler.core.manifests import (
     RESERVED_LABEL_PREFIX,
     RESERVED_LABELS,
@@ -60,6 +63,7 @@ class JobService:
         defaults: JobDefaults,
         index: JobIndex,
         *,
+        images: ImagePolicy | None = None,
         id_factory: Callable[[], str] = new_job_id,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -67,16 +71,27 @@ class JobService:
         self.registry = registry
         self.defaults = defaults
         self.index = index
+        #: Which per-request image overrides are allowed; None: any.
+        self.images = images
         self._new_id = id_factory
         self._clock = clock
 
-    async def schedule(self, request: ScheduleRequest) -> JobRecord:
+    async def schedule(self, request: ScheduleRequest, caller: Caller = ANONYMOUS) -> JobRecord:
         violations = [*_name_violations(request.name), *_label_violations(request.labels)]
         handler = self.registry.for_request_field(request.job_field)
         try:
             params = handler.parse(request.params)
         except InvalidArgument as exc:
             violations.extend(exc.violations)
+        else:
+            override = handler.image_override(params)
+            if override is not None and self.images is not None and not self.images.allows(override[1]):
+                allowed = ", ".join(self.images.prefixes) or "none"
+                violations.append(
+                    FieldViolation(
+                        override[0], f"image {override[1]!r} is not allowed (ALLOWED_IMAGES: {allowed})"
+                    )
+                )
         if violations:
             raise InvalidArgument(violations)
         for attempt in range(_ID_ATTEMPTS):
@@ -86,6 +101,7 @@ class JobService:
                 job_type=handler.job_type,
                 defaults=self.defaults,
                 labels=dict(request.labels),
+                owner=caller.identity,
             )
             manifest = handler.render(params, ctx)
             validate_job_manifest(manifest)
@@ -96,30 +112,36 @@ class JobService:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def get(self, job_id: str) -> JobRecord:
+    async def get(self, job_id: str, caller: Caller = ANONYMOUS) -> JobRecord:
         """From the index once it has synced (backends put their own writes there at once)."""
         _check_job_id(job_id)
         if not self.index.synced:
-            return await self.backend.get(job_id)
+            return _visible(await self.backend.get(job_id), caller)
         record = self.index.get(job_id)
         if record is None:
             raise NotFound(f"job {job_id!r} not found")
-        return record
+        return _visible(record, caller)
 
     async def list(
-        self, job_filter: JobFilter | None = None, page_size: int = 0, page_token: str = ""
+        self,
+        job_filter: JobFilter | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+        caller: Caller = ANONYMOUS,
     ) -> Page:
+        job_filter = _scoped(job_filter or JobFilter(), caller)
         if not self.index.synced:
-            return paginate(await self.backend.list(), job_filter or JobFilter(), page_size, page_token)
+            return paginate(await self.backend.list(), job_filter, page_size, page_token)
         token = self.index.current_token()
-        page = paginate(self.index.records(), job_filter or JobFilter(), page_size, page_token)
+        page = paginate(self.index.records(), job_filter, page_size, page_token)
         return replace(page, resume_token=token)
 
-    async def cancel(self, job_id: str, reason: str = "") -> JobRecord:
+    async def cancel(self, job_id: str, reason: str = "", caller: Caller = ANONYMOUS) -> JobRecord:
         _check_job_id(job_id)
         if len(reason) > _MAX_CANCEL_REASON:
             raise InvalidArgument.field("reason", f"must be at most {_MAX_CANCEL_REASON} characters")
-        record = await self.backend.get(job_id)  # the backend's own view: the index may lag a moment
+        # The backend's own view: the index may lag a moment.
+        record = _visible(await self.backend.get(job_id), caller)
         if record.phase is JobPhase.CANCELLED:
             return record
         if record.phase.is_terminal:
@@ -132,7 +154,7 @@ class JobService:
         if not await self.index.wait_synced(_SYNC_WAIT_SECONDS):
             raise NotReady("the service has not finished loading the jobs from its backend; retry shortly")
 
-    async def watch_job(self, job_id: str) -> AsyncIterator[JobEvent]:
+    async def watch_job(self, job_id: str, caller: Caller = ANONYMOUS) -> AsyncIterator[JobEvent]:
         """The job's current state (as a CREATED event), then each change; ends after a terminal state."""
         _check_job_id(job_id)
         await self._require_sync()
@@ -140,6 +162,7 @@ class JobService:
             current = self.index.get(job_id)
             if current is None:
                 raise NotFound(f"job {job_id!r} not found")
+            _visible(current, caller)
             yield JobEvent(subscription.last_seq, JobEventType.CREATED, current, self._clock())
             last = current
             while not last.phase.is_terminal:
@@ -151,25 +174,49 @@ class JobService:
                     return
                 last = event.record
 
-    async def watch_jobs(self, job_filter: JobFilter, resume_token: str = "") -> AsyncIterator[JobEvent]:
+    async def watch_jobs(
+        self, job_filter: JobFilter, resume_token: str = "", caller: Caller = ANONYMOUS
+    ) -> AsyncIterator[JobEvent]:
         """Every change of every matching job, from now or after ``resume_token``; never ends by itself."""
-        matches = compile_filter(job_filter)
+        matches = compile_filter(_scoped(job_filter, caller))
         await self._require_sync()
         with self.index.subscribe(matches, resume_token) as subscription:
             while True:
                 yield await subscription.next()
 
     async def logs(
-        self, job_id: str, *, follow: bool = False, tail_lines: int = 0, attempt: int = 0
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        tail_lines: int = 0,
+        attempt: int = 0,
+        caller: Caller = ANONYMOUS,
     ) -> AsyncIterator[LogLine]:
         _check_job_id(job_id)
         if tail_lines < 0 or tail_lines > _MAX_TAIL_LINES:
             raise InvalidArgument.field("tail_lines", f"must be between 0 and {_MAX_TAIL_LINES}")
         if attempt < 0:
             raise InvalidArgument.field("attempt", "must be 0 (the latest) or a 1-based attempt number")
-        record = await self.get(job_id)
+        record = await self.get(job_id, caller)
         async for line in self.backend.logs(record, follow=follow, tail_lines=tail_lines, attempt=attempt):
             yield line
+
+
+def _visible(record: JobRecord, caller: Caller) -> JobRecord:
+    """The record if ``caller`` may see it; NOT_FOUND otherwise, so job ids of others do not leak."""
+    if caller.is_admin or record.owner == caller.identity:
+        return record
+    raise NotFound(f"job {record.job_id!r} not found")
+
+
+def _scoped(job_filter: JobFilter, caller: Caller) -> JobFilter:
+    """Non-admins list and watch only their own jobs."""
+    if caller.is_admin:
+        return job_filter
+    if job_filter.owner and job_filter.owner != caller.identity:
+        raise PermissionDenied("only admins may list or watch the jobs of other owners (filter.owner)")
+    return replace(job_filter, owner=caller.identity)
 
 
 def _check_job_id(job_id: str) -> None:

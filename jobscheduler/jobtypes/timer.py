@@ -21,6 +21,8 @@ MAX_DURATION_SECONDS: Final = 86400
 MAX_TIMER_NAME_LENGTH: Final = 253
 MAX_ENV_VARS: Final = 64
 MAX_ENV_VALUE_LENGTH: Final = 4096
+#: Names plus values of the request's env, in bytes (UTF-8).
+MAX_ENV_TOTAL_BYTES: Final = 32 * 1024
 LOG_LEVELS: Final = ("trace", "debug", "info", "warn", "error")
 #: Environment variables the handler sets itself; the request's env may not override them.
 RESERVED_ENV: Final = frozenset(
@@ -53,6 +55,11 @@ class TimerHandler(JobHandler[TimerParams]):
 
     def __init__(self, default_image: str) -> None:
         self.default_image = default_image
+
+    def image_override(self, params: TimerParams) -> tuple[str, str] | None:
+        if params.image and params.image != self.default_image:
+            return (f"{self.request_field}.image", params.image)
+        return None
 
     def parse(self, params: Mapping[str, Any]) -> TimerParams:
         f = self.request_field
@@ -96,6 +103,9 @@ class TimerHandler(JobHandler[TimerParams]):
             env = {}
         if len(env) > MAX_ENV_VARS:
             bad("env", f"at most {MAX_ENV_VARS} variables (got {len(env)})")
+        total = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in env.items())
+        if total > MAX_ENV_TOTAL_BYTES:
+            bad("env", f"names and values together must be at most {MAX_ENV_TOTAL_BYTES} bytes (got {total})")
         for name, value in env.items():
             if (problem := env_name_problem(name)) is not None:
                 bad(f"env[{name}]", problem)

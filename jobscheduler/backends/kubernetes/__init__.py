@@ -8,6 +8,7 @@ from jobscheduler.backends.kubernetes._client import (
     connect,
     in_cluster_available,
 )
+from jobscheduler.backends.kubernetes._tokenreview import TokenReviewer
 from jobscheduler.backends.kubernetes.backend import KubernetesBackend
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "KubeApi",
     "KubeConfigError",
     "KubernetesBackend",
+    "TokenReviewer",
     "choose_config",
     "connect",
     "in_cluster_available",

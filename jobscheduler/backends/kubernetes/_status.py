@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -17,6 +18,7 @@ from jobscheduler.core.manifests import (
     JOB_TYPE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    OWNER_ANNOTATION,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
 
@@ -119,6 +121,8 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         succeeded=succeeded,
         failed=failed,
         backoff_limit=backoff_limit,
+        # Interned: many jobs share an owner, and the cache holds every job.
+        owner=sys.intern(annotations.get(OWNER_ANNOTATION, "")),
     )
 
 

@@ -89,6 +89,7 @@ class KubernetesBackend:
 
     def __init__(self, api: KubeApi, namespace: str) -> None:
         self._api = api
+        self.api = api
         self.namespace = namespace
         self._jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
         self._pods_path = f"/api/v1/namespaces/{namespace}/pods"

@@ -33,7 +33,7 @@ from jobscheduler.core.errors import (
     NotFound,
 )
 from jobscheduler.core.index import JobIndex
-from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION
+from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION, OWNER_ANNOTATION
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, LogLine
 from jobscheduler.logs import get_logger
 
@@ -384,6 +384,7 @@ class LocalBackend:
             pod_names=tuple(f"{row.job_id}-{a.number}" for a in row.attempts),
             termination_reason=last.reason if last is not None else "",
             exit_code=last.exit_code if last is not None else None,
+            owner=str(annotations.get(OWNER_ANNOTATION, "")),
         )
 
     async def logs(

@@ -1,0 +1,31 @@
+"""Credentials of a gRPC call: the ``authorization: Bearer`` metadata and a verified client certificate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from jobscheduler.api.tls import peer_identity
+from jobscheduler.core.auth import Credentials
+
+AUTHORIZATION_HEADER = "authorization"
+
+
+def bearer_token(metadata: Any) -> str | None:
+    """The token of ``authorization: Bearer <token>`` (scheme case-insensitive), or None."""
+    for key, value in metadata or ():
+        if key == AUTHORIZATION_HEADER:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            scheme, _, token = text.strip().partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            return None
+    return None
+
+
+def credentials(context: grpc.aio.ServicerContext[Any, Any]) -> Credentials:
+    return Credentials(
+        bearer_token=bearer_token(context.invocation_metadata()),
+        peer_identity=peer_identity(context),
+    )
