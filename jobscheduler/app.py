@@ -10,6 +10,7 @@ import grpc
 
 from jobscheduler import metrics
 from jobscheduler.api.server import Health, build_server
+from jobscheduler.api.tls import TLSConfigError, check_files, host_of, is_loopback, server_credentials
 from jobscheduler.backends.kubernetes import (
     KubeConfigError,
     KubernetesBackend,
@@ -131,18 +132,53 @@ async def check_backend(backend: JobBackend, health: Health, readiness: Readines
     return True
 
 
+def check_transport(settings: Settings, address: str | None = None) -> None:
+    """StartupError unless the TLS_* settings are complete and their files usable, or, for
+    plaintext, the gRPC address is loopback (or ALLOW_INSECURE=true)."""
+    if settings.tls_key_file and not settings.tls_cert_file:
+        raise StartupError("TLS_KEY_FILE is set but TLS_CERT_FILE is not: set both for TLS")
+    if settings.tls_client_ca_file and not settings.tls_cert_file:
+        raise StartupError("TLS_CLIENT_CA_FILE (mTLS) requires TLS_CERT_FILE and TLS_KEY_FILE")
+    if settings.tls_cert_file and not settings.tls_key_file:
+        raise StartupError("TLS_CERT_FILE requires TLS_KEY_FILE")
+    if settings.tls_enabled:
+        try:
+            check_files(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+        except TLSConfigError as exc:
+            raise StartupError(str(exc)) from None
+        return
+    host = settings.grpc_listen_host if address is None else host_of(address)
+    if not is_loopback(host) and not settings.allow_insecure:
+        raise StartupError(
+            f"GRPC_HOST={host}: plaintext gRPC on a non-loopback address needs"
+            " TLS_CERT_FILE/TLS_KEY_FILE or ALLOW_INSECURE=true"
+        )
+
+
 def listen(server: grpc.aio.Server, settings: Settings, address: str | None = None) -> int:
     """Bind the gRPC port (``address`` overrides GRPC_HOST:GRPC_PORT); returns the bound port.
+    TLS (mTLS with TLS_CLIENT_CA_FILE) when TLS_CERT_FILE is set, certificates re-read on change.
 
-    Raises ``RuntimeError`` when the port cannot be bound.
+    Raises ``StartupError`` for unusable transport settings (``check_transport``) and
+    ``RuntimeError`` when the port cannot be bound.
     """
     if address is None:
         address = f"{settings.grpc_listen_host}:{settings.grpc_port}"
-    return server.add_insecure_port(address)
+    check_transport(settings, address)
+    if not settings.tls_enabled:
+        return server.add_insecure_port(address)
+    try:
+        credentials = server_credentials(
+            settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+        )
+    except TLSConfigError as exc:
+        raise StartupError(str(exc)) from None
+    return server.add_secure_port(address, credentials)
 
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then drain in-flight RPCs within SHUTDOWN_GRACE_SECONDS."""
+    check_transport(settings)  # before the backend starts
     info = version_info()
     metrics.BUILD_INFO.labels(info.version, info.git_commit, info.python_version).set(1)
     backend = await build_backend(settings)
@@ -161,9 +197,11 @@ async def serve(settings: Settings) -> None:
     server = build_server(service, health, max_message_bytes=settings.max_message_bytes)
     try:
         grpc_port = listen(server, settings)
-    except RuntimeError as exc:
+    except (RuntimeError, StartupError) as exc:
         ops.server_close()
         await backend.close()
+        if isinstance(exc, StartupError):
+            raise
         raise StartupError(f"GRPC_PORT: cannot listen on {settings.grpc_port}: {exc}") from None
     ops.start()
     await server.start()
@@ -180,9 +218,15 @@ async def serve(settings: Settings) -> None:
         grpc_port=grpc_port,
         health_port=ops.port,
         version=info.version,
-        plaintext=True,
+        plaintext=not settings.tls_enabled,
+        mtls=bool(settings.tls_client_ca_file),
         namespace=settings.k8s_namespace,
     )
+    if not settings.tls_enabled:
+        log.warning(
+            "gRPC is plaintext: for loopback development only; set TLS_CERT_FILE and TLS_KEY_FILE",
+            grpc_host=settings.grpc_listen_host,
+        )
 
     async def watch_backend() -> None:
         while True:
