@@ -477,12 +477,6 @@ CALLER_TOKEN = "caller-token"
 CALLER = "system:serviceaccount:clients:client"
 
 
-def tokenreview_in_code() -> bool:
-    """Whether the service makes TokenReviews (AUTH_MODE=kubernetes) at all."""
-    sources = (ROOT / "jobscheduler" / "backends" / "kubernetes").glob("*.py")
-    return any(TOKENREVIEWS_PATH in path.read_text() for path in sources)
-
-
 def _wait(condition: Any, what: str, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -577,10 +571,9 @@ def exercise_every_rpc(emulator: EmulatorThread, svc: Any, namespace: str) -> se
 class Derivation:
     """What the running service asked the API server for while serving every RPC."""
 
-    def __init__(self, requests: list[tuple[str, str, str]], rpcs: set[str], auth: bool) -> None:
+    def __init__(self, requests: list[tuple[str, str, str]], rpcs: set[str]) -> None:
         self.requests = requests  # (method, path, query) of each request the service sent
         self.rpcs = rpcs
-        self.auth = auth
         self.access = {api_access(*r) for r in requests}
 
 
@@ -590,14 +583,9 @@ def derivation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Derivation]
     try:
         kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("rbac") / "kubeconfig", emulator.url)
         service_token = json.loads(kubeconfig.read_text())["users"][0]["user"]["token"]
-        settings: dict[str, Any] = {}
-        auth = tokenreview_in_code()
-        if auth:
-            # AUTH_MODE=kubernetes, as k8s/configmap.yaml sets it: each caller's token is reviewed.
-            settings.update(auth_mode="kubernetes", auth_audience="jobscheduler")
-            assert hasattr(emulator, "add_token"), "the emulator cannot answer TokenReviews"
-            emulator.add_token(CALLER_TOKEN, CALLER, audiences=("jobscheduler",))
-        svc = kubernetes_service(kubeconfig, **settings)
+        # AUTH_MODE=kubernetes, as k8s/base/configmap.yaml sets it: callers' tokens are reviewed.
+        emulator.add_token(CALLER_TOKEN, CALLER, audiences=("jobscheduler",))
+        svc = kubernetes_service(kubeconfig, auth_mode="kubernetes", auth_audience="jobscheduler")
         try:
             rpcs = exercise_every_rpc(emulator, svc, "default")
         finally:
@@ -615,7 +603,7 @@ def derivation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Derivation]
         requests = emulator.call(sent_by_the_service)
     finally:
         emulator.stop()
-    yield Derivation(requests, rpcs, auth)
+    yield Derivation(requests, rpcs)
 
 
 def rbac_mismatch(needed: set[Access], docs: list[Doc]) -> list[str]:
@@ -642,21 +630,11 @@ def test_the_service_stays_in_its_namespace(derivation: Derivation) -> None:
 
 def test_rbac_is_exactly_what_the_code_uses(derivation: Derivation) -> None:
     """The Role (namespaced) and the ClusterRole grant exactly the API calls the service makes."""
-    docs = DOCS
-    if not derivation.auth:
-        # Without AUTH_MODE=kubernetes in the code the ClusterRole is checked by the test below.
-        docs = [d for d in DOCS if d["kind"] != "ClusterRole"]
-    assert rbac_mismatch(derivation.access, docs) == []
+    assert rbac_mismatch(derivation.access, DOCS) == []
 
 
-@pytest.mark.xfail(
-    not tokenreview_in_code(),
-    strict=False,
-    reason="AUTH_MODE=kubernetes (TokenReview) is not in jobscheduler/backends/kubernetes yet;"
-    " once it is, the derivation runs with it and this passes",
-)
 def test_tokenreview_rule_is_derived_from_the_code(derivation: Derivation) -> None:
-    assert derivation.auth, "the service does not review tokens yet"
+    """The ClusterRole's one rule: AUTH_MODE=kubernetes reviews each caller's token."""
     assert ("cluster", "authentication.k8s.io", "tokenreviews", "create") in derivation.access
 
 
