@@ -12,15 +12,26 @@ from jobscheduler import metrics
 from jobscheduler.api.server import Health, build_server
 from jobscheduler.api.tls import TLSConfigError, check_files, host_of, is_loopback, server_credentials
 from jobscheduler.backends.kubernetes import (
+    KubeApi,
     KubeConfigError,
     KubernetesBackend,
+    TokenReviewer,
     choose_config,
     connect,
 )
 from jobscheduler.backends.local import LocalBackend
 from jobscheduler.config import Settings
+from jobscheduler.core.auth import (
+    AllowAll,
+    Authenticator,
+    ClientCertificates,
+    TokenFile,
+    TokenFileError,
+    parse_admins,
+)
 from jobscheduler.core.errors import JobSchedulerError, NotReady
 from jobscheduler.core.index import JobIndex
+from jobscheduler.core.limits import ImagePolicy, RateLimiter, image_repository
 from jobscheduler.core.manifests import JobDefaults
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.service import JobService
@@ -99,6 +110,62 @@ async def _local_backend(settings: Settings, why: str) -> JobBackend:
         note="jobs run as local processes; images are not pulled",
     )
     return backend
+
+
+def image_policy(settings: Settings) -> ImagePolicy:
+    """ALLOWED_IMAGES, or by default only other tags of TIMER_IMAGE's repository."""
+    prefixes = tuple(p.strip() for p in settings.allowed_images.split(",") if p.strip())
+    return ImagePolicy(prefixes or (image_repository(settings.timer_image),))
+
+
+def rate_limiter(settings: Settings) -> RateLimiter:
+    return RateLimiter(settings.rate_limit_rps, settings.rate_limit_burst)
+
+
+async def build_authenticator(settings: Settings, backend: JobBackend) -> Authenticator:
+    """The AUTH_MODE's authenticator; StartupError when its configuration is incomplete."""
+    mode = settings.auth_mode
+    admins = parse_admins(settings.auth_admins)
+    if mode == "none":
+        host = settings.grpc_listen_host
+        if not is_loopback(host) and not settings.allow_insecure:
+            raise StartupError(
+                f"AUTH_MODE=none on GRPC_HOST={host}: an unauthenticated server may only listen on"
+                " loopback; set AUTH_MODE (token, kubernetes, mtls) or ALLOW_INSECURE=true"
+            )
+        return AllowAll()
+    if mode == "token":
+        if not settings.auth_token_file:
+            raise StartupError("AUTH_MODE=token needs AUTH_TOKEN_FILE")
+        try:
+            tokens = TokenFile(
+                settings.auth_token_file,
+                on_reload=lambda count: log.info("token file reloaded", tokens=count),
+                on_reload_error=lambda error: log.error(
+                    "token file not reloaded; the previous tokens stay in force", error=error
+                ),
+            )
+        except TokenFileError as exc:
+            raise StartupError(f"AUTH_TOKEN_FILE: {exc}") from None
+        if not tokens.count:
+            log.warning("the token file lists no tokens: every call will be UNAUTHENTICATED")
+        return tokens
+    if mode == "mtls":
+        if not settings.tls_client_ca_file:
+            raise StartupError("AUTH_MODE=mtls needs TLS_CLIENT_CA_FILE (and TLS_CERT_FILE, TLS_KEY_FILE)")
+        return ClientCertificates(admins)
+    # kubernetes: TokenReview through the same API connection as the backend, or a new one.
+    if isinstance(backend, KubernetesBackend):
+        api: KubeApi = backend.api
+    else:
+        try:
+            source = choose_config(in_cluster=settings.in_cluster, kubeconfig=settings.kubeconfig)
+            api = await connect(source, request_timeout=settings.kube_api_timeout_seconds)
+        except KubeConfigError as exc:
+            raise StartupError(f"AUTH_MODE=kubernetes needs a Kubernetes API: {exc}") from None
+    return TokenReviewer(
+        api, audience=settings.auth_audience, admins=admins, cache_seconds=settings.auth_cache_seconds
+    )
 
 
 def build_index(settings: Settings) -> JobIndex:
@@ -184,8 +251,13 @@ async def serve(settings: Settings) -> None:
     backend = await build_backend(settings)
     index = build_index(settings)
     await backend.start(index)
+    try:
+        authenticator = await build_authenticator(settings, backend)
+    except StartupError:
+        await backend.close()
+        raise
     registry = builtin_registry(timer_image=settings.timer_image)
-    service = JobService(backend, registry, job_defaults(settings), index)
+    service = JobService(backend, registry, job_defaults(settings), index, images=image_policy(settings))
     readiness = Readiness()
     health = Health()
     await health.set_serving(False)
@@ -194,7 +266,13 @@ async def serve(settings: Settings) -> None:
     except OSError as exc:
         await backend.close()
         raise StartupError(f"HEALTH_PORT: cannot listen on {settings.health_port}: {exc}") from None
-    server = build_server(service, health, max_message_bytes=settings.max_message_bytes)
+    server = build_server(
+        service,
+        health,
+        max_message_bytes=settings.max_message_bytes,
+        authenticator=authenticator,
+        limiter=rate_limiter(settings),
+    )
     try:
         grpc_port = listen(server, settings)
     except (RuntimeError, StartupError) as exc:
@@ -220,6 +298,8 @@ async def serve(settings: Settings) -> None:
         version=info.version,
         plaintext=not settings.tls_enabled,
         mtls=bool(settings.tls_client_ca_file),
+        auth=authenticator.mode,
+        grpc_host=settings.grpc_listen_host,
         namespace=settings.k8s_namespace,
     )
     if not settings.tls_enabled:

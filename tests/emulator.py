@@ -268,7 +268,9 @@ class Emulator(kmock.KubernetesEmulator):
                 status = {
                     "authenticated": False,
                     "user": {},
-                    "error": f"token audiences {list(audiences)} is invalid for the target audiences {wanted}",
+                    "error": (
+                        f"token audiences {list(audiences)} is invalid for the target audiences {wanted}"
+                    ),
                 }
             else:
                 status = {

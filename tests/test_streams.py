@@ -674,7 +674,15 @@ def test_tampered_page_tokens_are_invalid_argument(k8s: Callable[..., ServiceThr
     svc = k8s()
     for i in range(3):
         schedule(svc.stub, timer("http://127.0.0.1:9/", name=f"tamper-{i}"))
-    no_filter: list[Any] = ["", [], "", "", None, None, ""]  # type, phases, selector, prefix, after, before, owner
+    no_filter: list[Any] = [
+        "",
+        [],
+        "",
+        "",
+        None,
+        None,
+        "",
+    ]  # type, phases, selector, prefix, after, before, owner
     _, genuine = page(svc.stub, 1)
     decoded = json.loads(base64.urlsafe_b64decode(genuine + "=" * (-len(genuine) % 4)))
     # crafted_token encodes exactly as the service does: the genuine token round-trips.
