@@ -478,3 +478,59 @@ def test_request_limits_reject_and_the_server_keeps_serving(kubeconfig: pathlib.
         assert stub.ScheduleJob(timer_request("fine"), timeout=T).job_id
     finally:
         svc.stop()
+
+
+# --- mtls mode: the client certificate is the identity ---------------------------------------------
+
+
+def test_mtls_mode_takes_the_identity_from_the_client_certificate(tmp_path: pathlib.Path) -> None:
+    import trustme
+
+    from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    (tmp_path / "cert.pem").write_bytes(b"".join(b.bytes() for b in server.cert_chain_pems))
+    svc = local_service(
+        tmp_path / "data",
+        auth_mode="mtls",
+        auth_admins="ops",
+        tls_cert_file=str(tmp_path / "cert.pem"),
+        tls_key_file=str(tmp_path / "key.pem"),
+        tls_client_ca_file=str(tmp_path / "ca.pem"),
+    )
+
+    def stub_for(common_name: str) -> tuple[grpc.Channel, Any]:
+        client = ca.issue_cert(f"{common_name}.example", common_name=common_name)
+        credentials = grpc.ssl_channel_credentials(
+            ca.cert_pem.bytes(),
+            client.private_key_pem.bytes(),
+            b"".join(b.bytes() for b in client.cert_chain_pems),
+        )
+        channel = grpc.secure_channel(
+            f"127.0.0.1:{svc.port}", credentials, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        return channel, pb_grpc.JobSchedulerStub(channel)
+
+    try:
+        (ch_a, alice), (ch_b, bob), (ch_o, ops) = stub_for("alice"), stub_for("bob"), stub_for("ops")
+        with ch_a, ch_b, ch_o:
+            job = alice.ScheduleJob(timer_request("mine"), timeout=T).job
+            assert job.owner == "alice"
+            assert code_of(
+                lambda: bob.GetJobStatus(pb.GetJobStatusRequest(job_id=job.job_id), timeout=T)
+            ) is (grpc.StatusCode.NOT_FOUND)
+            assert [j.job_id for j in ops.ListJobs(pb.ListJobsRequest(), timeout=T).jobs] == [job.job_id]
+            assert bob.ListJobs(pb.ListJobsRequest(), timeout=T).jobs == []
+    finally:
+        svc.stop()
+
+
+def test_mtls_mode_needs_a_client_ca(tmp_path: pathlib.Path, kubeconfig: pathlib.Path) -> None:
+    env = serve_env(kubeconfig, AUTH_MODE="mtls", GRPC_PORT="0", HEALTH_PORT="0")
+    proc = ServeProcess(env, wait=False)
+    assert proc.proc.wait(20) == 2
+    err = proc.proc.stderr.read() if proc.proc.stderr else ""
+    assert "TLS_CLIENT_CA_FILE" in err, err
