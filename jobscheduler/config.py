@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     #: How long finished Jobs stay (ttlSecondsAfterFinished): seconds or 1d2h3m4s; 0 keeps them.
     history_retention: str = "24h"
     kube_api_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    #: Client-side limit on Kubernetes API writes (create, patch, ...): sustained writes per
+    #: second and burst; a burst of submits waits inside the service instead of overloading
+    #: the API server (as client-go's QPS/Burst). 0 disables the limit.
+    kube_api_qps: Annotated[float, Field(ge=0, le=100_000)] = 50.0
+    kube_api_burst: Annotated[int, Field(ge=1, le=100_000)] = 100
     max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     #: How often readiness re-checks that the backend is reachable.
