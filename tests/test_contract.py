@@ -293,3 +293,74 @@ def test_health_is_serving(harness: Harness) -> None:
     for name in ("", "jobscheduler.JobScheduler"):
         answer = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+# --- request_id, timeout_seconds, ttl_seconds_after_finished ----------------------------------------
+
+
+def test_request_id_makes_schedule_idempotent(harness: Harness) -> None:
+    request = harness.timer(name="once", duration=60)
+    request.request_id = "deploy-42/step-1"
+    first = harness.schedule(request)
+    again = harness.schedule(request)
+    assert again.job_id == first.job_id
+    assert again.request_id == "deploy-42/step-1"
+    assert harness.stored_jobs() == 1
+    # The same id with a different request is ALREADY_EXISTS and creates nothing.
+    changed = harness.timer(name="once", duration=61)
+    changed.request_id = "deploy-42/step-1"
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.ScheduleJob(changed, timeout=10)
+    assert err.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert first.job_id in (err.value.details() or "")
+    # Another id is another job; no id is always a new job.
+    other = harness.timer(name="once", duration=60)
+    other.request_id = "deploy-42/step-2"
+    assert harness.schedule(other).job_id != first.job_id
+    plain = harness.timer(name="once", duration=60)
+    assert harness.schedule(plain).job_id != harness.schedule(plain).job_id
+    assert harness.stored_jobs() == 4
+
+
+def test_scheduling_fields_are_validated(harness: Harness) -> None:
+    request = harness.timer(duration=60)
+    request.request_id = "has space"
+    request.timeout_seconds = -1
+    request.ttl_seconds_after_finished = -5
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.ScheduleJob(request, timeout=10)
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_request_fields(err.value) == {"request_id", "timeout_seconds", "ttl_seconds_after_finished"}
+    too_long = harness.timer(duration=60)
+    too_long.request_id = "x" * 129
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.ScheduleJob(too_long, timeout=10)
+    assert bad_request_fields(err.value) == {"request_id"}
+    assert harness.stored_jobs() == 0
+
+
+def test_timeout_seconds_fails_the_job_with_deadline_exceeded(harness: Harness) -> None:
+    request = harness.timer(duration=30)
+    request.timeout_seconds = 1
+    job = harness.schedule(request)
+    if harness.emulator is not None:
+        # No Job controller here: the contract is the manifest the API server receives.
+        assert harness.emulator.job(job.job_id)["spec"]["activeDeadlineSeconds"] == 1
+        return
+    failed = harness.wait_for(job.job_id, pb.JOB_PHASE_FAILED, timeout=20)
+    assert failed.reason == "DeadlineExceeded"
+
+
+def test_ttl_seconds_after_finished_reaches_the_job(harness: Harness) -> None:
+    if harness.emulator is None:
+        pytest.skip("the local backend's TTL sweeper is tested in test_local_backend")
+    default = harness.schedule(harness.timer(duration=60))
+    keep = harness.timer(duration=60)
+    keep.ttl_seconds_after_finished = 0
+    short = harness.timer(duration=60)
+    short.ttl_seconds_after_finished = 30
+    kept, shortened = harness.schedule(keep), harness.schedule(short)
+    spec = {j.job_id: harness.emulator.job(j.job_id)["spec"] for j in (default, kept, shortened)}
+    assert spec[default.job_id]["ttlSecondsAfterFinished"] == 24 * 3600  # HISTORY_RETENTION
+    assert "ttlSecondsAfterFinished" not in spec[kept.job_id]
+    assert spec[shortened.job_id]["ttlSecondsAfterFinished"] == 30

@@ -32,7 +32,14 @@ def test_proto_changes_are_additive() -> None:
     from jobscheduler._generated import jobscheduler_pb2 as pb
 
     expected = {
-        "ScheduleJobRequest": {"name": 1, "timer_job": 2, "labels": 10},
+        "ScheduleJobRequest": {
+            "name": 1,
+            "timer_job": 2,
+            "labels": 10,
+            "request_id": 18,
+            "timeout_seconds": 19,
+            "ttl_seconds_after_finished": 20,
+        },
         "TimerJob": {
             "duration_seconds": 1,
             "timer_name": 2,
@@ -43,7 +50,18 @@ def test_proto_changes_are_additive() -> None:
         },
         "GetJobStatusRequest": {"job_id": 1},
         "CancelJobRequest": {"job_id": 1, "reason": 2},
-        "Job": {"job_id": 1, "name": 2, "type": 3, "namespace": 4, "phase": 5, "created_at": 6},
+        "Job": {
+            "job_id": 1,
+            "name": 2,
+            "type": 3,
+            "namespace": 4,
+            "phase": 5,
+            "created_at": 6,
+            "exit_code": 21,
+            "owner": 24,
+            "request_id": 25,
+        },
+        "JobFilter": {"type": 1, "phases": 2, "label_selector": 3, "owner": 7},
     }
     for message, fields in expected.items():
         descriptor = pb.DESCRIPTOR.message_types_by_name[message]

@@ -45,6 +45,14 @@ def test_structure_and_defaults() -> None:
     assert spec["backoffLimit"] == 3
     assert spec["activeDeadlineSeconds"] == 300 + 60
     assert spec["ttlSecondsAfterFinished"] == 86400
+    # A configuration error (exit code 2) fails the Job at once; disruptions are not failures.
+    assert spec["podFailurePolicy"] == {
+        "rules": [
+            {"action": "FailJob", "onExitCodes": {"containerName": "timer", "operator": "In", "values": [2]}},
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        ]
+    }
+    assert container(m)["name"] == "timer"
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     assert pod["automountServiceAccountToken"] is False

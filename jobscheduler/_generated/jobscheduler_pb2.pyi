@@ -191,9 +191,30 @@ class ScheduleJobRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_AFTER_FINISHED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Human-readable job name (required); becomes a label value, so at most
     63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric.
+    """
+    request_id: _builtins.str
+    """Field numbers 11-17 are kept for scheduling attributes
+    (priority, queue, start_after, delay_seconds, depends_on, max_retries,
+    retry_backoff_seconds).
+
+    Makes ScheduleJob safe to retry: the same request_id (per caller and
+    namespace) returns the same job; with a different request it is
+    ALREADY_EXISTS. At most 128 printable ASCII characters.
+    """
+    timeout_seconds: _builtins.int
+    """Fails the job (DeadlineExceeded) after this many seconds of running:
+    the Job's activeDeadlineSeconds. 0: the job type's default (a timer's
+    duration plus DEADLINE_GRACE_SECONDS).
+    """
+    ttl_seconds_after_finished: _builtins.int
+    """How long the finished job is kept (ttlSecondsAfterFinished). Unset:
+    HISTORY_RETENTION; 0: kept until deleted.
     """
     @_builtins.property
     def timer_job(self) -> Global___TimerJob: ...
@@ -207,13 +228,21 @@ class ScheduleJobRequest(_message.Message):
         name: _builtins.str = ...,
         timer_job: Global___TimerJob | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        request_id: _builtins.str = ...,
+        timeout_seconds: _builtins.int = ...,
+        ttl_seconds_after_finished: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "timer_job", b"timer_job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "labels", b"labels", "name", b"name", "timer_job", b"timer_job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "labels", b"labels", "name", b"name", "request_id", b"request_id", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["ttl_seconds_after_finished"]  # noqa: Y015
+    _WhichOneofArgType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofReturnType_job: _TypeAlias = _typing.Literal["timer_job"]  # noqa: Y015
     _WhichOneofArgType_job: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl_seconds_after_finished) -> _WhichOneofReturnType__ttl_seconds_after_finished | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType_job) -> _WhichOneofReturnType_job | None: ...
 
 Global___ScheduleJobRequest: _TypeAlias = ScheduleJobRequest  # noqa: Y015
@@ -648,6 +677,7 @@ class Job(_message.Message):
     TERMINATION_REASON_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     type: _builtins.str
@@ -671,10 +701,12 @@ class Job(_message.Message):
     """The last terminated container's reason (Completed, Error, OOMKilled, ...) and exit code."""
     exit_code: _builtins.int
     owner: _builtins.str
-    """Field numbers 22-23 and 25-29 are kept for priority and queue.
+    """Field numbers 22-23 are kept for priority and queue.
 
     The identity that scheduled the job ("anonymous" when AUTH_MODE=none).
     """
+    request_id: _builtins.str
+    """The ScheduleJob request_id that created the job, if any."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -718,10 +750,11 @@ class Job(_message.Message):
         termination_reason: _builtins.str = ...,
         exit_code: _builtins.int | None = ...,
         owner: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "request_id", b"request_id", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015

@@ -79,7 +79,17 @@ def schedule_request(request: pb.ScheduleJobRequest) -> ScheduleRequest:
     params: dict[str, Any] = {}
     if field is not None:
         params = _plain(getattr(request, field))
-    return ScheduleRequest(name=request.name, job_field=field, params=params, labels=dict(request.labels))
+    return ScheduleRequest(
+        name=request.name,
+        job_field=field,
+        params=params,
+        labels=dict(request.labels),
+        request_id=request.request_id,
+        timeout_seconds=request.timeout_seconds,
+        ttl_seconds_after_finished=(
+            request.ttl_seconds_after_finished if request.HasField("ttl_seconds_after_finished") else None
+        ),
+    )
 
 
 def _plain(message: Message) -> dict[str, Any]:
@@ -142,6 +152,7 @@ def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
         termination_reason=record.termination_reason,
         exit_code=record.exit_code,
         owner=record.owner,
+        request_id=record.request_id,
     )
     for c in record.conditions:
         job.conditions.add(

@@ -25,6 +25,9 @@ CANCELLED_AT_ANNOTATION: Final = "jobscheduler.io/cancelled-at"
 CANCEL_REASON_ANNOTATION: Final = "jobscheduler.io/cancel-reason"
 #: The caller identity that scheduled the job: owner-scoped access reads it back.
 OWNER_ANNOTATION: Final = "jobscheduler.io/owner"
+#: ScheduleJob's request_id, and a digest of the request it came with (idempotent retries).
+REQUEST_ID_ANNOTATION: Final = "jobscheduler.io/request-id"
+REQUEST_HASH_ANNOTATION: Final = "jobscheduler.io/request-hash"
 
 #: The label selector that finds every Job this service manages.
 MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -81,6 +84,7 @@ def job_manifest(
     env: Mapping[str, str] | None = None,
     active_deadline_seconds: int | None = None,
     backoff_limit: int | None = None,
+    permanent_exit_codes: Sequence[int] = (),
 ) -> dict[str, Any]:
     """The batch/v1 Job for one job of any type (pure: same input, same dict)."""
     d = ctx.defaults
@@ -126,6 +130,22 @@ def job_manifest(
     }
     if active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = active_deadline_seconds
+    if permanent_exit_codes:
+        # Exit codes that mean "retrying cannot help" fail the Job at once (reason
+        # PodFailurePolicy); evictions and other disruptions do not count as failures.
+        spec["podFailurePolicy"] = {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": ctx.job_type,
+                        "operator": "In",
+                        "values": sorted(set(permanent_exit_codes)),
+                    },
+                },
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            ]
+        }
     if d.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = d.ttl_seconds_after_finished
     return {

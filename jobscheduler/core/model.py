@@ -64,6 +64,9 @@ class JobRecord:
     exit_code: int | None = None
     #: The identity that scheduled the job ("" for jobs from before owners were recorded).
     owner: str = ""
+    #: ScheduleJob's request_id and the digest of that request ("" without one).
+    request_id: str = ""
+    request_hash: str = ""
 
     @property
     def attempts(self) -> int:
@@ -123,3 +126,8 @@ class ScheduleRequest:
     job_field: str | None
     params: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    #: 0: the job type's default.
+    timeout_seconds: int = 0
+    #: None: the configured default (HISTORY_RETENTION); 0: keep until deleted.
+    ttl_seconds_after_finished: int | None = None

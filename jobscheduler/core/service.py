@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 from jobscheduler.core.auth import ANONYMOUS, Caller
 from jobscheduler.core.errors import (
@@ -19,6 +23,8 @@ from jobscheduler.core.errors import (
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy
 from jobscheduler.core.manifests import (
+    REQUEST_HASH_ANNOTATION,
+    REQUEST_ID_ANNOTATION,
     RESERVED_LABEL_PREFIX,
     RESERVED_LABELS,
     JobDefaults,
@@ -35,6 +41,7 @@ from jobscheduler.core.model import (
     ScheduleRequest,
 )
 from jobscheduler.core.naming import (
+    JOB_ID_PREFIX,
     dns1123_label_problem,
     label_key_problem,
     label_value_problem,
@@ -42,7 +49,7 @@ from jobscheduler.core.naming import (
 )
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.query import Page, compile_filter, paginate
-from jobscheduler.core.registry import HandlerRegistry
+from jobscheduler.core.registry import HandlerRegistry, JobHandler
 
 #: How many fresh ids ScheduleJob tries when a generated id is taken (vanishingly rare).
 _ID_ATTEMPTS = 3
@@ -51,6 +58,9 @@ _MAX_CANCEL_REASON = 256
 #: How long a watch waits for the index's first sync before answering UNAVAILABLE.
 _SYNC_WAIT_SECONDS = 5.0
 _MAX_TAIL_LINES = 100_000
+_MAX_REQUEST_ID = 128
+_MAX_TIMEOUT_SECONDS = 7 * 86400
+_MAX_TTL_SECONDS = 366 * 86400
 
 
 class JobService:
@@ -77,7 +87,11 @@ class JobService:
         self._clock = clock
 
     async def schedule(self, request: ScheduleRequest, caller: Caller = ANONYMOUS) -> JobRecord:
-        violations = [*_name_violations(request.name), *_label_violations(request.labels)]
+        violations = [
+            *_name_violations(request.name),
+            *_label_violations(request.labels),
+            *_scheduling_violations(request),
+        ]
         handler = self.registry.for_request_field(request.job_field)
         try:
             params = handler.parse(request.params)
@@ -94,23 +108,78 @@ class JobService:
                 )
         if violations:
             raise InvalidArgument(violations)
-        for attempt in range(_ID_ATTEMPTS):
-            ctx = RenderContext(
-                job_id=self._new_id(),
-                name=request.name,
-                job_type=handler.job_type,
-                defaults=self.defaults,
-                labels=dict(request.labels),
-                owner=caller.identity,
+        defaults = self.defaults
+        if request.ttl_seconds_after_finished is not None:
+            defaults = replace(
+                defaults, ttl_seconds_after_finished=request.ttl_seconds_after_finished or None
             )
-            manifest = handler.render(params, ctx)
-            validate_job_manifest(manifest)
+        if request.request_id:
+            return await self._schedule_once(request, caller, handler, params, defaults)
+        for attempt in range(_ID_ATTEMPTS):
+            manifest = self._render(request, caller, handler, params, defaults, self._new_id())
             try:
                 return await self.backend.create(manifest)
             except AlreadyExists:
                 if attempt == _ID_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _render(
+        self,
+        request: ScheduleRequest,
+        caller: Caller,
+        handler: JobHandler[Any],
+        params: Any,
+        defaults: JobDefaults,
+        job_id: str,
+        annotations: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        ctx = RenderContext(
+            job_id=job_id,
+            name=request.name,
+            job_type=handler.job_type,
+            defaults=defaults,
+            labels=dict(request.labels),
+            owner=caller.identity,
+        )
+        manifest = handler.render(params, ctx)
+        if request.timeout_seconds:
+            manifest["spec"]["activeDeadlineSeconds"] = request.timeout_seconds
+        if annotations:
+            manifest["metadata"].setdefault("annotations", {}).update(annotations)
+        validate_job_manifest(manifest)
+        return manifest
+
+    async def _schedule_once(
+        self,
+        request: ScheduleRequest,
+        caller: Caller,
+        handler: JobHandler[Any],
+        params: Any,
+        defaults: JobDefaults,
+    ) -> JobRecord:
+        """ScheduleJob with a request_id: the job id is derived from (namespace, caller, request_id),
+        so retries and races (on any replica) meet at one Kubernetes name; the API server's
+        create-if-absent decides, and the stored request digest tells a retry from a reuse."""
+        job_id = request_job_id(defaults.namespace, caller.identity, request.request_id)
+        digest = request_digest(request)
+        known = self.index.get(job_id) if self.index.synced else None
+        if known is not None:
+            return _same_request(known, request, caller, digest)
+        manifest = self._render(
+            request,
+            caller,
+            handler,
+            params,
+            defaults,
+            job_id,
+            {REQUEST_ID_ANNOTATION: request.request_id, REQUEST_HASH_ANNOTATION: digest},
+        )
+        try:
+            return await self.backend.create(manifest)
+        except AlreadyExists:
+            existing = await self.backend.get(job_id)
+            return _same_request(existing, request, caller, digest)
 
     async def get(self, job_id: str, caller: Caller = ANONYMOUS) -> JobRecord:
         """From the index once it has synced (backends put their own writes there at once)."""
@@ -201,6 +270,60 @@ class JobService:
         record = await self.get(job_id, caller)
         async for line in self.backend.logs(record, follow=follow, tail_lines=tail_lines, attempt=attempt):
             yield line
+
+
+def request_job_id(namespace: str, owner: str, request_id: str) -> str:
+    """The job id of a request_id: ``job-`` + 10 base32 characters of a SHA-256 digest."""
+    raw = hashlib.sha256(f"{namespace}\0{owner}\0{request_id}".encode()).digest()
+    return JOB_ID_PREFIX + base64.b32encode(raw).decode().lower()[:10]
+
+
+def request_digest(request: ScheduleRequest) -> str:
+    """What makes two ScheduleJob requests the same (16 hex digits of SHA-256 over canonical JSON)."""
+    body = [
+        request.name,
+        request.job_field,
+        request.params,
+        dict(sorted(request.labels.items())),
+        request.timeout_seconds,
+        request.ttl_seconds_after_finished,
+    ]
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _same_request(existing: JobRecord, request: ScheduleRequest, caller: Caller, digest: str) -> JobRecord:
+    if existing.owner == caller.identity and existing.request_id == request.request_id:
+        if existing.request_hash == digest:
+            return existing
+        raise AlreadyExists(
+            f"request_id {request.request_id!r} was already used for a different request"
+            f" (job {existing.job_id})"
+        )
+    raise AlreadyExists(f"job {existing.job_id} exists already and was not created by this request_id")
+
+
+def _scheduling_violations(request: ScheduleRequest) -> list[FieldViolation]:
+    out: list[FieldViolation] = []
+    rid = request.request_id
+    if len(rid) > _MAX_REQUEST_ID or any(not ("!" <= ch <= "~") for ch in rid):
+        out.append(
+            FieldViolation(
+                "request_id", f"must be at most {_MAX_REQUEST_ID} printable ASCII characters, no spaces"
+            )
+        )
+    if not 0 <= request.timeout_seconds <= _MAX_TIMEOUT_SECONDS:
+        out.append(
+            FieldViolation("timeout_seconds", f"must be between 1 and {_MAX_TIMEOUT_SECONDS} (7 days), or 0")
+        )
+    ttl = request.ttl_seconds_after_finished
+    if ttl is not None and not 0 <= ttl <= _MAX_TTL_SECONDS:
+        out.append(
+            FieldViolation(
+                "ttl_seconds_after_finished", f"must be between 0 (keep) and {_MAX_TTL_SECONDS} (366 days)"
+            )
+        )
+    return out
 
 
 def _visible(record: JobRecord, caller: Caller) -> JobRecord:

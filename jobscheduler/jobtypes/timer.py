@@ -16,6 +16,7 @@ from jobscheduler.core.errors import FieldViolation, InvalidArgument
 from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.naming import env_name_problem
 from jobscheduler.core.registry import JobHandler
+from jobscheduler.timer import EXIT_CONFIG_ERROR
 
 MAX_DURATION_SECONDS: Final = 86400
 MAX_TIMER_NAME_LENGTH: Final = 253
@@ -140,6 +141,8 @@ class TimerHandler(JobHandler[TimerParams]):
             command=COMMAND,
             env=env,
             active_deadline_seconds=params.duration_seconds + ctx.defaults.deadline_grace_seconds,
+            # A configuration error will not go away on retry; an undeliverable report might.
+            permanent_exit_codes=(EXIT_CONFIG_ERROR,),
         )
 
 

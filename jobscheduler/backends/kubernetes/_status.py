@@ -19,6 +19,8 @@ from jobscheduler.core.manifests import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_ANNOTATION,
+    REQUEST_HASH_ANNOTATION,
+    REQUEST_ID_ANNOTATION,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
 
@@ -123,6 +125,8 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         backoff_limit=backoff_limit,
         # Interned: many jobs share an owner, and the cache holds every job.
         owner=sys.intern(annotations.get(OWNER_ANNOTATION, "")),
+        request_id=annotations.get(REQUEST_ID_ANNOTATION, ""),
+        request_hash=annotations.get(REQUEST_HASH_ANNOTATION, ""),
     )
 
 

@@ -1,0 +1,74 @@
+"""request_id across replicas: two `jobscheduler serve` processes on one (emulated) API server."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from conftest import ServeProcess, serve_env
+from emulator import EmulatorThread
+
+from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
+
+T = 15
+
+
+@pytest.fixture
+def replicas(kubeconfig: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[list[ServeProcess]]:
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text("alice-token,alice\nbob-token,bob\n")
+    env = serve_env(
+        kubeconfig, GRPC_PORT="0", HEALTH_PORT="0", AUTH_MODE="token", AUTH_TOKEN_FILE=str(tokens)
+    )
+    procs = [ServeProcess(env), ServeProcess(env)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            assert proc.stop() == 0
+
+
+def request(request_id: str, duration: int = 60) -> pb.ScheduleJobRequest:
+    return pb.ScheduleJobRequest(
+        name="idem",
+        request_id=request_id,
+        timer_job=pb.TimerJob(
+            duration_seconds=duration, timer_name="t", control_plane_endpoint="http://127.0.0.1:9/"
+        ),
+    )
+
+
+def test_concurrent_identical_submits_on_two_replicas_create_one_job(
+    replicas: list[ServeProcess], emulator: EmulatorThread
+) -> None:
+    channels = [grpc.insecure_channel(f"127.0.0.1:{p.grpc_port}") for p in replicas]
+    stubs = [pb_grpc.JobSchedulerStub(c) for c in channels]
+    alice = [("authorization", "Bearer alice-token")]
+    try:
+
+        def submit(i: int) -> str:
+            response = stubs[i % 2].ScheduleJob(request("release-7"), metadata=alice, timeout=T)
+            return str(response.job_id)
+
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            ids = list(pool.map(submit, range(50)))
+        assert len(set(ids)) == 1
+        assert [j["metadata"]["name"] for j in emulator.jobs()] == [ids[0]]
+        # The same request_id from another caller is that caller's own job.
+        bobs = stubs[1].ScheduleJob(
+            request("release-7"), metadata=[("authorization", "Bearer bob-token")], timeout=T
+        )
+        assert bobs.job_id != ids[0] and bobs.job.owner == "bob"
+        # A different body under alice's id is refused on either replica.
+        for stub in stubs:
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ScheduleJob(request("release-7", duration=5), metadata=alice, timeout=T)
+            assert err.value.code() is grpc.StatusCode.ALREADY_EXISTS
+        assert len(emulator.jobs()) == 2
+    finally:
+        for channel in channels:
+            channel.close()
