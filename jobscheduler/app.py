@@ -74,7 +74,12 @@ async def build_backend(settings: Settings) -> JobBackend:
             raise StartupError(str(exc)) from None
         return await _local_backend(settings, "no in-cluster config and no kubeconfig file")
     try:
-        api = await connect(source, request_timeout=settings.kube_api_timeout_seconds)
+        api = await connect(
+            source,
+            request_timeout=settings.kube_api_timeout_seconds,
+            write_qps=settings.kube_api_qps,
+            write_burst=settings.kube_api_burst,
+        )
     except KubeConfigError as exc:
         raise StartupError(str(exc)) from None
     log.info(

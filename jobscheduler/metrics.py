@@ -96,3 +96,15 @@ CACHE_JOBS: Final = Gauge(
     "Jobs held in the service's live index.",
     registry=REGISTRY,
 )
+KUBE_WRITE_WAIT_SECONDS: Final = Histogram(
+    "jobscheduler_kube_write_wait_seconds",
+    "Time Kubernetes API writes waited for the client-side write limit (KUBE_API_QPS, KUBE_API_BURST)"
+    " before being sent; writes whose caller gave up while waiting are not counted.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+KUBE_WRITES_WAITING: Final = Gauge(
+    "jobscheduler_kube_writes_waiting",
+    "Kubernetes API writes waiting for the client-side write limit right now.",
+    registry=REGISTRY,
+)

@@ -15,7 +15,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 import yaml
@@ -25,9 +25,15 @@ from kubernetes.aio.config.config_exception import ConfigException
 
 from jobscheduler import metrics
 from jobscheduler.backends.kubernetes._errors import Call, error_from_connection, error_from_status
+from jobscheduler.backends.kubernetes._throttle import WriteThrottle
 
 _AUTH_SETTINGS = ["BearerToken"]
 _ACCEPT = {"Accept": "application/json"}
+#: Methods that wait for the write limit (KUBE_API_QPS/KUBE_API_BURST); reads, lists, watches never do.
+_WRITES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Writes exempt from it: a TokenReview stores nothing, and it authenticates every RPC (reads
+#: included), which must not queue behind a burst of job writes.
+_UNTHROTTLED_RESOURCES: Final = frozenset({"tokenreviews.authentication.k8s.io"})
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
@@ -71,8 +77,13 @@ def choose_config(*, in_cluster: bool, kubeconfig: str | None) -> ConfigSource:
     )
 
 
-async def connect(source: ConfigSource, *, request_timeout: float) -> KubeApi:
-    """An API handle for the chosen configuration; KubeConfigError if it cannot be loaded."""
+async def connect(
+    source: ConfigSource, *, request_timeout: float, write_qps: float = 0.0, write_burst: int = 1
+) -> KubeApi:
+    """An API handle for the chosen configuration; KubeConfigError if it cannot be loaded.
+
+    ``write_qps`` > 0 limits its writes to that many per second, in bursts up to ``write_burst``.
+    """
     configuration = k8s_client.Configuration()
     try:
         if source.kind == "in-cluster":
@@ -90,16 +101,28 @@ async def connect(source: ConfigSource, *, request_timeout: float) -> KubeApi:
         # With trust_env, aiohttp looks up ~/.netrc and the proxy variables in a worker thread
         # on every request (two thread hops per call); with no proxy configured that is pure cost.
         configuration.client_session_kwargs = {"trust_env": False}
-    return KubeApi(k8s_client.ApiClient(configuration), timeout=request_timeout)
+    throttle = WriteThrottle(write_qps, write_burst) if write_qps > 0 else None
+    return KubeApi(k8s_client.ApiClient(configuration), timeout=request_timeout, throttle=throttle)
 
 
 class KubeApi:
-    """Async JSON requests against the API server, with errors mapped to jobscheduler's tree."""
+    """Async JSON requests against the API server, with errors mapped to jobscheduler's tree.
 
-    def __init__(self, api_client: Any, *, timeout: float) -> None:
+    With a ``throttle``, every write (POST, PUT, PATCH, DELETE) first waits for one of its
+    tokens, in arrival order. A caller cancelled while waiting (e.g. grpc.aio cancels the
+    handler when the RPC's deadline passes) sends nothing and takes no token.
+    """
+
+    def __init__(self, api_client: Any, *, timeout: float, throttle: WriteThrottle | None = None) -> None:
         self._client = api_client
         self._timeout = timeout
+        self._throttle = throttle
         self.host: str = api_client.configuration.host
+
+    @property
+    def write_throttle(self) -> WriteThrottle | None:
+        """The write limit, if any (for diagnostics and tests)."""
+        return self._throttle
 
     async def request(
         self,
@@ -119,6 +142,8 @@ class KubeApi:
             header_params=headers,
             auth_settings=_AUTH_SETTINGS,
         )
+        if self._throttle is not None and method in _WRITES and call.resource not in _UNTHROTTLED_RESOURCES:
+            await self._wait_for_write(self._throttle)
         started = time.perf_counter()
         try:
             response = await self._client.call_api(
@@ -145,6 +170,19 @@ class KubeApi:
         if not isinstance(data, dict):
             data = {}
         return data
+
+    @staticmethod
+    async def _wait_for_write(throttle: WriteThrottle) -> None:
+        if throttle.try_acquire():
+            metrics.KUBE_WRITE_WAIT_SECONDS.observe(0.0)
+            return
+        metrics.KUBE_WRITES_WAITING.inc()
+        started = time.perf_counter()
+        try:
+            await throttle.acquire()  # CancelledError: left the queue, nothing is sent
+        finally:
+            metrics.KUBE_WRITES_WAITING.dec()
+        metrics.KUBE_WRITE_WAIT_SECONDS.observe(time.perf_counter() - started)
 
     async def stream(
         self, path: str, call: Call, *, query: Sequence[tuple[str, str]] = (), read_timeout: float
