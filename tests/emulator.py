@@ -8,7 +8,8 @@ Extensions (each faithful to the real API, and only what the tests rely on):
   matching requests (by method, path and optionally query string), the way
   the API server reports errors; and late answers (``delay``): the request
   takes effect at once (watchers see the change) but its answer arrives late;
-- trimming kmock's request log, which it otherwise matches every request against.
+- trimming kmock's request log, which it otherwise matches every request against;
+- when each request arrived (``request_times``: ``time.monotonic()`` of this process).
 
 Watches (kmock replays every object as ADDED, ignores resourceVersion and
 labelSelector, and never sends bookmarks or 410), now as the API server's
@@ -53,6 +54,7 @@ import itertools
 import json
 import re
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -194,6 +196,8 @@ class Emulator(kmock.KubernetesEmulator):
     pod_logs: dict[tuple[str, str], PodLog] = attrs.field(factory=dict, init=False)
     #: TokenReview: bearer token -> (username, groups, audiences the token was issued for)
     tokens: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = attrs.field(factory=dict, init=False)
+    #: (time.monotonic() on arrival, method, path) of every request since the last trim
+    arrivals: list[tuple[float, str, str]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -206,6 +210,7 @@ class Emulator(kmock.KubernetesEmulator):
         return cast(ChangeBus, self._buses[references.resource(resource)])
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        self.arrivals.append((time.monotonic(), request.method.value, request.url.path))
         delays = [f for f in self.faults if f.delay > 0 and _fault_matches(f, request)]
         if delays:
             response = await self._handle_now(request)
@@ -565,11 +570,15 @@ class EmulatorThread:
         self.call(lambda e: e.tokens.__setitem__(token, (username, groups, audiences)))
 
     def trim_log(self) -> None:
-        self.call(lambda e: e._requests.clear())
+        self.call(lambda e: (e._requests.clear(), e.arrivals.clear()))
 
     def requests(self) -> list[tuple[str, str]]:
         """(method, path?query) of every request served since the last trim."""
         return list(self.call(lambda e: [(r.method.value, str(r.url.path_qs)) for r in e._requests]))
+
+    def request_times(self) -> list[tuple[float, str, str]]:
+        """(time.monotonic() on arrival, method, path) of every request served since the last trim."""
+        return list(self.call(lambda e: list(e.arrivals)))
 
     # --- watches ------------------------------------------------------------------------------
 
