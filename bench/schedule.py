@@ -152,6 +152,7 @@ def start_serve(kubeconfig: str) -> tuple[subprocess.Popen[str], int]:
         "HEALTH_PORT": "0",
         "GRPC_HOST": "127.0.0.1",
         "RATE_LIMIT_RPS": "0",  # measure the service, not its per-caller limit
+        "KUBE_API_QPS": "0",  # nor its client-side write limit
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
     }
     proc = subprocess.Popen(

@@ -256,6 +256,13 @@ def test_deadline_while_waiting_creates_nothing(emulator: EmulatorThread, thrott
     stub = throttled.stub
     limiter = throttled.backend.api.write_throttle
     assert limiter is not None
+    expired = {
+        "grpc_type": "unary",
+        "grpc_service": "jobscheduler.JobScheduler",
+        "grpc_method": "ScheduleJob",
+        "grpc_code": "DEADLINE_EXCEEDED",
+    }
+    expired_before = sample("grpc_server_handled_total", **expired)
     t0 = time.monotonic()
     first = stub.ScheduleJob(timer_request("first"), timeout=10).job_id  # the one token of the burst
 
@@ -275,6 +282,12 @@ def test_deadline_while_waiting_creates_nothing(emulator: EmulatorThread, thrott
         waiting.result()
     assert failed.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert time.monotonic() - t0 < 1.5
+    # The server counts (and logs) it as the client saw it, not as CANCELLED.
+    wait_until(
+        lambda: sample("grpc_server_handled_total", **expired) == expired_before + 1,
+        2,
+        "the expired RPC counted",
+    )
     wait_until(lambda: limiter.waiting == 0, 1, "the cancelled waiter to leave the queue")
 
     # The same for CancelJob: its PATCH waits, the deadline passes, the job is not cancelled.

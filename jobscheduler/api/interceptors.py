@@ -66,6 +66,9 @@ def _failed_code(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
     if code is not grpc.StatusCode.OK:
         return code
     if isinstance(exc, asyncio.CancelledError) or context.cancelled():
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED  # what the client saw, too
         return grpc.StatusCode.CANCELLED  # the client went away (or the server is stopping)
     return grpc.StatusCode.UNKNOWN
 
