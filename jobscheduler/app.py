@@ -34,6 +34,7 @@ from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy, RateLimiter, image_repository
 from jobscheduler.core.manifests import JobDefaults
 from jobscheduler.core.ports import JobBackend
+from jobscheduler.core.retries import RetryController
 from jobscheduler.core.service import JobService
 from jobscheduler.jobtypes import builtin_registry
 from jobscheduler.logs import get_logger
@@ -170,6 +171,17 @@ async def build_authenticator(settings: Settings, backend: JobBackend) -> Authen
             raise StartupError(f"AUTH_MODE=kubernetes needs a Kubernetes API: {exc}") from None
     return TokenReviewer(
         api, audience=settings.auth_audience, admins=admins, cache_seconds=settings.auth_cache_seconds
+    )
+
+
+def retry_controller(backend: JobBackend, index: JobIndex) -> RetryController:
+    return RetryController(
+        backend,
+        index,
+        on_error=lambda job_id, exc: log.warning("retry not created yet", job_id=job_id, error=exc.message),
+        on_retry=lambda record: log.info(
+            "job retried", job_id=record.job_id, retry_of=record.retry_of, retry_number=record.retry_number
+        ),
     )
 
 
@@ -319,11 +331,13 @@ async def serve(settings: Settings) -> None:
             await check_backend(backend, health, readiness, index)
 
     checker = asyncio.create_task(watch_backend())
+    retries = asyncio.create_task(retry_controller(backend, index).run(), name="retries")
     try:
         await stop.wait()
     finally:
         log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
         checker.cancel()
+        retries.cancel()
         readiness.set(False, "shutting down")
         await health.shutdown()
         await server.stop(settings.shutdown_grace_seconds)

@@ -32,6 +32,7 @@ from jobscheduler.app import (
     job_defaults,
     listen,
     rate_limiter,
+    retry_controller,
 )
 from jobscheduler.config import Settings
 from jobscheduler.core.service import JobService
@@ -109,6 +110,7 @@ class ServiceThread:
         port = listen(self.server, s, "127.0.0.1:0")
         await self.server.start()
         await check_backend(self.backend, self.health, self.readiness, self.index)
+        self.retries = asyncio.create_task(retry_controller(self.backend, self.index).run())
         return port
 
     def recheck(self) -> bool:
@@ -118,6 +120,7 @@ class ServiceThread:
         return ok
 
     async def _stop(self) -> None:
+        self.retries.cancel()
         await self.server.stop(1)
         await self.backend.close()
 

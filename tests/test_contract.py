@@ -364,3 +364,98 @@ def test_ttl_seconds_after_finished_reaches_the_job(harness: Harness) -> None:
     assert spec[default.job_id]["ttlSecondsAfterFinished"] == 24 * 3600  # HISTORY_RETENTION
     assert "ttlSecondsAfterFinished" not in spec[kept.job_id]
     assert spec[shortened.job_id]["ttlSecondsAfterFinished"] == 30
+
+
+# --- max_retries: a failed job runs again as a new, linked job --------------------------------------
+
+
+def fail_job(harness: Harness, job_id: str, reason: str = "BackoffLimitExceeded") -> None:
+    """Kubernetes: the Job controller's status write for a failed Job (the emulator has none)."""
+    assert harness.emulator is not None
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    harness.emulator.patch_job(
+        job_id,
+        {
+            "status": {
+                "startTime": now,
+                "failed": 1,
+                "conditions": [
+                    {"type": "FailureTarget", "status": "True", "reason": reason},
+                    {"type": "Failed", "status": "True", "reason": reason, "lastTransitionTime": now},
+                ],
+            }
+        },
+    )
+
+
+def retries_of(harness: Harness, job_id: str) -> list[pb.Job]:
+    selector = f"jobscheduler.io/retry-of={job_id}"
+    jobs = harness.stub.ListJobs(pb.ListJobsRequest(filter=pb.JobFilter(label_selector=selector)), timeout=10)
+    return sorted(jobs.jobs, key=lambda j: j.retry_number)
+
+
+def wait_for_retries(harness: Harness, job_id: str, count: int, timeout: float = 20) -> list[pb.Job]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = retries_of(harness, job_id)
+        if len(found) >= count:
+            return found
+        assert time.monotonic() < deadline, f"{len(found)} of {count} retries of {job_id}"
+        time.sleep(0.1)
+
+
+def failing_timer(harness: Harness, **extra: Any) -> pb.ScheduleJobRequest:
+    """A timer that fails fast on the local backend (its report cannot be delivered)."""
+    return harness.timer(
+        duration=1,
+        control_plane_endpoint=f"http://127.0.0.1:{closed_port()}/",
+        env={"REPORT_MAX_ATTEMPTS": "1", "REPORT_BACKOFF_SECONDS": "0.05"},
+        **extra,
+    )
+
+
+def test_max_retries_runs_a_failed_job_again_as_linked_jobs(harness: Harness) -> None:
+    request = failing_timer(harness)
+    request.max_retries = 2
+    request.retry_backoff_seconds = 0
+    first = harness.schedule(request)
+    assert first.max_retries == 2 and first.retry_number == 0
+    chain = [first.job_id]
+    for number in (1, 2):
+        if harness.emulator is not None:
+            fail_job(harness, chain[-1])
+        retry = wait_for_retries(harness, first.job_id, number)[-1]
+        assert (retry.retry_of, retry.retry_number, retry.max_retries) == (first.job_id, number, 2)
+        assert retry.name == first.name and retry.owner == first.owner
+        assert retry.job_id not in chain
+        chain.append(retry.job_id)
+    if harness.emulator is not None:
+        manifest = harness.emulator.job(chain[-1])
+        assert manifest["metadata"]["labels"]["jobscheduler.io/job-id"] == chain[-1]
+        assert (
+            manifest["spec"]["template"]["spec"]
+            == harness.emulator.job(first.job_id)["spec"]["template"]["spec"]
+        )
+        fail_job(harness, chain[-1])
+    # The last retry fails too: the chain ends after max_retries.
+    harness.wait_for(chain[-1], pb.JOB_PHASE_FAILED)
+    time.sleep(1.0)
+    assert [j.job_id for j in retries_of(harness, first.job_id)] == chain[1:]
+    assert harness.stored_jobs() == 3
+
+
+def test_no_retry_after_a_permanent_failure_or_a_cancel(harness: Harness) -> None:
+    cancelled = harness.timer(duration=60)
+    cancelled.max_retries = 3
+    job = harness.schedule(cancelled)
+    harness.stub.CancelJob(pb.CancelJobRequest(job_id=job.job_id), timeout=10)
+    harness.wait_for(job.job_id, pb.JOB_PHASE_CANCELLED)
+    if harness.emulator is not None:
+        permanent = harness.schedule(cancelled)
+        fail_job(harness, permanent.job_id, reason="PodFailurePolicy")
+        harness.wait_for(permanent.job_id, pb.JOB_PHASE_FAILED)
+        time.sleep(1.0)
+        assert retries_of(harness, permanent.job_id) == []
+    # (The local backend's PodFailurePolicy failures are made real in test_local_backend.)
+    time.sleep(1.0)
+    assert retries_of(harness, job.job_id) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -72,3 +73,38 @@ def test_concurrent_identical_submits_on_two_replicas_create_one_job(
     finally:
         for channel in channels:
             channel.close()
+
+
+def test_retries_are_created_once_by_two_replicas_and_survive_a_restart(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    from conftest import kubernetes_service
+    from test_contract import Harness, fail_job, retries_of, wait_for_retries
+
+    replicas = [kubernetes_service(kubeconfig), kubernetes_service(kubeconfig)]
+    try:
+        req = request("r", duration=60)
+        req.request_id = ""
+        req.max_retries = 2
+        req.retry_backoff_seconds = 1
+        job = replicas[0].stub.ScheduleJob(req, timeout=T).job
+        h = Harness("kubernetes", replicas[0], receiver=None, emulator=emulator)  # type: ignore[arg-type]
+        fail_job(h, job.job_id)
+        retry = wait_for_retries(h, job.job_id, 1)[0]
+        time.sleep(1.5)  # both replicas had their chance
+        assert len(emulator.jobs()) == 2
+    finally:
+        for svc in replicas:
+            svc.stop()
+    # The retry fails while no replica runs: the next retry is owed, and the restarted
+    # service works it out from the cluster alone.
+    fail_job(h, retry.job_id)
+    third = kubernetes_service(kubeconfig)
+    try:
+        h3 = Harness("kubernetes", third, receiver=None, emulator=emulator)  # type: ignore[arg-type]
+        chain = wait_for_retries(h3, job.job_id, 2)
+        assert [r.retry_number for r in chain] == [1, 2]
+        assert len(emulator.jobs()) == 3
+        assert retries_of(h3, job.job_id)[-1].retry_of == job.job_id
+    finally:
+        third.stop()

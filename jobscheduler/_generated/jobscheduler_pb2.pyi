@@ -191,6 +191,8 @@ class ScheduleJobRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    RETRY_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_AFTER_FINISHED_FIELD_NUMBER: _builtins.int
@@ -198,12 +200,19 @@ class ScheduleJobRequest(_message.Message):
     """Human-readable job name (required); becomes a label value, so at most
     63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric.
     """
-    request_id: _builtins.str
-    """Field numbers 11-17 are kept for scheduling attributes
-    (priority, queue, start_after, delay_seconds, depends_on, max_retries,
-    retry_backoff_seconds).
+    max_retries: _builtins.int
+    """Field numbers 11-15 are kept for scheduling attributes
+    (priority, queue, start_after, delay_seconds, depends_on).
 
-    Makes ScheduleJob safe to retry: the same request_id (per caller and
+    When the job fails (phase FAILED, except with reason PodFailurePolicy: a
+    permanent exit code), it is scheduled again as a new job linked to this
+    one, up to max_retries times (at most 10), waiting
+    retry_backoff_seconds before the first retry and twice as long before
+    each further one (at most an hour).
+    """
+    retry_backoff_seconds: _builtins.int
+    request_id: _builtins.str
+    """Makes ScheduleJob safe to retry: the same request_id (per caller and
     namespace) returns the same job; with a different request it is
     ALREADY_EXISTS. At most 128 printable ASCII characters.
     """
@@ -228,13 +237,15 @@ class ScheduleJobRequest(_message.Message):
         name: _builtins.str = ...,
         timer_job: Global___TimerJob | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        max_retries: _builtins.int = ...,
+        retry_backoff_seconds: _builtins.int = ...,
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.int = ...,
         ttl_seconds_after_finished: _builtins.int | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "labels", b"labels", "name", b"name", "request_id", b"request_id", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofArgType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished"]  # noqa: Y015
@@ -678,6 +689,9 @@ class Job(_message.Message):
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RETRY_OF_FIELD_NUMBER: _builtins.int
+    RETRY_NUMBER_FIELD_NUMBER: _builtins.int
+    MAX_RETRIES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     type: _builtins.str
@@ -707,6 +721,13 @@ class Job(_message.Message):
     """
     request_id: _builtins.str
     """The ScheduleJob request_id that created the job, if any."""
+    retry_of: _builtins.str
+    """For a retry: the job it retries (the first of the chain) and which retry
+    it is (1, 2, ...). Retries also carry the label jobscheduler.io/retry-of.
+    """
+    retry_number: _builtins.int
+    max_retries: _builtins.int
+    """The request's max_retries."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -751,10 +772,13 @@ class Job(_message.Message):
         exit_code: _builtins.int | None = ...,
         owner: _builtins.str = ...,
         request_id: _builtins.str = ...,
+        retry_of: _builtins.str = ...,
+        retry_number: _builtins.int = ...,
+        max_retries: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "request_id", b"request_id", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "request_id", b"request_id", "retry_number", b"retry_number", "retry_of", b"retry_of", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015

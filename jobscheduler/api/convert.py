@@ -86,6 +86,8 @@ def schedule_request(request: pb.ScheduleJobRequest) -> ScheduleRequest:
         labels=dict(request.labels),
         request_id=request.request_id,
         timeout_seconds=request.timeout_seconds,
+        max_retries=request.max_retries,
+        retry_backoff_seconds=request.retry_backoff_seconds,
         ttl_seconds_after_finished=(
             request.ttl_seconds_after_finished if request.HasField("ttl_seconds_after_finished") else None
         ),
@@ -153,6 +155,9 @@ def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
         exit_code=record.exit_code,
         owner=record.owner,
         request_id=record.request_id,
+        retry_of=record.retry_of,
+        retry_number=record.retry_number,
+        max_retries=record.max_retries,
     )
     for c in record.conditions:
         job.conditions.add(

@@ -28,6 +28,12 @@ OWNER_ANNOTATION: Final = "jobscheduler.io/owner"
 #: ScheduleJob's request_id, and a digest of the request it came with (idempotent retries).
 REQUEST_ID_ANNOTATION: Final = "jobscheduler.io/request-id"
 REQUEST_HASH_ANNOTATION: Final = "jobscheduler.io/request-hash"
+#: Retries: the policy (on every job of a chain) and the link (on each retry; also a label).
+MAX_RETRIES_ANNOTATION: Final = "jobscheduler.io/max-retries"
+RETRY_BACKOFF_ANNOTATION: Final = "jobscheduler.io/retry-backoff-seconds"
+RETRY_OF_ANNOTATION: Final = "jobscheduler.io/retry-of"
+RETRY_OF_LABEL: Final = "jobscheduler.io/retry-of"
+RETRY_NUMBER_ANNOTATION: Final = "jobscheduler.io/retry-number"
 
 #: The label selector that finds every Job this service manages.
 MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -208,3 +214,86 @@ def _deep_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_deep_copy(v) for v in value]
     return value
+
+
+#: Metadata the API server (or the Job controller) adds: a new object must not carry it.
+_SERVER_METADATA: Final = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "ownerReferences",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "finalizers",
+    "selfLink",
+)
+#: Labels the Job controller puts on a Job's pod template (tied to the old Job's uid and name).
+_CONTROLLER_TEMPLATE_LABELS: Final = (
+    "controller-uid",
+    "job-name",
+    "batch.kubernetes.io/controller-uid",
+    "batch.kubernetes.io/job-name",
+)
+#: Annotations of the old Job's life that a retry must not inherit.
+_NOT_INHERITED_ANNOTATIONS: Final = (
+    CANCELLED_AT_ANNOTATION,
+    CANCEL_REASON_ANNOTATION,
+    "batch.kubernetes.io/job-tracking",
+)
+
+
+def retry_manifest(
+    failed: Mapping[str, Any], *, job_id: str, retry_of: str, retry_number: int
+) -> dict[str, Any]:
+    """A new Job that runs ``failed`` again (pure): the same spec, a new name, linked to the chain.
+
+    ``failed`` is the failed Job as stored (API server fields included): server-set metadata,
+    the status, the generated selector and the controller's template labels are dropped, so
+    the API server treats it as the new object it is.
+    """
+    job: dict[str, Any] = _deep_copy(failed)
+    job.pop("status", None)
+    meta = job.setdefault("metadata", {})
+    for key in _SERVER_METADATA:
+        meta.pop(key, None)
+    meta["name"] = job_id
+    labels = meta.setdefault("labels", {})
+    labels[JOB_ID_LABEL] = job_id
+    labels[RETRY_OF_LABEL] = retry_of
+    annotations = meta.setdefault("annotations", {})
+    for key in _NOT_INHERITED_ANNOTATIONS:
+        annotations.pop(key, None)
+    # A retry is scheduled by the service, not by a ScheduleJob request of its own.
+    annotations.pop(REQUEST_ID_ANNOTATION, None)
+    annotations.pop(REQUEST_HASH_ANNOTATION, None)
+    annotations[RETRY_OF_ANNOTATION] = retry_of
+    annotations[RETRY_NUMBER_ANNOTATION] = str(retry_number)
+    spec = job.setdefault("spec", {})
+    if not spec.get("manualSelector"):
+        spec.pop("selector", None)
+    template_labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
+    for key in _CONTROLLER_TEMPLATE_LABELS:
+        template_labels.pop(key, None)
+    if JOB_ID_LABEL in template_labels:
+        template_labels[JOB_ID_LABEL] = job_id
+    spec.pop("suspend", None)
+    return job
+
+
+def retry_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
+    """The JobRecord retry fields from a Job's annotations (malformed numbers read as 0)."""
+
+    def number(key: str) -> int:
+        try:
+            return int(str(annotations.get(key, 0)))
+        except ValueError:
+            return 0
+
+    return {
+        "retry_of": str(annotations.get(RETRY_OF_ANNOTATION, "")),
+        "retry_number": number(RETRY_NUMBER_ANNOTATION),
+        "max_retries": number(MAX_RETRIES_ANNOTATION),
+        "retry_backoff_seconds": number(RETRY_BACKOFF_ANNOTATION),
+    }

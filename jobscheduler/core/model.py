@@ -67,6 +67,12 @@ class JobRecord:
     #: ScheduleJob's request_id and the digest of that request ("" without one).
     request_id: str = ""
     request_hash: str = ""
+    #: Retries: the job this one retries (the chain's first) and which retry it is; the
+    #: request's max_retries and retry_backoff_seconds (carried along the chain).
+    retry_of: str = ""
+    retry_number: int = 0
+    max_retries: int = 0
+    retry_backoff_seconds: int = 0
 
     @property
     def attempts(self) -> int:
@@ -131,3 +137,5 @@ class ScheduleRequest:
     timeout_seconds: int = 0
     #: None: the configured default (HISTORY_RETENTION); 0: keep until deleted.
     ttl_seconds_after_finished: int | None = None
+    max_retries: int = 0
+    retry_backoff_seconds: int = 0

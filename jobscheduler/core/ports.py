@@ -35,6 +35,10 @@ class JobBackend(Protocol):
         """The job's current record, read from the backend itself; NotFound if absent or not ours."""
         ...
 
+    async def manifest(self, job_id: str) -> dict[str, Any]:
+        """The job's stored batch/v1 Job object (as the API server holds it); NotFound if absent."""
+        ...
+
     async def list(self) -> list[JobRecord]:
         """Every job this service manages, read from the backend itself."""
         ...

@@ -23,10 +23,12 @@ from jobscheduler.core.errors import (
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy
 from jobscheduler.core.manifests import (
+    MAX_RETRIES_ANNOTATION,
     REQUEST_HASH_ANNOTATION,
     REQUEST_ID_ANNOTATION,
     RESERVED_LABEL_PREFIX,
     RESERVED_LABELS,
+    RETRY_BACKOFF_ANNOTATION,
     JobDefaults,
     RenderContext,
     validate_job_manifest,
@@ -50,6 +52,7 @@ from jobscheduler.core.naming import (
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.query import Page, compile_filter, paginate
 from jobscheduler.core.registry import HandlerRegistry, JobHandler
+from jobscheduler.core.retries import MAX_RETRIES, MAX_RETRY_BACKOFF_SECONDS
 
 #: How many fresh ids ScheduleJob tries when a generated id is taken (vanishingly rare).
 _ID_ATTEMPTS = 3
@@ -116,7 +119,9 @@ class JobService:
         if request.request_id:
             return await self._schedule_once(request, caller, handler, params, defaults)
         for attempt in range(_ID_ATTEMPTS):
-            manifest = self._render(request, caller, handler, params, defaults, self._new_id())
+            manifest = self._render(
+                request, caller, handler, params, defaults, self._new_id(), _retry_annotations(request)
+            )
             try:
                 return await self.backend.create(manifest)
             except AlreadyExists:
@@ -173,7 +178,11 @@ class JobService:
             params,
             defaults,
             job_id,
-            {REQUEST_ID_ANNOTATION: request.request_id, REQUEST_HASH_ANNOTATION: digest},
+            {
+                REQUEST_ID_ANNOTATION: request.request_id,
+                REQUEST_HASH_ANNOTATION: digest,
+                **_retry_annotations(request),
+            },
         )
         try:
             return await self.backend.create(manifest)
@@ -287,9 +296,20 @@ def request_digest(request: ScheduleRequest) -> str:
         dict(sorted(request.labels.items())),
         request.timeout_seconds,
         request.ttl_seconds_after_finished,
+        request.max_retries,
+        request.retry_backoff_seconds,
     ]
     raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _retry_annotations(request: ScheduleRequest) -> dict[str, str]:
+    if not request.max_retries:
+        return {}
+    return {
+        MAX_RETRIES_ANNOTATION: str(request.max_retries),
+        RETRY_BACKOFF_ANNOTATION: str(request.retry_backoff_seconds),
+    }
 
 
 def _same_request(existing: JobRecord, request: ScheduleRequest, caller: Caller, digest: str) -> JobRecord:
@@ -315,6 +335,12 @@ def _scheduling_violations(request: ScheduleRequest) -> list[FieldViolation]:
     if not 0 <= request.timeout_seconds <= _MAX_TIMEOUT_SECONDS:
         out.append(
             FieldViolation("timeout_seconds", f"must be between 1 and {_MAX_TIMEOUT_SECONDS} (7 days), or 0")
+        )
+    if not 0 <= request.max_retries <= MAX_RETRIES:
+        out.append(FieldViolation("max_retries", f"must be between 0 and {MAX_RETRIES}"))
+    if not 0 <= request.retry_backoff_seconds <= MAX_RETRY_BACKOFF_SECONDS:
+        out.append(
+            FieldViolation("retry_backoff_seconds", f"must be between 0 and {MAX_RETRY_BACKOFF_SECONDS}")
         )
     ttl = request.ttl_seconds_after_finished
     if ttl is not None and not 0 <= ttl <= _MAX_TTL_SECONDS:

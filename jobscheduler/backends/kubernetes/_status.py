@@ -21,6 +21,7 @@ from jobscheduler.core.manifests import (
     OWNER_ANNOTATION,
     REQUEST_HASH_ANNOTATION,
     REQUEST_ID_ANNOTATION,
+    retry_fields,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
 
@@ -127,6 +128,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         owner=sys.intern(annotations.get(OWNER_ANNOTATION, "")),
         request_id=annotations.get(REQUEST_ID_ANNOTATION, ""),
         request_hash=annotations.get(REQUEST_HASH_ANNOTATION, ""),
+        **retry_fields(annotations),
     )
 
 

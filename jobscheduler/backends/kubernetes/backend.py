@@ -264,6 +264,12 @@ class KubernetesBackend:
             raise NotFound(f"job {job_id!r} not found in namespace {self.namespace!r}")
         return job_record(job)
 
+    async def manifest(self, job_id: str) -> dict[str, Any]:
+        job = await self._api.request("GET", f"{self._jobs_path}/{job_id}", self._call("get", job_id))
+        if not is_managed(job):
+            raise NotFound(f"job {job_id!r} not found in namespace {self.namespace!r}")
+        return job
+
     async def list(self) -> list[JobRecord]:
         records: list[JobRecord] = []
         token = ""
