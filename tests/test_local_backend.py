@@ -8,10 +8,12 @@ In-process servers come from ``local_service``; restart, backend choice and shut
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import pathlib
+import secrets
 import signal
 import socket
 import sqlite3
@@ -705,3 +707,177 @@ def test_restart_reaps_a_cancelled_job_still_in_its_kill_grace(
         assert job.phase == pb.JOB_PHASE_CANCELLED
         wait_until(lambda: all_gone(pids, job_id), 5, f"the leftover processes {pids} of {job_id} to be gone")
         assert get(stub, job_id).active == 0
+
+
+# --- 9. ttlSecondsAfterFinished (manifests built here, created on the backend) ------------------------
+
+
+def manifest(
+    script: str,
+    *,
+    ttl: int | None = None,
+    backoff_limit: int = 0,
+    policy: dict[str, Any] | None = None,
+    container: str = "main",
+) -> dict[str, Any]:
+    """A minimal batch/v1 Job running ``sh -c script``, with a fresh job id as its name."""
+    spec: dict[str, Any] = {
+        "backoffLimit": backoff_limit,
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": container, "image": "busybox", "command": ["sh", "-c", script]}],
+            }
+        },
+    }
+    if ttl is not None:
+        spec["ttlSecondsAfterFinished"] = ttl
+    if policy is not None:
+        spec["podFailurePolicy"] = policy
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"job-{secrets.token_hex(5)}", "labels": {"test": "local"}},
+        "spec": spec,
+    }
+
+
+def create(svc: ServiceThread, job: dict[str, Any]) -> str:
+    """Create the Job on the service's own backend, on its event loop (as ScheduleJob would)."""
+    asyncio.run_coroutine_threadsafe(svc.backend.create(job), svc._loop).result(T)
+    return str(job["metadata"]["name"])
+
+
+def not_found(stub: pb_grpc.JobSchedulerStub, job_id: str) -> bool:
+    try:
+        get(stub, job_id)
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.NOT_FOUND, err
+        return True
+    return False
+
+
+def stored(data_dir: pathlib.Path, job_id: str) -> tuple[int, int]:
+    """The backend's (job rows, attempt rows) for ``job_id``."""
+    db = sqlite3.connect(data_dir / "jobscheduler.db", timeout=5)
+    try:
+        jobs = db.execute("SELECT COUNT(*) FROM jobs WHERE job_id = ?", (job_id,)).fetchone()[0]
+        rows = db.execute("SELECT COUNT(*) FROM attempts WHERE job_id = ?", (job_id,)).fetchone()[0]
+    finally:
+        db.close()
+    return int(jobs), int(rows)
+
+
+class Watch:
+    """A WatchJobs stream consumed by a thread: ``events`` grows as they arrive."""
+
+    def __init__(self, stub: pb_grpc.JobSchedulerStub) -> None:
+        self.events: list[pb.JobEvent] = []
+        self._call = stub.WatchJobs(pb.WatchJobsRequest(), timeout=60)
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        with contextlib.suppress(grpc.RpcError):
+            for event in self._call:
+                self.events.append(event)
+
+    def types(self, job_id: str) -> list[str]:
+        return [pb.JobEventType.Name(e.type) for e in list(self.events) if e.job.job_id == job_id]
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._thread.join(5)
+
+
+def test_ttl_deletes_a_finished_job_its_rows_logs_and_directory(
+    start_local: Callable[..., ServiceThread], tmp_path: pathlib.Path
+) -> None:
+    svc = start_local()
+    data = tmp_path / "data"
+    watch = Watch(svc.stub)
+    try:
+        wait_until(lambda: svc.index.subscriptions, 5, "the WatchJobs stream to subscribe")
+        ttl_id = create(svc, manifest("echo hello", ttl=1))
+        at_once_id = create(svc, manifest("echo failing; exit 1", ttl=0))
+        kept_id = create(svc, manifest("echo hello"))
+
+        done = wait_phase(svc.stub, ttl_id, *TERMINAL)
+        assert done.phase == pb.JOB_PHASE_SUCCEEDED, done
+        workdir = data / "jobs" / ttl_id
+        assert (workdir / "attempt-1.log").read_text() == "hello\n"
+        assert stored(data, ttl_id) == (1, 1)
+
+        # ttlSecondsAfterFinished: 0 deletes the job right after it finished (here: FAILED).
+        wait_until(lambda: not_found(svc.stub, at_once_id), 3, f"{at_once_id} to be deleted")
+        assert watch.types(at_once_id)[-2:] == ["JOB_EVENT_TYPE_FAILED", "JOB_EVENT_TYPE_DELETED"]
+
+        wait_until(lambda: not_found(svc.stub, ttl_id), 4, f"{ttl_id} to be deleted")
+        deleted = wait_until(
+            lambda: [
+                e
+                for e in list(watch.events)
+                if e.type == pb.JOB_EVENT_TYPE_DELETED and e.job.job_id == ttl_id
+            ],
+            3,
+            "the DELETED event",
+        )
+        after = (ts(deleted[0].time) - ts(done.finished_at)).total_seconds()
+        assert 0.95 <= after < 2.5, after
+        types = watch.types(ttl_id)
+        assert types[0] == "JOB_EVENT_TYPE_CREATED", types
+        assert types[-2:] == ["JOB_EVENT_TYPE_SUCCEEDED", "JOB_EVENT_TYPE_DELETED"], types
+        assert types.count("JOB_EVENT_TYPE_DELETED") == 1, types
+        assert stored(data, ttl_id) == (0, 0)
+        assert not workdir.exists()
+        assert stored(data, at_once_id) == (0, 0)
+        assert not (data / "jobs" / at_once_id).exists()
+        listed = {j.job_id for j in svc.stub.ListJobs(pb.ListJobsRequest(), timeout=T).jobs}
+        assert listed == {kept_id}
+
+        # No ttlSecondsAfterFinished: kept.
+        kept = get(svc.stub, kept_id)
+        assert kept.phase == pb.JOB_PHASE_SUCCEEDED
+        assert stored(data, kept_id) == (1, 1)
+        assert (data / "jobs" / kept_id / "attempt-1.log").is_file()
+        assert "JOB_EVENT_TYPE_DELETED" not in watch.types(kept_id)
+    finally:
+        watch.close()
+
+
+def test_ttl_survives_a_restart(
+    start_local: Callable[..., ServiceThread], reaper: None, tmp_path: pathlib.Path
+) -> None:
+    data = tmp_path / "data"
+    first = local_service(data, local_backoff_seconds=0.1, local_kill_grace_seconds=2)
+    try:
+        expired_id = create(first, manifest("echo expired", ttl=1))
+        later_id = create(first, manifest("echo later", ttl=3))
+        kept_id = create(first, manifest("echo kept"))
+        finished = {
+            job_id: wait_phase(first.stub, job_id, *TERMINAL) for job_id in (expired_id, later_id, kept_id)
+        }
+    finally:
+        first.stop()
+    assert all(j.phase == pb.JOB_PHASE_SUCCEEDED for j in finished.values()), finished
+    later = finished[later_id]
+    assert stored(data, expired_id) == (1, 1)
+    # Down for longer than the first job's TTL (1 s) and shorter than the second's (3 s).
+    last_finish = max(ts(j.finished_at).timestamp() for j in finished.values())
+    time.sleep(max(0.0, last_finish + 1.3 - time.time()))
+
+    second = start_local()
+    # Expired while the service was down: gone by the time the service serves.
+    assert not_found(second.stub, expired_id)
+    assert stored(data, expired_id) == (0, 0)
+    assert not (data / "jobs" / expired_id).exists()
+    assert get(second.stub, later_id).phase == pb.JOB_PHASE_SUCCEEDED
+    assert (data / "jobs" / later_id / "attempt-1.log").is_file()
+
+    # Not yet expired: deleted 3 s after it finished (its stored finish time), not 3 s after the restart.
+    wait_until(lambda: not_found(second.stub, later_id), 5, f"{later_id} to be deleted")
+    after = time.time() - ts(later.finished_at).timestamp()
+    assert 2.95 <= after < 4.0, after
+    assert stored(data, later_id) == (0, 0)
+    assert not (data / "jobs" / later_id).exists()
+    assert get(second.stub, kept_id).phase == pb.JOB_PHASE_SUCCEEDED

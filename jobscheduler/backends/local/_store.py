@@ -125,6 +125,13 @@ class Store:
             (_ts(finished_at), exit_code, reason, job_id, number),
         )
 
+    def delete_job(self, job_id: str) -> None:
+        """The job's row and its attempts' rows, in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM attempts WHERE job_id = ?", (job_id,))
+            self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+
     def get(self, job_id: str) -> JobRow | None:
         row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return self._row(row) if row is not None else None

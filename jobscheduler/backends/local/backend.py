@@ -4,11 +4,13 @@ For a machine with no cluster (``jobscheduler serve`` on a laptop). It runs
 exactly what the handler rendered — the container's command, args and env —
 in a working directory of its own, without pulling the image. It honours
 ``activeDeadlineSeconds`` (kill, FAILED/DeadlineExceeded), ``backoffLimit``
-(re-run failed attempts with a growing delay) and cancellation (SIGTERM to
-the process group, SIGKILL after a grace period). At most ``max_parallel``
-jobs run at once; the rest wait in FIFO order. State lives in SQLite, so a
-restart keeps history; jobs that were running when the service died are
-FAILED with reason ServiceRestarted.
+(re-run failed attempts with a growing delay), cancellation (SIGTERM to
+the process group, SIGKILL after a grace period) and
+``ttlSecondsAfterFinished`` (a finished job is deleted, as by the
+TTL-after-finished controller). At most ``max_parallel`` jobs run at once;
+the rest wait in FIFO order. State lives in SQLite, so a restart keeps
+history; jobs that were running when the service died are FAILED with reason
+ServiceRestarted.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import collections
 import contextlib
 import os
 import pathlib
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO, Final
 
 from jobscheduler.backends.local._store import JobRow, Store, now
@@ -45,6 +48,10 @@ _LAST_LINE_CHARS: Final = 300
 _FOLLOW_POLL_SECONDS: Final = 0.2
 #: Set in every local job's environment: how a restarted service recognises its leftover processes.
 MARKER_ENV: Final = "JOBSCHEDULER_JOB_ID"
+#: The TTL sweeper sleeps until the next expiry, but at most this long: the event loop's clock
+#: stands still while a laptop is suspended, the wall clock the expiries are in does not.
+_SWEEP_MAX_SLEEP_SECONDS: Final = 60.0
+_TERMINAL: Final = frozenset({JobPhase.SUCCEEDED.value, JobPhase.FAILED.value, JobPhase.CANCELLED.value})
 
 
 class LocalBackend:
@@ -74,6 +81,10 @@ class LocalBackend:
         self._cancel: dict[str, asyncio.Event] = {}
         self._closing = False
         self._index: JobIndex | None = None
+        #: Finished jobs with ttlSecondsAfterFinished: when each is to be deleted.
+        self._expiry: dict[str, datetime] = {}
+        self._sweep_wakeup = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, data_dir: pathlib.Path, namespace: str, **options: Any) -> LocalBackend:
@@ -85,10 +96,15 @@ class LocalBackend:
     # --- the port -------------------------------------------------------------------------
 
     async def start(self, index: JobIndex) -> None:
-        """Load every job into the index (it is synced at once) and resume the queue."""
+        """Delete the finished jobs whose TTL ran out while the service was down, load every other
+        job into the index (it is synced at once), resume the queue and start the TTL sweeper."""
+        for row in self._store.all():
+            self._track_expiry(row)
+        self._sweep()  # before the index exists: these jobs are never reported
         self._index = index
         index.replace_all(self._record(row) for row in self._store.all())
         index.mark_synced()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
         self._dispatch()
 
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
@@ -140,6 +156,9 @@ class LocalBackend:
         """Stop running jobs (their process groups); they are reported ServiceRestarted after a restart."""
         self._closing = True
         self._queue.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
         runners = list(self._runners.values())
         for task in runners:
             task.cancel()
@@ -153,6 +172,8 @@ class LocalBackend:
         """Write to the store, then publish the new record (the store is the truth, the index a view)."""
         self._store.update_job(job_id, **fields)
         self._publish(job_id)
+        if "finished_at" in fields and (row := self._store.get(job_id)) is not None:
+            self._track_expiry(row)
 
     def _publish(self, job_id: str) -> None:
         if self._index is not None and (row := self._store.get(job_id)) is not None:
@@ -181,6 +202,8 @@ class LocalBackend:
         finally:
             self._runners.pop(job_id, None)
             self._cancel.pop(job_id, None)
+            if job_id in self._expiry:
+                self._sweep_wakeup.set()  # the sweeper skipped it while its processes were exiting
             if not self._closing:
                 self._dispatch()
 
@@ -326,6 +349,78 @@ class LocalBackend:
         self._update(job_id, phase=phase.value, reason=reason, message=message, finished_at=self._clock())
         log.info("local job finished", job_id=job_id, phase=phase.value, reason=reason)
 
+    # --- ttlSecondsAfterFinished --------------------------------------------------------------
+
+    def _track_expiry(self, row: JobRow) -> None:
+        """Note when a finished job with ``ttlSecondsAfterFinished`` is due (from its stored finish time)."""
+        ttl = _ttl_seconds(row.manifest)
+        if ttl is None or row.phase not in _TERMINAL or row.finished_at is None:
+            return
+        self._expiry[row.job_id] = row.finished_at + timedelta(seconds=ttl)
+        self._sweep_wakeup.set()
+
+    def _sweep(self) -> datetime | None:
+        """Delete every job that is due; the time the next one is due, if any.
+
+        A job whose processes are still exiting (cancelled during its kill grace) waits for them:
+        its runner wakes the sweeper when it ends (as Kubernetes sets the Failed condition, which
+        starts the TTL, only once the pods have terminated).
+        """
+        current = self._clock()
+        upcoming: datetime | None = None
+        for job_id, due in sorted(self._expiry.items(), key=lambda item: item[1]):
+            if job_id in self._runners:
+                continue
+            if due > current:
+                upcoming = due if upcoming is None else min(upcoming, due)
+                continue
+            del self._expiry[job_id]
+            try:
+                self._delete(job_id)
+            except Exception:  # e.g. the store failed: keep sweeping; the next start tries again
+                log.exception("could not delete an expired job", job_id=job_id)
+        return upcoming
+
+    async def _sweep_forever(self) -> None:
+        """The TTL-after-finished controller: wake at the next expiry (or when a job finishes)."""
+        while True:
+            self._sweep_wakeup.clear()
+            upcoming = self._sweep()
+            timeout = None
+            if upcoming is not None:
+                timeout = min(max(0.0, (upcoming - self._clock()).total_seconds()), _SWEEP_MAX_SLEEP_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_wakeup.wait(), timeout)
+
+    def _delete(self, job_id: str) -> None:
+        """Remove the job's attempt logs, working directory and rows; the index sees a deletion."""
+        row = self._store.get(job_id)
+        if row is None:
+            return
+        for attempt in row.attempts:
+            try:
+                pathlib.Path(attempt.log_path).unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning(
+                    "could not remove an attempt log", job_id=job_id, path=attempt.log_path, error=str(exc)
+                )
+        jobs_dir = self.data_dir / "jobs"
+        workdir = jobs_dir / job_id
+        if workdir.resolve().parent == jobs_dir.resolve():  # never outside DATA_DIR/jobs/
+            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir.exists():
+                log.warning("could not remove all of the job's directory", job_id=job_id, path=str(workdir))
+        self._store.delete_job(job_id)
+        if self._index is not None:
+            self._index.remove(job_id)
+        log.info(
+            "finished job deleted",
+            job_id=job_id,
+            phase=row.phase,
+            finished_at=row.finished_at.isoformat() if row.finished_at else None,
+            ttl_seconds_after_finished=_ttl_seconds(row.manifest),
+        )
+
     def _recover(self) -> None:
         """Settle what a previous run left: kill its leftover processes (also of jobs cancelled during
         their kill grace), fail the jobs that were running, and queue the ones still waiting."""
@@ -414,6 +509,14 @@ class LocalBackend:
             if not running:
                 return
             await asyncio.sleep(_FOLLOW_POLL_SECONDS)
+
+
+def _ttl_seconds(manifest: Mapping[str, Any]) -> int | None:
+    """``spec.ttlSecondsAfterFinished``: None (keep forever) when absent or not a count of seconds."""
+    value = (manifest.get("spec") or {}).get("ttlSecondsAfterFinished")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _read_lines(path: pathlib.Path, offset: int) -> tuple[list[str], int]:
