@@ -31,6 +31,7 @@ from conftest import ServeProcess, ServiceThread, local_service
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
+from jobscheduler.backends.local.backend import _match_pod_failure_policy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -709,7 +710,15 @@ def test_restart_reaps_a_cancelled_job_still_in_its_kill_grace(
         assert get(stub, job_id).active == 0
 
 
-# --- 9. ttlSecondsAfterFinished (manifests built here, created on the backend) ------------------------
+# --- 9. ttlSecondsAfterFinished and podFailurePolicy (manifests built here, created on the backend) ------
+
+#: The batch/v1 podFailurePolicy the timer job carries: exit code 2 fails the Job, disruptions are ignored.
+FAIL_ON_2 = {
+    "rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [2]}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]
+}
 
 
 def manifest(
@@ -881,3 +890,126 @@ def test_ttl_survives_a_restart(
     assert stored(data, later_id) == (0, 0)
     assert not (data / "jobs" / later_id).exists()
     assert get(second.stub, kept_id).phase == pb.JOB_PHASE_SUCCEEDED
+
+
+def test_pod_failure_policy_fail_job_stops_retries_other_codes_are_retried(
+    start_local: Callable[..., ServiceThread], tmp_path: pathlib.Path
+) -> None:
+    svc = start_local(local_backoff_seconds=0.05)
+    fatal_id = create(svc, manifest("echo bad config; exit 2", backoff_limit=2, policy=FAIL_ON_2))
+    retried_id = create(svc, manifest("echo flaky; exit 3", backoff_limit=2, policy=FAIL_ON_2))
+    # A rule for another container never matches this one: exit 2 is counted as any failure.
+    other_id = create(svc, manifest("exit 2", backoff_limit=1, policy=FAIL_ON_2, container="sidecar"))
+
+    fatal = wait_phase(svc.stub, fatal_id, *TERMINAL)
+    assert fatal.phase == pb.JOB_PHASE_FAILED, fatal
+    assert fatal.reason == "PodFailurePolicy"
+    assert fatal.message == (
+        f"Container main for pod default/{fatal_id}-1 failed with exit code 2"
+        " matching FailJob rule at index 0"
+    )
+    [condition] = fatal.conditions
+    assert (condition.type, condition.status, condition.reason) == ("Failed", "True", "PodFailurePolicy")
+    assert (fatal.failed, fatal.active, fatal.exit_code) == (1, 0, 2)
+
+    retried = wait_phase(svc.stub, retried_id, *TERMINAL)
+    assert retried.phase == pb.JOB_PHASE_FAILED, retried
+    assert retried.reason == "BackoffLimitExceeded"
+    assert retried.failed == 3
+    assert [r["exit_code"] for r in attempts(tmp_path / "data", retried_id)] == [3, 3, 3]
+
+    other = wait_phase(svc.stub, other_id, *TERMINAL)
+    assert (other.phase, other.reason, other.failed) == (pb.JOB_PHASE_FAILED, "BackoffLimitExceeded", 2)
+
+    # No retry came after the FailJob (the others have finished all of theirs by now).
+    assert [r["exit_code"] for r in attempts(tmp_path / "data", fatal_id)] == [2]
+    assert not (tmp_path / "data" / "jobs" / fatal_id / "attempt-2.log").exists()
+
+
+def test_pod_failure_policy_ignore_does_not_count_towards_the_backoff_limit(
+    start_local: Callable[..., ServiceThread], tmp_path: pathlib.Path
+) -> None:
+    svc = start_local(local_backoff_seconds=0.05)
+    # The first attempt exits 5 and leaves a mark in the job's directory; the next one succeeds.
+    once = "if [ -e failed-once ]; then echo ok; else touch failed-once; echo transient; exit 5; fi"
+    ignore_5 = {"rules": [{"action": "Ignore", "onExitCodes": {"operator": "In", "values": [5]}}]}
+    ignored_id = create(svc, manifest(once, backoff_limit=0, policy=ignore_5))
+    counted_id = create(svc, manifest(once, backoff_limit=0))
+    count_id = create(
+        svc,
+        manifest(
+            once,
+            backoff_limit=0,
+            policy={
+                "rules": [
+                    {"action": "Count", "onExitCodes": {"operator": "In", "values": [5]}},
+                    *ignore_5["rules"],
+                ]
+            },
+        ),
+    )
+
+    ignored = wait_phase(svc.stub, ignored_id, *TERMINAL)
+    assert ignored.phase == pb.JOB_PHASE_SUCCEEDED, ignored
+    # As Kubernetes' status.failed, the ignored failure is not counted; its pod is still listed.
+    assert (ignored.succeeded, ignored.failed) == (1, 0)
+    assert list(ignored.pod_names) == [f"{ignored_id}-1", f"{ignored_id}-2"]
+    rows = attempts(tmp_path / "data", ignored_id)
+    assert [(r["exit_code"], r["ignored"]) for r in rows] == [(5, 1), (0, 0)]
+
+    # Without the rule (or when a Count rule comes first) backoffLimit 0 allows no retry.
+    for job_id in (counted_id, count_id):
+        job = wait_phase(svc.stub, job_id, *TERMINAL)
+        assert (job.phase, job.reason, job.failed) == (pb.JOB_PHASE_FAILED, "BackoffLimitExceeded", 1), job
+        assert "exited with code 5" in job.message
+
+
+@pytest.mark.parametrize(
+    ("rules", "container", "returncode", "expected"),
+    [
+        (
+            [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2]}}],
+            "main",
+            2,
+            (0, "FailJob"),
+        ),
+        ([{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [2]}}], "main", 3, None),
+        (
+            [{"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [2]}}],
+            "main",
+            3,
+            (0, "FailJob"),
+        ),
+        ([{"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [2]}}], "main", 0, None),
+        (
+            [
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                {
+                    "action": "Count",
+                    "onExitCodes": {"containerName": "other", "operator": "In", "values": [1]},
+                },
+                {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [1]}},
+                {
+                    "action": "Ignore",
+                    "onExitCodes": {"containerName": "main", "operator": "In", "values": [1]},
+                },
+            ],
+            "main",
+            1,
+            (3, "Ignore"),
+        ),
+        # A process killed by SIGKILL: the exit code a container would have, 137.
+        (
+            [{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [137]}}],
+            "main",
+            -9,
+            (0, "FailJob"),
+        ),
+        ([], "main", 1, None),
+    ],
+)
+def test_pod_failure_policy_rule_matching(
+    rules: list[dict[str, Any]], container: str, returncode: int, expected: tuple[int, str] | None
+) -> None:
+    match = _match_pod_failure_policy({"podFailurePolicy": {"rules": rules}}, container, returncode)
+    assert (None if match is None else (match.index, match.action)) == expected

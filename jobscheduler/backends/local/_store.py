@@ -34,9 +34,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     exit_code   INTEGER,
     reason      TEXT NOT NULL DEFAULT '',
     log_path    TEXT NOT NULL,
+    ignored     INTEGER NOT NULL DEFAULT 0,  -- a failure podFailurePolicy ignored (not counted)
     PRIMARY KEY (job_id, number)
 );
 """
+#: Columns added after the first release: (table, column, definition) for databases created before.
+_ADDED_COLUMNS = (("attempts", "ignored", "INTEGER NOT NULL DEFAULT 0"),)
 
 
 def now() -> datetime:
@@ -60,6 +63,8 @@ class AttemptRow:
     exit_code: int | None
     reason: str
     log_path: str
+    #: A failure that podFailurePolicy's Ignore rule kept from counting (as Kubernetes' status.failed).
+    ignored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +93,10 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        for table, column, definition in _ADDED_COLUMNS:
+            existing = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in existing:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         self._db.close()
@@ -118,11 +127,19 @@ class Store:
         )
 
     def finish_attempt(
-        self, job_id: str, number: int, finished_at: datetime, exit_code: int | None, reason: str
+        self,
+        job_id: str,
+        number: int,
+        finished_at: datetime,
+        exit_code: int | None,
+        reason: str,
+        *,
+        ignored: bool = False,
     ) -> None:
         self._db.execute(
-            "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = ? WHERE job_id = ? AND number = ?",
-            (_ts(finished_at), exit_code, reason, job_id, number),
+            "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = ?, ignored = ?"
+            " WHERE job_id = ? AND number = ?",
+            (_ts(finished_at), exit_code, reason, int(ignored), job_id, number),
         )
 
     def delete_job(self, job_id: str) -> None:
@@ -149,6 +166,7 @@ class Store:
                 exit_code=a["exit_code"],
                 reason=a["reason"],
                 log_path=a["log_path"],
+                ignored=bool(a["ignored"]),
             )
             for a in self._db.execute(
                 "SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (r["job_id"],)

@@ -4,8 +4,9 @@ For a machine with no cluster (``jobscheduler serve`` on a laptop). It runs
 exactly what the handler rendered — the container's command, args and env —
 in a working directory of its own, without pulling the image. It honours
 ``activeDeadlineSeconds`` (kill, FAILED/DeadlineExceeded), ``backoffLimit``
-(re-run failed attempts with a growing delay), cancellation (SIGTERM to
-the process group, SIGKILL after a grace period) and
+(re-run failed attempts with a growing delay), ``podFailurePolicy`` (its
+``onExitCodes`` rules, as the Job controller evaluates them), cancellation
+(SIGTERM to the process group, SIGKILL after a grace period) and
 ``ttlSecondsAfterFinished`` (a finished job is deleted, as by the
 TTL-after-finished controller). At most ``max_parallel`` jobs run at once;
 the rest wait in FIFO order. State lives in SQLite, so a restart keeps
@@ -24,6 +25,7 @@ import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, Final
 
@@ -109,6 +111,7 @@ class LocalBackend:
 
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
         job_id = str(manifest["metadata"]["name"])
+        _warn_about_pod_failure_policy(job_id, manifest)
         if not self._store.insert_job(job_id, self.namespace, manifest, self._clock()):
             raise AlreadyExists(f"job {job_id!r} already exists")
         self._queue.append(job_id)
@@ -265,8 +268,16 @@ class LocalBackend:
                     await self._kill_group(proc, grace=min(self.kill_grace_seconds, 2.0))
             code = proc.returncode
             reason = {"cancelled": "Cancelled", "deadline": "DeadlineExceeded"}.get(outcome, "")
+            rule = None
+            if outcome == "exited" and code is not None and code != 0:
+                rule = _match_pod_failure_policy(spec, str(container.get("name", "")), code)
             self._store.finish_attempt(
-                job_id, number, self._clock(), code, reason or ("" if code == 0 else "Error")
+                job_id,
+                number,
+                self._clock(),
+                code,
+                reason or ("" if code == 0 else "Error"),
+                ignored=rule is not None and rule.action == "Ignore",
             )
             last = _last_line(log_path)
             if outcome == "cancelled":
@@ -285,8 +296,20 @@ class LocalBackend:
                     job_id, JobPhase.SUCCEEDED, "Completed", f"Job completed after {number} attempt(s)"
                 )
                 return
-            failed += 1
             detail = f"attempt {number} exited with code {code}" + (f": {last}" if last else "")
+            if rule is not None and rule.action == "FailJob":  # the Job controller's condition message
+                self._finish(
+                    job_id,
+                    JobPhase.FAILED,
+                    "PodFailurePolicy",
+                    f"Container {container.get('name', '')} for pod {row.namespace}/{job_id}-{number} failed"
+                    f" with exit code {rule.exit_code} matching FailJob rule at index {rule.index}",
+                )
+                return
+            if rule is not None and rule.action == "Ignore":
+                detail += f" (not counted: podFailurePolicy rule at index {rule.index} ignores it)"
+            else:
+                failed += 1
             if failed > backoff_limit:
                 self._finish(
                     job_id,
@@ -295,7 +318,7 @@ class LocalBackend:
                     f"Job has reached the specified backoff limit ({backoff_limit}); {detail}",
                 )
                 return
-            delay = min(self.backoff_seconds * 2 ** (failed - 1), self.backoff_max_seconds)
+            delay = min(self.backoff_seconds * 2 ** max(failed - 1, 0), self.backoff_max_seconds)
             self._update(job_id, message=f"{detail}; retrying in {delay:g}s")
             timeout = delay if deadline_at is None else max(0.0, min(delay, deadline_at - loop.time()))
             with contextlib.suppress(TimeoutError):
@@ -449,7 +472,9 @@ class LocalBackend:
         spec = row.manifest.get("spec") or {}
         annotations = meta.get("annotations") or {}
         phase = JobPhase(row.phase)
-        failed = sum(1 for a in row.attempts if a.finished_at is not None and a.exit_code != 0)
+        failed = sum(
+            1 for a in row.attempts if a.finished_at is not None and a.exit_code != 0 and not a.ignored
+        )
         succeeded = sum(1 for a in row.attempts if a.exit_code == 0)
         active = sum(1 for a in row.attempts if a.finished_at is None)
         finished = [a for a in row.attempts if a.finished_at is not None]
@@ -517,6 +542,65 @@ def _ttl_seconds(manifest: Mapping[str, Any]) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _RuleMatch:
+    index: int
+    #: FailJob, Ignore or Count.
+    action: str
+    #: As a container runtime reports it.
+    exit_code: int
+
+
+def _match_pod_failure_policy(
+    spec: Mapping[str, Any], container_name: str, returncode: int
+) -> _RuleMatch | None:
+    """The first ``podFailurePolicy`` rule matching a failed attempt; None if no rule does.
+
+    As the Job controller: rules in order; ``onExitCodes`` matches a non-zero exit code of the named
+    container (any container without ``containerName``) with ``In``/``NotIn``; a matching rule
+    whose action this backend does not know (``FailIndex`` needs an indexed Job) is passed over;
+    ``onPodConditions`` rules (e.g. DisruptionTarget) never match: a local process has no pod conditions.
+    A process killed by signal N has exit code 128 + N, as a container's.
+    """
+    exit_code = returncode if returncode >= 0 else 128 - returncode
+    policy = spec.get("podFailurePolicy") or {}
+    for index, rule in enumerate(policy.get("rules") or []):
+        requirement = rule.get("onExitCodes")
+        if not isinstance(requirement, Mapping) or exit_code == 0:
+            continue
+        name = requirement.get("containerName")
+        if name is not None and name != container_name:
+            continue
+        values = requirement.get("values") or []
+        operator = requirement.get("operator")
+        if not (
+            (operator == "In" and exit_code in values) or (operator == "NotIn" and exit_code not in values)
+        ):
+            continue
+        action = rule.get("action")
+        if action in ("FailJob", "Ignore", "Count"):
+            return _RuleMatch(index, str(action), exit_code)
+    return None
+
+
+def _warn_about_pod_failure_policy(job_id: str, manifest: Mapping[str, Any]) -> None:
+    """Log the ``onExitCodes`` rules that name no container of the Job: they can never match (and the
+    Kubernetes API server would reject the Job)."""
+    spec = manifest.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    names = {c.get("name") for c in pod.get("containers") or []}
+    for index, rule in enumerate((spec.get("podFailurePolicy") or {}).get("rules") or []):
+        name = (rule.get("onExitCodes") or {}).get("containerName")
+        if name is not None and name not in names:
+            log.warning(
+                "podFailurePolicy rule names no container of the job; it never matches",
+                job_id=job_id,
+                rule=index,
+                container_name=name,
+                containers=sorted(str(n) for n in names),
+            )
 
 
 def _read_lines(path: pathlib.Path, offset: int) -> tuple[list[str], int]:
