@@ -36,6 +36,8 @@ def test_proto_changes_are_additive() -> None:
             "name": 1,
             "timer_job": 2,
             "labels": 10,
+            "max_retries": 16,
+            "retry_backoff_seconds": 17,
             "request_id": 18,
             "timeout_seconds": 19,
             "ttl_seconds_after_finished": 20,
@@ -60,6 +62,9 @@ def test_proto_changes_are_additive() -> None:
             "exit_code": 21,
             "owner": 24,
             "request_id": 25,
+            "retry_of": 26,
+            "retry_number": 27,
+            "max_retries": 28,
         },
         "JobFilter": {"type": 1, "phases": 2, "label_selector": 3, "owner": 7},
     }
