@@ -161,6 +161,7 @@ async def build_authenticator(settings: Settings, backend: JobBackend) -> Authen
             raise StartupError("AUTH_MODE=mtls needs TLS_CLIENT_CA_FILE (and TLS_CERT_FILE, TLS_KEY_FILE)")
         return ClientCertificates(admins)
     # kubernetes: TokenReview through the same API connection as the backend, or a new one.
+    owns_api = not isinstance(backend, KubernetesBackend)
     if isinstance(backend, KubernetesBackend):
         api: KubeApi = backend.api
     else:
@@ -170,7 +171,11 @@ async def build_authenticator(settings: Settings, backend: JobBackend) -> Authen
         except KubeConfigError as exc:
             raise StartupError(f"AUTH_MODE=kubernetes needs a Kubernetes API: {exc}") from None
     return TokenReviewer(
-        api, audience=settings.auth_audience, admins=admins, cache_seconds=settings.auth_cache_seconds
+        api,
+        audience=settings.auth_audience,
+        admins=admins,
+        cache_seconds=settings.auth_cache_seconds,
+        owns_api=owns_api,
     )
 
 
@@ -341,6 +346,7 @@ async def serve(settings: Settings) -> None:
         readiness.set(False, "shutting down")
         await health.shutdown()
         await server.stop(settings.shutdown_grace_seconds)
+        await authenticator.close()
         await backend.close()
         ops.stop()
         log.info("stopped")

@@ -100,11 +100,12 @@ class ServiceThread:
         self.service = JobService(self.backend, registry, job_defaults(s), self.index, images=image_policy(s))
         self.health = Health()
         self.readiness = Readiness()
+        self.authenticator = await build_authenticator(s, self.backend)
         self.server = build_server(
             self.service,
             self.health,
             max_message_bytes=s.max_message_bytes,
-            authenticator=await build_authenticator(s, self.backend),
+            authenticator=self.authenticator,
             limiter=rate_limiter(s),
         )
         port = listen(self.server, s, "127.0.0.1:0")
@@ -122,6 +123,7 @@ class ServiceThread:
     async def _stop(self) -> None:
         self.retries.cancel()
         await self.server.stop(1)
+        await self.authenticator.close()
         await self.backend.close()
 
     def stop(self) -> None:

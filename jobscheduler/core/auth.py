@@ -58,6 +58,9 @@ class Authenticator(Protocol):
 
     async def authenticate(self, credentials: Credentials) -> Caller: ...
 
+    async def close(self) -> None:
+        """Release what it holds (connections); called once at shutdown."""
+
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
@@ -77,6 +80,9 @@ class AllowAll:
 
     mode = "none"
 
+    async def close(self) -> None:
+        return None
+
     async def authenticate(self, credentials: Credentials) -> Caller:
         return ANONYMOUS
 
@@ -88,6 +94,9 @@ class ClientCertificates:
 
     def __init__(self, admins: frozenset[str] = frozenset()) -> None:
         self._admins = admins
+
+    async def close(self) -> None:
+        return None
 
     async def authenticate(self, credentials: Credentials) -> Caller:
         if not credentials.peer_identity:
@@ -190,6 +199,9 @@ class TokenFile:
             self._stamp = stamp
             self._tokens = tokens
             self._on_reload(len(tokens))
+
+    async def close(self) -> None:
+        return None
 
     async def authenticate(self, credentials: Credentials) -> Caller:
         if not credentials.bearer_token:

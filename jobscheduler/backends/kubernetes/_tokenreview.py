@@ -37,13 +37,20 @@ class TokenReviewer:
         admins: frozenset[str] = frozenset(),
         cache_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        owns_api: bool = False,
     ) -> None:
         self._api = api
+        self._owns_api = owns_api
         self.audience = audience
         self._admins = admins
         self._ttl = cache_seconds
         self._clock = clock
         self._cache: OrderedDict[str, tuple[Caller, float]] = OrderedDict()
+
+    async def close(self) -> None:
+        """Close the API connection if it is this reviewer's own (not the backend's)."""
+        if self._owns_api:
+            await self._api.close()
 
     async def authenticate(self, credentials: Credentials) -> Caller:
         token = credentials.bearer_token
