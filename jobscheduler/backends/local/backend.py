@@ -38,7 +38,14 @@ from jobscheduler.core.errors import (
     NotFound,
 )
 from jobscheduler.core.index import JobIndex
-from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION, OWNER_ANNOTATION
+from jobscheduler.core.manifests import (
+    JOB_NAME_ANNOTATION,
+    JOB_TYPE_ANNOTATION,
+    OWNER_ANNOTATION,
+    REQUEST_HASH_ANNOTATION,
+    REQUEST_ID_ANNOTATION,
+    retry_fields,
+)
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, LogLine
 from jobscheduler.logs import get_logger
 
@@ -127,6 +134,9 @@ class LocalBackend:
 
     async def get(self, job_id: str) -> JobRecord:
         return self._record(self._get_row(job_id))
+
+    async def manifest(self, job_id: str) -> dict[str, Any]:
+        return dict(self._get_row(job_id).manifest)
 
     async def list(self) -> list[JobRecord]:
         return [self._record(row) for row in self._store.all()]
@@ -505,6 +515,9 @@ class LocalBackend:
             termination_reason=last.reason if last is not None else "",
             exit_code=last.exit_code if last is not None else None,
             owner=str(annotations.get(OWNER_ANNOTATION, "")),
+            request_id=str(annotations.get(REQUEST_ID_ANNOTATION, "")),
+            request_hash=str(annotations.get(REQUEST_HASH_ANNOTATION, "")),
+            **retry_fields(annotations),
         )
 
     async def logs(
