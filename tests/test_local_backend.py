@@ -778,11 +778,13 @@ def stored(data_dir: pathlib.Path, job_id: str) -> tuple[int, int]:
 
 
 class Watch:
-    """A WatchJobs stream consumed by a thread: ``events`` grows as they arrive."""
+    """A WatchJobs stream consumed by a thread: ``events`` grows as they arrive, every change after now
+    (it resumes from a ListJobs answer, so nothing is missed while the stream is being set up)."""
 
     def __init__(self, stub: pb_grpc.JobSchedulerStub) -> None:
         self.events: list[pb.JobEvent] = []
-        self._call = stub.WatchJobs(pb.WatchJobsRequest(), timeout=60)
+        token = stub.ListJobs(pb.ListJobsRequest(), timeout=T).resume_token
+        self._call = stub.WatchJobs(pb.WatchJobsRequest(resume_token=token), timeout=60)
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
 
@@ -806,7 +808,6 @@ def test_ttl_deletes_a_finished_job_its_rows_logs_and_directory(
     data = tmp_path / "data"
     watch = Watch(svc.stub)
     try:
-        wait_until(lambda: svc.index.subscriptions, 5, "the WatchJobs stream to subscribe")
         ttl_id = create(svc, manifest("echo hello", ttl=1))
         at_once_id = create(svc, manifest("echo failing; exit 1", ttl=0))
         kept_id = create(svc, manifest("echo hello"))
