@@ -459,3 +459,16 @@ def test_no_retry_after_a_permanent_failure_or_a_cancel(harness: Harness) -> Non
     # (The local backend's PodFailurePolicy failures are made real in test_local_backend.)
     time.sleep(1.0)
     assert retries_of(harness, job.job_id) == []
+
+
+def test_retention_must_outlast_the_retry_delay(harness: Harness) -> None:
+    request = harness.timer(duration=60)
+    request.max_retries = 3
+    request.retry_backoff_seconds = 100  # the third retry waits 400 s
+    request.ttl_seconds_after_finished = 300
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.ScheduleJob(request, timeout=10)
+    assert bad_request_fields(err.value) == {"ttl_seconds_after_finished"}
+    request.ttl_seconds_after_finished = 460
+    harness.schedule(request)
+    assert harness.stored_jobs() == 1

@@ -52,7 +52,7 @@ from jobscheduler.core.naming import (
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.query import Page, compile_filter, paginate
 from jobscheduler.core.registry import HandlerRegistry, JobHandler
-from jobscheduler.core.retries import MAX_RETRIES, MAX_RETRY_BACKOFF_SECONDS
+from jobscheduler.core.retries import MAX_RETRIES, MAX_RETRY_BACKOFF_SECONDS, MAX_RETRY_DELAY_SECONDS
 
 #: How many fresh ids ScheduleJob tries when a generated id is taken (vanishingly rare).
 _ID_ATTEMPTS = 3
@@ -64,6 +64,8 @@ _MAX_TAIL_LINES = 100_000
 _MAX_REQUEST_ID = 128
 _MAX_TIMEOUT_SECONDS = 7 * 86400
 _MAX_TTL_SECONDS = 366 * 86400
+#: How much longer than the longest retry delay a failed job with retries must be kept.
+_RETRY_TTL_MARGIN_SECONDS = 60
 
 
 class JobService:
@@ -349,6 +351,17 @@ def _scheduling_violations(request: ScheduleRequest) -> list[FieldViolation]:
                 "ttl_seconds_after_finished", f"must be between 0 (keep) and {_MAX_TTL_SECONDS} (366 days)"
             )
         )
+    elif ttl and request.max_retries > 0:
+        # A retry is made from the failed Job: it must still exist when the retry is due.
+        longest = min(request.retry_backoff_seconds * 2 ** (request.max_retries - 1), MAX_RETRY_DELAY_SECONDS)
+        if ttl < longest + _RETRY_TTL_MARGIN_SECONDS:
+            out.append(
+                FieldViolation(
+                    "ttl_seconds_after_finished",
+                    f"with max_retries the failed job must be kept until its retry is due:"
+                    f" at least {longest + _RETRY_TTL_MARGIN_SECONDS} seconds (or 0)",
+                )
+            )
     return out
 
 
