@@ -131,6 +131,7 @@ class JobIndex:
         self._events: collections.deque[JobEvent] = collections.deque()
         self._seq = 0
         self._subscriptions: set[Subscription] = set()
+        self._listeners: list[Callable[[JobEvent], None]] = []
         self._synced = asyncio.Event()
 
     # --- state ------------------------------------------------------------------------
@@ -192,7 +193,16 @@ class JobIndex:
             self._events.popleft()
         for subscription in list(self._subscriptions):
             subscription.offer(event)
+        for listener in list(self._listeners):
+            listener(event)
         return event
+
+    def add_listener(self, listener: Callable[[JobEvent], None]) -> Callable[[], None]:
+        """Call ``listener`` with every change as it is applied (it must be quick and not raise);
+        returns the function that removes it. For controllers: unlike a subscription, nothing is
+        buffered, so a listener never falls behind."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     # --- streams ----------------------------------------------------------------------
 

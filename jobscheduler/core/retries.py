@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from jobscheduler.core.errors import AlreadyExists, JobSchedulerError, NotFound, OutOfRange, ResourceExhausted
+from jobscheduler.core.errors import AlreadyExists, JobSchedulerError, NotFound
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import retry_manifest, validate_job_manifest
-from jobscheduler.core.model import JobPhase, JobRecord
+from jobscheduler.core.model import JobEventType, JobPhase, JobRecord
 from jobscheduler.core.naming import JOB_ID_PREFIX
 from jobscheduler.core.ports import JobBackend
 
@@ -74,20 +74,18 @@ class RetryController:
 
     async def run(self) -> None:
         """Until cancelled: every failed job's due retry, from the current state and then each change."""
+        while not await self._index.wait_synced(_SYNC_WAIT_SECONDS):
+            pass
+        remove = self._index.add_listener(
+            lambda event: None if event.type is JobEventType.DELETED else self._consider(event.record)
+        )
         try:
-            while True:
-                while not await self._index.wait_synced(_SYNC_WAIT_SECONDS):
-                    pass
-                try:
-                    with self._index.subscribe(lambda r: retry_due(r) is not None) as subscription:
-                        for record in self._index.records():
-                            self._consider(record)
-                        while True:
-                            self._consider((await subscription.next()).record)
-                except (ResourceExhausted, OutOfRange):
-                    continue  # fell behind the change log: start over from the current state
+            for record in self._index.records():
+                self._consider(record)
+            await asyncio.Event().wait()  # the listener does the rest
         finally:
-            for task in self._pending.values():
+            remove()
+            for task in list(self._pending.values()):
                 task.cancel()
 
     def _consider(self, record: JobRecord) -> None:
