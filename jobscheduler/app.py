@@ -29,6 +29,7 @@ from jobscheduler.core.auth import (
     TokenFileError,
     parse_admins,
 )
+from jobscheduler.core.controllers import DueController
 from jobscheduler.core.errors import JobSchedulerError, NotReady
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy, RateLimiter, image_repository
@@ -36,6 +37,7 @@ from jobscheduler.core.manifests import JobDefaults
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.retries import RetryController
 from jobscheduler.core.service import JobService
+from jobscheduler.core.starts import StartController
 from jobscheduler.jobtypes import builtin_registry
 from jobscheduler.logs import get_logger
 from jobscheduler.ops.http import OpsHTTPServer
@@ -179,15 +181,28 @@ async def build_authenticator(settings: Settings, backend: JobBackend) -> Authen
     )
 
 
-def retry_controller(backend: JobBackend, index: JobIndex) -> RetryController:
-    return RetryController(
-        backend,
-        index,
-        on_error=lambda job_id, exc: log.warning("retry not created yet", job_id=job_id, error=exc.message),
-        on_retry=lambda record: log.info(
-            "job retried", job_id=record.job_id, retry_of=record.retry_of, retry_number=record.retry_number
+def build_controllers(backend: JobBackend, index: JobIndex) -> list[DueController]:
+    """The controllers every replica runs: job retries and scheduled starts."""
+    return [
+        RetryController(
+            backend,
+            index,
+            on_error=lambda job_id, exc: log.warning(
+                "retry not created yet", job_id=job_id, error=exc.message
+            ),
+            on_retry=lambda record: log.info(
+                "job retried",
+                job_id=record.job_id,
+                retry_of=record.retry_of,
+                retry_number=record.retry_number,
+            ),
         ),
-    )
+        StartController(
+            backend,
+            index,
+            on_error=lambda job_id, exc: log.warning("job not started yet", job_id=job_id, error=exc.message),
+        ),
+    ]
 
 
 def build_index(settings: Settings) -> JobIndex:
@@ -336,13 +351,17 @@ async def serve(settings: Settings) -> None:
             await check_backend(backend, health, readiness, index)
 
     checker = asyncio.create_task(watch_backend())
-    retries = asyncio.create_task(retry_controller(backend, index).run(), name="retries")
+    controllers = [
+        asyncio.create_task(controller.run(), name=type(controller).__name__)
+        for controller in build_controllers(backend, index)
+    ]
     try:
         await stop.wait()
     finally:
         log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
         checker.cancel()
-        retries.cancel()
+        for task in controllers:
+            task.cancel()
         readiness.set(False, "shutting down")
         await health.shutdown()
         await server.stop(settings.shutdown_grace_seconds)

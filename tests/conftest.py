@@ -26,13 +26,13 @@ from jobscheduler.api.server import Health, build_server
 from jobscheduler.app import (
     build_authenticator,
     build_backend,
+    build_controllers,
     build_index,
     check_backend,
     image_policy,
     job_defaults,
     listen,
     rate_limiter,
-    retry_controller,
 )
 from jobscheduler.config import Settings
 from jobscheduler.core.service import JobService
@@ -111,7 +111,7 @@ class ServiceThread:
         port = listen(self.server, s, "127.0.0.1:0")
         await self.server.start()
         await check_backend(self.backend, self.health, self.readiness, self.index)
-        self.retries = asyncio.create_task(retry_controller(self.backend, self.index).run())
+        self.controllers = [asyncio.create_task(c.run()) for c in build_controllers(self.backend, self.index)]
         return port
 
     def recheck(self) -> bool:
@@ -121,7 +121,8 @@ class ServiceThread:
         return ok
 
     async def _stop(self) -> None:
-        self.retries.cancel()
+        for task in self.controllers:
+            task.cancel()
         await self.server.stop(1)
         await self.authenticator.close()
         await self.backend.close()

@@ -472,3 +472,63 @@ def test_retention_must_outlast_the_retry_delay(harness: Harness) -> None:
     request.ttl_seconds_after_finished = 460
     harness.schedule(request)
     assert harness.stored_jobs() == 1
+
+
+# --- start_after / delay_seconds: created suspended, resumed on time ------------------------------
+
+
+def test_delay_seconds_schedules_then_starts(harness: Harness) -> None:
+    request = harness.timer(duration=1)
+    request.delay_seconds = 2
+    job = harness.schedule(request)
+    assert job.phase == pb.JOB_PHASE_SCHEDULED
+    start = job.start_after.ToDatetime()
+    assert 1 <= (start - job.created_at.ToDatetime()).total_seconds() <= 3
+    if harness.emulator is not None:
+        assert harness.emulator.job(job.job_id)["spec"]["suspend"] is True
+    time.sleep(1.0)
+    assert harness.get(job.job_id).phase == pb.JOB_PHASE_SCHEDULED  # not yet
+    if harness.emulator is not None:
+        # Resumed by the service; the (absent) Job controller would now create the pod.
+        deadline = time.monotonic() + 10
+        while harness.emulator.job(job.job_id)["spec"].get("suspend"):
+            assert time.monotonic() < deadline, "never resumed"
+            time.sleep(0.1)
+        assert harness.wait_for(job.job_id, pb.JOB_PHASE_PENDING).start_after == job.start_after
+    else:
+        done = harness.wait_for(job.job_id, pb.JOB_PHASE_SUCCEEDED, timeout=20)
+        assert done.started_at.ToDatetime() >= start
+
+
+def test_start_after_in_the_past_starts_now_and_both_fields_is_invalid(harness: Harness) -> None:
+    past = harness.timer(duration=60)
+    past.start_after.FromSeconds(int(time.time()) - 3600)
+    assert harness.schedule(past).phase != pb.JOB_PHASE_SCHEDULED
+    both = harness.timer(duration=60)
+    both.start_after.FromSeconds(int(time.time()) + 3600)
+    both.delay_seconds = 10
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.ScheduleJob(both, timeout=10)
+    assert bad_request_fields(err.value) == {"delay_seconds"}
+    far = harness.timer(duration=60)
+    far.start_after.FromSeconds(int(time.time()) + 400 * 86400)
+    with pytest.raises(grpc.RpcError) as err:
+        harness.stub.ScheduleJob(far, timeout=10)
+    assert bad_request_fields(err.value) == {"start_after"}
+
+
+def test_cancelling_a_scheduled_job_means_it_never_runs(harness: Harness) -> None:
+    request = harness.timer(duration=1)
+    request.delay_seconds = 1
+    job = harness.schedule(request)
+    cancelled = harness.stub.CancelJob(pb.CancelJobRequest(job_id=job.job_id), timeout=10).job
+    assert cancelled.phase == pb.JOB_PHASE_CANCELLED
+    if harness.emulator is not None:
+        # Resumed with no pods to run, so the deadline fails it at once and TTL applies.
+        spec = harness.emulator.job(job.job_id)["spec"]
+        assert (spec["suspend"], spec["parallelism"], spec["activeDeadlineSeconds"]) == (False, 0, 1)
+    time.sleep(2.0)
+    after = harness.get(job.job_id)
+    assert after.phase == pb.JOB_PHASE_CANCELLED and after.attempts == 0
+    if harness.emulator is not None:
+        assert harness.emulator.job(job.job_id)["spec"]["parallelism"] == 0  # not resumed again

@@ -36,6 +36,8 @@ def test_proto_changes_are_additive() -> None:
             "name": 1,
             "timer_job": 2,
             "labels": 10,
+            "start_after": 13,
+            "delay_seconds": 14,
             "max_retries": 16,
             "retry_backoff_seconds": 17,
             "request_id": 18,
@@ -65,6 +67,7 @@ def test_proto_changes_are_additive() -> None:
             "retry_of": 26,
             "retry_number": 27,
             "max_retries": 28,
+            "start_after": 29,
         },
         "JobFilter": {"type": 1, "phases": 2, "label_selector": 3, "owner": 7},
     }
@@ -80,4 +83,5 @@ def test_proto_changes_are_additive() -> None:
         "JOB_PHASE_SUCCEEDED": 3,
         "JOB_PHASE_FAILED": 4,
         "JOB_PHASE_CANCELLED": 5,
+        "JOB_PHASE_SCHEDULED": 7,
     }

@@ -108,3 +108,27 @@ def test_retries_are_created_once_by_two_replicas_and_survive_a_restart(
         assert retries_of(h3, job.job_id)[-1].retry_of == job.job_id
     finally:
         third.stop()
+
+
+def test_a_scheduled_start_survives_a_restart(emulator: EmulatorThread, kubeconfig: pathlib.Path) -> None:
+    from conftest import kubernetes_service
+
+    first = kubernetes_service(kubeconfig)
+    try:
+        req = request("", duration=60)
+        req.delay_seconds = 2
+        job_id = first.stub.ScheduleJob(req, timeout=T).job_id
+    finally:
+        first.stop()
+    time.sleep(2.5)  # the start time passes while no replica runs
+    assert emulator.job(job_id)["spec"]["suspend"] is True
+    second = kubernetes_service(kubeconfig)
+    try:
+        deadline = time.monotonic() + 10
+        while emulator.job(job_id)["spec"].get("suspend"):
+            assert time.monotonic() < deadline, "the restarted service never started the job"
+            time.sleep(0.1)
+        job = second.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), timeout=T).job
+        assert job.phase == pb.JOB_PHASE_PENDING
+    finally:
+        second.stop()

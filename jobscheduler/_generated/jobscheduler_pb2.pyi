@@ -76,8 +76,11 @@ class _JobPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobPhase.Val
     JOB_PHASE_FAILED: _JobPhase.ValueType  # 4
     """Condition Failed (or FailureTarget) is True; see Job.reason."""
     JOB_PHASE_CANCELLED: _JobPhase.ValueType  # 5
-    """Cancelled through CancelJob.
-    6-15 are kept for later states (QUEUED, SCHEDULED, WAITING, ...).
+    """Cancelled through CancelJob."""
+    JOB_PHASE_SCHEDULED: _JobPhase.ValueType  # 7
+    """Created suspended; it starts at Job.start_after (ScheduleJob start_after
+    or delay_seconds).
+    6 and 8-15 are kept for later states (QUEUED, WAITING, ...).
     """
 
 class JobPhase(_JobPhase, metaclass=_JobPhaseEnumTypeWrapper):
@@ -93,8 +96,11 @@ JOB_PHASE_SUCCEEDED: JobPhase.ValueType  # 3
 JOB_PHASE_FAILED: JobPhase.ValueType  # 4
 """Condition Failed (or FailureTarget) is True; see Job.reason."""
 JOB_PHASE_CANCELLED: JobPhase.ValueType  # 5
-"""Cancelled through CancelJob.
-6-15 are kept for later states (QUEUED, SCHEDULED, WAITING, ...).
+"""Cancelled through CancelJob."""
+JOB_PHASE_SCHEDULED: JobPhase.ValueType  # 7
+"""Created suspended; it starts at Job.start_after (ScheduleJob start_after
+or delay_seconds).
+6 and 8-15 are kept for later states (QUEUED, WAITING, ...).
 """
 Global___JobPhase: _TypeAlias = JobPhase  # noqa: Y015
 
@@ -191,6 +197,8 @@ class ScheduleJobRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    START_AFTER_FIELD_NUMBER: _builtins.int
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     RETRY_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -200,11 +208,9 @@ class ScheduleJobRequest(_message.Message):
     """Human-readable job name (required); becomes a label value, so at most
     63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric.
     """
+    delay_seconds: _builtins.int
     max_retries: _builtins.int
-    """Field numbers 11-15 are kept for scheduling attributes
-    (priority, queue, start_after, delay_seconds, depends_on).
-
-    When the job fails (phase FAILED, except with reason PodFailurePolicy: a
+    """When the job fails (phase FAILED, except with reason PodFailurePolicy: a
     permanent exit code), it is scheduled again as a new job linked to this
     one, up to max_retries times (at most 10), waiting
     retry_backoff_seconds before the first retry and twice as long before
@@ -231,21 +237,33 @@ class ScheduleJobRequest(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Extra labels put on the Kubernetes Job (Kubernetes label syntax)."""
 
+    @_builtins.property
+    def start_after(self) -> _timestamp_pb2.Timestamp:
+        """Field numbers 11, 12 and 15 are kept for scheduling attributes
+        (priority, queue, depends_on).
+
+        Start the job no earlier than this (it is created suspended, phase
+        SCHEDULED, and resumed then), or this many seconds from now; at most one
+        of the two, at most 366 days ahead. A time in the past starts it now.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         timer_job: Global___TimerJob | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        start_after: _timestamp_pb2.Timestamp | None = ...,
+        delay_seconds: _builtins.int = ...,
         max_retries: _builtins.int = ...,
         retry_backoff_seconds: _builtins.int = ...,
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.int = ...,
         ttl_seconds_after_finished: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "start_after", b"start_after", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "delay_seconds", b"delay_seconds", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "start_after", b"start_after", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofArgType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished"]  # noqa: Y015
@@ -692,6 +710,7 @@ class Job(_message.Message):
     RETRY_OF_FIELD_NUMBER: _builtins.int
     RETRY_NUMBER_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
+    START_AFTER_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     type: _builtins.str
@@ -746,6 +765,10 @@ class Job(_message.Message):
     def duration(self) -> _duration_pb2.Duration:
         """finished_at (or now, while running) minus started_at."""
 
+    @_builtins.property
+    def start_after(self) -> _timestamp_pb2.Timestamp:
+        """When a SCHEDULED job starts (from start_after or delay_seconds)."""
+
     def __init__(
         self,
         *,
@@ -775,10 +798,11 @@ class Job(_message.Message):
         retry_of: _builtins.str = ...,
         retry_number: _builtins.int = ...,
         max_retries: _builtins.int = ...,
+        start_after: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "finished_at", b"finished_at", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "finished_at", b"finished_at", "start_after", b"start_after", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "request_id", b"request_id", "retry_number", b"retry_number", "retry_of", b"retry_of", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "request_id", b"request_id", "retry_number", b"retry_number", "retry_of", b"retry_of", "start_after", b"start_after", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015

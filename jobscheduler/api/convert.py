@@ -24,6 +24,7 @@ from jobscheduler.core.model import (
 
 PHASES: dict[JobPhase, pb.JobPhase.ValueType] = {
     JobPhase.PENDING: pb.JOB_PHASE_PENDING,
+    JobPhase.SCHEDULED: pb.JOB_PHASE_SCHEDULED,
     JobPhase.RUNNING: pb.JOB_PHASE_RUNNING,
     JobPhase.SUCCEEDED: pb.JOB_PHASE_SUCCEEDED,
     JobPhase.FAILED: pb.JOB_PHASE_FAILED,
@@ -88,6 +89,8 @@ def schedule_request(request: pb.ScheduleJobRequest) -> ScheduleRequest:
         timeout_seconds=request.timeout_seconds,
         max_retries=request.max_retries,
         retry_backoff_seconds=request.retry_backoff_seconds,
+        start_after=request.start_after.ToDatetime(UTC) if request.HasField("start_after") else None,
+        delay_seconds=request.delay_seconds,
         ttl_seconds_after_finished=(
             request.ttl_seconds_after_finished if request.HasField("ttl_seconds_after_finished") else None
         ),
@@ -158,6 +161,7 @@ def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
         retry_of=record.retry_of,
         retry_number=record.retry_number,
         max_retries=record.max_retries,
+        start_after=_timestamp(record.start_after),
     )
     for c in record.conditions:
         job.conditions.add(

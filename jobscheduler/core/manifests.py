@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from jobscheduler.core.errors import BackendError
@@ -34,6 +35,8 @@ RETRY_BACKOFF_ANNOTATION: Final = "jobscheduler.io/retry-backoff-seconds"
 RETRY_OF_ANNOTATION: Final = "jobscheduler.io/retry-of"
 RETRY_OF_LABEL: Final = "jobscheduler.io/retry-of"
 RETRY_NUMBER_ANNOTATION: Final = "jobscheduler.io/retry-number"
+#: A job created suspended (spec.suspend) to be resumed at this time (RFC 3339, UTC).
+START_AFTER_ANNOTATION: Final = "jobscheduler.io/start-after"
 
 #: The label selector that finds every Job this service manages.
 MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -240,6 +243,7 @@ _CONTROLLER_TEMPLATE_LABELS: Final = (
 _NOT_INHERITED_ANNOTATIONS: Final = (
     CANCELLED_AT_ANNOTATION,
     CANCEL_REASON_ANNOTATION,
+    START_AFTER_ANNOTATION,
     "batch.kubernetes.io/job-tracking",
 )
 
@@ -280,6 +284,22 @@ def retry_manifest(
         template_labels[JOB_ID_LABEL] = job_id
     spec.pop("suspend", None)
     return job
+
+
+def format_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def start_after(annotations: Mapping[str, Any]) -> datetime | None:
+    """The start-after annotation's time (None when absent or malformed)."""
+    raw = annotations.get(START_AFTER_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else None
 
 
 def retry_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:

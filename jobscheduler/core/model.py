@@ -13,6 +13,8 @@ class JobPhase(enum.Enum):
     """Lifecycle phase, modelled on the Kubernetes Job's conditions."""
 
     PENDING = "PENDING"
+    #: Created suspended; resumed at its start_after time.
+    SCHEDULED = "SCHEDULED"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -73,6 +75,8 @@ class JobRecord:
     retry_number: int = 0
     max_retries: int = 0
     retry_backoff_seconds: int = 0
+    #: When a SCHEDULED job is to start (None: at once).
+    start_after: datetime | None = None
 
     @property
     def attempts(self) -> int:
@@ -139,3 +143,5 @@ class ScheduleRequest:
     ttl_seconds_after_finished: int | None = None
     max_retries: int = 0
     retry_backoff_seconds: int = 0
+    start_after: datetime | None = None
+    delay_seconds: int = 0

@@ -39,6 +39,10 @@ class JobBackend(Protocol):
         """The job's stored batch/v1 Job object (as the API server holds it); NotFound if absent."""
         ...
 
+    async def resume(self, job_id: str) -> JobRecord:
+        """Start a job created suspended (SCHEDULED); a no-op for any other job."""
+        ...
+
     async def list(self) -> list[JobRecord]:
         """Every job this service manages, read from the backend itself."""
         ...

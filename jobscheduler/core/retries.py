@@ -9,17 +9,17 @@ create each retry once (the second create is ALREADY_EXISTS and ignored).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
-from jobscheduler.core.errors import AlreadyExists, JobSchedulerError, NotFound
+from jobscheduler.core.controllers import DueController
+from jobscheduler.core.errors import AlreadyExists, NotFound
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import retry_manifest, validate_job_manifest
-from jobscheduler.core.model import JobEventType, JobPhase, JobRecord
+from jobscheduler.core.model import JobPhase, JobRecord
 from jobscheduler.core.naming import JOB_ID_PREFIX
 from jobscheduler.core.ports import JobBackend
 
@@ -29,9 +29,6 @@ MAX_RETRY_BACKOFF_SECONDS: Final = 3600
 MAX_RETRY_DELAY_SECONDS: Final = 3600
 #: A failure by a permanent exit code (the Job's podFailurePolicy) is not retried.
 PERMANENT_FAILURE_REASONS: Final = frozenset({"PodFailurePolicy"})
-#: After a failed attempt to create a retry (API unreachable, ...), try again this much later.
-_ERROR_DELAY_SECONDS: Final = 5.0
-_SYNC_WAIT_SECONDS: Final = 5.0
 
 
 def retry_job_id(root: str, number: int) -> str:
@@ -51,7 +48,7 @@ def retry_due(record: JobRecord) -> datetime | None:
     return finished + timedelta(seconds=delay)
 
 
-class RetryController:
+class RetryController(DueController):
     """Creates the retries of failed jobs when they are due; run one per replica (``run``)."""
 
     def __init__(
@@ -59,56 +56,17 @@ class RetryController:
         backend: JobBackend,
         index: JobIndex,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        on_error: Callable[[str, JobSchedulerError], None] = lambda job_id, exc: None,
         on_retry: Callable[[JobRecord], None] = lambda record: None,
+        **options: Any,
     ) -> None:
+        super().__init__(index, **options)
         self._backend = backend
-        self._index = index
-        self._clock = clock
-        self._sleep = sleep
-        self._on_error = on_error
         self._on_retry = on_retry
-        self._pending: dict[str, asyncio.Task[None]] = {}
 
-    async def run(self) -> None:
-        """Until cancelled: every failed job's due retry, from the current state and then each change."""
-        while not await self._index.wait_synced(_SYNC_WAIT_SECONDS):
-            pass
-        remove = self._index.add_listener(
-            lambda event: None if event.type is JobEventType.DELETED else self._consider(event.record)
-        )
-        try:
-            for record in self._index.records():
-                self._consider(record)
-            await asyncio.Event().wait()  # the listener does the rest
-        finally:
-            remove()
-            for task in list(self._pending.values()):
-                task.cancel()
+    def due(self, record: JobRecord) -> datetime | None:
+        return retry_due(record)
 
-    def _consider(self, record: JobRecord) -> None:
-        due = retry_due(record)
-        if due is None or record.job_id in self._pending:
-            return
-        task = asyncio.create_task(self._retry_when_due(record, due), name=f"retry {record.job_id}")
-        self._pending[record.job_id] = task
-        task.add_done_callback(lambda _: self._pending.pop(record.job_id, None))
-
-    async def _retry_when_due(self, record: JobRecord, due: datetime) -> None:
-        while True:
-            wait = (due - self._clock()).total_seconds()
-            if wait > 0:
-                await self._sleep(wait)
-            try:
-                await self._retry(record)
-                return
-            except JobSchedulerError as exc:
-                self._on_error(record.job_id, exc)
-                due = self._clock() + timedelta(seconds=_ERROR_DELAY_SECONDS)
-
-    async def _retry(self, record: JobRecord) -> None:
+    async def act(self, record: JobRecord) -> None:
         root = record.retry_of or record.job_id
         number = record.retry_number + 1
         job_id = retry_job_id(root, number)

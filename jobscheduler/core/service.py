@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobscheduler.core.auth import ANONYMOUS, Caller
@@ -29,8 +29,10 @@ from jobscheduler.core.manifests import (
     RESERVED_LABEL_PREFIX,
     RESERVED_LABELS,
     RETRY_BACKOFF_ANNOTATION,
+    START_AFTER_ANNOTATION,
     JobDefaults,
     RenderContext,
+    format_time,
     validate_job_manifest,
 )
 from jobscheduler.core.model import (
@@ -66,6 +68,7 @@ _MAX_TIMEOUT_SECONDS = 7 * 86400
 _MAX_TTL_SECONDS = 366 * 86400
 #: How much longer than the longest retry delay a failed job with retries must be kept.
 _RETRY_TTL_MARGIN_SECONDS = 60
+_MAX_START_DELAY_SECONDS = 366 * 86400
 
 
 class JobService:
@@ -118,18 +121,31 @@ class JobService:
             defaults = replace(
                 defaults, ttl_seconds_after_finished=request.ttl_seconds_after_finished or None
             )
+        extra = _retry_annotations(request)
+        start = self._start_time(request)
+        if start is not None:
+            extra[START_AFTER_ANNOTATION] = format_time(start)
         if request.request_id:
-            return await self._schedule_once(request, caller, handler, params, defaults)
+            return await self._schedule_once(request, caller, handler, params, defaults, extra)
         for attempt in range(_ID_ATTEMPTS):
-            manifest = self._render(
-                request, caller, handler, params, defaults, self._new_id(), _retry_annotations(request)
-            )
+            manifest = self._render(request, caller, handler, params, defaults, self._new_id(), extra)
             try:
                 return await self.backend.create(manifest)
             except AlreadyExists:
                 if attempt == _ID_ATTEMPTS - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _start_time(self, request: ScheduleRequest) -> datetime | None:
+        """When a job asked to start later should start; None: now (a time in the past is now)."""
+        now = self._clock()
+        if request.start_after is not None:
+            start = request.start_after
+        elif request.delay_seconds:
+            start = now + timedelta(seconds=request.delay_seconds)
+        else:
+            return None
+        return start if start > now else None
 
     def _render(
         self,
@@ -154,6 +170,8 @@ class JobService:
             manifest["spec"]["activeDeadlineSeconds"] = request.timeout_seconds
         if annotations:
             manifest["metadata"].setdefault("annotations", {}).update(annotations)
+            if START_AFTER_ANNOTATION in annotations:
+                manifest["spec"]["suspend"] = True  # resumed at start-after (see core.starts)
         validate_job_manifest(manifest)
         return manifest
 
@@ -164,6 +182,7 @@ class JobService:
         handler: JobHandler[Any],
         params: Any,
         defaults: JobDefaults,
+        extra: Mapping[str, str],
     ) -> JobRecord:
         """ScheduleJob with a request_id: the job id is derived from (namespace, caller, request_id),
         so retries and races (on any replica) meet at one Kubernetes name; the API server's
@@ -183,7 +202,7 @@ class JobService:
             {
                 REQUEST_ID_ANNOTATION: request.request_id,
                 REQUEST_HASH_ANNOTATION: digest,
-                **_retry_annotations(request),
+                **extra,
             },
         )
         try:
@@ -300,6 +319,8 @@ def request_digest(request: ScheduleRequest) -> str:
         request.ttl_seconds_after_finished,
         request.max_retries,
         request.retry_backoff_seconds,
+        request.start_after.isoformat() if request.start_after else None,
+        request.delay_seconds,
     ]
     raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -338,6 +359,16 @@ def _scheduling_violations(request: ScheduleRequest) -> list[FieldViolation]:
         out.append(
             FieldViolation("timeout_seconds", f"must be between 1 and {_MAX_TIMEOUT_SECONDS} (7 days), or 0")
         )
+    if request.start_after is not None and request.delay_seconds:
+        out.append(FieldViolation("delay_seconds", "set either start_after or delay_seconds, not both"))
+    if not 0 <= request.delay_seconds <= _MAX_START_DELAY_SECONDS:
+        out.append(
+            FieldViolation("delay_seconds", f"must be between 0 and {_MAX_START_DELAY_SECONDS} (366 days)")
+        )
+    if request.start_after is not None and request.start_after > datetime.now(UTC) + timedelta(
+        seconds=_MAX_START_DELAY_SECONDS
+    ):
+        out.append(FieldViolation("start_after", "must be at most 366 days ahead"))
     if not 0 <= request.max_retries <= MAX_RETRIES:
         out.append(FieldViolation("max_retries", f"must be between 0 and {MAX_RETRIES}"))
     if not 0 <= request.retry_backoff_seconds <= MAX_RETRY_BACKOFF_SECONDS:

@@ -21,7 +21,9 @@ from jobscheduler.core.manifests import (
     OWNER_ANNOTATION,
     REQUEST_HASH_ANNOTATION,
     REQUEST_ID_ANNOTATION,
+    format_time,
     retry_fields,
+    start_after,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
 
@@ -72,6 +74,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     success = next((true[t] for t in _SUCCESS_CONDITIONS if t in true), None)
     failure = next((true[t] for t in _FAILURE_CONDITIONS if t in true), None)
     cancelled_at = parse_time(annotations.get(CANCELLED_AT_ANNOTATION))
+    scheduled = start_after(annotations)
 
     if success is not None:
         phase = JobPhase.SUCCEEDED
@@ -91,6 +94,9 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         finished_at = failure.last_transition_time
         reason = failure.reason or "Failed"
         message = failure.message or f"Job failed: {failed} pod(s) failed"
+    elif spec.get("suspend") and scheduled is not None and started_at is None:
+        phase = JobPhase.SCHEDULED
+        message = f"Job is scheduled to start at {format_time(scheduled)}"
     elif spec.get("suspend") or ("Suspended" in true):
         phase = JobPhase.PENDING
         message = "Job is suspended"
@@ -129,6 +135,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         request_id=annotations.get(REQUEST_ID_ANNOTATION, ""),
         request_hash=annotations.get(REQUEST_HASH_ANNOTATION, ""),
         **retry_fields(annotations),
+        start_after=scheduled,
     )
 
 

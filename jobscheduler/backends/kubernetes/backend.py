@@ -291,13 +291,26 @@ class KubernetesBackend:
                     CANCEL_REASON_ANNOTATION: reason,
                 }
             },
-            "spec": {"activeDeadlineSeconds": 1},
+            # A suspended (SCHEDULED) Job never reaches a deadline: resume it with no pods
+            # to run (parallelism 0) so that it fails at once, and TTL then applies. For a
+            # running Job, parallelism 0 removes its pods just as the deadline does.
+            "spec": {"activeDeadlineSeconds": 1, "suspend": False, "parallelism": 0},
         }
         patched = await self._api.request(
             "PATCH",
             f"{self._jobs_path}/{job_id}",
             self._call("patch", job_id),
             body=patch,
+            content_type=_MERGE_PATCH,
+        )
+        return self._remember(patched, own_write=True)
+
+    async def resume(self, job_id: str) -> JobRecord:
+        patched = await self._api.request(
+            "PATCH",
+            f"{self._jobs_path}/{job_id}",
+            self._call("patch", job_id),
+            body={"spec": {"suspend": False}},
             content_type=_MERGE_PATCH,
         )
         return self._remember(patched, own_write=True)

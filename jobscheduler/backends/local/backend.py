@@ -44,7 +44,9 @@ from jobscheduler.core.manifests import (
     OWNER_ANNOTATION,
     REQUEST_HASH_ANNOTATION,
     REQUEST_ID_ANNOTATION,
+    format_time,
     retry_fields,
+    start_after,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, LogLine
 from jobscheduler.logs import get_logger
@@ -121,6 +123,25 @@ class LocalBackend:
         _warn_about_pod_failure_policy(job_id, manifest)
         if not self._store.insert_job(job_id, self.namespace, manifest, self._clock()):
             raise AlreadyExists(f"job {job_id!r} already exists")
+        if (manifest.get("spec") or {}).get("suspend"):
+            # Suspended, as the Job controller leaves it: it runs once resumed (StartController).
+            when = start_after((manifest.get("metadata") or {}).get("annotations") or {})
+            self._update(
+                job_id,
+                phase=JobPhase.SCHEDULED.value,
+                message=f"Job is scheduled to start at {format_time(when)}" if when else "Job is suspended",
+            )
+            return self._record(self._get_row(job_id))
+        return self._enqueue(job_id)
+
+    async def resume(self, job_id: str) -> JobRecord:
+        row = self._get_row(job_id)
+        if row.phase != JobPhase.SCHEDULED.value:
+            return self._record(row)
+        self._update(job_id, phase=JobPhase.PENDING.value)
+        return self._enqueue(job_id)
+
+    def _enqueue(self, job_id: str) -> JobRecord:
         self._queue.append(job_id)
         running = len(self._runners)
         if running >= self.max_parallel:
@@ -518,6 +539,7 @@ class LocalBackend:
             request_id=str(annotations.get(REQUEST_ID_ANNOTATION, "")),
             request_hash=str(annotations.get(REQUEST_HASH_ANNOTATION, "")),
             **retry_fields(annotations),
+            start_after=start_after(annotations),
         )
 
     async def logs(
