@@ -14,13 +14,15 @@ watches afresh.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from jobscheduler.core.errors import InvalidArgument, OutOfRange, ResourceExhausted
 from jobscheduler.core.model import JobEvent, JobEventType, JobPhase, JobRecord
+from jobscheduler.core.query import order_key
 
 _PHASE_EVENTS = {
     JobPhase.RUNNING: JobEventType.STARTED,
@@ -128,6 +130,8 @@ class JobIndex:
         self._clock = clock
         self.epoch = secrets.token_hex(4)
         self._records: dict[str, JobRecord] = {}
+        #: (created, job id) of every record, ascending: ListJobs pages walk it from a cursor.
+        self._order: list[tuple[datetime, str]] = []
         self._events: collections.deque[JobEvent] = collections.deque()
         self._seq = 0
         self._subscriptions: set[Subscription] = set()
@@ -165,15 +169,32 @@ class JobIndex:
 
     # --- changes ----------------------------------------------------------------------
 
+    def newest_first(self, below: tuple[datetime, str] | None = None) -> Iterator[JobRecord]:
+        """Records newest first (by creation time, then id), from just below ``below`` if given."""
+        order, records = self._order, self._records
+        i = bisect.bisect_left(order, below) if below is not None else len(order)
+        while i > 0:
+            i -= 1
+            yield records[order[i][1]]
+
     def apply(self, record: JobRecord) -> JobEvent | None:
         previous = self._records.get(record.job_id)
         kind = classify(previous, record)
         self._records[record.job_id] = record
+        key = order_key(record)
+        if previous is None:
+            bisect.insort(self._order, key)
+        elif (old := order_key(previous)) != key:
+            del self._order[bisect.bisect_left(self._order, old)]
+            bisect.insort(self._order, key)
         return self._publish(kind, record) if kind is not None else None
 
     def remove(self, job_id: str) -> JobEvent | None:
         previous = self._records.pop(job_id, None)
-        return self._publish(JobEventType.DELETED, previous) if previous is not None else None
+        if previous is None:
+            return None
+        del self._order[bisect.bisect_left(self._order, order_key(previous))]
+        return self._publish(JobEventType.DELETED, previous)
 
     def replace_all(self, records: Iterable[JobRecord]) -> None:
         """After a (re)list: apply what is there, delete what is gone."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -41,7 +41,7 @@ def compile_filter(f: JobFilter, field: str = "filter") -> Callable[[JobRecord],
     return matches
 
 
-def _order_key(r: JobRecord) -> tuple[datetime, str]:
+def order_key(r: JobRecord) -> tuple[datetime, str]:
     return (r.created_at or _EPOCH, r.job_id)
 
 
@@ -68,9 +68,28 @@ class Page:
     resume_token: str = ""
 
 
+#: Where a page starts: below this (created, job id) in newest-first order; None: the newest.
+Cursor = tuple[datetime, str]
+
+
 def paginate(records: Iterable[JobRecord], f: JobFilter, page_size: int, page_token: str) -> Page:
+    """``paginate_newest_first`` over records in any order (sorted here: for small or unsynced sets)."""
+    ordered = sorted(records, key=order_key, reverse=True)
+
+    def below(cursor: Cursor | None) -> Iterator[JobRecord]:
+        return (r for r in ordered if cursor is None or order_key(r) < cursor)
+
+    return paginate_newest_first(below, f, page_size, page_token)
+
+
+def paginate_newest_first(
+    below: Callable[[Cursor | None], Iterator[JobRecord]], f: JobFilter, page_size: int, page_token: str
+) -> Page:
     """Newest first; the token is a cursor (the last item's creation time and id), so pages stay
-    correct while jobs are added: new jobs sort before the cursor."""
+    correct while jobs are added: new jobs sort before the cursor.
+
+    ``below(cursor)`` yields the records newest first from just below the cursor; a page reads
+    only until it has one match more than it returns, so it costs its page, not the whole set."""
     if page_size < 0 or page_size > MAX_PAGE_SIZE:
         raise InvalidArgument.field(
             "page_size", f"must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
@@ -81,13 +100,16 @@ def paginate(records: Iterable[JobRecord], f: JobFilter, page_size: int, page_to
     cursor: tuple[datetime, str] | None = None
     if page_token:
         cursor = _decode_token(page_token, digest)
-    ordered = sorted((r for r in records if matches(r)), key=_order_key, reverse=True)
-    if cursor is not None:
-        ordered = [r for r in ordered if _order_key(r) < cursor]
-    page = ordered[:size]
+    page: list[JobRecord] = []
+    for record in below(cursor):
+        if matches(record):
+            page.append(record)
+            if len(page) > size:
+                break
     token = ""
-    if len(ordered) > size:
-        created, job_id = _order_key(page[-1])
+    if len(page) > size:
+        del page[size:]
+        created, job_id = order_key(page[-1])
         token = _encode_token(created, job_id, digest)
     return Page(page, token)
 

@@ -52,7 +52,7 @@ from jobscheduler.core.naming import (
     new_job_id,
 )
 from jobscheduler.core.ports import JobBackend
-from jobscheduler.core.query import Page, compile_filter, paginate
+from jobscheduler.core.query import Page, compile_filter, paginate, paginate_newest_first
 from jobscheduler.core.registry import HandlerRegistry, JobHandler
 from jobscheduler.core.retries import MAX_RETRIES, MAX_RETRY_BACKOFF_SECONDS, MAX_RETRY_DELAY_SECONDS
 
@@ -232,7 +232,7 @@ class JobService:
         if not self.index.synced:
             return paginate(await self.backend.list(), job_filter, page_size, page_token)
         token = self.index.current_token()
-        page = paginate(self.index.records(), job_filter, page_size, page_token)
+        page = paginate_newest_first(self.index.newest_first, job_filter, page_size, page_token)
         return replace(page, resume_token=token)
 
     async def cancel(self, job_id: str, reason: str = "", caller: Caller = ANONYMOUS) -> JobRecord:
