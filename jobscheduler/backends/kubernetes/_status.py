@@ -45,6 +45,27 @@ def parse_time(value: Any) -> datetime | None:
         return None
 
 
+def _shared(value: str) -> str:
+    """One copy of a string many cached jobs repeat (label keys and values, condition words)."""
+    return sys.intern(value)
+
+
+def _compact_labels(labels: Mapping[str, Any], job_id: str, name: str) -> dict[str, str]:
+    """The labels with keys and repeated values shared; the job's own id and name reuse the
+    record's strings instead of holding second copies."""
+    out: dict[str, str] = {}
+    for key, value in labels.items():
+        text = str(value)
+        if text == job_id:
+            text = job_id
+        elif text == name:
+            text = name
+        elif len(text) <= 63:
+            text = _shared(text)
+        out[_shared(str(key))] = text
+    return out
+
+
 def job_record(job: Mapping[str, Any]) -> JobRecord:
     meta = job.get("metadata") or {}
     spec = job.get("spec") or {}
@@ -53,10 +74,10 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     annotations: Mapping[str, str] = meta.get("annotations") or {}
     conditions = tuple(
         JobCondition(
-            type=str(c.get("type", "")),
-            status=str(c.get("status", "")),
-            reason=str(c.get("reason") or ""),
-            message=str(c.get("message") or ""),
+            type=_shared(str(c.get("type", ""))),
+            status=_shared(str(c.get("status", ""))),
+            reason=_shared(str(c.get("reason") or "")),
+            message=_shared(str(c.get("message") or "")),
             last_transition_time=parse_time(c.get("lastTransitionTime")),
         )
         for c in status.get("conditions") or ()
@@ -113,18 +134,19 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
             message = f"{failed} failed attempt(s); retrying (backoff limit {backoff_limit})"
 
     name = annotations.get(JOB_NAME_ANNOTATION) or labels.get(JOB_NAME_LABEL) or ""
+    job_id = str(meta.get("name", ""))
     return JobRecord(
-        job_id=str(meta.get("name", "")),
+        job_id=job_id,
         name=name,
-        type=annotations.get(JOB_TYPE_ANNOTATION) or labels.get(JOB_TYPE_LABEL) or "",
-        namespace=str(meta.get("namespace", "")),
+        type=_shared(annotations.get(JOB_TYPE_ANNOTATION) or labels.get(JOB_TYPE_LABEL) or ""),
+        namespace=_shared(str(meta.get("namespace", ""))),
         phase=phase,
         created_at=parse_time(meta.get("creationTimestamp")),
         started_at=started_at,
         finished_at=finished_at,
         message=message,
         reason=reason,
-        labels=dict(labels),
+        labels=_compact_labels(labels, job_id, name),
         conditions=conditions,
         active=active,
         succeeded=succeeded,
