@@ -7,6 +7,7 @@ security context.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -302,7 +303,20 @@ def start_after(annotations: Mapping[str, Any]) -> datetime | None:
     return value if value.tzinfo is not None else None
 
 
-def retry_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
+def record_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
+    """The JobRecord fields every backend reads back from a Job's annotations: owner, request
+    id and digest, the retry policy and link, and the scheduled start."""
+    return {
+        # Interned: many jobs share an owner, and the cache holds every job.
+        "owner": sys.intern(str(annotations.get(OWNER_ANNOTATION, ""))),
+        "request_id": str(annotations.get(REQUEST_ID_ANNOTATION, "")),
+        "request_hash": str(annotations.get(REQUEST_HASH_ANNOTATION, "")),
+        "start_after": start_after(annotations),
+        **_retry_fields(annotations),
+    }
+
+
+def _retry_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
     """The JobRecord retry fields from a Job's annotations (malformed numbers read as 0)."""
 
     def number(key: str) -> int:

@@ -6,6 +6,8 @@ callers can attach the request's field path.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 import secrets
 import string
@@ -19,6 +21,15 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 JOB_ID_PREFIX: Final = "job-"
 _JOB_ID_ALPHABET: Final = string.digits + string.ascii_lowercase
 _JOB_ID_SUFFIX_LENGTH: Final = 10
+
+
+def derived_job_id(*parts: str) -> str:
+    """A job id that is a function of ``parts``: ``job-`` + 10 base32 characters of their SHA-256.
+
+    The same parts give the same Kubernetes name on any replica, so creating it is
+    create-if-absent (request ids, retries)."""
+    raw = hashlib.sha256("\0".join(parts).encode()).digest()
+    return JOB_ID_PREFIX + base64.b32encode(raw).decode().lower()[:_JOB_ID_SUFFIX_LENGTH]
 
 
 def new_job_id() -> str:

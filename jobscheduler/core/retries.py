@@ -9,8 +9,6 @@ create each retry once (the second create is ALREADY_EXISTS and ignored).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -20,7 +18,7 @@ from jobscheduler.core.errors import AlreadyExists, NotFound
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import retry_manifest, validate_job_manifest
 from jobscheduler.core.model import JobPhase, JobRecord
-from jobscheduler.core.naming import JOB_ID_PREFIX
+from jobscheduler.core.naming import derived_job_id
 from jobscheduler.core.ports import JobBackend
 
 MAX_RETRIES: Final = 10
@@ -33,8 +31,7 @@ PERMANENT_FAILURE_REASONS: Final = frozenset({"PodFailurePolicy"})
 
 def retry_job_id(root: str, number: int) -> str:
     """The job id of retry ``number`` of the chain that starts with job ``root``."""
-    raw = hashlib.sha256(f"{root}\0retry\0{number}".encode()).digest()
-    return JOB_ID_PREFIX + base64.b32encode(raw).decode().lower()[:10]
+    return derived_job_id(root, "retry", str(number))
 
 
 def retry_due(record: JobRecord) -> datetime | None:

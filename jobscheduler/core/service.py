@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -45,7 +44,7 @@ from jobscheduler.core.model import (
     ScheduleRequest,
 )
 from jobscheduler.core.naming import (
-    JOB_ID_PREFIX,
+    derived_job_id,
     dns1123_label_problem,
     label_key_problem,
     label_value_problem,
@@ -304,8 +303,7 @@ class JobService:
 
 def request_job_id(namespace: str, owner: str, request_id: str) -> str:
     """The job id of a request_id: ``job-`` + 10 base32 characters of a SHA-256 digest."""
-    raw = hashlib.sha256(f"{namespace}\0{owner}\0{request_id}".encode()).digest()
-    return JOB_ID_PREFIX + base64.b32encode(raw).decode().lower()[:10]
+    return derived_job_id(namespace, owner, request_id)
 
 
 def request_digest(request: ScheduleRequest) -> str:

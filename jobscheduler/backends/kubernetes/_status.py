@@ -18,12 +18,8 @@ from jobscheduler.core.manifests import (
     JOB_TYPE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    OWNER_ANNOTATION,
-    REQUEST_HASH_ANNOTATION,
-    REQUEST_ID_ANNOTATION,
     format_time,
-    retry_fields,
-    start_after,
+    record_fields,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
 
@@ -95,7 +91,8 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     success = next((true[t] for t in _SUCCESS_CONDITIONS if t in true), None)
     failure = next((true[t] for t in _FAILURE_CONDITIONS if t in true), None)
     cancelled_at = parse_time(annotations.get(CANCELLED_AT_ANNOTATION))
-    scheduled = start_after(annotations)
+    from_annotations = record_fields(annotations)
+    scheduled = from_annotations["start_after"]
 
     if success is not None:
         phase = JobPhase.SUCCEEDED
@@ -152,12 +149,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         succeeded=succeeded,
         failed=failed,
         backoff_limit=backoff_limit,
-        # Interned: many jobs share an owner, and the cache holds every job.
-        owner=sys.intern(annotations.get(OWNER_ANNOTATION, "")),
-        request_id=annotations.get(REQUEST_ID_ANNOTATION, ""),
-        request_hash=annotations.get(REQUEST_HASH_ANNOTATION, ""),
-        **retry_fields(annotations),
-        start_after=scheduled,
+        **from_annotations,
     )
 
 

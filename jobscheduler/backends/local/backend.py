@@ -41,11 +41,8 @@ from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import (
     JOB_NAME_ANNOTATION,
     JOB_TYPE_ANNOTATION,
-    OWNER_ANNOTATION,
-    REQUEST_HASH_ANNOTATION,
-    REQUEST_ID_ANNOTATION,
     format_time,
-    retry_fields,
+    record_fields,
     start_after,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, LogLine
@@ -535,11 +532,7 @@ class LocalBackend:
             pod_names=tuple(f"{row.job_id}-{a.number}" for a in row.attempts),
             termination_reason=last.reason if last is not None else "",
             exit_code=last.exit_code if last is not None else None,
-            owner=str(annotations.get(OWNER_ANNOTATION, "")),
-            request_id=str(annotations.get(REQUEST_ID_ANNOTATION, "")),
-            request_hash=str(annotations.get(REQUEST_HASH_ANNOTATION, "")),
-            **retry_fields(annotations),
-            start_after=start_after(annotations),
+            **record_fields(annotations),
         )
 
     async def logs(
