@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
@@ -280,6 +281,34 @@ def listen(server: grpc.aio.Server, settings: Settings, address: str | None = No
     return server.add_secure_port(address, credentials)
 
 
+@dataclass(frozen=True, slots=True)
+class Assembly:
+    """What runs on top of a started backend and its index."""
+
+    service: JobService
+    authenticator: Authenticator
+    #: Every service added, no port bound yet (``listen``, then ``start``).
+    server: grpc.aio.Server
+    #: To ``run`` as tasks once the server is up.
+    controllers: list[DueController]
+
+
+async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, health: Health) -> Assembly:
+    """The core service, its gRPC server and its controllers, as settings say (``serve`` and the
+    tests' in-process server both start here); StartupError when AUTH_MODE cannot be set up."""
+    authenticator = await build_authenticator(settings, backend)
+    registry = builtin_registry(timer_image=settings.timer_image)
+    service = JobService(backend, registry, job_defaults(settings), index, images=image_policy(settings))
+    server = build_server(
+        service,
+        health,
+        max_message_bytes=settings.max_message_bytes,
+        authenticator=authenticator,
+        limiter=rate_limiter(settings),
+    )
+    return Assembly(service, authenticator, server, build_controllers(backend, index))
+
+
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then drain in-flight RPCs within SHUTDOWN_GRACE_SECONDS."""
     check_transport(settings)  # before the backend starts
@@ -288,28 +317,20 @@ async def serve(settings: Settings) -> None:
     backend = await build_backend(settings)
     index = build_index(settings)
     await backend.start(index)
-    try:
-        authenticator = await build_authenticator(settings, backend)
-    except StartupError:
-        await backend.close()
-        raise
-    registry = builtin_registry(timer_image=settings.timer_image)
-    service = JobService(backend, registry, job_defaults(settings), index, images=image_policy(settings))
     readiness = Readiness()
     health = Health()
     await health.set_serving(False)
+    try:
+        parts = await assemble(settings, backend, index, health)
+    except StartupError:
+        await backend.close()
+        raise
+    server, authenticator = parts.server, parts.authenticator
     try:
         ops = OpsHTTPServer(settings.health_listen_host, settings.health_port, readiness)
     except OSError as exc:
         await backend.close()
         raise StartupError(f"HEALTH_PORT: cannot listen on {settings.health_port}: {exc}") from None
-    server = build_server(
-        service,
-        health,
-        max_message_bytes=settings.max_message_bytes,
-        authenticator=authenticator,
-        limiter=rate_limiter(settings),
-    )
     try:
         grpc_port = listen(server, settings)
     except (RuntimeError, StartupError) as exc:
@@ -353,7 +374,7 @@ async def serve(settings: Settings) -> None:
     checker = asyncio.create_task(watch_backend())
     controllers = [
         asyncio.create_task(controller.run(), name=type(controller).__name__)
-        for controller in build_controllers(backend, index)
+        for controller in parts.controllers
     ]
     try:
         await stop.wait()

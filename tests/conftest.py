@@ -22,21 +22,15 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from emulator import EmulatorThread
 
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
-from jobscheduler.api.server import Health, build_server
+from jobscheduler.api.server import Health
 from jobscheduler.app import (
-    build_authenticator,
+    assemble,
     build_backend,
-    build_controllers,
     build_index,
     check_backend,
-    image_policy,
-    job_defaults,
     listen,
-    rate_limiter,
 )
 from jobscheduler.config import Settings
-from jobscheduler.core.service import JobService
-from jobscheduler.jobtypes import builtin_registry
 from jobscheduler.ops.readiness import Readiness
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -96,22 +90,14 @@ class ServiceThread:
         self.index = build_index(s)
         await self.backend.start(self.index)
         await self.index.wait_synced(within=self.sync_wait)
-        registry = builtin_registry(timer_image=s.timer_image)
-        self.service = JobService(self.backend, registry, job_defaults(s), self.index, images=image_policy(s))
         self.health = Health()
         self.readiness = Readiness()
-        self.authenticator = await build_authenticator(s, self.backend)
-        self.server = build_server(
-            self.service,
-            self.health,
-            max_message_bytes=s.max_message_bytes,
-            authenticator=self.authenticator,
-            limiter=rate_limiter(s),
-        )
+        parts = await assemble(s, self.backend, self.index, self.health)
+        self.service, self.authenticator, self.server = parts.service, parts.authenticator, parts.server
         port = listen(self.server, s, "127.0.0.1:0")
         await self.server.start()
         await check_backend(self.backend, self.health, self.readiness, self.index)
-        self.controllers = [asyncio.create_task(c.run()) for c in build_controllers(self.backend, self.index)]
+        self.controllers = [asyncio.create_task(c.run()) for c in parts.controllers]
         return port
 
     def recheck(self) -> bool:
