@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import os
 import re
 import ssl
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Final, NoReturn
 
 import grpc
 
+from jobscheduler.core.files import ChangePoll
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.api.tls")
@@ -35,7 +33,6 @@ _PEM_CERT: Final = re.compile(rb"-----BEGIN CERTIFICATE-----\s+(.+?)-----END CER
 _PEM_KEY: Final = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")
 
 #: What a file's ``os.stat`` says (device, inode, size, mtime), or the error that stat raised.
-_FileState = tuple[int, int, int, int] | str
 
 
 class TLSConfigError(ValueError):
@@ -112,57 +109,34 @@ def _load(cert_file: str, key_file: str, client_ca_file: str) -> _Material:
     return _Material(cert, key, client_ca, fingerprint)
 
 
-def _state(path: str) -> _FileState:
-    try:
-        st = os.stat(path)  # follows symlinks: a Secret's ..data swap changes the inode
-    except OSError as exc:
-        return f"error: {exc.strerror or exc}"
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 class _Reloader:
     """The certificate fetcher gRPC core calls (from its own threads) on each new handshake."""
 
     def __init__(self, cert_file: str, key_file: str, client_ca_file: str, check_interval: float) -> None:
         self._files = (cert_file, key_file, client_ca_file)
-        self._paths = [p for p in self._files if p]
-        self._check_interval = check_interval
-        self._lock = threading.Lock()
         # Stat before reading: a change during the initial read is then seen at the next check.
-        self._seen = self._states()
+        self._poll = ChangePoll([p for p in self._files if p], check_interval)
         self.current = _load(*self._files)
-        self._next_check = time.monotonic() + check_interval
-
-    def _states(self) -> tuple[_FileState, ...]:
-        return tuple(_state(p) for p in self._paths)
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         """A new configuration when the files changed and are good; None (keep serving) otherwise."""
-        if time.monotonic() < self._next_check:
-            return None
-        if not self._lock.acquire(blocking=False):
-            return None  # another handshake is checking right now
         try:
-            now = time.monotonic()
-            if now < self._next_check:
-                return None
-            self._next_check = now + self._check_interval
-            states = self._states()
-            if states == self._seen:
+            states = self._poll.changed()
+            if states is None:
                 return None
             try:
                 material = _load(*self._files)
             except _Changing:
                 return None  # not recorded as seen: read again at the next check
             except TLSConfigError as exc:
-                self._seen = states  # logged once per bad state, not at every check
+                self._poll.accept(states)  # logged once per bad state, not at every check
                 log.error(
                     "TLS files changed but cannot be used; keeping the last good certificate",
                     error=str(exc),
                     fingerprint=self.current.fingerprint,
                 )
                 return None
-            self._seen = states
+            self._poll.accept(states)
             if material == self.current:
                 return None
             self.current = material
@@ -176,8 +150,6 @@ class _Reloader:
         except Exception as exc:  # never let a surprise break handshakes: keep the last good one
             log.error("TLS reload check failed; keeping the last good certificate", error=repr(exc))
             return None
-        finally:
-            self._lock.release()
 
 
 def check_files(cert_file: str, key_file: str, client_ca_file: str) -> None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from jobscheduler.core.errors import Unauthenticated
+from jobscheduler.core.files import ChangePoll
 
 #: The role that sees and manages every job, whoever owns it.
 ADMIN_ROLE: Final = "admin"
@@ -153,20 +152,11 @@ class TokenFile:
         on_reload_error: Callable[[str], None] = lambda message: None,
     ) -> None:
         self._path = path
-        self._clock = clock
         self._on_reload = on_reload
         self._on_reload_error = on_reload_error
-        self._lock = threading.Lock()
-        self._stamp = self._stat()
+        # Stat before reading: a change during the first read is then seen at the next check.
+        self._poll = ChangePoll([path], TOKEN_FILE_CHECK_INTERVAL, clock=clock)
         self._tokens = self._read()  # raises TokenFileError at startup
-        self._checked = clock()
-
-    def _stat(self) -> tuple[int, int, int]:
-        try:
-            st = os.stat(self._path)
-        except OSError as exc:
-            raise TokenFileError(f"cannot read {self._path}: {exc.strerror}") from None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
 
     def _read(self) -> dict[str, Caller]:
         try:
@@ -181,24 +171,17 @@ class TokenFile:
         return len(self._tokens)
 
     def _maybe_reload(self) -> None:
-        now = self._clock()
-        if now - self._checked < TOKEN_FILE_CHECK_INTERVAL:
+        states = self._poll.changed()
+        if states is None:
             return
-        with self._lock:
-            if now - self._checked < TOKEN_FILE_CHECK_INTERVAL:
-                return
-            self._checked = now
-            try:
-                stamp = self._stat()
-                if stamp == self._stamp:
-                    return
-                tokens = self._read()
-            except TokenFileError as exc:
-                self._on_reload_error(str(exc))
-                return
-            self._stamp = stamp
-            self._tokens = tokens
-            self._on_reload(len(tokens))
+        try:
+            tokens = self._read()
+        except TokenFileError as exc:
+            self._on_reload_error(str(exc))  # not accepted: tried again at the next check
+            return
+        self._poll.accept(states)
+        self._tokens = tokens
+        self._on_reload(len(tokens))
 
     async def close(self) -> None:
         return None
