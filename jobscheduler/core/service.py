@@ -52,7 +52,7 @@ from jobscheduler.core.naming import (
 )
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.query import Page, compile_filter, paginate, paginate_newest_first
-from jobscheduler.core.registry import HandlerRegistry, JobHandler
+from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.retries import MAX_RETRIES, MAX_RETRY_BACKOFF_SECONDS, MAX_RETRY_DELAY_SECONDS
 
 #: How many fresh ids ScheduleJob tries when a generated id is taken (vanishingly rare).
@@ -120,16 +120,36 @@ class JobService:
             defaults = replace(
                 defaults, ttl_seconds_after_finished=request.ttl_seconds_after_finished or None
             )
-        extra = _retry_annotations(request)
+        annotations = _retry_annotations(request)
         start = self._start_time(request)
         if start is not None:
-            extra[START_AFTER_ANNOTATION] = format_time(start)
+            annotations[START_AFTER_ANNOTATION] = format_time(start)
+        ctx = RenderContext(
+            job_id="",
+            name=request.name,
+            job_type=handler.job_type,
+            defaults=defaults,
+            labels=dict(request.labels),
+            owner=caller.identity,
+        )
+
+        def render(job_id: str, more: Mapping[str, str] | None = None) -> dict[str, Any]:
+            """The handler's manifest for ``job_id``, with what the request adds to any job type."""
+            manifest = handler.render(params, replace(ctx, job_id=job_id))
+            if request.timeout_seconds:
+                manifest["spec"]["activeDeadlineSeconds"] = request.timeout_seconds
+            if start is not None:
+                manifest["spec"]["suspend"] = True  # resumed at start-after (see core.starts)
+            if annotations or more:
+                manifest["metadata"].setdefault("annotations", {}).update({**annotations, **(more or {})})
+            validate_job_manifest(manifest)
+            return manifest
+
         if request.request_id:
-            return await self._schedule_once(request, caller, handler, params, defaults, extra)
+            return await self._schedule_once(request, caller, defaults.namespace, render)
         for attempt in range(_ID_ATTEMPTS):
-            manifest = self._render(request, caller, handler, params, defaults, self._new_id(), extra)
             try:
-                return await self.backend.create(manifest)
+                return await self.backend.create(render(self._new_id()))
             except AlreadyExists:
                 if attempt == _ID_ATTEMPTS - 1:
                     raise
@@ -146,63 +166,23 @@ class JobService:
             return None
         return start if start > now else None
 
-    def _render(
-        self,
-        request: ScheduleRequest,
-        caller: Caller,
-        handler: JobHandler[Any],
-        params: Any,
-        defaults: JobDefaults,
-        job_id: str,
-        annotations: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
-        ctx = RenderContext(
-            job_id=job_id,
-            name=request.name,
-            job_type=handler.job_type,
-            defaults=defaults,
-            labels=dict(request.labels),
-            owner=caller.identity,
-        )
-        manifest = handler.render(params, ctx)
-        if request.timeout_seconds:
-            manifest["spec"]["activeDeadlineSeconds"] = request.timeout_seconds
-        if annotations:
-            manifest["metadata"].setdefault("annotations", {}).update(annotations)
-            if START_AFTER_ANNOTATION in annotations:
-                manifest["spec"]["suspend"] = True  # resumed at start-after (see core.starts)
-        validate_job_manifest(manifest)
-        return manifest
-
     async def _schedule_once(
         self,
         request: ScheduleRequest,
         caller: Caller,
-        handler: JobHandler[Any],
-        params: Any,
-        defaults: JobDefaults,
-        extra: Mapping[str, str],
+        namespace: str,
+        render: Callable[[str, Mapping[str, str]], dict[str, Any]],
     ) -> JobRecord:
         """ScheduleJob with a request_id: the job id is derived from (namespace, caller, request_id),
         so retries and races (on any replica) meet at one Kubernetes name; the API server's
         create-if-absent decides, and the stored request digest tells a retry from a reuse."""
-        job_id = request_job_id(defaults.namespace, caller.identity, request.request_id)
+        job_id = request_job_id(namespace, caller.identity, request.request_id)
         digest = request_digest(request)
         known = self.index.get(job_id) if self.index.synced else None
         if known is not None:
             return _same_request(known, request, caller, digest)
-        manifest = self._render(
-            request,
-            caller,
-            handler,
-            params,
-            defaults,
-            job_id,
-            {
-                REQUEST_ID_ANNOTATION: request.request_id,
-                REQUEST_HASH_ANNOTATION: digest,
-                **extra,
-            },
+        manifest = render(
+            job_id, {REQUEST_ID_ANNOTATION: request.request_id, REQUEST_HASH_ANNOTATION: digest}
         )
         try:
             return await self.backend.create(manifest)
