@@ -18,13 +18,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from _measure import cpu_seconds, run_for  # noqa: E402
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
@@ -35,11 +37,6 @@ REQUEST = pb.ScheduleJobRequest(
     name="bench",
     timer_job=pb.TimerJob(duration_seconds=300, timer_name="bench", control_plane_endpoint="http://cp:50053"),
 )
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def manifest(i: int) -> dict[str, Any]:
@@ -61,23 +58,6 @@ def summarize(label: str, latencies: list[float], elapsed: float, cpu: float, cp
         f"   {cpu_owner} CPU {cpu / n * 1000:5.2f} ms/call   (n={n})"
     )
     return rate
-
-
-async def run_for(
-    seconds: float, concurrency: int, call: Callable[[], Awaitable[None]]
-) -> tuple[list[float], float]:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-
-    async def worker() -> None:
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies, time.perf_counter() - started
 
 
 def raw_client_sync(host: str, seconds: float) -> float:
