@@ -820,6 +820,8 @@ def test_ttl_deletes_a_finished_job_its_rows_logs_and_directory(
 
         # ttlSecondsAfterFinished: 0 deletes the job right after it finished (here: FAILED).
         wait_until(lambda: not_found(svc.stub, at_once_id), 10, f"{at_once_id} to be deleted")
+        # The stream's events reach this client a moment after the deletion itself.
+        wait_until(lambda: "JOB_EVENT_TYPE_DELETED" in watch.types(at_once_id), 10, "its DELETED event")
         assert watch.types(at_once_id)[-2:] == ["JOB_EVENT_TYPE_FAILED", "JOB_EVENT_TYPE_DELETED"]
 
         wait_until(lambda: not_found(svc.stub, ttl_id), 10, f"{ttl_id} to be deleted")
