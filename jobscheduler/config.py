@@ -7,9 +7,10 @@ import pathlib
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobscheduler.core.admission import parse_queues
 from jobscheduler.logs import LEVELS
 
 _QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|E|Ei|P|Pi)?")
@@ -68,6 +69,21 @@ class Settings(BaseSettings):
     local_max_parallel: Annotated[int, Field(ge=1, le=1024)] = 4
     local_kill_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     local_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+
+    # --- admission --------------------------------------------------------------------------
+    #: Admission queues: comma-separated ``name=max_running`` (0: no limit), e.g.
+    #: ``batch=4,reports=1``; ``default`` (no limit unless listed) always exists.
+    queues: str = ""
+    #: With the Kubernetes backend, admit only on the replica holding the Lease LEASE_NAME.
+    #: Turn off only when exactly one replica runs.
+    leader_election: bool = True
+    lease_name: str = "jobscheduler"
+    lease_duration_seconds: Annotated[float, Field(ge=2, le=600)] = 15.0
+    lease_renew_deadline_seconds: Annotated[float, Field(ge=1.5, le=600)] = 10.0
+    lease_retry_period_seconds: Annotated[float, Field(ge=1, le=600)] = 2.0
+    #: This replica's identity in the Lease (the pod name, from the downward API); empty:
+    #: hostname and process id.
+    pod_name: str = ""
 
     # --- security -------------------------------------------------------------------------
     #: none | token (AUTH_TOKEN_FILE) | kubernetes (TokenReview) | mtls (client certificate).
@@ -140,6 +156,32 @@ class Settings(BaseSettings):
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value) or len(value) > 63:
             raise ValueError(f"must be a valid namespace name (got {value!r})")
         return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queues(cls, value: str) -> str:
+        parse_queues(value)
+        return value
+
+    @field_validator("lease_name")
+    @classmethod
+    def _lease_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", value) or len(value) > 253:
+            raise ValueError(f"must be a valid Lease name (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        if not (
+            self.lease_duration_seconds
+            > self.lease_renew_deadline_seconds
+            > 1.2 * self.lease_retry_period_seconds
+        ):
+            raise ValueError(
+                "LEASE_DURATION_SECONDS > LEASE_RENEW_DEADLINE_SECONDS > 1.2 x LEASE_RETRY_PERIOD_SECONDS"
+                " is required"
+            )
+        return self
 
     @field_validator("history_retention")
     @classmethod

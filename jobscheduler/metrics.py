@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 from prometheus_client import (
@@ -12,6 +13,10 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from jobscheduler.core.model import Priority, QueueStatus
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -106,5 +111,51 @@ KUBE_WRITE_WAIT_SECONDS: Final = Histogram(
 KUBE_WRITES_WAITING: Final = Gauge(
     "jobscheduler_kube_writes_waiting",
     "Kubernetes API writes waiting for the client-side write limit right now.",
+    registry=REGISTRY,
+)
+ADMISSIONS: Final = Counter(
+    "jobscheduler_admissions_total",
+    "Held jobs admitted (unsuspended) by the admission loop, by queue.",
+    ["queue"],
+    registry=REGISTRY,
+)
+ADMISSION_LATENCY_SECONDS: Final = Histogram(
+    "jobscheduler_admission_latency_seconds",
+    "From when a job could be admitted but for room (submitted, or its start time) to its admission.",
+    ["queue"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0),
+    registry=REGISTRY,
+)
+
+
+class QueueCollector(Collector):
+    """jobscheduler_queue_depth{queue,priority} and jobscheduler_queue_running{queue}, read
+    from the queue book at each scrape (``source``, set once the service is assembled)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[QueueStatus]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "jobscheduler_queue_depth",
+            "QUEUED jobs (admissible, waiting for room in their queue), by queue and priority.",
+            labels=["queue", "priority"],
+        )
+        running = GaugeMetricFamily(
+            "jobscheduler_queue_running", "Admitted, unfinished jobs, by queue.", labels=["queue"]
+        )
+        for queue in self.source() if self.source is not None else ():
+            for priority in Priority:
+                depth.add_metric([queue.name, priority.name], queue.queued.get(priority, 0))
+            running.add_metric([queue.name], queue.running)
+        yield depth
+        yield running
+
+
+QUEUES: Final = QueueCollector()
+REGISTRY.register(QUEUES)
+LEADER: Final = Gauge(
+    "jobscheduler_leader",
+    "1 while this replica holds the admission Lease (runs the admission loop), else 0.",
     registry=REGISTRY,
 )

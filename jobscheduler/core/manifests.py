@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from jobscheduler.core.errors import BackendError
+from jobscheduler.core.model import DEFAULT_QUEUE, JobPhase, Priority
 from jobscheduler.core.naming import dns1123_label_problem, label_key_problem, label_value_problem
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
@@ -38,6 +39,21 @@ RETRY_OF_LABEL: Final = "jobscheduler.io/retry-of"
 RETRY_NUMBER_ANNOTATION: Final = "jobscheduler.io/retry-number"
 #: A job created suspended (spec.suspend) to be resumed at this time (RFC 3339, UTC).
 START_AFTER_ANNOTATION: Final = "jobscheduler.io/start-after"
+#: Admission: the queue (also a label, for selectors), the priority, the jobs that must
+#: succeed first (comma-separated ids) and when the job was submitted (microseconds: FIFO).
+QUEUE_ANNOTATION: Final = "jobscheduler.io/queue"
+QUEUE_LABEL: Final = "jobscheduler.io/queue"
+PRIORITY_ANNOTATION: Final = "jobscheduler.io/priority"
+DEPENDS_ON_ANNOTATION: Final = "jobscheduler.io/depends-on"
+ENQUEUED_AT_ANNOTATION: Final = "jobscheduler.io/enqueued-at"
+#: What a held (suspended, not yet admitted) job waits for: queued, scheduled or waiting.
+ADMISSION_ANNOTATION: Final = "jobscheduler.io/admission"
+#: When the admission loop unsuspended the job.
+ADMITTED_AT_ANNOTATION: Final = "jobscheduler.io/admitted-at"
+#: A held job failed without running (DependencyFailed, DependencyNotFound): why, and when.
+FAILURE_REASON_ANNOTATION: Final = "jobscheduler.io/failure-reason"
+FAILURE_MESSAGE_ANNOTATION: Final = "jobscheduler.io/failure-message"
+FAILED_AT_ANNOTATION: Final = "jobscheduler.io/failed-at"
 
 #: The label selector that finds every Job this service manages.
 MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -245,18 +261,24 @@ _NOT_INHERITED_ANNOTATIONS: Final = (
     CANCELLED_AT_ANNOTATION,
     CANCEL_REASON_ANNOTATION,
     START_AFTER_ANNOTATION,
+    DEPENDS_ON_ANNOTATION,
+    ADMITTED_AT_ANNOTATION,
+    FAILURE_REASON_ANNOTATION,
+    FAILURE_MESSAGE_ANNOTATION,
+    FAILED_AT_ANNOTATION,
     "batch.kubernetes.io/job-tracking",
 )
 
 
 def retry_manifest(
-    failed: Mapping[str, Any], *, job_id: str, retry_of: str, retry_number: int
+    failed: Mapping[str, Any], *, job_id: str, retry_of: str, retry_number: int, enqueued_at: datetime
 ) -> dict[str, Any]:
     """A new Job that runs ``failed`` again (pure): the same spec, a new name, linked to the chain.
 
     ``failed`` is the failed Job as stored (API server fields included): server-set metadata,
     the status, the generated selector and the controller's template labels are dropped, so
-    the API server treats it as the new object it is.
+    the API server treats it as the new object it is. The retry is created held (QUEUED) in
+    the failed job's queue, so that it waits for room there like any job.
     """
     job: dict[str, Any] = _deep_copy(failed)
     job.pop("status", None)
@@ -275,6 +297,8 @@ def retry_manifest(
     annotations.pop(REQUEST_HASH_ANNOTATION, None)
     annotations[RETRY_OF_ANNOTATION] = retry_of
     annotations[RETRY_NUMBER_ANNOTATION] = str(retry_number)
+    annotations[ADMISSION_ANNOTATION] = ADMISSION_STATES_BY_PHASE[JobPhase.QUEUED]
+    annotations[ENQUEUED_AT_ANNOTATION] = format_precise_time(enqueued_at)
     spec = job.setdefault("spec", {})
     if not spec.get("manualSelector"):
         spec.pop("selector", None)
@@ -283,17 +307,54 @@ def retry_manifest(
         template_labels.pop(key, None)
     if JOB_ID_LABEL in template_labels:
         template_labels[JOB_ID_LABEL] = job_id
-    spec.pop("suspend", None)
+    spec["suspend"] = True
+    spec.pop("parallelism", None)
     return job
+
+
+#: The admission annotation's values, by the phase they report.
+ADMISSION_STATES_BY_PHASE: Final[Mapping[JobPhase, str]] = {
+    JobPhase.QUEUED: "queued",
+    JobPhase.SCHEDULED: "scheduled",
+    JobPhase.WAITING: "waiting",
+}
+_PHASES_BY_ADMISSION_STATE: Final = {v: k for k, v in ADMISSION_STATES_BY_PHASE.items()}
+
+
+def held_phase(annotations: Mapping[str, Any]) -> JobPhase | None:
+    """The phase a held (suspended, never started) job reports, from its admission annotation;
+    a job from before admission states with a start time is SCHEDULED; None: not held by us."""
+    state = annotations.get(ADMISSION_ANNOTATION)
+    if state is not None:
+        return _PHASES_BY_ADMISSION_STATE.get(str(state))
+    return JobPhase.SCHEDULED if annotations.get(START_AFTER_ANNOTATION) else None
+
+
+def held_message(phase: JobPhase, fields: Mapping[str, Any]) -> str:
+    """What a held job's status message says it waits for."""
+    if phase is JobPhase.SCHEDULED and fields.get("start_after") is not None:
+        return f"Job is scheduled to start at {format_time(fields['start_after'])}"
+    if phase is JobPhase.WAITING:
+        return "Job is waiting for its dependencies to succeed: " + ", ".join(fields.get("depends_on") or ())
+    return f"Job is queued in {fields.get('queue')!r}, waiting for room to run"
 
 
 def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def format_precise_time(value: datetime) -> str:
+    """RFC 3339 with microseconds (orders submissions within a second)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def start_after(annotations: Mapping[str, Any]) -> datetime | None:
     """The start-after annotation's time (None when absent or malformed)."""
-    raw = annotations.get(START_AFTER_ANNOTATION)
+    return _annotation_time(annotations, START_AFTER_ANNOTATION)
+
+
+def _annotation_time(annotations: Mapping[str, Any], key: str) -> datetime | None:
+    raw = annotations.get(key)
     if not raw:
         return None
     try:
@@ -313,7 +374,32 @@ def record_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
         "request_hash": str(annotations.get(REQUEST_HASH_ANNOTATION, "")),
         "start_after": start_after(annotations),
         **_retry_fields(annotations),
+        **_admission_fields(annotations),
     }
+
+
+_PRIORITIES: Final = {p.name: p for p in Priority}
+
+
+def _admission_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
+    """The JobRecord admission fields (queue, priority, dependencies, submit and admit times)."""
+    raw_deps = str(annotations.get(DEPENDS_ON_ANNOTATION) or "")
+    return {
+        "queue": sys.intern(str(annotations.get(QUEUE_ANNOTATION) or DEFAULT_QUEUE)),
+        "priority": _PRIORITIES.get(str(annotations.get(PRIORITY_ANNOTATION) or ""), Priority.NORMAL),
+        "depends_on": tuple(d for d in raw_deps.split(",") if d),
+        "enqueued_at": _annotation_time(annotations, ENQUEUED_AT_ANNOTATION),
+        "admitted_at": _annotation_time(annotations, ADMITTED_AT_ANNOTATION),
+    }
+
+
+def held_failure(annotations: Mapping[str, Any]) -> tuple[str, str, datetime | None] | None:
+    """(reason, message, when) of a held job the admission loop failed (a dependency), or None."""
+    reason = annotations.get(FAILURE_REASON_ANNOTATION)
+    if not reason:
+        return None
+    message = str(annotations.get(FAILURE_MESSAGE_ANNOTATION) or reason)
+    return str(reason), message, _annotation_time(annotations, FAILED_AT_ANNOTATION)
 
 
 def _retry_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,8 +13,13 @@ class JobPhase(enum.Enum):
     """Lifecycle phase, modelled on the Kubernetes Job's conditions."""
 
     PENDING = "PENDING"
-    #: Created suspended; resumed at its start_after time.
+    #: Created suspended, waiting for admission: its start time and dependencies allow it to
+    #: run, its queue has no room yet.
+    QUEUED = "QUEUED"
+    #: Created suspended; waiting for its start_after time.
     SCHEDULED = "SCHEDULED"
+    #: Created suspended; waiting for its dependencies (depends_on) to succeed.
+    WAITING = "WAITING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -24,8 +29,27 @@ class JobPhase(enum.Enum):
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
+    @property
+    def is_waiting(self) -> bool:
+        """Not admitted yet: queued, scheduled or waiting for dependencies."""
+        return self in _WAITING
+
 
 _TERMINAL = frozenset({JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.CANCELLED})
+_WAITING = frozenset({JobPhase.QUEUED, JobPhase.SCHEDULED, JobPhase.WAITING})
+
+
+class Priority(enum.IntEnum):
+    """Admission priority: a queue admits higher priorities first, FIFO within one."""
+
+    LOW = 1
+    NORMAL = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+#: The queue of jobs that name none.
+DEFAULT_QUEUE = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +101,35 @@ class JobRecord:
     retry_backoff_seconds: int = 0
     #: When a SCHEDULED job is to start (None: at once).
     start_after: datetime | None = None
+    #: Admission: the queue, the priority, the jobs that must succeed first, when the job was
+    #: submitted (FIFO order within a priority) and when it was admitted (None: not yet, or
+    #: never held: a job that could start at once is created running).
+    queue: str = DEFAULT_QUEUE
+    priority: Priority = Priority.NORMAL
+    depends_on: tuple[str, ...] = ()
+    enqueued_at: datetime | None = None
+    admitted_at: datetime | None = None
 
     @property
     def attempts(self) -> int:
         """Pods started so far."""
         return self.active + self.succeeded + self.failed
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """One admission queue as ListQueues reports it."""
+
+    name: str
+    #: 0: unlimited.
+    max_running: int
+    running: int
+    #: QUEUED jobs by priority (only the priorities that have any).
+    queued: Mapping[Priority, int]
+    #: SCHEDULED and WAITING jobs of this queue (not admissible yet).
+    waiting: int
+    #: When the longest-waiting QUEUED job became admissible (None: nothing queued).
+    oldest_queued_since: datetime | None = None
 
 
 class JobEventType(enum.Enum):
@@ -115,6 +163,7 @@ class JobFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     owner: str = ""
+    queue: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +194,6 @@ class ScheduleRequest:
     retry_backoff_seconds: int = 0
     start_after: datetime | None = None
     delay_seconds: int = 0
+    queue: str = ""
+    priority: Priority | None = None
+    depends_on: tuple[str, ...] = ()

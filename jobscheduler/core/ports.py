@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from jobscheduler.core.index import JobIndex
-from jobscheduler.core.model import JobRecord, LogLine
+from jobscheduler.core.model import JobPhase, JobRecord, LogLine
 
 
 class JobBackend(Protocol):
@@ -39,8 +39,26 @@ class JobBackend(Protocol):
         """The job's stored batch/v1 Job object (as the API server holds it); NotFound if absent."""
         ...
 
-    async def resume(self, job_id: str) -> JobRecord:
-        """Start a job created suspended (SCHEDULED); a no-op for any other job."""
+    async def admit(self, job_id: str, *, at: datetime) -> JobRecord:
+        """Start a held job (created suspended: QUEUED, SCHEDULED or WAITING) and record when.
+
+        Compare-and-swap: FailedPrecondition if the job is no longer held (admitted, cancelled or
+        failed meanwhile, by this or another replica), so no job is ever admitted twice.
+        """
+        ...
+
+    async def hold(self, job_id: str, phase: JobPhase) -> JobRecord:
+        """Change what a held job reports it waits for (QUEUED, SCHEDULED or WAITING).
+
+        FailedPrecondition if the job is no longer held.
+        """
+        ...
+
+    async def fail(self, job_id: str, *, reason: str, message: str, at: datetime) -> JobRecord:
+        """Fail a held job without running it (its dependencies failed or do not exist).
+
+        FailedPrecondition if the job is no longer held.
+        """
         ...
 
     async def list(self) -> list[JobRecord]:

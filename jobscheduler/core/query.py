@@ -31,6 +31,8 @@ def compile_filter(f: JobFilter, field: str = "filter") -> Callable[[JobRecord],
             return False
         if f.owner and r.owner != f.owner:
             return False
+        if f.queue and r.queue != f.queue:
+            return False
         created = r.created_at or _EPOCH
         if f.created_after is not None and created < f.created_after:
             return False
@@ -55,6 +57,7 @@ def _filter_digest(f: JobFilter) -> str:
             f.created_after.isoformat() if f.created_after else None,
             f.created_before.isoformat() if f.created_before else None,
             f.owner,
+            *([f.queue] if f.queue else []),  # (page tokens without a queue stay valid)
         ]
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:12]

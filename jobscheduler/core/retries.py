@@ -26,7 +26,8 @@ MAX_RETRY_BACKOFF_SECONDS: Final = 3600
 #: The delay before a retry never exceeds this, however often the backoff doubled.
 MAX_RETRY_DELAY_SECONDS: Final = 3600
 #: A failure by a permanent exit code (the Job's podFailurePolicy) is not retried.
-PERMANENT_FAILURE_REASONS: Final = frozenset({"PodFailurePolicy"})
+#: Nor is a job failed before it ran because a dependency failed or does not exist.
+PERMANENT_FAILURE_REASONS: Final = frozenset({"PodFailurePolicy", "DependencyFailed", "DependencyNotFound"})
 
 
 def retry_job_id(root: str, number: int) -> str:
@@ -73,7 +74,9 @@ class RetryController(DueController):
             failed = await self._backend.manifest(record.job_id)
         except NotFound:
             return  # deleted meanwhile (retention, or by hand): nothing left to retry
-        manifest = retry_manifest(failed, job_id=job_id, retry_of=root, retry_number=number)
+        manifest = retry_manifest(
+            failed, job_id=job_id, retry_of=root, retry_number=number, enqueued_at=self._clock()
+        )
         validate_job_manifest(manifest)
         try:
             created = await self._backend.create(manifest)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobscheduler.core.admission import QueueConfig, waiting_phase
 from jobscheduler.core.auth import ANONYMOUS, Caller
 from jobscheduler.core.errors import (
     AlreadyExists,
@@ -22,7 +23,14 @@ from jobscheduler.core.errors import (
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy
 from jobscheduler.core.manifests import (
+    ADMISSION_ANNOTATION,
+    ADMISSION_STATES_BY_PHASE,
+    DEPENDS_ON_ANNOTATION,
+    ENQUEUED_AT_ANNOTATION,
     MAX_RETRIES_ANNOTATION,
+    PRIORITY_ANNOTATION,
+    QUEUE_ANNOTATION,
+    QUEUE_LABEL,
     REQUEST_HASH_ANNOTATION,
     REQUEST_ID_ANNOTATION,
     RESERVED_LABEL_PREFIX,
@@ -31,16 +39,20 @@ from jobscheduler.core.manifests import (
     START_AFTER_ANNOTATION,
     JobDefaults,
     RenderContext,
+    format_precise_time,
     format_time,
     validate_job_manifest,
 )
 from jobscheduler.core.model import (
+    DEFAULT_QUEUE,
     JobEvent,
     JobEventType,
     JobFilter,
     JobPhase,
     JobRecord,
     LogLine,
+    Priority,
+    QueueStatus,
     ScheduleRequest,
 )
 from jobscheduler.core.naming import (
@@ -68,6 +80,9 @@ _MAX_TTL_SECONDS = 366 * 86400
 #: How much longer than the longest retry delay a failed job with retries must be kept.
 _RETRY_TTL_MARGIN_SECONDS = 60
 _MAX_START_DELAY_SECONDS = 366 * 86400
+_MAX_DEPENDENCIES = 32
+#: How many jobs a dependency-cycle check walks at most.
+_MAX_DEPENDENCY_WALK = 10_000
 
 
 class JobService:
@@ -81,6 +96,8 @@ class JobService:
         index: JobIndex,
         *,
         images: ImagePolicy | None = None,
+        queues: Mapping[str, QueueConfig] | None = None,
+        queue_status: Callable[[], list[QueueStatus]] = list,
         id_factory: Callable[[], str] = new_job_id,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -90,6 +107,9 @@ class JobService:
         self.index = index
         #: Which per-request image overrides are allowed; None: any.
         self.images = images
+        #: The admission queues (QUEUES); None: only ``default``, without a limit.
+        self.queues = dict(queues or {DEFAULT_QUEUE: QueueConfig(DEFAULT_QUEUE)})
+        self._queue_status = queue_status
         self._new_id = id_factory
         self._clock = clock
 
@@ -98,6 +118,7 @@ class JobService:
             *_name_violations(request.name),
             *_label_violations(request.labels),
             *_scheduling_violations(request),
+            *self._queue_violations(request),
         ]
         handler = self.registry.for_request_field(request.job_field)
         try:
@@ -124,6 +145,19 @@ class JobService:
         start = self._start_time(request)
         if start is not None:
             annotations[START_AFTER_ANNOTATION] = format_time(start)
+        queue = request.queue or DEFAULT_QUEUE
+        annotations[QUEUE_ANNOTATION] = queue
+        annotations[PRIORITY_ANNOTATION] = (request.priority or Priority.NORMAL).name
+        if request.depends_on:
+            annotations[DEPENDS_ON_ANNOTATION] = ",".join(request.depends_on)
+        # Held (created suspended, admitted by the admission loop) when it must wait for its
+        # start time or dependencies, or when its queue limits how many run at once.
+        held = waiting_phase(self.index, request.depends_on, start, self._clock())
+        if held is None and self.queues[queue].max_running:
+            held = JobPhase.QUEUED
+        if held is not None:
+            annotations[ADMISSION_ANNOTATION] = ADMISSION_STATES_BY_PHASE[held]
+            annotations[ENQUEUED_AT_ANNOTATION] = format_precise_time(self._clock())
         ctx = RenderContext(
             job_id="",
             name=request.name,
@@ -135,13 +169,14 @@ class JobService:
 
         def render(job_id: str, more: Mapping[str, str] | None = None) -> dict[str, Any]:
             """The handler's manifest for ``job_id``, with what the request adds to any job type."""
+            self._check_dependencies(job_id, request.depends_on)
             manifest = handler.render(params, replace(ctx, job_id=job_id))
             if request.timeout_seconds:
                 manifest["spec"]["activeDeadlineSeconds"] = request.timeout_seconds
-            if start is not None:
-                manifest["spec"]["suspend"] = True  # resumed at start-after (see core.starts)
-            if annotations or more:
-                manifest["metadata"].setdefault("annotations", {}).update({**annotations, **(more or {})})
+            if held is not None:
+                manifest["spec"]["suspend"] = True  # admitted by core.admission
+            manifest["metadata"]["labels"][QUEUE_LABEL] = queue
+            manifest["metadata"].setdefault("annotations", {}).update({**annotations, **(more or {})})
             validate_job_manifest(manifest)
             return manifest
 
@@ -189,6 +224,48 @@ class JobService:
         except AlreadyExists:
             existing = await self.backend.get(job_id)
             return _same_request(existing, request, caller, digest)
+
+    def _queue_violations(self, request: ScheduleRequest) -> list[FieldViolation]:
+        out: list[FieldViolation] = []
+        if request.queue and request.queue not in self.queues:
+            known = ", ".join(sorted(self.queues))
+            out.append(FieldViolation("queue", f"no queue {request.queue!r} (QUEUES has: {known})"))
+        if len(request.depends_on) > _MAX_DEPENDENCIES:
+            out.append(FieldViolation("depends_on", f"at most {_MAX_DEPENDENCIES} jobs"))
+        seen: set[str] = set()
+        for i, dep in enumerate(request.depends_on):
+            if (problem := dns1123_label_problem(dep)) is not None:
+                out.append(FieldViolation(f"depends_on[{i}]", f"is not a job id: {problem}"))
+            elif dep in seen:
+                out.append(FieldViolation(f"depends_on[{i}]", f"names {dep} twice"))
+            seen.add(dep)
+        return out
+
+    def _check_dependencies(self, job_id: str, depends_on: tuple[str, ...]) -> None:
+        """INVALID_ARGUMENT if the new job would be its own dependency, directly or through
+        others (possible with request_id, whose job ids can be known before they exist)."""
+        path: dict[str, str] = {}  # job -> the job that depends on it (back to the new one)
+        todo = [(dep, job_id) for dep in depends_on]
+        walked = 0
+        while todo and walked < _MAX_DEPENDENCY_WALK:
+            dep, via = todo.pop()
+            if dep in path:
+                continue
+            path[dep] = via
+            walked += 1
+            if dep == job_id:
+                chain = [via]  # "via" depends on the new job; walk back to it
+                while chain[-1] != job_id and path[chain[-1]] != job_id:
+                    chain.append(path[chain[-1]])
+                cycle = " -> ".join([job_id, *reversed(chain), job_id] if via != job_id else [job_id] * 2)
+                raise InvalidArgument.field("depends_on", f"dependency cycle: {cycle}")
+            record = self.index.get(dep)
+            if record is not None:
+                todo.extend((d, dep) for d in record.depends_on)
+
+    def queues_status(self) -> list[QueueStatus]:
+        """ListQueues: every queue's limit, running and queued jobs (from this replica's cache)."""
+        return self._queue_status()
 
     async def get(self, job_id: str, caller: Caller = ANONYMOUS) -> JobRecord:
         """From the index once it has synced (backends put their own writes there at once)."""
@@ -299,6 +376,9 @@ def request_digest(request: ScheduleRequest) -> str:
         request.retry_backoff_seconds,
         request.start_after.isoformat() if request.start_after else None,
         request.delay_seconds,
+        request.queue or DEFAULT_QUEUE,
+        (request.priority or Priority.NORMAL).name,
+        list(request.depends_on),
     ]
     raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]

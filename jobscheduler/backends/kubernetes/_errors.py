@@ -42,6 +42,8 @@ def error_from_status(code: int, body: Mapping[str, Any] | None, call: Call) -> 
             return NotFound(f"{kind} {call.name!r} not found in namespace {call.namespace!r}")
         return NotFound(f"Kubernetes API: {message}")
     if code == 409:
+        if status.get("reason") == "Conflict":
+            return Conflict(f"Kubernetes API: {message}")
         return AlreadyExists(f"Kubernetes API: {message}")
     if code in (400, 422):
         causes = (status.get("details") or {}).get("causes") or []
@@ -63,6 +65,10 @@ def error_from_status(code: int, body: Mapping[str, Any] | None, call: Call) -> 
     if code == 429 or code >= 500:
         return Unavailable(f"Kubernetes API unavailable ({code}) during {call.describe()}: {message}")
     return BackendError(f"unexpected Kubernetes API answer {code} during {call.describe()}: {message}")
+
+
+class Conflict(AlreadyExists):
+    """409 Conflict: a write's resourceVersion precondition failed (the object changed)."""
 
 
 class Gone(Unavailable):

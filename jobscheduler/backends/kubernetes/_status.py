@@ -18,7 +18,9 @@ from jobscheduler.core.manifests import (
     JOB_TYPE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    format_time,
+    held_failure,
+    held_message,
+    held_phase,
     record_fields,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
@@ -92,7 +94,8 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     failure = next((true[t] for t in _FAILURE_CONDITIONS if t in true), None)
     cancelled_at = parse_time(annotations.get(CANCELLED_AT_ANNOTATION))
     from_annotations = record_fields(annotations)
-    scheduled = from_annotations["start_after"]
+    held = held_phase(annotations) if spec.get("suspend") and started_at is None else None
+    failed_held = held_failure(annotations)
 
     if success is not None:
         phase = JobPhase.SUCCEEDED
@@ -107,14 +110,19 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         message = f"Job cancelled: {why}"
         if active:
             message += f" ({active} pod(s) terminating)"
+    elif failed_held is not None:
+        # Failed by the admission loop before it ran (a dependency failed or does not exist).
+        phase = JobPhase.FAILED
+        reason, message, when = failed_held
+        finished_at = failure.last_transition_time if failure is not None else when
     elif failure is not None:
         phase = JobPhase.FAILED
         finished_at = failure.last_transition_time
         reason = failure.reason or "Failed"
         message = failure.message or f"Job failed: {failed} pod(s) failed"
-    elif spec.get("suspend") and scheduled is not None and started_at is None:
-        phase = JobPhase.SCHEDULED
-        message = f"Job is scheduled to start at {format_time(scheduled)}"
+    elif held is not None:
+        phase = held
+        message = held_message(held, from_annotations)
     elif spec.get("suspend") or ("Suspended" in true):
         phase = JobPhase.PENDING
         message = "Job is suspended"

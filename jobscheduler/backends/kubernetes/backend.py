@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from jobscheduler import metrics
 from jobscheduler.backends.kubernetes._client import KubeApi
-from jobscheduler.backends.kubernetes._errors import Call, Gone
+from jobscheduler.backends.kubernetes._errors import Call, Conflict, Gone
 from jobscheduler.backends.kubernetes._status import (
     PodSummary,
     is_managed,
@@ -33,8 +33,19 @@ from jobscheduler.backends.kubernetes._status import (
 )
 from jobscheduler.core.errors import FailedPrecondition, InvalidArgument, JobSchedulerError, NotFound
 from jobscheduler.core.index import JobIndex
-from jobscheduler.core.manifests import CANCEL_REASON_ANNOTATION, CANCELLED_AT_ANNOTATION, MANAGED_SELECTOR
-from jobscheduler.core.model import JobRecord, LogLine
+from jobscheduler.core.manifests import (
+    ADMISSION_ANNOTATION,
+    ADMISSION_STATES_BY_PHASE,
+    ADMITTED_AT_ANNOTATION,
+    CANCEL_REASON_ANNOTATION,
+    CANCELLED_AT_ANNOTATION,
+    FAILED_AT_ANNOTATION,
+    FAILURE_MESSAGE_ANNOTATION,
+    FAILURE_REASON_ANNOTATION,
+    MANAGED_SELECTOR,
+    format_precise_time,
+)
+from jobscheduler.core.model import JobPhase, JobRecord, LogLine
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.kubernetes")
@@ -48,6 +59,8 @@ WATCH_TIMEOUT_SECONDS: Final = 290
 _BACKOFF_FIRST: Final = 0.5
 _BACKOFF_MAX: Final = 30.0
 _SHORT_WATCH_SECONDS: Final = 1.0
+#: How often a held job's compare-and-swap patch is tried against a changing object.
+_CAS_ATTEMPTS: Final = 5
 
 
 def _rv(obj: Mapping[str, Any]) -> int:
@@ -305,15 +318,57 @@ class KubernetesBackend:
         )
         return self._remember(patched, own_write=True)
 
-    async def resume(self, job_id: str) -> JobRecord:
-        patched = await self._api.request(
-            "PATCH",
-            f"{self._jobs_path}/{job_id}",
-            self._call("patch", job_id),
-            body={"spec": {"suspend": False}},
-            content_type=_MERGE_PATCH,
+    async def admit(self, job_id: str, *, at: datetime) -> JobRecord:
+        return await self._change_held(
+            job_id,
+            {"metadata": {"annotations": {ADMITTED_AT_ANNOTATION: format_precise_time(at)}}},
+            {"suspend": False},
         )
-        return self._remember(patched, own_write=True)
+
+    async def hold(self, job_id: str, phase: JobPhase) -> JobRecord:
+        state = ADMISSION_STATES_BY_PHASE[phase]
+        return await self._change_held(job_id, {"metadata": {"annotations": {ADMISSION_ANNOTATION: state}}})
+
+    async def fail(self, job_id: str, *, reason: str, message: str, at: datetime) -> JobRecord:
+        annotations = {
+            FAILURE_REASON_ANNOTATION: reason,
+            FAILURE_MESSAGE_ANNOTATION: message,
+            FAILED_AT_ANNOTATION: format_precise_time(at),
+        }
+        # As cancel: resumed with nothing to run and a deadline, the Job fails at once and TTL applies.
+        spec = {"activeDeadlineSeconds": 1, "suspend": False, "parallelism": 0}
+        return await self._change_held(job_id, {"metadata": {"annotations": annotations}}, spec)
+
+    async def _change_held(
+        self, job_id: str, patch: Mapping[str, Any], spec: Mapping[str, Any] | None = None
+    ) -> JobRecord:
+        """Patch a held job only if it is still held: the patch carries the resourceVersion it was
+        decided on (the API server's precondition), and a 409 Conflict means: read it again."""
+        known = self._jobs.get(job_id)
+        version = known.rv if known is not None and known.record.phase.is_waiting else 0
+        for _ in range(_CAS_ATTEMPTS):
+            if not version:
+                job = await self._api.request("GET", f"{self._jobs_path}/{job_id}", self._call("get", job_id))
+                record = self._remember(job, own_write=True)
+                if not record.phase.is_waiting:
+                    raise FailedPrecondition(f"job {job_id} is no longer held ({record.phase.value})")
+                version = _rv(job)
+            body: dict[str, Any] = {"metadata": {**patch["metadata"], "resourceVersion": str(version)}}
+            if spec:
+                body["spec"] = dict(spec)
+            try:
+                patched = await self._api.request(
+                    "PATCH",
+                    f"{self._jobs_path}/{job_id}",
+                    self._call("patch", job_id),
+                    body=body,
+                    content_type=_MERGE_PATCH,
+                )
+            except Conflict:
+                version = 0  # changed since: decide again on the current version
+                continue
+            return self._remember(patched, own_write=True)
+        raise FailedPrecondition(f"job {job_id} kept changing; not changed")
 
     async def ping(self) -> None:
         await self._api.request(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import os
 import pathlib
 import shutil
@@ -39,11 +40,18 @@ from jobscheduler.core.errors import (
 )
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import (
+    ADMISSION_ANNOTATION,
+    ADMISSION_STATES_BY_PHASE,
+    ADMITTED_AT_ANNOTATION,
+    FAILED_AT_ANNOTATION,
+    FAILURE_MESSAGE_ANNOTATION,
+    FAILURE_REASON_ANNOTATION,
     JOB_NAME_ANNOTATION,
     JOB_TYPE_ANNOTATION,
-    format_time,
+    format_precise_time,
+    held_message,
+    held_phase,
     record_fields,
-    start_after,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, LogLine
 from jobscheduler.logs import get_logger
@@ -121,22 +129,52 @@ class LocalBackend:
         if not self._store.insert_job(job_id, self.namespace, manifest, self._clock()):
             raise AlreadyExists(f"job {job_id!r} already exists")
         if (manifest.get("spec") or {}).get("suspend"):
-            # Suspended, as the Job controller leaves it: it runs once resumed (StartController).
-            when = start_after((manifest.get("metadata") or {}).get("annotations") or {})
-            self._update(
-                job_id,
-                phase=JobPhase.SCHEDULED.value,
-                message=f"Job is scheduled to start at {format_time(when)}" if when else "Job is suspended",
-            )
+            # Held, as the Job controller leaves a suspended Job: it runs once admitted.
+            annotations = (manifest.get("metadata") or {}).get("annotations") or {}
+            phase = held_phase(annotations) or JobPhase.SCHEDULED
+            self._update(job_id, phase=phase.value, message=held_message(phase, record_fields(annotations)))
             return self._record(self._get_row(job_id))
         return self._enqueue(job_id)
 
-    async def resume(self, job_id: str) -> JobRecord:
-        row = self._get_row(job_id)
-        if row.phase != JobPhase.SCHEDULED.value:
-            return self._record(row)
+    async def admit(self, job_id: str, *, at: datetime) -> JobRecord:
+        self._held_row(job_id)
+        self._annotate(job_id, {ADMITTED_AT_ANNOTATION: format_precise_time(at)})
         self._update(job_id, phase=JobPhase.PENDING.value)
         return self._enqueue(job_id)
+
+    async def hold(self, job_id: str, phase: JobPhase) -> JobRecord:
+        self._held_row(job_id)
+        annotations = self._annotate(job_id, {ADMISSION_ANNOTATION: ADMISSION_STATES_BY_PHASE[phase]})
+        self._update(job_id, phase=phase.value, message=held_message(phase, record_fields(annotations)))
+        return self._record(self._get_row(job_id))
+
+    async def fail(self, job_id: str, *, reason: str, message: str, at: datetime) -> JobRecord:
+        self._held_row(job_id)
+        self._annotate(
+            job_id,
+            {
+                FAILURE_REASON_ANNOTATION: reason,
+                FAILURE_MESSAGE_ANNOTATION: message,
+                FAILED_AT_ANNOTATION: format_precise_time(at),
+            },
+        )
+        self._finish(job_id, JobPhase.FAILED, reason, message)
+        return self._record(self._get_row(job_id))
+
+    def _held_row(self, job_id: str) -> JobRow:
+        row = self._get_row(job_id)
+        if not JobPhase(row.phase).is_waiting:
+            raise FailedPrecondition(f"job {job_id} is no longer held ({row.phase})")
+        return row
+
+    def _annotate(self, job_id: str, annotations: Mapping[str, str]) -> dict[str, Any]:
+        """Merge ``annotations`` into the stored manifest (as a patch of the Job would); the result."""
+        manifest = dict(self._get_row(job_id).manifest)
+        meta = dict(manifest.get("metadata") or {})
+        merged = {**(meta.get("annotations") or {}), **annotations}
+        manifest["metadata"] = {**meta, "annotations": merged}
+        self._store.update_job(job_id, manifest=json.dumps(manifest))
+        return merged
 
     def _enqueue(self, job_id: str) -> JobRecord:
         self._queue.append(job_id)
