@@ -25,6 +25,32 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _JobPriority:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobPriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobPriority.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_PRIORITY_UNSPECIFIED: _JobPriority.ValueType  # 0
+    """Not set: NORMAL."""
+    JOB_PRIORITY_LOW: _JobPriority.ValueType  # 1
+    JOB_PRIORITY_NORMAL: _JobPriority.ValueType  # 2
+    JOB_PRIORITY_HIGH: _JobPriority.ValueType  # 3
+    JOB_PRIORITY_CRITICAL: _JobPriority.ValueType  # 4
+
+class JobPriority(_JobPriority, metaclass=_JobPriorityEnumTypeWrapper):
+    """Admission priority: a queue admits higher priorities first, first submitted
+    first within one priority.
+    """
+
+JOB_PRIORITY_UNSPECIFIED: JobPriority.ValueType  # 0
+"""Not set: NORMAL."""
+JOB_PRIORITY_LOW: JobPriority.ValueType  # 1
+JOB_PRIORITY_NORMAL: JobPriority.ValueType  # 2
+JOB_PRIORITY_HIGH: JobPriority.ValueType  # 3
+JOB_PRIORITY_CRITICAL: JobPriority.ValueType  # 4
+Global___JobPriority: _TypeAlias = JobPriority  # noqa: Y015
+
 class _JobEventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -77,10 +103,18 @@ class _JobPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobPhase.Val
     """Condition Failed (or FailureTarget) is True; see Job.reason."""
     JOB_PHASE_CANCELLED: _JobPhase.ValueType  # 5
     """Cancelled through CancelJob."""
+    JOB_PHASE_QUEUED: _JobPhase.ValueType  # 6
+    """Created suspended, waiting for admission: its start time has come and its
+    dependencies have succeeded, but its queue is at its max_running limit.
+    """
     JOB_PHASE_SCHEDULED: _JobPhase.ValueType  # 7
     """Created suspended; it starts at Job.start_after (ScheduleJob start_after
     or delay_seconds).
-    6 and 8-15 are kept for later states (QUEUED, WAITING, ...).
+    """
+    JOB_PHASE_WAITING: _JobPhase.ValueType  # 8
+    """Created suspended; waiting for its dependencies (Job.depends_on) to
+    succeed.
+    9-15 are kept for later states.
     """
 
 class JobPhase(_JobPhase, metaclass=_JobPhaseEnumTypeWrapper):
@@ -97,10 +131,18 @@ JOB_PHASE_FAILED: JobPhase.ValueType  # 4
 """Condition Failed (or FailureTarget) is True; see Job.reason."""
 JOB_PHASE_CANCELLED: JobPhase.ValueType  # 5
 """Cancelled through CancelJob."""
+JOB_PHASE_QUEUED: JobPhase.ValueType  # 6
+"""Created suspended, waiting for admission: its start time has come and its
+dependencies have succeeded, but its queue is at its max_running limit.
+"""
 JOB_PHASE_SCHEDULED: JobPhase.ValueType  # 7
 """Created suspended; it starts at Job.start_after (ScheduleJob start_after
 or delay_seconds).
-6 and 8-15 are kept for later states (QUEUED, WAITING, ...).
+"""
+JOB_PHASE_WAITING: JobPhase.ValueType  # 8
+"""Created suspended; waiting for its dependencies (Job.depends_on) to
+succeed.
+9-15 are kept for later states.
 """
 Global___JobPhase: _TypeAlias = JobPhase  # noqa: Y015
 
@@ -197,8 +239,11 @@ class ScheduleJobRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     START_AFTER_FIELD_NUMBER: _builtins.int
     DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     RETRY_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
@@ -207,6 +252,17 @@ class ScheduleJobRequest(_message.Message):
     name: _builtins.str
     """Human-readable job name (required); becomes a label value, so at most
     63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric.
+    """
+    priority: Global___JobPriority.ValueType
+    """Admission priority within the job's queue (unset: NORMAL). A queue with a
+    max_running limit admits higher priorities first; a number that is not a
+    JobPriority value is INVALID_ARGUMENT.
+    """
+    queue: _builtins.str
+    """The admission queue (unset: "default"). It must be a queue the service is
+    configured with (QUEUES, e.g. "batch=2"; "default" always exists), else
+    INVALID_ARGUMENT. A queue with max_running > 0 runs at most that many of
+    its jobs at once; the others wait as QUEUED.
     """
     delay_seconds: _builtins.int
     max_retries: _builtins.int
@@ -239,12 +295,19 @@ class ScheduleJobRequest(_message.Message):
 
     @_builtins.property
     def start_after(self) -> _timestamp_pb2.Timestamp:
-        """Field numbers 11, 12 and 15 are kept for scheduling attributes
-        (priority, queue, depends_on).
-
-        Start the job no earlier than this (it is created suspended, phase
+        """Start the job no earlier than this (it is created suspended, phase
         SCHEDULED, and resumed then), or this many seconds from now; at most one
         of the two, at most 366 days ahead. A time in the past starts it now.
+        """
+
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Job ids (of the same owner) that must succeed before this job is
+        admitted; until then it is WAITING. If one fails (after its retries) or is
+        cancelled, this job fails with reason DependencyFailed; if one does not
+        exist, with DependencyNotFound. At most 32 distinct job ids; a dependency
+        cycle (possible with request_id, whose job id is known in advance) is
+        INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -253,8 +316,11 @@ class ScheduleJobRequest(_message.Message):
         name: _builtins.str = ...,
         timer_job: Global___TimerJob | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        priority: Global___JobPriority.ValueType = ...,
+        queue: _builtins.str = ...,
         start_after: _timestamp_pb2.Timestamp | None = ...,
         delay_seconds: _builtins.int = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
         max_retries: _builtins.int = ...,
         retry_backoff_seconds: _builtins.int = ...,
         request_id: _builtins.str = ...,
@@ -263,7 +329,7 @@ class ScheduleJobRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "start_after", b"start_after", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "delay_seconds", b"delay_seconds", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "start_after", b"start_after", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "delay_seconds", b"delay_seconds", "depends_on", b"depends_on", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "start_after", b"start_after", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofArgType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished"]  # noqa: Y015
@@ -351,6 +417,7 @@ class JobFilter(_message.Message):
     CREATED_AFTER_FIELD_NUMBER: _builtins.int
     CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Job type, e.g. "timer"."""
     label_selector: _builtins.str
@@ -361,6 +428,8 @@ class JobFilter(_message.Message):
     """Jobs of this owner. Callers without the admin role only ever see their own
     jobs; for them any other owner is PERMISSION_DENIED.
     """
+    queue: _builtins.str
+    """Jobs of this admission queue ("default" for jobs scheduled without one)."""
     @_builtins.property
     def phases(self) -> _containers.RepeatedScalarFieldContainer[Global___JobPhase.ValueType]:
         """Any of these phases."""
@@ -381,10 +450,11 @@ class JobFilter(_message.Message):
         created_after: _timestamp_pb2.Timestamp | None = ...,
         created_before: _timestamp_pb2.Timestamp | None = ...,
         owner: _builtins.str = ...,
+        queue: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "label_selector", b"label_selector", "name_prefix", b"name_prefix", "owner", b"owner", "phases", b"phases", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "label_selector", b"label_selector", "name_prefix", b"name_prefix", "owner", b"owner", "phases", b"phases", "queue", b"queue", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -705,12 +775,17 @@ class Job(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     TERMINATION_REASON_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     RETRY_OF_FIELD_NUMBER: _builtins.int
     RETRY_NUMBER_FIELD_NUMBER: _builtins.int
     MAX_RETRIES_FIELD_NUMBER: _builtins.int
     START_AFTER_FIELD_NUMBER: _builtins.int
+    DEPENDS_ON_FIELD_NUMBER: _builtins.int
+    ENQUEUED_AT_FIELD_NUMBER: _builtins.int
+    ADMITTED_AT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     type: _builtins.str
@@ -733,11 +808,13 @@ class Job(_message.Message):
     termination_reason: _builtins.str
     """The last terminated container's reason (Completed, Error, OOMKilled, ...) and exit code."""
     exit_code: _builtins.int
-    owner: _builtins.str
-    """Field numbers 22-23 are kept for priority and queue.
-
-    The identity that scheduled the job ("anonymous" when AUTH_MODE=none).
+    priority: Global___JobPriority.ValueType
+    """The admission priority and queue the job was scheduled with (NORMAL and
+    "default" when the request named none).
     """
+    queue: _builtins.str
+    owner: _builtins.str
+    """The identity that scheduled the job ("anonymous" when AUTH_MODE=none)."""
     request_id: _builtins.str
     """The ScheduleJob request_id that created the job, if any."""
     retry_of: _builtins.str
@@ -769,6 +846,24 @@ class Job(_message.Message):
     def start_after(self) -> _timestamp_pb2.Timestamp:
         """When a SCHEDULED job starts (from start_after or delay_seconds)."""
 
+    @_builtins.property
+    def depends_on(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The jobs that must succeed before this one is admitted (ScheduleJob
+        depends_on).
+        """
+
+    @_builtins.property
+    def enqueued_at(self) -> _timestamp_pb2.Timestamp:
+        """When a job that could not start at once (QUEUED, SCHEDULED or WAITING) was
+        submitted; unset for jobs that started at once.
+        """
+
+    @_builtins.property
+    def admitted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the admission loop let a held job start; unset while it waits, and
+        for jobs that were never held.
+        """
+
     def __init__(
         self,
         *,
@@ -793,19 +888,143 @@ class Job(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         termination_reason: _builtins.str = ...,
         exit_code: _builtins.int | None = ...,
+        priority: Global___JobPriority.ValueType = ...,
+        queue: _builtins.str = ...,
         owner: _builtins.str = ...,
         request_id: _builtins.str = ...,
         retry_of: _builtins.str = ...,
         retry_number: _builtins.int = ...,
         max_retries: _builtins.int = ...,
         start_after: _timestamp_pb2.Timestamp | None = ...,
+        depends_on: _abc.Iterable[_builtins.str] | None = ...,
+        enqueued_at: _timestamp_pb2.Timestamp | None = ...,
+        admitted_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "finished_at", b"finished_at", "start_after", b"start_after", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "admitted_at", b"admitted_at", "created_at", b"created_at", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "start_after", b"start_after", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "duration", b"duration", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "reason", b"reason", "request_id", b"request_id", "retry_number", b"retry_number", "retry_of", b"retry_of", "start_after", b"start_after", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "admitted_at", b"admitted_at", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "depends_on", b"depends_on", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "priority", b"priority", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "retry_number", b"retry_number", "retry_of", b"retry_of", "start_after", b"start_after", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_code) -> _WhichOneofReturnType__exit_code | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class ListQueuesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesRequest: _TypeAlias = ListQueuesRequest  # noqa: Y015
+
+@_typing.final
+class PriorityCount(_message.Message):
+    """The number of QUEUED jobs of one priority."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    priority: Global___JobPriority.ValueType
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        priority: Global___JobPriority.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "priority", b"priority"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PriorityCount: _TypeAlias = PriorityCount  # noqa: Y015
+
+@_typing.final
+class QueueStatus(_message.Message):
+    """One admission queue, as this replica's cache sees it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    MAX_RUNNING_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    QUEUED_BY_PRIORITY_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_AGE_FIELD_NUMBER: _builtins.int
+    OLDEST_QUEUED_SINCE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The queue's name ("default", or one of QUEUES)."""
+    max_running: _builtins.int
+    """How many of its jobs may run at once; 0: no limit."""
+    running: _builtins.int
+    """Its admitted, unfinished jobs (PENDING or RUNNING)."""
+    queued: _builtins.int
+    """Total QUEUED jobs: admissible, waiting for room in the queue."""
+    waiting: _builtins.int
+    """SCHEDULED + WAITING jobs: not admissible yet (start time or dependencies)."""
+    @_builtins.property
+    def queued_by_priority(self) -> _containers.RepeatedCompositeFieldContainer[Global___PriorityCount]:
+        """The QUEUED jobs by priority, highest first (only priorities that have any)."""
+
+    @_builtins.property
+    def oldest_queued_age(self) -> _duration_pb2.Duration:
+        """How long the longest-waiting QUEUED job has been admissible (unset when
+        nothing is queued).
+        """
+
+    @_builtins.property
+    def oldest_queued_since(self) -> _timestamp_pb2.Timestamp:
+        """When that job became admissible (submitted, or its start time came)."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        max_running: _builtins.int = ...,
+        running: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        queued_by_priority: _abc.Iterable[Global___PriorityCount] | None = ...,
+        waiting: _builtins.int = ...,
+        oldest_queued_age: _duration_pb2.Duration | None = ...,
+        oldest_queued_since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_queued_age", b"oldest_queued_age", "oldest_queued_since", b"oldest_queued_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_running", b"max_running", "name", b"name", "oldest_queued_age", b"oldest_queued_age", "oldest_queued_since", b"oldest_queued_since", "queued", b"queued", "queued_by_priority", b"queued_by_priority", "running", b"running", "waiting", b"waiting"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueueStatus: _TypeAlias = QueueStatus  # noqa: Y015
+
+@_typing.final
+class ListQueuesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStatus]:
+        """Every configured queue and every queue that holds jobs, by name."""
+
+    def __init__(
+        self,
+        *,
+        queues: _abc.Iterable[Global___QueueStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queues", b"queues"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015

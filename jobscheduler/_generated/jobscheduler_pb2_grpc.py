@@ -69,6 +69,11 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobLogsRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.LogLine.FromString,
                 _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ListQueues',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesResponse.FromString,
+                _registered_method=True)
 
 
 class JobSchedulerServicer:
@@ -123,6 +128,15 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueues(self, request, context):
+        """Every admission queue (QUEUES, and `default`): its limit, running, queued and
+        waiting jobs. Counts are aggregate over all owners; any authenticated caller
+        may read them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -160,6 +174,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.GetJobLogs,
                     request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobLogsRequest.FromString,
                     response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.LogLine.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -351,6 +370,33 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/GetJobLogs',
             jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobLogsRequest.SerializeToString,
             jobscheduler_dot___generated_dot_jobscheduler__pb2.LogLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ListQueues',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,11 @@ class JobSchedulerStub:
     """An event per change of every matching job, each with a resume token."""
     GetJobLogs: _grpc.UnaryStreamMultiCallable[_jobscheduler_pb2.GetJobLogsRequest, _jobscheduler_pb2.LogLine]
     """The job's output, line by line; with `follow`, new lines while it runs."""
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.ListQueuesRequest, _jobscheduler_pb2.ListQueuesResponse]
+    """Every admission queue (QUEUES, and `default`): its limit, running, queued and
+    waiting jobs. Counts are aggregate over all owners; any authenticated caller
+    may read them.
+    """
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -67,6 +72,11 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """An event per change of every matching job, each with a resume token."""
     GetJobLogs: _aio.UnaryStreamMultiCallable[_jobscheduler_pb2.GetJobLogsRequest, _jobscheduler_pb2.LogLine]  # type: ignore[assignment]
     """The job's output, line by line; with `follow`, new lines while it runs."""
+    ListQueues: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.ListQueuesRequest, _jobscheduler_pb2.ListQueuesResponse]  # type: ignore[assignment]
+    """Every admission queue (QUEUES, and `default`): its limit, running, queued and
+    waiting jobs. Counts are aggregate over all owners; any authenticated caller
+    may read them.
+    """
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -124,5 +134,16 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_jobscheduler_pb2.LogLine], _abc.AsyncIterator[_jobscheduler_pb2.LogLine]]:
         """The job's output, line by line; with `follow`, new lines while it runs."""
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _jobscheduler_pb2.ListQueuesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.ListQueuesResponse, _abc.Awaitable[_jobscheduler_pb2.ListQueuesResponse]]:
+        """Every admission queue (QUEUES, and `default`): its limit, running, queued and
+        waiting jobs. Counts are aggregate over all owners; any authenticated caller
+        may read them.
+        """
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
@@ -19,20 +19,30 @@ from jobscheduler.core.model import (
     JobPhase,
     JobRecord,
     LogLine,
+    Priority,
+    QueueStatus,
     ScheduleRequest,
 )
 
 PHASES: dict[JobPhase, pb.JobPhase.ValueType] = {
     JobPhase.PENDING: pb.JOB_PHASE_PENDING,
+    JobPhase.QUEUED: pb.JOB_PHASE_QUEUED,
     JobPhase.SCHEDULED: pb.JOB_PHASE_SCHEDULED,
+    JobPhase.WAITING: pb.JOB_PHASE_WAITING,
     JobPhase.RUNNING: pb.JOB_PHASE_RUNNING,
     JobPhase.SUCCEEDED: pb.JOB_PHASE_SUCCEEDED,
     JobPhase.FAILED: pb.JOB_PHASE_FAILED,
     JobPhase.CANCELLED: pb.JOB_PHASE_CANCELLED,
 }
 
-
 PHASES_BACK = {v: k for k, v in PHASES.items()}
+PRIORITIES: dict[Priority, pb.JobPriority.ValueType] = {
+    Priority.LOW: pb.JOB_PRIORITY_LOW,
+    Priority.NORMAL: pb.JOB_PRIORITY_NORMAL,
+    Priority.HIGH: pb.JOB_PRIORITY_HIGH,
+    Priority.CRITICAL: pb.JOB_PRIORITY_CRITICAL,
+}
+PRIORITIES_BACK: dict[int, Priority] = {v: k for k, v in PRIORITIES.items()}
 EVENT_TYPES: dict[JobEventType, pb.JobEventType.ValueType] = {
     JobEventType.CREATED: pb.JOB_EVENT_TYPE_CREATED,
     JobEventType.STARTED: pb.JOB_EVENT_TYPE_STARTED,
@@ -59,6 +69,7 @@ def job_filter(message: pb.JobFilter, field: str = "filter") -> JobFilter:
         created_after=message.created_after.ToDatetime(UTC) if message.HasField("created_after") else None,
         created_before=message.created_before.ToDatetime(UTC) if message.HasField("created_before") else None,
         owner=message.owner,
+        queue=message.queue,
     )
 
 
@@ -94,7 +105,21 @@ def schedule_request(request: pb.ScheduleJobRequest) -> ScheduleRequest:
         ttl_seconds_after_finished=(
             request.ttl_seconds_after_finished if request.HasField("ttl_seconds_after_finished") else None
         ),
+        queue=request.queue,
+        priority=_priority(request.priority),
+        depends_on=tuple(request.depends_on),
     )
+
+
+def _priority(value: int) -> Priority | None:
+    """JOB_PRIORITY_UNSPECIFIED: None (NORMAL); a number that is no JobPriority: INVALID_ARGUMENT."""
+    if value == pb.JOB_PRIORITY_UNSPECIFIED:
+        return None
+    priority = PRIORITIES_BACK.get(value)
+    if priority is None:
+        known = ", ".join(pb.JobPriority.Name(v) for v in PRIORITIES.values())
+        raise InvalidArgument.field("priority", f"unknown priority {value} (known: {known})")
+    return priority
 
 
 def _plain(message: Message) -> dict[str, Any]:
@@ -162,6 +187,11 @@ def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
         retry_number=record.retry_number,
         max_retries=record.max_retries,
         start_after=_timestamp(record.start_after),
+        priority=PRIORITIES[record.priority],
+        queue=record.queue,
+        depends_on=list(record.depends_on),
+        enqueued_at=_timestamp(record.enqueued_at),
+        admitted_at=_timestamp(record.admitted_at),
     )
     for c in record.conditions:
         job.conditions.add(
@@ -172,3 +202,22 @@ def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
             last_transition_time=_timestamp(c.last_transition_time),
         )
     return job
+
+
+def queue_status(status: QueueStatus, now: datetime) -> pb.QueueStatus:
+    """One queue for ListQueues; ``oldest_queued_age`` is ``now`` minus ``oldest_queued_since``."""
+    message = pb.QueueStatus(
+        name=status.name,
+        max_running=status.max_running,
+        running=status.running,
+        queued=sum(status.queued.values()),
+        queued_by_priority=[
+            pb.PriorityCount(priority=PRIORITIES[priority], count=count)
+            for priority, count in status.queued.items()
+        ],
+        waiting=status.waiting,
+    )
+    if status.oldest_queued_since is not None:
+        message.oldest_queued_since.FromDatetime(status.oldest_queued_since)
+        message.oldest_queued_age.FromTimedelta(max(now - status.oldest_queued_since, timedelta(0)))
+    return message

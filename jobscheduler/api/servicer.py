@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -136,6 +137,17 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         record = await self._service.cancel(request.job_id, request.reason, caller)
         metrics.JOBS_CANCELLED.labels(record.type).inc()
         return pb.CancelJobResponse(job=convert.job_message(record))
+
+    @_guarded
+    async def ListQueues(
+        self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListQueuesResponse:
+        # Aggregate counts over every owner: any authenticated caller may read them.
+        await self._caller(context)
+        now = datetime.now(UTC)
+        return pb.ListQueuesResponse(
+            queues=[convert.queue_status(q, now) for q in self._service.queues_status()]
+        )
 
     @_guarded_stream
     async def WatchJob(
