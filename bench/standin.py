@@ -6,12 +6,21 @@ client's create, get, list and watch calls, so that a benchmark measures the cal
 cost, not the emulator's. Standard library only.
 
 - ``POST .../jobs``: stores the Job and answers 201 (resourceVersion "1"); posted Jobs are
-  not listed and not announced on watches (what ``bench/schedule.py`` measures).
+  not listed and not announced on watches (what ``bench/schedule.py`` measures). With
+  ``--keep`` they are kept as a cluster would: the next resourceVersion, listed, and an
+  ADDED event on every open Job watch.
+- ``PATCH .../jobs/<name>``: a JSON merge patch (RFC 7386) of a stored Job. A
+  ``metadata.resourceVersion`` in the patch is a precondition: 409 Conflict (reason
+  "Conflict") unless it is the Job's current one. Bumps the resourceVersion, answers the
+  patched Job and sends MODIFIED on every open Job watch.
 - ``GET .../jobs``: the preloaded Jobs (``--jobs N``, see :func:`realistic_jobs`), paged by
   ``limit`` and ``continue`` (an offset), with the list's resourceVersion. Selectors are
   ignored: every preloaded Job carries ``app.kubernetes.io/managed-by=jobscheduler``.
 - ``GET .../jobs/<name>``: one Job, or 404.
 - ``GET .../pods`` (and any other list): an empty list.
+- ``GET /bench/stats``: counts of POSTs, GETs of one Job, PATCHes, 409s and admissions (a PATCH that turns
+  ``spec.suspend`` from true to false), and the time.monotonic() of the first and last;
+  ``POST /bench/stats/reset`` sets them back to zero.
 - ``GET ...?watch=true``: a chunked stream, one JSON event per line, kept open until the
   client goes; a BOOKMARK every 60 s (with ``allowWatchBookmarks``); events after the
   given ``resourceVersion`` are replayed from a bounded log (410 if it is older).
@@ -295,6 +304,17 @@ class State:
         self.by_name: dict[str, int] = {}
         self.rv = 1000 + len(jobs)
         self.posted: dict[str, bytes] = {}
+        self.keep = False  # --keep: posted Jobs are listed and announced
+        self.stats: dict[str, Any] = {
+            "posts": 0,
+            "gets": 0,
+            "patches": 0,
+            "conflicts": 0,
+            "admitted": 0,
+            "first_admitted_at": None,
+            "last_admitted_at": None,
+        }
+        self.pending: list[bytes] = []  # watch events not written yet (see announce)
         self.watchers: set[Watcher] = set()
         self.log: deque[tuple[int, bytes]] = deque(maxlen=200_000)
         # What a burst changes: a shuffled cycle over the jobs that are not finished.
@@ -375,10 +395,117 @@ class State:
             "last": last,
         }
 
+    def announce(self, line: bytes) -> None:
+        """Log a watch event and write it to the Job watches once this turn of the loop ends
+        (the events of many requests in one write)."""
+        self.log.append((self.rv, line))
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.pending.append(line)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        blob = _chunk(b"".join(self.pending))
+        self.pending = []
+        for w in self.watchers:
+            if w.resource == "jobs":
+                w.transport.write(blob)
+
+    def stored(self, name: str) -> bytes | None:
+        if name in self.by_name:
+            return self.jobs[self.by_name[name]]
+        return self.posted.get(name)
+
+    def store(self, name: str, raw: bytes) -> None:
+        if name in self.by_name:
+            self.jobs[self.by_name[name]] = raw
+        elif self.keep:
+            self.by_name[name] = len(self.jobs)
+            self.jobs.append(raw)
+            self.finished.append(0)  # never in a burst's order
+        else:
+            self.posted[name] = raw
+
+    def post(self, obj: dict[str, Any]) -> tuple[str, bytes]:
+        meta = obj.setdefault("metadata", {})
+        name = str(meta.get("name", ""))
+        if self.keep and self.stored(name) is not None:
+            return "409 Conflict", _failure(409, "AlreadyExists", f'jobs.batch "{name}" already exists')
+        meta["uid"] = str(uuid.uuid4())
+        now = datetime.datetime.now(datetime.UTC)
+        meta["creationTimestamp"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if self.keep:
+            self.rv += 1
+            meta["resourceVersion"] = str(self.rv)
+        else:
+            meta["resourceVersion"] = "1"
+        out = json.dumps(obj, separators=(",", ":")).encode()
+        self.store(name, out)
+        self.stats["posts"] += 1
+        if self.keep:
+            self.announce(b'{"type":"ADDED","object":' + out + b"}\n")
+        return "201 Created", out
+
+    def patch(self, name: str, patch: dict[str, Any]) -> tuple[str, bytes]:
+        raw = self.stored(name)
+        if raw is None:
+            return "404 Not Found", _failure(404, "NotFound", f'jobs.batch "{name}" not found')
+        self.stats["patches"] += 1
+        job = json.loads(raw)
+        meta = job["metadata"]
+        wanted = (patch.get("metadata") or {}).pop("resourceVersion", None)
+        if wanted is not None and str(wanted) != meta.get("resourceVersion"):
+            self.stats["conflicts"] += 1
+            message = (
+                f'Operation cannot be fulfilled on jobs.batch "{name}": the object has been modified;'
+                " please apply your changes to the latest version and try again"
+            )
+            return "409 Conflict", _failure(409, "Conflict", message)
+        was_suspended = bool((job.get("spec") or {}).get("suspend"))
+        job = merge_patch(job, patch)
+        if was_suspended and not (job.get("spec") or {}).get("suspend"):
+            at = time.monotonic()
+            self.stats["admitted"] += 1
+            self.stats["last_admitted_at"] = at
+            if self.stats["first_admitted_at"] is None:
+                self.stats["first_admitted_at"] = at
+        self.rv += 1
+        job["metadata"]["resourceVersion"] = str(self.rv)
+        out = json.dumps(job, separators=(",", ":")).encode()
+        self.store(name, out)
+        self.announce(b'{"type":"MODIFIED","object":' + out + b"}\n")
+        return "200 OK", out
+
     def bookmark(self, w: Watcher) -> bytes:
         kind, api = ("Job", "batch/v1") if w.resource == "jobs" else ("Pod", "v1")
         obj = {"kind": kind, "apiVersion": api, "metadata": {"resourceVersion": str(self.rv)}}
         return _chunk(json.dumps({"type": "BOOKMARK", "object": obj}).encode() + b"\n")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _failure(code: int, reason: str, message: str) -> bytes:
+    status = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    return json.dumps(status).encode()
 
 
 STATE = State([])
@@ -435,25 +562,24 @@ class Standin(asyncio.Protocol):
                 self.send("200 OK", json.dumps(STATE.burst(int(query.get("n", "1")))).encode())
             except (RuntimeError, ValueError) as exc:
                 self.send("500 Internal Server Error", json.dumps({"error": str(exc)}).encode())
+        elif url.path == "/bench/stats/reset" and method == "POST":
+            STATE.stats.update(posts=0, gets=0, patches=0, conflicts=0, admitted=0)
+            STATE.stats.update(first_admitted_at=None, last_admitted_at=None)
+            self.send("200 OK", b"{}")
+        elif url.path == "/bench/stats":
+            self.send("200 OK", json.dumps({**STATE.stats, "jobs": len(STATE.jobs), "rv": STATE.rv}).encode())
         elif method == "POST":
-            obj = json.loads(body)
-            meta = obj.setdefault("metadata", {})
-            meta["uid"] = str(uuid.uuid4())
-            now = datetime.datetime.now(datetime.UTC)
-            meta["creationTimestamp"] = now.strftime("%Y-%m-%dT%H:%M:%SZ")
-            meta["resourceVersion"] = "1"
-            out = json.dumps(obj).encode()
-            STATE.posted[meta.get("name", "")] = out
-            self.send("201 Created", out)
+            self.send(*STATE.post(json.loads(body)))
+        elif method == "PATCH" and resource == "jobs" and parts[-1] != "jobs":
+            self.send(*STATE.patch(urllib.parse.unquote(parts[-1]), json.loads(body)))
         elif resource == "jobs" and parts[-1] != "jobs":
             name = urllib.parse.unquote(parts[-1])
-            if name in STATE.by_name:
-                self.send("200 OK", STATE.jobs[STATE.by_name[name]])
-            elif name in STATE.posted:
-                self.send("200 OK", STATE.posted[name])
+            STATE.stats["gets"] += 1
+            raw = STATE.stored(name)
+            if raw is not None:
+                self.send("200 OK", raw)
             else:
-                status = {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404}
-                self.send("404 Not Found", json.dumps(status).encode())
+                self.send("404 Not Found", _failure(404, "NotFound", f'jobs.batch "{name}" not found'))
         elif resource == "jobs":
             offset = int(query.get("continue") or 0)
             limit = int(query.get("limit") or 0)
@@ -466,6 +592,7 @@ class Standin(asyncio.Protocol):
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
         )
         self.watcher = Watcher(self.transport, resource, query.get("allowWatchBookmarks") == "true")
+        STATE.flush()  # events already logged go out to the existing watches, not twice here
         since = query.get("resourceVersion") or ""
         if resource == "jobs" and since.isdigit() and int(since) not in (0, STATE.rv):
             oldest = STATE.log[0][0] if STATE.log else STATE.rv + 1
@@ -503,6 +630,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=0, help="preload this many realistic Jobs")
     parser.add_argument("--template", help="a Job manifest (JSON) to build them from")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--keep", action="store_true", help="list posted Jobs and announce them on watches (ADDED)"
+    )
     args = parser.parse_args()
     template = None
     if args.template:
@@ -510,6 +640,7 @@ def main() -> None:
             template = json.load(f)
     global STATE
     STATE = State(list(realistic_jobs(args.jobs, template, args.seed)))
+    STATE.keep = args.keep
     try:
         asyncio.run(serve())
     except KeyboardInterrupt:
