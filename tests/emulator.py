@@ -33,6 +33,19 @@ watch cache serves them:
   (e.g. an ERROR with a 410 Status, after which the server ends the stream);
 - ``open_watches``: how many watch streams of a resource are open.
 
+Writes, as kube-apiserver answers them (one write at a time, checked and made atomically):
+- create answers 201 (with apiVersion and kind); create of an existing name: 409
+  ``AlreadyExists``; get, patch, replace or delete of a missing object: 404 ``NotFound``
+  (both with kube's message and ``details``);
+- replace (PUT) of a named object: the body becomes the object (uid, creationTimestamp and
+  generation kept, a new resourceVersion, a MODIFIED event); 400 if the body's name or
+  namespace is not the URL's;
+- optimistic concurrency: a replace, or a merge patch, whose ``metadata.resourceVersion`` is
+  set and is not the stored object's gets 409 ``Conflict`` ("Operation cannot be fulfilled on
+  leases.coordination.k8s.io "x": the object has been modified; ..."); without one, the
+  write is unconditional;
+- ``coordination.k8s.io/v1`` ``leases`` are served (namespaced), for leader election.
+
 Pod logs at ``/api/v1/namespaces/<ns>/pods/<name>/log``, as the kubelet serves
 them through the API server: text/plain, one line per log line; ``tailLines``
 keeps the last lines; ``follow=true`` keeps the stream open and sends lines as
@@ -55,6 +68,7 @@ import json
 import re
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -64,7 +78,7 @@ from typing import Any, cast
 import aiohttp.web
 import attrs
 import kmock
-from kmock._internal import aiobus, enums, references, rendering
+from kmock._internal import aiobus, enums, k8s_dicts, references, rendering
 
 
 @dataclass
@@ -155,8 +169,12 @@ TOKENREVIEWS_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
 _LOG_PATH = re.compile(r"/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)/log")
 
 
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
+def leases_path(namespace: str = "default") -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+
+def _status(code: int, reason: str, message: str, details: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    status = {
         "apiVersion": "v1",
         "kind": "Status",
         "metadata": {},
@@ -165,6 +183,45 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
         "reason": reason,
         "message": message,
     }
+    if details is not None:
+        status["details"] = dict(details)
+    return status
+
+
+def _answer(status: dict[str, Any]) -> aiohttp.web.StreamResponse:
+    return aiohttp.web.json_response(status, status=int(status["code"]))
+
+
+def _qualified(resource: references.resource) -> str:
+    """kube's name for a resource in messages: ``leases.coordination.k8s.io``, ``pods``."""
+    return f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
+
+
+def _object_error(
+    code: int, reason: str, resource: references.resource, name: str, message: str
+) -> dict[str, Any]:
+    details: dict[str, Any] = {"name": name, "kind": resource.plural}
+    if resource.group:
+        details["group"] = resource.group
+    return _status(code, reason, message, details)
+
+
+def not_found(resource: references.resource, name: str) -> dict[str, Any]:
+    return _object_error(404, "NotFound", resource, name, f'{_qualified(resource)} "{name}" not found')
+
+
+def already_exists(resource: references.resource, name: str) -> dict[str, Any]:
+    return _object_error(
+        409, "AlreadyExists", resource, name, f'{_qualified(resource)} "{name}" already exists'
+    )
+
+
+def conflict(resource: references.resource, name: str) -> dict[str, Any]:
+    message = (
+        f'Operation cannot be fulfilled on {_qualified(resource)} "{name}": the object has been modified;'
+        " please apply your changes to the latest version and try again"
+    )
+    return _object_error(409, "Conflict", resource, name, message)
 
 
 def _now() -> str:
@@ -198,11 +255,15 @@ class Emulator(kmock.KubernetesEmulator):
     tokens: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = attrs.field(factory=dict, init=False)
     #: (time.monotonic() on arrival, method, path) of every request since the last trim
     arrivals: list[tuple[float, str, str]] = attrs.field(factory=list, init=False)
+    #: Held by every write from its checks (existence, resourceVersion) to its change: as in etcd's
+    #: transactions, no other write comes between a precondition and the change it guards.
+    _writes: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.resources["batch/v1/jobs"] = kmock.ResourceInfo(kind="Job", namespaced=True)
         self.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True)
+        self.resources["coordination.k8s.io/v1/leases"] = kmock.ResourceInfo(kind="Lease", namespaced=True)
         self._buses = collections.defaultdict(lambda: ChangeBus(lambda: next(self._rv)))
 
     def bus(self, resource: str) -> ChangeBus:
@@ -244,9 +305,61 @@ class Emulator(kmock.KubernetesEmulator):
         log_path = _LOG_PATH.fullmatch(path)
         if log_path is not None and request.method.value == "GET":
             return await self._serve_log(request, log_path["namespace"], log_path["name"])
-        if request.resource is not None and isinstance(request.data, dict):
-            meta = request.data.setdefault("metadata", {})
+        if request.resource is not None and request.method.value in ("POST", "PUT", "PATCH", "DELETE"):
+            async with self._writes:
+                return await self._write(request)
+        resource, name = request.resource, request.name
+        if (
+            resource is not None
+            and name
+            and request.action == enums.action.FETCH
+            and self._stored(resource, request.namespace, name) is None
+        ):
+            return _answer(not_found(resource, name))
+        return await super()._handle(request)
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def _stored(
+        self, resource: references.resource, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        key = (resource, namespace, name)
+        if key not in self._objects or self._objects[key].deleted:
+            return None
+        raw: dict[str, Any] = self._objects[key].raw
+        return raw
+
+    def _type_meta(self, resource: references.resource, obj: dict[str, Any]) -> None:
+        """apiVersion and kind, which kube-apiserver's answers always have."""
+        if not obj.get("apiVersion") and resource.version:
+            obj["apiVersion"] = f"{resource.group}/{resource.version}" if resource.group else resource.version
+        if not obj.get("kind") and resource in self.resources and self.resources[resource].kind:
+            obj["kind"] = self.resources[resource].kind
+
+    async def _write(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """One write, under ``_writes``: its preconditions, then the change (kmock's, or a replace)."""
+        resource = request.resource
+        assert resource is not None
+        data = request.data
+        if request.method.value == "PUT" and request.subresource is None:
+            return await self._replace(request)
+        if request.action == enums.action.CREATE and isinstance(data, dict):
+            name = (data.get("metadata") or {}).get("name")
+            namespace = request.namespace or (data.get("metadata") or {}).get("namespace")
+            if name and self._stored(resource, namespace, name) is not None:
+                return _answer(already_exists(resource, name))
+        elif request.action in (enums.action.UPDATE, enums.action.DELETE) and request.name:
+            current = self._stored(resource, request.namespace, request.name)
+            if current is None:
+                return _answer(not_found(resource, request.name))
+            wanted = (data.get("metadata") or {}).get("resourceVersion") if isinstance(data, dict) else None
+            stored_rv = (current.get("metadata") or {}).get("resourceVersion")
+            if request.action == enums.action.UPDATE and wanted is not None and str(wanted) != str(stored_rv):
+                return _answer(conflict(resource, request.name))  # the merge patch's precondition
+        if isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
             if request.action == enums.action.CREATE:
+                self._type_meta(resource, data)
                 meta.setdefault("uid", str(uuid.uuid4()))
                 meta.setdefault("creationTimestamp", _now())
                 meta.setdefault("generation", 1)
@@ -255,7 +368,57 @@ class Emulator(kmock.KubernetesEmulator):
                 meta["resourceVersion"] = str(next(self._rv))
             elif request.action == enums.action.UPDATE:
                 meta["resourceVersion"] = str(next(self._rv))
-        return await super()._handle(request)
+        response = await super()._handle(request)
+        if request.action == enums.action.CREATE and response.status == 200 and not response.prepared:
+            response.set_status(201)  # kube-apiserver answers a create with 201 Created
+        return response
+
+    async def _replace(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """PUT (kube's update): the body becomes the object, if its resourceVersion (when set) is
+        the stored one; uid, creationTimestamp and generation stay the stored object's."""
+        resource, namespace, name, body = request.resource, request.namespace, request.name, request.data
+        assert resource is not None
+        if not name:
+            message = "the server does not allow this method on the requested resource"
+            return _answer(_status(405, "MethodNotAllowed", message))
+        if not isinstance(body, dict):
+            return _answer(_status(400, "BadRequest", "the body of the request is not a JSON object"))
+        meta = body.setdefault("metadata", {})
+        if meta.get("name") and meta["name"] != name:
+            message = f"the name of the object ({meta['name']}) does not match the name on the URL ({name})"
+            return _answer(_status(400, "BadRequest", message))
+        if namespace and meta.get("namespace") and meta["namespace"] != namespace:
+            message = "the namespace of the provided object does not match the namespace sent on the request"
+            return _answer(_status(400, "BadRequest", message))
+        current = self._stored(resource, namespace, name)
+        if current is None:
+            return _answer(not_found(resource, name))
+        stored_meta = current.get("metadata") or {}
+        if meta.get("resourceVersion") and str(meta["resourceVersion"]) != stored_meta.get("resourceVersion"):
+            return _answer(conflict(resource, name))
+        if meta.get("uid") and meta["uid"] != stored_meta.get("uid"):
+            message = (
+                f"Precondition failed: UID in precondition: {meta['uid']},"
+                f" UID in object meta: {stored_meta.get('uid')}"
+            )
+            return _answer(_object_error(409, "Conflict", resource, name, message))
+        meta["name"] = name
+        if namespace:
+            meta["namespace"] = namespace
+        for field_name in ("uid", "creationTimestamp", "generation"):
+            if field_name in stored_meta:
+                meta[field_name] = stored_meta[field_name]
+        self._type_meta(resource, body)
+        meta["resourceVersion"] = str(next(self._rv))
+        key = (resource, namespace, name)
+        async with self._lock:
+            self._objects[key].history.append(k8s_dicts.ObjectVersion(body))
+            raw = self._objects[key].raw
+            await self._buses[resource].put({"type": "MODIFIED", "object": raw})
+            if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+                self._objects[key].delete()  # the last finalizer removed: the object goes
+                await self._buses[resource].put({"type": "DELETED", "object": raw})
+        return aiohttp.web.json_response(raw, status=200)
 
     def _token_review(self, review: dict[str, Any]) -> aiohttp.web.StreamResponse:
         """As kube-apiserver's TokenReview: not stored; status says who the token is, for which
@@ -492,6 +655,38 @@ class EmulatorThread:
         req.add_header("Content-Type", content_type)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read() or b"{}")
+
+    def answer(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> tuple[int, Any]:
+        """As ``request``, but an error is returned, not raised: (HTTP status, the JSON answer)."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return int(resp.status), json.loads(resp.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return exc.code, json.loads(exc.read() or b"{}")
+
+    def leases(self, namespace: str = "default") -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.request("GET", leases_path(namespace))["items"]
+        return items
+
+    def lease(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
+        """The Lease, None if there is none."""
+        code, lease = self.answer("GET", f"{leases_path(namespace)}/{name}")
+        if code == 404:
+            return None
+        assert code == 200, (code, lease)
+        return cast(dict[str, Any], lease)
+
+    def lease_holder(self, name: str, namespace: str = "default") -> str | None:
+        """The Lease's ``spec.holderIdentity`` (None: no Lease, or no holder)."""
+        lease = self.lease(name, namespace)
+        holder = ((lease or {}).get("spec") or {}).get("holderIdentity")
+        return str(holder) if holder else None
 
     def jobs(self, namespace: str = "default") -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.request("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs")[
