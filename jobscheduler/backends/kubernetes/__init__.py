@@ -8,6 +8,7 @@ from jobscheduler.backends.kubernetes._client import (
     connect,
     in_cluster_available,
 )
+from jobscheduler.backends.kubernetes._leader import LeaseElector
 from jobscheduler.backends.kubernetes._tokenreview import TokenReviewer
 from jobscheduler.backends.kubernetes.backend import KubernetesBackend
 
@@ -16,6 +17,7 @@ __all__ = [
     "KubeApi",
     "KubeConfigError",
     "KubernetesBackend",
+    "LeaseElector",
     "TokenReviewer",
     "choose_config",
     "connect",

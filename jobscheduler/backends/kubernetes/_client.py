@@ -120,6 +120,12 @@ class KubeApi:
         self.host: str = api_client.configuration.host
 
     @property
+    def api_client(self) -> Any:
+        """The official client's ``ApiClient`` (configuration, credentials, connection pool), for
+        the library code that needs one (leader election's LeaseLock)."""
+        return self._client
+
+    @property
     def write_throttle(self) -> WriteThrottle | None:
         """The write limit, if any (for diagnostics and tests)."""
         return self._throttle
