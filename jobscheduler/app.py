@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 import grpc
 
@@ -16,12 +21,14 @@ from jobscheduler.backends.kubernetes import (
     KubeApi,
     KubeConfigError,
     KubernetesBackend,
+    LeaseElector,
     TokenReviewer,
     choose_config,
     connect,
 )
 from jobscheduler.backends.local import LocalBackend
 from jobscheduler.config import Settings
+from jobscheduler.core.admission import AdmissionController, QueueBook, parse_queues
 from jobscheduler.core.auth import (
     AllowAll,
     Authenticator,
@@ -30,15 +37,14 @@ from jobscheduler.core.auth import (
     TokenFileError,
     parse_admins,
 )
-from jobscheduler.core.controllers import DueController
 from jobscheduler.core.errors import JobSchedulerError, NotReady
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy, RateLimiter, image_repository
 from jobscheduler.core.manifests import JobDefaults
+from jobscheduler.core.model import JobRecord
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.retries import RetryController
 from jobscheduler.core.service import JobService
-from jobscheduler.core.starts import StartController
 from jobscheduler.jobtypes import builtin_registry
 from jobscheduler.logs import get_logger
 from jobscheduler.ops.http import OpsHTTPServer
@@ -182,28 +188,66 @@ async def build_authenticator(settings: Settings, backend: JobBackend) -> Authen
     )
 
 
-def build_controllers(backend: JobBackend, index: JobIndex) -> list[DueController]:
-    """The controllers every replica runs: job retries and scheduled starts."""
-    return [
-        RetryController(
-            backend,
-            index,
-            on_error=lambda job_id, exc: log.warning(
-                "retry not created yet", job_id=job_id, error=exc.message
-            ),
-            on_retry=lambda record: log.info(
-                "job retried",
-                job_id=record.job_id,
-                retry_of=record.retry_of,
-                retry_number=record.retry_number,
-            ),
+class Controller(Protocol):
+    async def run(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderOnly:
+    """Runs ``lead`` only while this replica holds the Lease (cancelled as soon as it does not)."""
+
+    elector: LeaseElector
+    lead: Callable[[], Awaitable[None]]
+
+    async def run(self) -> None:
+        await self.elector.run(self.lead)
+
+
+def lease_identity(settings: Settings) -> str:
+    """This replica in the Lease: POD_NAME, else host, process and a random suffix (unique)."""
+    return settings.pod_name or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def build_controllers(
+    settings: Settings, backend: JobBackend, index: JobIndex, book: QueueBook
+) -> list[Controller]:
+    """Job retries (every replica: idempotent) and the admission loop (one replica at a time:
+    the Lease holder, with the Kubernetes backend and LEADER_ELECTION; the local backend is
+    one process anyway)."""
+    retries = RetryController(
+        backend,
+        index,
+        on_error=lambda job_id, exc: log.warning("retry not created yet", job_id=job_id, error=exc.message),
+        on_retry=lambda record: log.info(
+            "job retried", job_id=record.job_id, retry_of=record.retry_of, retry_number=record.retry_number
         ),
-        StartController(
-            backend,
-            index,
-            on_error=lambda job_id, exc: log.warning("job not started yet", job_id=job_id, error=exc.message),
-        ),
-    ]
+    )
+
+    def admitted(record: JobRecord, latency: float) -> None:
+        metrics.ADMISSIONS.labels(record.queue).inc()
+        metrics.ADMISSION_LATENCY_SECONDS.labels(record.queue).observe(latency)
+
+    admission = AdmissionController(
+        backend,
+        index,
+        book,
+        on_admitted=admitted,
+        on_error=lambda job_id, exc: log.warning("admission write failed", job_id=job_id, error=exc.message),
+    )
+    if not (isinstance(backend, KubernetesBackend) and settings.leader_election):
+        metrics.LEADER.set(1)
+        return [retries, admission]
+    elector = LeaseElector(
+        backend.api,
+        namespace=settings.k8s_namespace,
+        name=settings.lease_name,
+        identity=lease_identity(settings),
+        lease_duration=settings.lease_duration_seconds,
+        renew_deadline=settings.lease_renew_deadline_seconds,
+        retry_period=settings.lease_retry_period_seconds,
+        on_change=lambda leading: metrics.LEADER.set(1 if leading else 0),
+    )
+    return [retries, LeaderOnly(elector, admission.run)]
 
 
 def build_index(settings: Settings) -> JobIndex:
@@ -290,7 +334,8 @@ class Assembly:
     #: Every service added, no port bound yet (``listen``, then ``start``).
     server: grpc.aio.Server
     #: To ``run`` as tasks once the server is up.
-    controllers: list[DueController]
+    controllers: list[Controller]
+    queues: QueueBook
 
 
 async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, health: Health) -> Assembly:
@@ -298,7 +343,17 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
     tests' in-process server both start here); StartupError when AUTH_MODE cannot be set up."""
     authenticator = await build_authenticator(settings, backend)
     registry = builtin_registry(timer_image=settings.timer_image)
-    service = JobService(backend, registry, job_defaults(settings), index, images=image_policy(settings))
+    book = QueueBook(index, parse_queues(settings.queues))
+    metrics.QUEUES.source = book.status
+    service = JobService(
+        backend,
+        registry,
+        job_defaults(settings),
+        index,
+        images=image_policy(settings),
+        queues=book.queues,
+        queue_status=book.status,
+    )
     server = build_server(
         service,
         health,
@@ -306,7 +361,8 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         authenticator=authenticator,
         limiter=rate_limiter(settings),
     )
-    return Assembly(service, authenticator, server, build_controllers(backend, index))
+    controllers = build_controllers(settings, backend, index, book)
+    return Assembly(service, authenticator, server, controllers, book)
 
 
 async def serve(settings: Settings) -> None:

@@ -83,5 +83,7 @@ def test_proto_changes_are_additive() -> None:
         "JOB_PHASE_SUCCEEDED": 3,
         "JOB_PHASE_FAILED": 4,
         "JOB_PHASE_CANCELLED": 5,
+        "JOB_PHASE_QUEUED": 6,
         "JOB_PHASE_SCHEDULED": 7,
+        "JOB_PHASE_WAITING": 8,
     }

@@ -59,13 +59,20 @@ def stored_job() -> dict[str, Any]:
 def test_retry_manifest_is_a_new_object_with_the_same_work() -> None:
     failed = stored_job()
     before = copy.deepcopy(failed)
-    retry = retry_manifest(failed, job_id="job-retry00001", retry_of="job-abcdefghij", retry_number=1)
+    at = datetime(2026, 11, 23, 10, 0, 1, 250000, tzinfo=UTC)
+    retry = retry_manifest(
+        failed, job_id="job-retry00001", retry_of="job-abcdefghij", retry_number=1, enqueued_at=at
+    )
     assert failed == before  # pure
     meta = retry["metadata"]
     assert meta["name"] == "job-retry00001"
     for key in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"):
         assert key not in meta
-    assert "status" not in retry and "selector" not in retry["spec"] and "suspend" not in retry["spec"]
+    assert "status" not in retry and "selector" not in retry["spec"]
+    # Held in the failed job's queue: admitted when that queue has room, like any job.
+    assert retry["spec"]["suspend"] is True and "parallelism" not in retry["spec"]
+    assert meta["annotations"]["jobscheduler.io/admission"] == "queued"
+    assert meta["annotations"]["jobscheduler.io/enqueued-at"] == "2026-11-23T10:00:01.250000Z"
     assert meta["labels"]["jobscheduler.io/job-id"] == "job-retry00001"
     assert meta["labels"]["jobscheduler.io/retry-of"] == "job-abcdefghij"
     assert meta["annotations"]["jobscheduler.io/retry-number"] == "1"
