@@ -368,9 +368,10 @@ def test_cluster_role_only_reviews_tokens() -> None:
     }
 
 
-def test_no_leases() -> None:
-    """No leader election: no coordination.k8s.io rule anywhere."""
-    assert not [a for a in granted(DOCS) if a[1] == "coordination.k8s.io" or a[2] == "leases"]
+def test_leases_only_in_the_namespace_and_never_deleted() -> None:
+    """Leader election takes, renews and hands over the Lease in the service's own namespace."""
+    leases = {a for a in granted(DOCS) if a[1] == "coordination.k8s.io" or a[2] == "leases"}
+    assert leases == {("namespaced", "coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 
 
 @pytest.mark.parametrize(
@@ -561,6 +562,31 @@ def exercise_every_rpc(emulator: EmulatorThread, svc: Any, namespace: str) -> se
     lines = stub.GetJobLogs(pb.GetJobLogsRequest(job_id=job_id, follow=True), timeout=t, metadata=md)
     assert [line.line for line in lines] == ["hello"]
     called.add("GetJobLogs")
+
+    # A held job (its dependency is still running), then its admission once that one succeeds.
+    dependent = stub.ScheduleJob(
+        pb.ScheduleJobRequest(name="rbac-3", timer_job=timer, depends_on=[other.job_id]),
+        timeout=t,
+        metadata=md,
+    ).job
+    assert dependent.phase == pb.JOB_PHASE_WAITING
+    queues = stub.ListQueues(pb.ListQueuesRequest(), timeout=t, metadata=md).queues
+    assert [q.waiting for q in queues if q.name == "default"] == [1]
+    called.add("ListQueues")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    done = {"type": "Complete", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": now}
+    emulator.request(
+        "PATCH",
+        f"/apis/batch/v1/namespaces/{namespace}/jobs/{other.job_id}",
+        {"status": {"startTime": now, "completionTime": now, "succeeded": 1, "conditions": [done]}},
+        "application/merge-patch+json",
+    )
+
+    def admitted() -> bool:
+        job = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=dependent.job_id), timeout=t, metadata=md).job
+        return job.HasField("admitted_at")
+
+    _wait(admitted, "the dependent job's admission")
 
     cancelled = stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=t, metadata=md)
     assert cancelled.job.phase == pb.JOB_PHASE_CANCELLED
