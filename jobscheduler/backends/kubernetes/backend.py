@@ -238,8 +238,8 @@ class KubernetesBackend:
         name = str(job["metadata"]["name"])
         version = _rv(job)
         known = self._jobs.get(name)
-        if known is not None and version and version < known.rv:
-            return self._combined(name)
+        if known is not None and version and version <= known.rv:
+            return self._combined(name)  # older, or the version we have (our write, then its watch event)
         watched = _rv({"metadata": {"resourceVersion": self._informers[0].resource_version}})
         if own_write and known is None and version and version <= watched:
             return job_record(job)
