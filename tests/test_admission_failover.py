@@ -11,6 +11,7 @@ from __future__ import annotations
 import pathlib
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,6 +88,12 @@ def timer(priority: int = 0) -> pb.ScheduleJobRequest:
     )
 
 
+def metrics(replica: Replica) -> str:
+    url = f"http://127.0.0.1:{replica.proc.health_port}/metrics"
+    with urllib.request.urlopen(url, timeout=T) as response:
+        return str(response.read().decode())
+
+
 def admitted_unfinished(emulator: EmulatorThread) -> list[str]:
     out = []
     for job in emulator.jobs():
@@ -141,6 +148,7 @@ def test_killing_the_leader_mid_admission_hands_admission_over_without_double_ad
     # The survivor serves every job's final state from its cache.
     statuses = [follower.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=j), timeout=T).job for j in ids]
     assert {s.phase for s in statuses} == {pb.JOB_PHASE_SUCCEEDED}
+    assert "jobscheduler_leader 1.0" in metrics(follower)
 
 
 def test_a_restarted_service_resumes_a_full_queue_in_the_same_order(
@@ -156,6 +164,12 @@ def test_a_restarted_service_resumes_a_full_queue_in_the_same_order(
     priorities = [pb.JOB_PRIORITY_LOW, pb.JOB_PRIORITY_HIGH, pb.JOB_PRIORITY_NORMAL, pb.JOB_PRIORITY_HIGH]
     queued = [stub.ScheduleJob(timer(p), timeout=T).job for p in priorities]
     assert {j.phase for j in queued} == {pb.JOB_PHASE_QUEUED}
+    text = metrics(started[0])
+    assert 'jobscheduler_queue_depth{priority="HIGH",queue="batch"} 2.0' in text
+    assert 'jobscheduler_queue_depth{priority="CRITICAL",queue="batch"} 0.0' in text
+    assert 'jobscheduler_queue_running{queue="batch"} 1.0' in text
+    assert "jobscheduler_leader 1.0" in text
+    assert 'jobscheduler_admissions_total{queue="batch"} 1.0' in text
     started[0].close(signal.SIGKILL)
 
     # A new process (another identity: it takes the Lease once the dead one's expires).
