@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
+import socket
+import statistics
 import time
 from collections.abc import Awaitable, Callable
 
@@ -32,3 +34,44 @@ async def run_for(
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, time.perf_counter() - started
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def serve_env(kubeconfig: str, grpc_port: int, health_port: int, **extra: str) -> dict[str, str]:
+    """The environment of a ``jobscheduler serve`` under measurement: on the stand-in, on
+    127.0.0.1, without the per-caller and write limits (they would measure themselves)."""
+    return {
+        **os.environ,
+        "BACKEND": "kubernetes",
+        "IN_CLUSTER": "false",
+        "KUBECONFIG": kubeconfig,
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": str(grpc_port),
+        "HEALTH_HOST": "127.0.0.1",
+        "HEALTH_PORT": str(health_port),
+        "RATE_LIMIT_RPS": "0",
+        "KUBE_API_QPS": "0",
+        "LOG_LEVEL": "warn",  # info would log every RPC
+        **extra,
+    }
+
+
+def summarize(
+    label: str, latencies: list[float], elapsed: float, cpu: float, cpu_owner: str, *, width: int = 34
+) -> float:
+    """Print one line (rate, p50, p99, CPU per call) and return the rate."""
+    n = len(latencies)
+    rate = n / elapsed
+    lat = sorted(latencies)
+    p50 = statistics.median(lat) * 1000
+    p99 = lat[min(n - 1, int(n * 0.99))] * 1000
+    print(
+        f"  {label:<{width}} {rate:8.0f} jobs/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+        f"   {cpu_owner} CPU {cpu / n * 1000:5.2f} ms/call   (n={n})"
+    )
+    return rate

@@ -35,7 +35,6 @@ import json
 import os
 import pathlib
 import pstats
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,7 +51,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _measure import cpu_seconds, run_for  # noqa: E402
+from _measure import cpu_seconds, free_port, run_for, serve_env, summarize  # noqa: E402
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
@@ -85,12 +84,6 @@ def job_manifest(job_id: str, queue: str, *, held: bool, priority: str = "NORMAL
     else:
         annotations[m.ADMITTED_AT_ANNOTATION] = now
     return job
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http(url: str, method: str = "GET") -> tuple[int, bytes]:
@@ -150,21 +143,13 @@ class Service:
 
     def __init__(self, kubeconfig: str, queues: str, workdir: str, label: str, profile: str = "") -> None:
         self.grpc_port, self.health_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "BACKEND": "kubernetes",
-            "IN_CLUSTER": "false",
-            "KUBECONFIG": kubeconfig,
-            "GRPC_HOST": "127.0.0.1",
-            "GRPC_PORT": str(self.grpc_port),
-            "HEALTH_HOST": "127.0.0.1",
-            "HEALTH_PORT": str(self.health_port),
-            "RATE_LIMIT_RPS": "0",  # measure the service, not its per-caller limit
-            "KUBE_API_QPS": "0",  # nor its client-side write limit
-            "QUEUES": queues,
-            "LEADER_ELECTION": "false",  # the loop runs at once, no Lease (the stand-in has none)
-            "LOG_LEVEL": "warn",  # info would log every RPC
-        }
+        env = serve_env(
+            kubeconfig,
+            self.grpc_port,
+            self.health_port,
+            QUEUES=queues,
+            LEADER_ELECTION="false",  # the loop runs at once, no Lease (the stand-in has none)
+        )
         self.log_path = os.path.join(workdir, f"serve-{label}.log")
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         command = [sys.executable, "-m", "jobscheduler", "serve"]
@@ -225,19 +210,6 @@ def wait_queue(target: str, name: str, *, running: int, queued: int, timeout: fl
     return None
 
 
-def summarize(label: str, latencies: list[float], elapsed: float, cpu: float, cpu_owner: str) -> float:
-    n = len(latencies)
-    rate = n / elapsed
-    lat = sorted(latencies)
-    p50 = statistics.median(lat) * 1000
-    p99 = lat[min(n - 1, int(n * 0.99))] * 1000
-    print(
-        f"  {label:<44} {rate:8.0f} jobs/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
-        f"   {cpu_owner} CPU {cpu / n * 1000:5.2f} ms/call   (n={n})"
-    )
-    return rate
-
-
 IDS = itertools.count()
 
 
@@ -265,6 +237,7 @@ async def raw_create(host: str, seconds: float, concurrency: int, standin: Stand
             elapsed,
             time.process_time() - cpu0,
             "client",
+            width=44,
         )
     print(f"    (stand-in CPU {standin_cpu / len(latencies) * 1000:5.2f} ms/call)")
     return rate
@@ -317,7 +290,12 @@ async def schedule_jobs(
             latencies, elapsed = await run_for(seconds, concurrency, call)
         cpu, standin_cpu = cpu_seconds(service.pid) - cpu0, standin.cpu() - standin0
         rate = summarize(
-            label or f"ScheduleJob queue+priority (c={concurrency})", latencies, elapsed, cpu, "server"
+            label or f"ScheduleJob queue+priority (c={concurrency})",
+            latencies,
+            elapsed,
+            cpu,
+            "server",
+            width=44,
         )
     print(f"    (stand-in CPU {standin_cpu / len(latencies) * 1000:5.2f} ms/call; not QUEUED: {not_queued})")
     return rate, not_queued

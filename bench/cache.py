@@ -49,7 +49,6 @@ import os
 import pathlib
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import standin  # noqa: E402
-from _measure import cpu_seconds, run_for  # noqa: E402
+from _measure import cpu_seconds, free_port, run_for, serve_env  # noqa: E402
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
@@ -116,12 +115,6 @@ def job_template() -> dict[str, Any]:
         }
     )
     return handler.render(params, RenderContext(job_id="job-template00", name="template", job_type="timer"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_kb(pid: int, key: str) -> int:
@@ -189,25 +182,15 @@ class Service:
     """
 
     def __init__(self, kubeconfig: str, changes: int, workdir: str, label: str) -> None:
-        from jobscheduler.config import Settings
 
         self.grpc_port, self.health_port = free_port(), free_port()
-        env = {
-            **os.environ,
-            "BACKEND": "kubernetes",
-            "IN_CLUSTER": "false",
-            "KUBECONFIG": kubeconfig,
-            "GRPC_HOST": "127.0.0.1",
-            "GRPC_PORT": str(self.grpc_port),
-            "HEALTH_HOST": "127.0.0.1",
-            "HEALTH_PORT": str(self.health_port),
-            "RATE_LIMIT_RPS": "0",  # measure the service, not its per-caller limit
-            "STREAM_BUFFER": str(min(1_000_000, max(1000, 2 * changes))),
-            "WATCH_MAX_EVENTS": str(max(100_000, changes)),
-            "LOG_LEVEL": "warn",
-        }
-        if "kube_api_qps" in Settings.model_fields:
-            env["KUBE_API_QPS"] = "0"
+        env = serve_env(
+            kubeconfig,
+            self.grpc_port,
+            self.health_port,
+            STREAM_BUFFER=str(min(1_000_000, max(1000, 2 * changes))),
+            WATCH_MAX_EVENTS=str(max(100_000, changes)),
+        )
         self.log_path = os.path.join(workdir, f"serve-{label}.log")
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.started = time.perf_counter()

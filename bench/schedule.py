@@ -26,7 +26,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _measure import cpu_seconds, run_for  # noqa: E402
+from _measure import cpu_seconds, run_for, serve_env, summarize  # noqa: E402
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
@@ -45,19 +45,6 @@ def manifest(i: int) -> dict[str, Any]:
         {"duration_seconds": 300, "timer_name": "bench", "control_plane_endpoint": "http://cp:1"}
     )
     return handler.render(params, RenderContext(job_id=f"job-raw{i:08d}", name="bench", job_type="timer"))
-
-
-def summarize(label: str, latencies: list[float], elapsed: float, cpu: float, cpu_owner: str) -> float:
-    n = len(latencies)
-    rate = n / elapsed
-    lat = sorted(latencies)
-    p50 = statistics.median(lat) * 1000
-    p99 = lat[min(n - 1, int(n * 0.99))] * 1000
-    print(
-        f"  {label:<34} {rate:8.0f} jobs/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
-        f"   {cpu_owner} CPU {cpu / n * 1000:5.2f} ms/call   (n={n})"
-    )
-    return rate
 
 
 def raw_client_sync(host: str, seconds: float) -> float:
@@ -124,17 +111,8 @@ async def schedule_job(port: int, server_pid: int, seconds: float, concurrency: 
 
 
 def start_serve(kubeconfig: str) -> tuple[subprocess.Popen[str], int]:
-    env = {
-        **os.environ,
-        "IN_CLUSTER": "false",
-        "KUBECONFIG": kubeconfig,
-        "GRPC_PORT": "0",
-        "HEALTH_PORT": "0",
-        "GRPC_HOST": "127.0.0.1",
-        "RATE_LIMIT_RPS": "0",  # measure the service, not its per-caller limit
-        "KUBE_API_QPS": "0",  # nor its client-side write limit
-        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info"),
-    }
+    # Ports are read from the "serving" log line (LOG_LEVEL info).
+    env = serve_env(kubeconfig, 0, 0, LOG_LEVEL=os.environ.get("BENCH_LOG_LEVEL", "info"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobscheduler", "serve"],
         env=env,
