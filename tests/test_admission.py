@@ -20,6 +20,7 @@ import grpc
 import pytest
 from conftest import kubernetes_service, local_service, write_kubeconfig
 from emulator import Emulator, EmulatorThread
+from job_status import ended_status
 from test_contract import Harness, Receiver, bad_request_fields
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -65,10 +66,6 @@ def timer(
     return request
 
 
-def now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def finish(h: Harness, job_id: str, *, succeed: bool = True) -> None:
     """Kubernetes: the Job controller's status write for a Job whose pod ended. Local: the
     timer ends by itself."""
@@ -78,37 +75,7 @@ def finish(h: Harness, job_id: str, *, succeed: bool = True) -> None:
 
 def finish_on(emulator: EmulatorThread, job_id: str, *, succeed: bool = True) -> None:
     """The Job controller's status write for a Job whose pod ended."""
-    now = now_rfc3339()
-    if succeed:
-        status = {
-            "startTime": now,
-            "completionTime": now,
-            "succeeded": 1,
-            "conditions": [
-                {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
-                {
-                    "type": "Complete",
-                    "status": "True",
-                    "reason": "CompletionsReached",
-                    "lastTransitionTime": now,
-                },
-            ],
-        }
-    else:
-        status = {
-            "startTime": now,
-            "failed": 1,
-            "conditions": [
-                {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"},
-                {
-                    "type": "Failed",
-                    "status": "True",
-                    "reason": "BackoffLimitExceeded",
-                    "lastTransitionTime": now,
-                },
-            ],
-        }
-    emulator.patch_job(job_id, {"status": status})
+    emulator.patch_job(job_id, {"status": ended_status(succeed=succeed)})
 
 
 def wait_until(predicate: Any, what: str, timeout: float = 20) -> Any:

@@ -26,6 +26,7 @@ from emulator import EmulatorThread
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from job_status import ended_status
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 
@@ -121,37 +122,7 @@ class Harness:
             return self.wait_for(job.job_id, pb.JOB_PHASE_SUCCEEDED if succeed else pb.JOB_PHASE_FAILED)
         assert self.emulator is not None
         job = self.schedule()
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        if succeed:
-            status = {
-                "startTime": now,
-                "completionTime": now,
-                "succeeded": 1,
-                "conditions": [
-                    {"type": "SuccessCriteriaMet", "status": "True", "reason": "CompletionsReached"},
-                    {
-                        "type": "Complete",
-                        "status": "True",
-                        "reason": "CompletionsReached",
-                        "lastTransitionTime": now,
-                    },
-                ],
-            }
-        else:
-            status = {
-                "startTime": now,
-                "failed": 1,
-                "conditions": [
-                    {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"},
-                    {
-                        "type": "Failed",
-                        "status": "True",
-                        "reason": "BackoffLimitExceeded",
-                        "message": "Job has reached the specified backoff limit",
-                        "lastTransitionTime": now,
-                    },
-                ],
-            }
+        status = ended_status(succeed=succeed)
         self.emulator.patch_job(job.job_id, {"status": status})
         # The service learns of the Job controller's write through its watch.
         return self.wait_for(job.job_id, pb.JOB_PHASE_SUCCEEDED if succeed else pb.JOB_PHASE_FAILED)
@@ -372,20 +343,7 @@ def test_ttl_seconds_after_finished_reaches_the_job(harness: Harness) -> None:
 def fail_job(harness: Harness, job_id: str, reason: str = "BackoffLimitExceeded") -> None:
     """Kubernetes: the Job controller's status write for a failed Job (the emulator has none)."""
     assert harness.emulator is not None
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    harness.emulator.patch_job(
-        job_id,
-        {
-            "status": {
-                "startTime": now,
-                "failed": 1,
-                "conditions": [
-                    {"type": "FailureTarget", "status": "True", "reason": reason},
-                    {"type": "Failed", "status": "True", "reason": reason, "lastTransitionTime": now},
-                ],
-            }
-        },
-    )
+    harness.emulator.patch_job(job_id, {"status": ended_status(succeed=False, reason=reason)})
 
 
 def retries_of(harness: Harness, job_id: str) -> list[pb.Job]:
