@@ -52,6 +52,8 @@ from jobscheduler.ops.readiness import Readiness
 from jobscheduler.version import version_info
 
 log = get_logger("jobscheduler.app")
+#: How long shutdown waits for the controllers to stop (a Lease release is bounded by 2 s).
+_CONTROLLER_STOP_SECONDS = 3.0
 
 
 class StartupError(Exception):
@@ -439,6 +441,10 @@ async def serve(settings: Settings) -> None:
         checker.cancel()
         for task in controllers:
             task.cancel()
+        # Briefly: the admission loop hands its Lease back (see LeaseElector) before the API
+        # client closes, so another replica admits at once rather than after the Lease expires.
+        if controllers:
+            await asyncio.wait(controllers, timeout=_CONTROLLER_STOP_SECONDS)
         readiness.set(False, "shutting down")
         await health.shutdown()
         await server.stop(settings.shutdown_grace_seconds)

@@ -109,6 +109,8 @@ class ServiceThread:
     async def _stop(self) -> None:
         for task in self.controllers:
             task.cancel()
+        if self.controllers:
+            await asyncio.wait(self.controllers, timeout=3)  # the Lease is handed back
         await self.server.stop(1)
         await self.authenticator.close()
         await self.backend.close()

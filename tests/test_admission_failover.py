@@ -190,3 +190,19 @@ def test_a_restarted_service_resumes_a_full_queue_in_the_same_order(
     expected = [first, queued[1].job_id, queued[3].job_id, queued[2].job_id, queued[0].job_id]
     assert order == expected
     assert set(admissions(emulator).values()) == {1}
+
+
+def test_a_replica_stopped_cleanly_hands_admission_over_at_once(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path, started: list[Replica]
+) -> None:
+    started.append(Replica(kubeconfig, "old", "batch=1"))
+    assert wait_for_holder(emulator, {"old"}) == "old"
+    started.append(Replica(kubeconfig, "new", "batch=1"))
+    started[0].close()  # SIGTERM: the Lease is released on the way out
+    assert holder(emulator) != "old"  # released (not left to expire), perhaps already taken
+    assert wait_for_holder(emulator, {"new"}, timeout=5) == "new"
+    job = started[1].stub.ScheduleJob(timer(), timeout=T).job_id
+    deadline = time.monotonic() + 10
+    while admitted_unfinished(emulator) != [job]:
+        assert time.monotonic() < deadline, "the new leader does not admit"
+        time.sleep(0.05)

@@ -118,7 +118,7 @@ def test_one_elector_acquires_the_lease_and_leads(emulator: EmulatorThread, kube
             await a.stop()  # cancelling run cancels the lead task too
             assert not a.running and a.cancelled == 1
             assert not a.elector.leading and a.changes == [True, False]
-            assert await holder(emulator) == "replica-a"  # not released: the next leader waits it out
+            assert await holder(emulator) is None  # released: the next candidate need not wait it out
 
     run(scenario())
 
@@ -267,5 +267,29 @@ def test_a_failing_lead_is_started_again_while_leading(
             await wait_until(lambda: a.running, 5, "lead started again")
             assert calls == 2 and a.changes == [True]  # the same term: leadership was not given up
             await a.stop()
+
+    run(scenario())
+
+
+def test_a_stopped_leader_releases_the_lease_so_the_next_need_not_wait_for_it(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    long = {"lease_duration": 30, "renew_deadline": 20, "retry_period": 1}
+
+    async def scenario() -> None:
+        async with kube_api(kubeconfig) as api_a, kube_api(kubeconfig) as api_b:
+            a, b = Candidate(api_a, "replica-a", **long), Candidate(api_b, "replica-b", **long)
+            a.start()
+            await wait_until(lambda: a.running, 5, "a leads")
+            b.start()
+            await asyncio.sleep(1.5)
+            assert not b.running
+            stopped = time.monotonic()
+            await a.stop()
+            assert await holder(emulator) is None  # released: no holder
+            await wait_until(lambda: b.running, 5, "b takes the released lease")
+            assert time.monotonic() - stopped < long["retry_period"] + 2  # not the 30 s of an expiry
+            assert await holder(emulator) == "replica-b"
+            await b.stop()
 
     run(scenario())

@@ -19,8 +19,9 @@ What this module adds around the library, which on its own:
 - creates the Lease with ``pretty=True``, which this client version rejects (it takes a string):
   the lock's ``create`` is the library's without that argument.
 
-The lease is not released when ``run()`` is cancelled while leading (the library has no release):
-the next leader takes over once ``lease_duration`` has passed without a renewal.
+When ``run()`` is cancelled while leading, the lease is released once the lead task has ended
+(the library has no release): the next candidate takes it at its next try. After a crash the
+next leader takes over once ``lease_duration`` has passed without a renewal.
 
 The lock's requests share the API client (configuration, credentials, connection pool) with
 ``KubeApi`` but not its write limit: a renewal must never queue behind a burst of job writes.
@@ -226,7 +227,7 @@ class LeaseElector:
                     why = f"leader election failed: {error!r}"
                     log.warning("leader election failed", lease=self._lease_ref(), error=repr(error))
         except asyncio.CancelledError:
-            why = "stopped (the lease is not released: it expires)"
+            why = "stopped"
             raise
         finally:
             term.over = True
@@ -241,6 +242,26 @@ class LeaseElector:
                     self._leading = False
                     log.info("leadership lost", lease=self._lease_ref(), identity=self.identity, reason=why)
                     self._notify(False)
+                    if why == "stopped":
+                        await self._release()
+
+    async def _release(self) -> None:
+        """Give the Lease up on a clean stop (as client-go's ReleaseOnCancel): the next candidate
+        takes it at its next try instead of waiting for it to expire. Only once the lead task
+        has ended; best effort, bounded in time (if it fails, the Lease simply expires)."""
+        api = self._lock.api_instance
+        try:
+            async with asyncio.timeout(min(self.renew_deadline, 2.0)):
+                lease = await api.read_namespaced_lease(self.name, self.namespace)
+                if lease.spec is None or lease.spec.holder_identity != self.identity:
+                    return
+                lease.spec.holder_identity = None
+                lease.spec.lease_duration_seconds = 1
+                await api.replace_namespaced_lease(name=self.name, namespace=self.namespace, body=lease)
+        except Exception as exc:  # the API unreachable, a conflict: the Lease expires instead
+            log.warning("lease not released; it expires", lease=self._lease_ref(), error=repr(exc))
+            return
+        log.info("lease released", lease=self._lease_ref(), identity=self.identity)
 
     async def _lead(self, term: _Term, lead: Callable[[], Awaitable[None]]) -> None:
         """The library's onstarted_leading task, for as long as this campaign leads."""
