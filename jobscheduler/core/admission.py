@@ -33,6 +33,7 @@ from jobscheduler.core.model import (
     Priority,
     QueueStatus,
 )
+from jobscheduler.core.naming import dns1123_label_problem
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.retries import retry_due, retry_job_id
 
@@ -62,8 +63,6 @@ class QueueConfigError(ValueError):
 
 def parse_queues(raw: str) -> dict[str, QueueConfig]:
     """``QUEUES``: comma-separated ``name=max_running`` (0: no limit); ``default`` always exists."""
-    from jobscheduler.core.naming import dns1123_label_problem
-
     queues = {DEFAULT_QUEUE: QueueConfig(DEFAULT_QUEUE)}
     for item in (part.strip() for part in raw.split(",")):
         if not item:
