@@ -17,7 +17,9 @@ What this module adds around the library, which on its own:
 - writes ``leaseDurationSeconds`` with ``int(str(lease_duration))``, which fails for a float:
   ``lease_duration`` is rounded up to whole seconds;
 - creates the Lease with ``pretty=True``, which this client version rejects (it takes a string):
-  the lock's ``create`` is the library's without that argument.
+  the lock's ``create`` is the library's without that argument;
+- logs every refused Lease write (a 409 when another candidate wrote first: routine during a
+  take-over) as an ERROR with a traceback: here as a one-line warning.
 
 When ``run()`` is cancelled while leading, the lease is released once the lead task has ended
 (the library has no release): the next candidate takes it at its next try. After a crash the
@@ -100,12 +102,23 @@ class _TimedLeaseLock(LeaseLock):
         return True
 
     async def update(self, name: str, namespace: str, updated_record: LeaderElectionRecord) -> bool:
+        """As LeaseLock.update, with a one-line warning instead of its ERROR with a traceback for
+        an expected refusal (a 409 Conflict when another candidate wrote the Lease first)."""
+        assert self.lease_reference is not None
+        self.lease_reference.spec = self.update_lease(updated_record, self.lease_reference.spec)
         sent = asyncio.get_running_loop().time()
-        async with asyncio.timeout(self._call_timeout):
-            updated = await super().update(name, namespace, updated_record)
-        if updated:
-            self._on_written(sent)
-        return updated
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                await self.api_instance.replace_namespaced_lease(
+                    name=name, namespace=namespace, body=self.lease_reference
+                )
+        except ApiException as exc:
+            _library_log.warning(
+                "failed to update lock %s/%s: %s %s", namespace, name, exc.status, exc.reason
+            )
+            return False
+        self._on_written(sent)
+        return True
 
 
 @dataclass
