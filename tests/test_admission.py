@@ -227,15 +227,23 @@ def test_max_running_holds_under_a_burst_and_every_job_is_admitted_once(harness:
         assert len(counts) == 30 and set(counts.values()) == {1}
 
 
-def test_a_job_waiting_for_its_start_time_does_not_hold_back_the_queue(harness: Harness) -> None:
+def test_jobs_waiting_for_a_start_time_or_a_dependency_do_not_hold_back_the_queue(harness: Harness) -> None:
     later = timer(harness, queue="batch", priority=pb.JOB_PRIORITY_CRITICAL)
     later.delay_seconds = 3
     scheduled = harness.schedule(later)
     assert scheduled.phase == pb.JOB_PHASE_SCHEDULED
+    # Nor is a critical job whose dependency (in another queue) is still running.
+    dependency = harness.schedule(timer(harness, duration=30))
+    blocked = timer(harness, queue="batch", priority=pb.JOB_PRIORITY_CRITICAL)
+    blocked.depends_on.append(dependency.job_id)
+    waiting = harness.schedule(blocked)
+    assert waiting.phase == pb.JOB_PHASE_WAITING
     now = harness.schedule(timer(harness, queue="batch", priority=pb.JOB_PRIORITY_LOW))
-    # The critical job is not admissible yet: the low one behind it runs first.
+    # The critical jobs are not admissible yet: the low one behind them runs first.
     wait_until(lambda: admitted(harness.get(now.job_id)), "the admissible job's admission")
     assert harness.get(scheduled.job_id).phase == pb.JOB_PHASE_SCHEDULED
+    assert harness.get(waiting.job_id).phase == pb.JOB_PHASE_WAITING
+    harness.stub.CancelJob(pb.CancelJobRequest(job_id=waiting.job_id), timeout=10)
     order = run_queue_to_the_end(harness, [now.job_id, scheduled.job_id])
     assert [j.job_id for j in order] == [now.job_id, scheduled.job_id]
     assert order[1].admitted_at.ToDatetime() >= scheduled.start_after.ToDatetime()
