@@ -18,10 +18,9 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import kubernetes_service, local_service, write_kubeconfig
 from emulator import Emulator, EmulatorThread
 from job_status import ended_status
-from test_contract import Harness, Receiver, bad_request_fields
+from test_contract import Harness, bad_request_fields, running_harness
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.core.service import request_job_id
@@ -31,29 +30,9 @@ QUEUES = "batch=1,wide=3"
 
 @pytest.fixture(params=["kubernetes", "local"])
 def harness(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Harness]:
-    receiver = Receiver()
-    emulator: EmulatorThread | None = None
-    try:
-        if request.param == "kubernetes":
-            emulator = EmulatorThread()
-            service = kubernetes_service(
-                write_kubeconfig(tmp_path / "kubeconfig", emulator.url), queues=QUEUES
-            )
-            h = Harness("kubernetes", service, receiver, emulator=emulator)
-        else:
-            data = tmp_path / "data"
-            service = local_service(
-                data, queues=QUEUES, local_max_parallel=8, local_backoff_seconds=0.1, default_backoff_limit=0
-            )
-            h = Harness("local", service, receiver, data_dir=data)
-        try:
-            yield h
-        finally:
-            service.stop()
-    finally:
-        receiver.close()
-        if emulator is not None:
-            emulator.stop()
+    extra = {"local_max_parallel": 8} if request.param == "local" else {}
+    with running_harness(request.param, tmp_path, queues=QUEUES, **extra) as h:
+        yield h
 
 
 def timer(

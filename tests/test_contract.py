@@ -7,6 +7,7 @@ Job controller would write; locally the job really runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import re
@@ -140,18 +141,20 @@ class Harness:
         return int(rows)
 
 
-@pytest.fixture(params=["kubernetes", "local"])
-def harness(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Harness]:
+@contextlib.contextmanager
+def running_harness(kind: str, tmp_path: pathlib.Path, **settings: Any) -> Iterator[Harness]:
+    """A service on ``kind``'s backend (Kubernetes: a fresh emulator) with ``settings``."""
     receiver = Receiver()
     emulator: EmulatorThread | None = None
     try:
-        if request.param == "kubernetes":
+        if kind == "kubernetes":
             emulator = EmulatorThread()
-            service = kubernetes_service(write_kubeconfig(tmp_path / "kubeconfig", emulator.url))
+            service = kubernetes_service(write_kubeconfig(tmp_path / "kubeconfig", emulator.url), **settings)
             h = Harness("kubernetes", service, receiver, emulator=emulator)
         else:
             data = tmp_path / "data"
-            service = local_service(data, local_backoff_seconds=0.1, default_backoff_limit=0)
+            settings = {"local_backoff_seconds": 0.1, "default_backoff_limit": 0, **settings}
+            service = local_service(data, **settings)
             h = Harness("local", service, receiver, data_dir=data)
         try:
             yield h
@@ -161,6 +164,12 @@ def harness(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[
         receiver.close()
         if emulator is not None:
             emulator.stop()
+
+
+@pytest.fixture(params=["kubernetes", "local"])
+def harness(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Harness]:
+    with running_harness(request.param, tmp_path) as h:
+        yield h
 
 
 def bad_request_fields(err: grpc.RpcError) -> set[str]:
