@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pathlib
 import socket
@@ -75,3 +76,17 @@ def summarize(
         f"   {cpu_owner} CPU {cpu / n * 1000:5.2f} ms/call   (n={n})"
     )
     return rate
+
+
+def write_kubeconfig(path: str, server: str) -> None:
+    """A kubeconfig for the stand-in at ``server`` (any token: it checks none)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "s", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "s", "context": {"cluster": "s", "user": "u"}}],
+        "current-context": "s",
+    }
+    with open(path, "w") as f:
+        json.dump(config, f)

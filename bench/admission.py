@@ -51,7 +51,14 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _measure import cpu_seconds, free_port, run_for, serve_env, summarize  # noqa: E402
+from _measure import (  # noqa: E402
+    cpu_seconds,
+    free_port,
+    run_for,
+    serve_env,
+    summarize,
+    write_kubeconfig,
+)
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
@@ -107,18 +114,7 @@ class Standin:
         assert self.proc.stdout is not None
         self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
         self.kubeconfig = os.path.join(workdir, "standin.kubeconfig")
-        with open(self.kubeconfig, "w") as f:
-            json.dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "s", "cluster": {"server": self.url}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [{"name": "s", "context": {"cluster": "s", "user": "u"}}],
-                    "current-context": "s",
-                },
-                f,
-            )
+        write_kubeconfig(self.kubeconfig, self.url)
 
     def stats(self) -> dict[str, Any]:
         code, body = http(f"{self.url}/bench/stats")

@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import standin  # noqa: E402
-from _measure import cpu_seconds, free_port, run_for, serve_env  # noqa: E402
+from _measure import cpu_seconds, free_port, run_for, serve_env, write_kubeconfig  # noqa: E402
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
@@ -150,18 +150,7 @@ class Standin:
         assert self.proc.stdout is not None
         self.url = f"http://127.0.0.1:{int(self.proc.stdout.readline())}"
         self.kubeconfig = os.path.join(workdir, f"standin-{jobs}.kubeconfig")
-        with open(self.kubeconfig, "w") as f:
-            json.dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "s", "cluster": {"server": self.url}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [{"name": "s", "context": {"cluster": "s", "user": "u"}}],
-                    "current-context": "s",
-                },
-                f,
-            )
+        write_kubeconfig(self.kubeconfig, self.url)
 
     def burst(self, n: int) -> dict[str, Any]:
         request = urllib.request.Request(f"{self.url}/bench/burst?n={n}", method="POST", data=b"")
