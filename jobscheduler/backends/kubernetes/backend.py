@@ -309,14 +309,7 @@ class KubernetesBackend:
             # running Job, parallelism 0 removes its pods just as the deadline does.
             "spec": {"activeDeadlineSeconds": 1, "suspend": False, "parallelism": 0},
         }
-        patched = await self._api.request(
-            "PATCH",
-            f"{self._jobs_path}/{job_id}",
-            self._call("patch", job_id),
-            body=patch,
-            content_type=_MERGE_PATCH,
-        )
-        return self._remember(patched, own_write=True)
+        return self._remember(await self._patch(job_id, patch), own_write=True)
 
     async def admit(self, job_id: str, *, at: datetime) -> JobRecord:
         return await self._change_held(
@@ -357,18 +350,22 @@ class KubernetesBackend:
             if spec:
                 body["spec"] = dict(spec)
             try:
-                patched = await self._api.request(
-                    "PATCH",
-                    f"{self._jobs_path}/{job_id}",
-                    self._call("patch", job_id),
-                    body=body,
-                    content_type=_MERGE_PATCH,
-                )
+                patched = await self._patch(job_id, body)
             except Conflict:
                 version = 0  # changed since: decide again on the current version
                 continue
             return self._remember(patched, own_write=True)
         raise FailedPrecondition(f"job {job_id} kept changing; not changed")
+
+    async def _patch(self, job_id: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A JSON merge patch of one Job; the Job as the API server has it afterwards."""
+        return await self._api.request(
+            "PATCH",
+            f"{self._jobs_path}/{job_id}",
+            self._call("patch", job_id),
+            body=patch,
+            content_type=_MERGE_PATCH,
+        )
 
     async def ping(self) -> None:
         await self._api.request(
