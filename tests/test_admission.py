@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import kubernetes_service
 from emulator import Emulator, EmulatorThread
 from job_status import ended_status
 from test_contract import Harness, bad_request_fields, running_harness
@@ -320,3 +321,35 @@ def failing(harness: Harness) -> pb.ScheduleJobRequest:
     from test_contract import failing_timer
 
     return failing_timer(harness)
+
+
+def test_admission_goes_on_after_the_api_server_refuses_its_writes(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    service = kubernetes_service(kubeconfig, queues=QUEUES)
+    try:
+        stub = service.stub
+        request = pb.ScheduleJobRequest(
+            name="held",
+            queue="batch",
+            timer_job=pb.TimerJob(
+                duration_seconds=60, timer_name="t", control_plane_endpoint="http://127.0.0.1:9/"
+            ),
+        )
+        # The admitting PATCH fails twice (the API server overloaded), then goes through.
+        emulator.inject("PATCH", r"/jobs/job-[a-z0-9]+$", 503, "etcd is overloaded", times=2)
+        job = stub.ScheduleJob(request, timeout=10).job
+        assert job.phase == pb.JOB_PHASE_QUEUED
+        deadline = time.monotonic() + 20
+        while not stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job.job_id), timeout=10).job.HasField(
+            "admitted_at"
+        ):
+            assert time.monotonic() < deadline, "never admitted after the API server recovered"
+            time.sleep(0.1)
+        patches = [p for m, p in emulator.requests() if m == "PATCH" and job.job_id in p]
+        assert len(patches) == 3  # two refused, one admitted
+        assert admissions(emulator)[job.job_id] == 1
+        # Meanwhile the service kept serving.
+        assert stub.ListQueues(pb.ListQueuesRequest(), timeout=10).queues
+    finally:
+        service.stop()
