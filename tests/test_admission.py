@@ -353,3 +353,31 @@ def test_admission_goes_on_after_the_api_server_refuses_its_writes(
         assert stub.ListQueues(pb.ListQueuesRequest(), timeout=10).queues
     finally:
         service.stop()
+
+
+def test_a_dependency_with_retries_left_is_waited_for_through_its_retries(harness: Harness) -> None:
+    from test_contract import failing_timer, wait_for_retries
+
+    request = failing_timer(harness) if harness.kind == "local" else timer(harness)
+    request.max_retries = 1
+    first = harness.schedule(request)
+    dependent_request = timer(harness)
+    dependent_request.depends_on.append(first.job_id)
+    dependent = harness.schedule(dependent_request)
+    finish(harness, first.job_id, succeed=False)
+    harness.wait_for(first.job_id, pb.JOB_PHASE_FAILED)
+    (retry,) = wait_for_retries(harness, first.job_id, 1)
+    if harness.kind == "kubernetes":
+        # The first attempt failed, its retry is to come: the dependent still waits.
+        assert harness.get(dependent.job_id).phase == pb.JOB_PHASE_WAITING
+        wait_until(lambda: admitted(harness.get(retry.job_id)), "the retry's admission")
+        time.sleep(0.3)
+        assert harness.get(dependent.job_id).phase == pb.JOB_PHASE_WAITING
+        finish(harness, retry.job_id)
+        wait_until(lambda: admitted(harness.get(dependent.job_id)), "the dependent's admission")
+    else:
+        # Locally the retry fails too: only then does the dependent fail.
+        retried = harness.wait_for(retry.job_id, pb.JOB_PHASE_FAILED)
+        failed = harness.wait_for(dependent.job_id, pb.JOB_PHASE_FAILED)
+        assert failed.reason == "DependencyFailed" and retry.job_id in failed.message
+        assert failed.finished_at.ToDatetime() >= retried.finished_at.ToDatetime()

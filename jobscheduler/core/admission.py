@@ -266,6 +266,9 @@ class AdmissionController:
             if key and key in self._dependents:
                 self._dirty.update(self._dependents[key])
         if record.phase.is_terminal or event.type is JobEventType.DELETED:
+            # Its dependents are reconsidered now, and register again for whatever they still
+            # wait on (its retry, say): the entry is not needed any more.
+            self._dependents.pop(record.job_id, None)
             self._wake.set()  # room may have come free
         elif self._dirty:
             self._wake.set()
