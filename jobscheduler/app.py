@@ -353,8 +353,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         job_defaults(settings),
         index,
         images=image_policy(settings),
-        queues=book.queues,
-        queue_status=book.status,
+        queues=book,
     )
     server = build_server(
         service,

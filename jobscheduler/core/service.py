@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from jobscheduler.core.admission import QueueConfig, waiting_phase
+from jobscheduler.core.admission import QueueBook, parse_queues, waiting_phase
 from jobscheduler.core.auth import ANONYMOUS, Caller
 from jobscheduler.core.errors import (
     AlreadyExists,
@@ -96,8 +96,7 @@ class JobService:
         index: JobIndex,
         *,
         images: ImagePolicy | None = None,
-        queues: Mapping[str, QueueConfig] | None = None,
-        queue_status: Callable[[], list[QueueStatus]] = list,
+        queues: QueueBook | None = None,
         id_factory: Callable[[], str] = new_job_id,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -107,9 +106,8 @@ class JobService:
         self.index = index
         #: Which per-request image overrides are allowed; None: any.
         self.images = images
-        #: The admission queues (QUEUES); None: only ``default``, without a limit.
-        self.queues = dict(queues or {DEFAULT_QUEUE: QueueConfig(DEFAULT_QUEUE)})
-        self._queue_status = queue_status
+        #: The admission queues (QUEUES) and what they hold; None: only ``default``, no limit.
+        self.queues = queues if queues is not None else QueueBook(index, parse_queues(""))
         self._new_id = id_factory
         self._clock = clock
 
@@ -141,8 +139,9 @@ class JobService:
             defaults = replace(
                 defaults, ttl_seconds_after_finished=request.ttl_seconds_after_finished or None
             )
+        now = self._clock()
         annotations = _retry_annotations(request)
-        start = self._start_time(request)
+        start = _start_time(request, now)
         if start is not None:
             annotations[START_AFTER_ANNOTATION] = format_time(start)
         queue = request.queue or DEFAULT_QUEUE
@@ -152,12 +151,12 @@ class JobService:
             annotations[DEPENDS_ON_ANNOTATION] = ",".join(request.depends_on)
         # Held (created suspended, admitted by the admission loop) when it must wait for its
         # start time or dependencies, or when its queue limits how many run at once.
-        held = waiting_phase(self.index, request.depends_on, start, self._clock())
-        if held is None and self.queues[queue].max_running:
+        held = waiting_phase(self.index, request.depends_on, start, now)
+        if held is None and self.queues.limit(queue):
             held = JobPhase.QUEUED
         if held is not None:
             annotations[ADMISSION_ANNOTATION] = ADMISSION_STATES_BY_PHASE[held]
-            annotations[ENQUEUED_AT_ANNOTATION] = format_precise_time(self._clock())
+            annotations[ENQUEUED_AT_ANNOTATION] = format_precise_time(now)
         ctx = RenderContext(
             job_id="",
             name=request.name,
@@ -190,17 +189,6 @@ class JobService:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _start_time(self, request: ScheduleRequest) -> datetime | None:
-        """When a job asked to start later should start; None: now (a time in the past is now)."""
-        now = self._clock()
-        if request.start_after is not None:
-            start = request.start_after
-        elif request.delay_seconds:
-            start = now + timedelta(seconds=request.delay_seconds)
-        else:
-            return None
-        return start if start > now else None
-
     async def _schedule_once(
         self,
         request: ScheduleRequest,
@@ -227,8 +215,8 @@ class JobService:
 
     def _queue_violations(self, request: ScheduleRequest) -> list[FieldViolation]:
         out: list[FieldViolation] = []
-        if request.queue and request.queue not in self.queues:
-            known = ", ".join(sorted(self.queues))
+        if request.queue and request.queue not in self.queues.queues:
+            known = ", ".join(sorted(self.queues.queues))
             out.append(FieldViolation("queue", f"no queue {request.queue!r} (QUEUES has: {known})"))
         if len(request.depends_on) > _MAX_DEPENDENCIES:
             out.append(FieldViolation("depends_on", f"at most {_MAX_DEPENDENCIES} jobs"))
@@ -254,10 +242,11 @@ class JobService:
             path[dep] = via
             walked += 1
             if dep == job_id:
-                chain = [via]  # "via" depends on the new job; walk back to it
-                while chain[-1] != job_id and path[chain[-1]] != job_id:
-                    chain.append(path[chain[-1]])
-                cycle = " -> ".join([job_id, *reversed(chain), job_id] if via != job_id else [job_id] * 2)
+                back, current = [], via  # "via" depends on the new job: walk back to it
+                while current != job_id:
+                    back.append(current)
+                    current = path[current]
+                cycle = " -> ".join([job_id, *reversed(back), job_id])
                 raise InvalidArgument.field("depends_on", f"dependency cycle: {cycle}")
             record = self.index.get(dep)
             if record is not None:
@@ -265,7 +254,7 @@ class JobService:
 
     def queues_status(self) -> list[QueueStatus]:
         """ListQueues: every queue's limit, running and queued jobs (from this replica's cache)."""
-        return self._queue_status()
+        return self.queues.status()
 
     async def get(self, job_id: str, caller: Caller = ANONYMOUS) -> JobRecord:
         """From the index once it has synced (backends put their own writes there at once)."""
@@ -382,6 +371,17 @@ def request_digest(request: ScheduleRequest) -> str:
     ]
     raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _start_time(request: ScheduleRequest, now: datetime) -> datetime | None:
+    """When a job asked to start later should start; None: now (a time in the past is now)."""
+    if request.start_after is not None:
+        start = request.start_after
+    elif request.delay_seconds:
+        start = now + timedelta(seconds=request.delay_seconds)
+    else:
+        return None
+    return start if start > now else None
 
 
 def _retry_annotations(request: ScheduleRequest) -> dict[str, str]:
