@@ -1,4 +1,6 @@
-"""Controllers that act on jobs when a time derived from their record comes (retries, starts).
+"""Controllers that act on jobs when a time derived from their record comes (retries).
+
+(Start times are the admission loop's: see core.admission.)
 
 A controller's state is the index: what is due is recomputed from the records, so after a
 restart, or on another replica, the same actions are found due again. Actions must therefore

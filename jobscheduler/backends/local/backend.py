@@ -137,20 +137,17 @@ class LocalBackend:
         return self._enqueue(job_id)
 
     async def admit(self, job_id: str, *, at: datetime) -> JobRecord:
-        self._held_row(job_id)
-        self._annotate(job_id, {ADMITTED_AT_ANNOTATION: format_precise_time(at)})
+        self._annotate_held(job_id, {ADMITTED_AT_ANNOTATION: format_precise_time(at)})
         self._update(job_id, phase=JobPhase.PENDING.value)
         return self._enqueue(job_id)
 
     async def hold(self, job_id: str, phase: JobPhase) -> JobRecord:
-        self._held_row(job_id)
-        annotations = self._annotate(job_id, {ADMISSION_ANNOTATION: ADMISSION_STATES_BY_PHASE[phase]})
+        annotations = self._annotate_held(job_id, {ADMISSION_ANNOTATION: ADMISSION_STATES_BY_PHASE[phase]})
         self._update(job_id, phase=phase.value, message=held_message(phase, record_fields(annotations)))
         return self._record(self._get_row(job_id))
 
     async def fail(self, job_id: str, *, reason: str, message: str, at: datetime) -> JobRecord:
-        self._held_row(job_id)
-        self._annotate(
+        self._annotate_held(
             job_id,
             {
                 FAILURE_REASON_ANNOTATION: reason,
@@ -161,15 +158,13 @@ class LocalBackend:
         self._finish(job_id, JobPhase.FAILED, reason, message)
         return self._record(self._get_row(job_id))
 
-    def _held_row(self, job_id: str) -> JobRow:
+    def _annotate_held(self, job_id: str, annotations: Mapping[str, str]) -> dict[str, Any]:
+        """Merge ``annotations`` into a held job's stored manifest (as a patch of the Job would);
+        the result. FailedPrecondition if the job is no longer held."""
         row = self._get_row(job_id)
         if not JobPhase(row.phase).is_waiting:
             raise FailedPrecondition(f"job {job_id} is no longer held ({row.phase})")
-        return row
-
-    def _annotate(self, job_id: str, annotations: Mapping[str, str]) -> dict[str, Any]:
-        """Merge ``annotations`` into the stored manifest (as a patch of the Job would); the result."""
-        manifest = dict(self._get_row(job_id).manifest)
+        manifest = dict(row.manifest)
         meta = dict(manifest.get("metadata") or {})
         merged = {**(meta.get("annotations") or {}), **annotations}
         manifest["metadata"] = {**meta, "annotations": merged}
