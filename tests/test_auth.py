@@ -502,8 +502,9 @@ def test_mtls_mode_takes_the_identity_from_the_client_certificate(tmp_path: path
         tls_client_ca_file=str(tmp_path / "ca.pem"),
     )
 
-    def stub_for(common_name: str) -> tuple[grpc.Channel, Any]:
-        client = ca.issue_cert(f"{common_name}.example", common_name=common_name)
+    def stub_for(name: str) -> tuple[grpc.Channel, Any]:
+        # The identity is the DNS subject alternative name, not the common name.
+        client = ca.issue_cert(name, common_name=f"cn-{name}")
         credentials = grpc.ssl_channel_credentials(
             ca.cert_pem.bytes(),
             client.private_key_pem.bytes(),

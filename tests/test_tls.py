@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import os
 import pathlib
@@ -16,6 +18,10 @@ import grpc
 import pytest
 import trustme
 from conftest import ROOT, ServeProcess, ServiceThread
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from structlog.testing import capture_logs
 
@@ -206,10 +212,59 @@ async def _identity_over(
         await server.stop(0)
 
 
-def test_peer_identity_is_the_client_certificates_common_name(pki: Pki) -> None:
+def _client_with(ca: trustme.CA, common_name: str | None, *sans: x509.GeneralName) -> grpc.ChannelCredentials:
+    """Channel credentials with a client certificate signed by ``ca`` naming exactly these
+    (trustme cannot issue URI subject alternative names)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)] if common_name else []
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject))
+        .issuer_name(ca._certificate.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+    cert = builder.sign(ca._private_key, hashes.SHA256())
+    return grpc.ssl_channel_credentials(
+        ca.cert_pem.bytes(),
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        cert.public_bytes(serialization.Encoding.PEM),
+    )
+
+
+def _identity_of(pki: Pki, client: grpc.ChannelCredentials) -> Any:
     mtls = server_credentials(str(pki.cert_file), str(pki.key_file), str(pki.ca_file))
-    client = pki.client_credentials(with_client_cert=True)
-    assert asyncio.run(_identity_over(mtls, client)) == "alice"
+    return asyncio.run(_identity_over(mtls, client))
+
+
+def test_peer_identity_prefers_the_subject_alternative_name_to_the_common_name(pki: Pki) -> None:
+    # trustme's client certificate: CN=alice, DNS SAN alice.example.
+    assert _identity_of(pki, pki.client_credentials(with_client_cert=True)) == "alice.example"
+
+
+def test_peer_identity_prefers_a_uri_san_then_a_dns_san(pki: Pki) -> None:
+    uri = x509.UniformResourceIdentifier("spiffe://cluster.local/ns/team-a/sa/builder")
+    dns = x509.DNSName("builder.team-a.example")
+    # The URI wins wherever it is listed, and over the common name.
+    assert _identity_of(pki, _client_with(pki.ca, "cn-builder", dns, uri)) == (
+        "spiffe://cluster.local/ns/team-a/sa/builder"
+    )
+    assert _identity_of(pki, _client_with(pki.ca, "cn-builder", dns)) == "builder.team-a.example"
+
+
+def test_peer_identity_is_the_common_name_only_without_uri_or_dns_san(pki: Pki) -> None:
+    assert _identity_of(pki, _client_with(pki.ca, "cn-only")) == "cn-only"
+    ip = x509.IPAddress(ipaddress.ip_address("10.1.2.3"))
+    assert _identity_of(pki, _client_with(pki.ca, "cn-and-ip", ip)) == "cn-and-ip"
+    assert _identity_of(pki, _client_with(pki.ca, None, ip)) == "10.1.2.3"
 
 
 def test_peer_identity_falls_back_to_the_first_subject_alternative_name(pki: Pki) -> None:
@@ -218,8 +273,7 @@ def test_peer_identity_falls_back_to_the_first_subject_alternative_name(pki: Pki
     client = grpc.ssl_channel_credentials(
         pki.ca_pem, leaf.private_key_pem.bytes(), b"".join(b.bytes() for b in leaf.cert_chain_pems)
     )
-    mtls = server_credentials(str(pki.cert_file), str(pki.key_file), str(pki.ca_file))
-    assert asyncio.run(_identity_over(mtls, client)) == "bob.example"
+    assert _identity_of(pki, client) == "bob.example"
 
 
 def test_peer_identity_is_none_without_a_client_certificate(pki: Pki) -> None:

@@ -196,9 +196,16 @@ def server_credentials(
     )
 
 
+#: Where the identity is read from, in order: the first URI SAN (e.g. a SPIFFE id), the first
+#: DNS SAN, the common name (deprecated for identity since RFC 6125), then any other SAN
+#: (IP address, e-mail).
+_IDENTITY_PROPERTIES: Final = ("peer_uri", "peer_dns", "x509_common_name", "x509_subject_alternative_name")
+
+
 def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    """The verified client certificate's identity: its common name, else its first subject
-    alternative name. None on plaintext, or over TLS without a client certificate.
+    """The verified client certificate's identity: its first URI subject alternative name,
+    else its first DNS SAN; the common name only when it has neither (then any other SAN).
+    None on plaintext, or over TLS without a client certificate.
 
     Client certificates are only requested when they are also required and verified
     (``server_credentials`` with a client CA), so a certificate seen here was verified.
@@ -206,7 +213,7 @@ def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
     auth = context.auth_context()
     if b"ssl" not in auth.get("transport_security_type", ()):
         return None
-    for key in ("x509_common_name", "x509_subject_alternative_name"):
+    for key in _IDENTITY_PROPERTIES:
         for value in auth.get(key, ()):
             if value:
                 return value.decode("utf-8", "replace")
