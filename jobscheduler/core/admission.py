@@ -255,8 +255,9 @@ class AdmissionController:
         timeout: float | None = None
         if self._timers:
             timeout = max(0.0, (self._timers[0][0] - self._clock()).total_seconds())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can swallow a cancel
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
 
     def _on_event(self, event: JobEvent) -> None:
         record = event.record

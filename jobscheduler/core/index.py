@@ -149,7 +149,8 @@ class JobIndex:
 
     async def wait_synced(self, within: float) -> bool:
         try:
-            await asyncio.wait_for(self._synced.wait(), within)
+            async with asyncio.timeout(within):  # not wait_for: on 3.11 it can swallow a cancel
+                await self._synced.wait()
         except TimeoutError:
             return False
         return True
