@@ -354,6 +354,8 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         index,
         images=image_policy(settings),
         queues=book,
+        on_created=metrics.count_scheduled,
+        on_cancelled=metrics.count_cancelled,
     )
     server = build_server(
         service,

@@ -16,7 +16,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from jobscheduler.core.model import Priority, QueueStatus
+from jobscheduler.core.model import JobRecord, Priority, QueueStatus
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
@@ -43,16 +43,28 @@ GRPC_HANDLING_SECONDS: Final = Histogram(
 )
 JOBS_SCHEDULED: Final = Counter(
     "jobscheduler_jobs_scheduled_total",
-    "Jobs created through ScheduleJob, by job type.",
+    "Jobs created through ScheduleJob, by job type (a replayed request_id creates none).",
     ["type"],
     registry=REGISTRY,
 )
 JOBS_CANCELLED: Final = Counter(
     "jobscheduler_jobs_cancelled_total",
-    "Jobs cancelled through CancelJob, by job type.",
+    "Jobs cancelled through CancelJob, by job type (cancelling a cancelled job again is not counted).",
     ["type"],
     registry=REGISTRY,
 )
+
+
+def count_scheduled(record: JobRecord) -> None:
+    """JobService's ``on_created``: one more job really created."""
+    JOBS_SCHEDULED.labels(record.type).inc()
+
+
+def count_cancelled(record: JobRecord) -> None:
+    """JobService's ``on_cancelled``: one more job really cancelled."""
+    JOBS_CANCELLED.labels(record.type).inc()
+
+
 KUBE_REQUEST_SECONDS: Final = Histogram(
     "jobscheduler_kubernetes_request_duration_seconds",
     "Kubernetes API request latency, by verb, resource and HTTP status code.",

@@ -102,7 +102,6 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         caller = await self._caller(context)
         record = await self._service.schedule(convert.schedule_request(request), caller)
         log_field(job_id=record.job_id, job_type=record.type)
-        metrics.JOBS_SCHEDULED.labels(record.type).inc()
         return pb.ScheduleJobResponse(job_id=record.job_id, job=convert.job_message(record))
 
     @_guarded
@@ -135,7 +134,6 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         log_field(job_id=request.job_id)
         caller = await self._caller(context)
         record = await self._service.cancel(request.job_id, request.reason, caller)
-        metrics.JOBS_CANCELLED.labels(record.type).inc()
         return pb.CancelJobResponse(job=convert.job_message(record))
 
     @_guarded

@@ -99,8 +99,14 @@ class JobService:
         queues: QueueBook | None = None,
         id_factory: Callable[[], str] = new_job_id,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_created: Callable[[JobRecord], None] = lambda record: None,
+        on_cancelled: Callable[[JobRecord], None] = lambda record: None,
     ) -> None:
         self.backend = backend
+        #: Called once per job the backend actually created / cancelled (not for a replayed
+        #: request_id or a repeated cancel), e.g. to count them.
+        self._on_created = on_created
+        self._on_cancelled = on_cancelled
         self.registry = registry
         self.defaults = defaults
         self.index = index
@@ -183,7 +189,7 @@ class JobService:
             return await self._schedule_once(request, caller, defaults.namespace, render)
         for attempt in range(_ID_ATTEMPTS):
             try:
-                return await self.backend.create(render(self._new_id()))
+                return self._created(await self.backend.create(render(self._new_id())))
             except AlreadyExists:
                 if attempt == _ID_ATTEMPTS - 1:
                     raise
@@ -208,7 +214,7 @@ class JobService:
             job_id, {REQUEST_ID_ANNOTATION: request.request_id, REQUEST_HASH_ANNOTATION: digest}
         )
         try:
-            return await self.backend.create(manifest)
+            return self._created(await self.backend.create(manifest))
         except AlreadyExists:
             existing = await self.backend.get(job_id)
             return _same_request(existing, request, caller, digest)
@@ -292,7 +298,15 @@ class JobService:
             raise FailedPrecondition(
                 f"job {job_id} has already finished ({record.phase.value}); cannot cancel"
             )
-        return await self.backend.cancel(job_id, reason=reason or "cancelled by request", at=self._clock())
+        cancelled = await self.backend.cancel(
+            job_id, reason=reason or "cancelled by request", at=self._clock()
+        )
+        self._on_cancelled(cancelled)
+        return cancelled
+
+    def _created(self, record: JobRecord) -> JobRecord:
+        self._on_created(record)
+        return record
 
     async def _require_sync(self) -> None:
         if not await self.index.wait_synced(_SYNC_WAIT_SECONDS):
