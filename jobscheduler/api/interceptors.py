@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, NoReturn, cast
 
 import grpc
 
 from jobscheduler import metrics
 from jobscheduler.api import context as rpc_context
+from jobscheduler.api.errors import to_status
+from jobscheduler.core.errors import InvalidArgument
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.rpc")
@@ -60,6 +63,61 @@ def _children(grpc_type: str, service: str, method: str) -> _MethodMetrics:
     return found
 
 
+#: A caller's own ``x-request-id`` is used when it is this short and plain; else a new one.
+_CALLER_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+
+
+def request_id_of(metadata: dict[str, Any]) -> str:
+    """The caller's ``x-request-id`` (bounded: it is logged and echoed), else a new one."""
+    value = metadata.get(REQUEST_ID_HEADER)
+    if isinstance(value, str) and _CALLER_REQUEST_ID.fullmatch(value):
+        return value
+    return uuid.uuid4().hex[:16]
+
+
+def _with_request_id(metadata: Any, request_id: str) -> tuple[tuple[str, Any], ...]:
+    items = tuple(metadata or ())
+    if any(key == REQUEST_ID_HEADER for key, _ in items):
+        return items
+    return (*items, (REQUEST_ID_HEADER, request_id))
+
+
+class _RequestIdContext:
+    """The servicer context handed to handlers: every status it sends keeps ``x-request-id``
+    in the trailing metadata (``abort`` sends the metadata it is given, e.g. error details,
+    instead of what was set before)."""
+
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str) -> None:
+        self._context = context
+        self._request_id = request_id
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        self._context.set_trailing_metadata(_with_request_id(trailing_metadata, self._request_id))
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
+        metadata = tuple(trailing_metadata or ()) or tuple(self._context.trailing_metadata() or ())
+        await self._context.abort(code, details, _with_request_id(metadata, self._request_id))
+        raise AssertionError("abort returned")  # pragma: no cover
+
+
+async def _parse(
+    deserializer: Callable[[bytes], Any] | None, raw: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> Any:
+    """The request message; INVALID_ARGUMENT (with the request id) when the bytes are not one.
+
+    gRPC would answer INTERNAL before any handler (so without a request id) otherwise."""
+    if deserializer is None:
+        return raw
+    try:
+        return deserializer(raw)
+    except Exception as exc:
+        status = to_status(InvalidArgument.field("request", f"is not a valid message: {exc}"[:200]))
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+
 def _failed_code(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> grpc.StatusCode:
     """The code of an RPC whose handler raised: what it aborted with, or CANCELLED/UNKNOWN."""
     code = _code_of(context)
@@ -95,12 +153,16 @@ class ObservabilityInterceptor(_Interceptor):
         metadata = dict(handler_call_details.invocation_metadata or ())
         quiet = service in _QUIET_SERVICES
 
-        def begin(context: grpc.aio.ServicerContext[Any, Any], grpc_type: str) -> tuple[str, dict[str, Any]]:
-            request_id = str(metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex[:16])
+        deserializer = handler.request_deserializer
+
+        def begin(
+            context: grpc.aio.ServicerContext[Any, Any], grpc_type: str
+        ) -> tuple[str, dict[str, Any], Any]:
+            request_id = request_id_of(metadata)
             fields = rpc_context.begin(request_id)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
             _children(grpc_type, service, method).started.inc()
-            return request_id, fields
+            return request_id, fields, _RequestIdContext(context, request_id)
 
         def finish(
             grpc_type: str,
@@ -126,12 +188,13 @@ class ObservabilityInterceptor(_Interceptor):
         if handler.unary_unary is not None:
             inner_uu: Callable[..., Awaitable[Any]] = handler.unary_unary
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async def unary_unary(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
-                request_id, fields = begin(context, "unary")
+                request_id, fields, wrapped = begin(context, "unary")
                 code = grpc.StatusCode.UNKNOWN
                 try:
-                    response = await inner_uu(request, context)
+                    request = await _parse(deserializer, raw, wrapped)
+                    response = await inner_uu(request, wrapped)
                     code = _code_of(context)
                     return response
                 except BaseException as exc:
@@ -142,23 +205,25 @@ class ObservabilityInterceptor(_Interceptor):
 
             return grpc.unary_unary_rpc_method_handler(
                 cast(Any, unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=None,  # _parse: bad bytes are INVALID_ARGUMENT
                 response_serializer=handler.response_serializer,
             )
 
-        def wrap_stream(inner: Callable[..., Any], grpc_type: str) -> Callable[..., Any]:
+        def wrap_stream(inner: Callable[..., Any], grpc_type: str, parse: bool) -> Callable[..., Any]:
             # Streaming handlers are either async generators or coroutines that call
-            # context.write(); the wrapper must be of the same kind.
+            # context.write(); the wrapper must be of the same kind. ``parse``: the request
+            # is one message, deserialized here (bidi streams are left to gRPC).
             if inspect.isasyncgenfunction(inner):
 
                 async def generator(
-                    request: Any, context: grpc.aio.ServicerContext[Any, Any]
+                    raw: Any, context: grpc.aio.ServicerContext[Any, Any]
                 ) -> AsyncIterator[Any]:
                     started = time.perf_counter()
-                    request_id, fields = begin(context, grpc_type)
+                    request_id, fields, wrapped = begin(context, grpc_type)
                     code = grpc.StatusCode.UNKNOWN
                     try:
-                        async for item in inner(request, context):
+                        request = await _parse(deserializer, raw, wrapped) if parse else raw
+                        async for item in inner(request, wrapped):
                             yield item
                         code = _code_of(context)
                     except BaseException as exc:
@@ -169,12 +234,13 @@ class ObservabilityInterceptor(_Interceptor):
 
                 return generator
 
-            async def coroutine(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async def coroutine(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
-                request_id, fields = begin(context, grpc_type)
+                request_id, fields, wrapped = begin(context, grpc_type)
                 code = grpc.StatusCode.UNKNOWN
                 try:
-                    result = await inner(request, context)
+                    request = await _parse(deserializer, raw, wrapped) if parse else raw
+                    result = await inner(request, wrapped)
                     code = _code_of(context)
                     return result
                 except BaseException as exc:
@@ -187,13 +253,13 @@ class ObservabilityInterceptor(_Interceptor):
 
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                wrap_stream(handler.unary_stream, "server_stream"),
-                request_deserializer=handler.request_deserializer,
+                wrap_stream(handler.unary_stream, "server_stream", True),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             return grpc.stream_stream_rpc_method_handler(
-                wrap_stream(handler.stream_stream, "bidi_stream"),
+                wrap_stream(handler.stream_stream, "bidi_stream", False),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
