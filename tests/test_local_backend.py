@@ -31,7 +31,7 @@ from conftest import ServeProcess, ServiceThread, local_service
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
-from jobscheduler.backends.local.backend import _match_pod_failure_policy
+from jobscheduler.backends.local._controller import match_pod_failure_policy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -1014,5 +1014,5 @@ def test_pod_failure_policy_ignore_does_not_count_towards_the_backoff_limit(
 def test_pod_failure_policy_rule_matching(
     rules: list[dict[str, Any]], container: str, returncode: int, expected: tuple[int, str] | None
 ) -> None:
-    match = _match_pod_failure_policy({"podFailurePolicy": {"rules": rules}}, container, returncode)
+    match = match_pod_failure_policy({"podFailurePolicy": {"rules": rules}}, container, returncode)
     assert (None if match is None else (match.index, match.action)) == expected

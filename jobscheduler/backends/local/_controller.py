@@ -1,0 +1,207 @@
+"""The Job controller's part of the local backend: a job's attempts, the backoff between them,
+``backoffLimit``, ``podFailurePolicy`` (its ``onExitCodes`` rules) and ``activeDeadlineSeconds``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from jobscheduler.backends.local._store import JobRow, Store
+from jobscheduler.backends.local._supervisor import Supervisor, last_line, prepare
+from jobscheduler.core.model import JobPhase
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.local")
+
+
+class Jobs(Protocol):
+    """The backend's writes of a job's state (store first, then the index sees it)."""
+
+    def get_row(self, job_id: str) -> JobRow: ...
+
+    def update(self, job_id: str, **fields: Any) -> None: ...
+
+    def finish(self, job_id: str, phase: JobPhase, reason: str, message: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Controller:
+    """Runs one job to its end: attempts until one succeeds, the limits are hit or it is cancelled."""
+
+    data_dir: pathlib.Path
+    store: Store
+    jobs: Jobs
+    supervisor: Supervisor
+    clock: Callable[[], datetime]
+    backoff_seconds: float
+    backoff_max_seconds: float
+
+    async def run(self, job_id: str, cancel: asyncio.Event) -> None:
+        jobs = self.jobs
+        row = jobs.get_row(job_id)
+        if row.phase != JobPhase.PENDING.value:
+            return  # cancelled while queued
+        spec = row.manifest.get("spec") or {}
+        pod = (spec.get("template") or {}).get("spec") or {}
+        container = (pod.get("containers") or [{}])[0]
+        launch = prepare(self.data_dir, job_id, container)
+        if isinstance(launch, str):
+            jobs.finish(job_id, JobPhase.FAILED, "StartError", launch)
+            return
+        backoff_limit = int(spec.get("backoffLimit", 6))
+        deadline = spec.get("activeDeadlineSeconds")
+        loop = asyncio.get_running_loop()
+        deadline_at = loop.time() + float(deadline) if deadline else None
+        started = self.clock()
+        jobs.update(job_id, phase=JobPhase.RUNNING.value, started_at=started, message="process running")
+        log.info(
+            "local job started",
+            job_id=job_id,
+            argv=list(launch.argv),
+            image=container.get("image"),
+            note="image not pulled: the local backend runs the container's command on this machine",
+        )
+        failed = 0
+        number = 0
+        while True:
+            number += 1
+            log_path = launch.workdir / f"attempt-{number}.log"
+            proc = await self.supervisor.spawn(launch, log_path)
+            self.store.start_attempt(job_id, number, proc.pid, self.clock(), str(log_path))
+            jobs.update(job_id, message=f"attempt {number} running (pid {proc.pid})")
+            try:
+                outcome = await self.supervisor.wait(proc, cancel, deadline_at)
+            finally:
+                if proc.returncode is None:  # the service is stopping: no process outlives it
+                    await self.supervisor.kill_group(proc, grace=min(self.supervisor.kill_grace_seconds, 2.0))
+            code = proc.returncode
+            reason = {"cancelled": "Cancelled", "deadline": "DeadlineExceeded"}.get(outcome, "")
+            rule = None
+            if outcome == "exited" and code is not None and code != 0:
+                rule = match_pod_failure_policy(spec, str(container.get("name", "")), code)
+            self.store.finish_attempt(
+                job_id,
+                number,
+                self.clock(),
+                code,
+                reason or ("" if code == 0 else "Error"),
+                ignored=rule is not None and rule.action == "Ignore",
+            )
+            last = last_line(log_path)
+            if outcome == "cancelled":
+                jobs.update(job_id, message=f"Job cancelled: {jobs.get_row(job_id).cancel_reason}")
+                return
+            if outcome == "deadline":
+                jobs.finish(
+                    job_id,
+                    JobPhase.FAILED,
+                    "DeadlineExceeded",
+                    f"Job was active longer than specified deadline ({deadline}s); attempt {number} killed",
+                )
+                return
+            if code == 0:
+                jobs.finish(
+                    job_id, JobPhase.SUCCEEDED, "Completed", f"Job completed after {number} attempt(s)"
+                )
+                return
+            detail = f"attempt {number} exited with code {code}" + (f": {last}" if last else "")
+            if rule is not None and rule.action == "FailJob":  # the Job controller's condition message
+                jobs.finish(
+                    job_id,
+                    JobPhase.FAILED,
+                    "PodFailurePolicy",
+                    f"Container {container.get('name', '')} for pod {row.namespace}/{job_id}-{number} failed"
+                    f" with exit code {rule.exit_code} matching FailJob rule at index {rule.index}",
+                )
+                return
+            if rule is not None and rule.action == "Ignore":
+                detail += f" (not counted: podFailurePolicy rule at index {rule.index} ignores it)"
+            else:
+                failed += 1
+            if failed > backoff_limit:
+                jobs.finish(
+                    job_id,
+                    JobPhase.FAILED,
+                    "BackoffLimitExceeded",
+                    f"Job has reached the specified backoff limit ({backoff_limit}); {detail}",
+                )
+                return
+            delay = min(self.backoff_seconds * 2 ** max(failed - 1, 0), self.backoff_max_seconds)
+            jobs.update(job_id, message=f"{detail}; retrying in {delay:g}s")
+            timeout = delay if deadline_at is None else max(0.0, min(delay, deadline_at - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(cancel.wait(), timeout)
+            if cancel.is_set():
+                return
+            if deadline_at is not None and loop.time() >= deadline_at:
+                jobs.finish(
+                    job_id,
+                    JobPhase.FAILED,
+                    "DeadlineExceeded",
+                    f"Job was active longer than specified deadline ({deadline}s); {detail}",
+                )
+                return
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    index: int
+    #: FailJob, Ignore or Count.
+    action: str
+    #: As a container runtime reports it.
+    exit_code: int
+
+
+def match_pod_failure_policy(
+    spec: Mapping[str, Any], container_name: str, returncode: int
+) -> RuleMatch | None:
+    """The first ``podFailurePolicy`` rule matching a failed attempt; None if no rule does.
+
+    As the Job controller: rules in order; ``onExitCodes`` matches a non-zero exit code of the named
+    container (any container without ``containerName``) with ``In``/``NotIn``; a matching rule
+    whose action this backend does not know (``FailIndex`` needs an indexed Job) is passed over;
+    ``onPodConditions`` rules (e.g. DisruptionTarget) never match: a local process has no pod conditions.
+    A process killed by signal N has exit code 128 + N, as a container's.
+    """
+    exit_code = returncode if returncode >= 0 else 128 - returncode
+    policy = spec.get("podFailurePolicy") or {}
+    for index, rule in enumerate(policy.get("rules") or []):
+        requirement = rule.get("onExitCodes")
+        if not isinstance(requirement, Mapping) or exit_code == 0:
+            continue
+        name = requirement.get("containerName")
+        if name is not None and name != container_name:
+            continue
+        values = requirement.get("values") or []
+        operator = requirement.get("operator")
+        if not (
+            (operator == "In" and exit_code in values) or (operator == "NotIn" and exit_code not in values)
+        ):
+            continue
+        action = rule.get("action")
+        if action in ("FailJob", "Ignore", "Count"):
+            return RuleMatch(index, str(action), exit_code)
+    return None
+
+
+def warn_about_pod_failure_policy(job_id: str, manifest: Mapping[str, Any]) -> None:
+    """Log the ``onExitCodes`` rules that name no container of the Job: they can never match (and the
+    Kubernetes API server would reject the Job)."""
+    spec = manifest.get("spec") or {}
+    pod = (spec.get("template") or {}).get("spec") or {}
+    names = {c.get("name") for c in pod.get("containers") or []}
+    for index, rule in enumerate((spec.get("podFailurePolicy") or {}).get("rules") or []):
+        name = (rule.get("onExitCodes") or {}).get("containerName")
+        if name is not None and name not in names:
+            log.warning(
+                "podFailurePolicy rule names no container of the job; it never matches",
+                job_id=job_id,
+                rule=index,
+                container_name=name,
+                containers=sorted(str(n) for n in names),
+            )

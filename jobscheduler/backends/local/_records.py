@@ -1,0 +1,46 @@
+"""A stored job as the core sees it: its JobRecord (status counts, conditions, last attempt)."""
+
+from __future__ import annotations
+
+from jobscheduler.backends.local._store import JobRow
+from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION, record_fields
+from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
+
+
+def job_record(row: JobRow) -> JobRecord:
+    meta = row.manifest.get("metadata") or {}
+    spec = row.manifest.get("spec") or {}
+    annotations = meta.get("annotations") or {}
+    phase = JobPhase(row.phase)
+    failed = sum(1 for a in row.attempts if a.finished_at is not None and a.exit_code != 0 and not a.ignored)
+    succeeded = sum(1 for a in row.attempts if a.exit_code == 0)
+    active = sum(1 for a in row.attempts if a.finished_at is None)
+    finished = [a for a in row.attempts if a.finished_at is not None]
+    last = finished[-1] if finished else None
+    conditions: tuple[JobCondition, ...] = ()
+    if phase is JobPhase.SUCCEEDED:
+        conditions = (JobCondition("Complete", "True", row.reason, row.message, row.finished_at),)
+    elif phase in (JobPhase.FAILED, JobPhase.CANCELLED):
+        conditions = (JobCondition("Failed", "True", row.reason, row.message, row.finished_at),)
+    return JobRecord(
+        job_id=row.job_id,
+        name=str(annotations.get(JOB_NAME_ANNOTATION, "")),
+        type=str(annotations.get(JOB_TYPE_ANNOTATION, "")),
+        namespace=row.namespace,
+        phase=phase,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        message=row.message,
+        reason=row.reason,
+        labels=dict(meta.get("labels") or {}),
+        conditions=conditions,
+        active=active,
+        succeeded=succeeded,
+        failed=failed,
+        backoff_limit=int(spec.get("backoffLimit", 6)),
+        pod_names=tuple(f"{row.job_id}-{a.number}" for a in row.attempts),
+        termination_reason=last.reason if last is not None else "",
+        exit_code=last.exit_code if last is not None else None,
+        **record_fields(annotations),
+    )

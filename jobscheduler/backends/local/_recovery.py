@@ -1,0 +1,38 @@
+"""What a previous run of the local backend left behind: its leftover processes and its unfinished
+attempts and jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from jobscheduler.backends.local._store import Store
+from jobscheduler.backends.local._supervisor import belongs_to, kill_stragglers
+from jobscheduler.core.model import JobPhase
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.local")
+
+
+def recover(store: Store, clock: Callable[[], datetime]) -> list[str]:
+    """Kill the leftover processes (also of jobs cancelled during their kill grace), fail the jobs
+    that were running; the ids of the jobs still waiting to run, in FIFO order."""
+    pending: list[str] = []
+    for row in store.all():
+        for attempt in (a for a in row.attempts if a.finished_at is None):
+            if attempt.pid is not None and belongs_to(attempt.pid, row.job_id):
+                kill_stragglers(attempt.pid)
+            reason = "Cancelled" if row.phase == JobPhase.CANCELLED.value else "ServiceRestarted"
+            store.finish_attempt(row.job_id, attempt.number, clock(), None, reason)
+        if row.phase == JobPhase.RUNNING.value:
+            store.update_job(
+                row.job_id,
+                phase=JobPhase.FAILED.value,
+                reason="ServiceRestarted",
+                message="the service stopped while the job was running; it was not resumed",
+                finished_at=clock(),
+            )
+            log.warning("job marked failed after restart", job_id=row.job_id, reason="ServiceRestarted")
+        elif row.phase == JobPhase.PENDING.value:
+            pending.append(row.job_id)
+    return pending

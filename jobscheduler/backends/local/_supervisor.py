@@ -1,0 +1,138 @@
+"""Processes of the local backend: what a job's container runs here (argv, env, working directory),
+each attempt in a process group of its own, killing groups, and the attempts' log files."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pathlib
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Final
+
+#: Host variables a local job inherits (a pod inherits none; these make the same commands run here).
+_INHERITED_ENV: Final = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
+_LAST_LINE_CHARS: Final = 300
+#: Set in every local job's environment: how a restarted service recognises its leftover processes.
+MARKER_ENV: Final = "JOBSCHEDULER_JOB_ID"
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """How to start one attempt of a job: its command, environment and working directory."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    workdir: pathlib.Path
+
+
+def prepare(data_dir: pathlib.Path, job_id: str, container: Mapping[str, Any]) -> Launch | str:
+    """The job's launch (its working directory created), or why it cannot run here."""
+    argv = [*container.get("command", []), *container.get("args", [])]
+    if not argv:
+        return "the container has no command to run locally"
+    if argv[0] == "jobscheduler":  # our own image's entry point: the same program, this interpreter
+        argv = [sys.executable, "-m", "jobscheduler", *argv[1:]]
+    workdir = data_dir / "jobs" / job_id
+    (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+    env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+    env.update({"HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "HOSTNAME": job_id, MARKER_ENV: job_id})
+    env.update({e["name"]: str(e.get("value", "")) for e in container.get("env", []) if "name" in e})
+    return Launch(tuple(str(a) for a in argv), env, workdir)
+
+
+class Supervisor:
+    """Starts attempts as process groups, waits for them and kills them."""
+
+    def __init__(self, *, kill_grace_seconds: float) -> None:
+        self.kill_grace_seconds = kill_grace_seconds
+
+    async def spawn(self, launch: Launch, log_path: pathlib.Path) -> asyncio.subprocess.Process:
+        with open_log(log_path) as log_file:
+            return await asyncio.create_subprocess_exec(
+                *launch.argv,
+                cwd=launch.workdir,
+                env=dict(launch.env),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,  # its own process group: cancel kills all of it
+            )
+
+    async def wait(
+        self, proc: asyncio.subprocess.Process, cancel: asyncio.Event, deadline_at: float | None
+    ) -> str:
+        """ "exited", "cancelled" or "deadline"; in the latter two the process group is killed."""
+        waiter = asyncio.ensure_future(proc.wait())
+        canceller = asyncio.ensure_future(cancel.wait())
+        try:
+            timeout = (
+                None if deadline_at is None else max(0.0, deadline_at - asyncio.get_running_loop().time())
+            )
+            done, _ = await asyncio.wait(
+                {waiter, canceller}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            canceller.cancel()
+        if waiter in done:
+            kill_stragglers(proc.pid)
+            return "exited"
+        waiter.cancel()
+        await self.kill_group(proc, grace=self.kill_grace_seconds)
+        return "cancelled" if cancel.is_set() else "deadline"
+
+    async def kill_group(self, proc: asyncio.subprocess.Process, *, grace: float) -> None:
+        """SIGTERM to the process group, SIGKILL to whatever is left after ``grace`` seconds."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), grace)
+        kill_stragglers(proc.pid)
+        await proc.wait()
+
+
+def kill_stragglers(pgid: int) -> None:
+    """SIGKILL what is left of a process group (children can outlive their leader)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def belongs_to(pid: int, job_id: str) -> bool:
+    """Whether ``pid`` is still one of this job's processes (pids get reused)."""
+    try:
+        environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"{MARKER_ENV}={job_id}".encode() in environ.split(b"\0")
+
+
+def open_log(path: pathlib.Path) -> BinaryIO:
+    """The attempt's log file, the child's stdout and stderr (a local file: opening it never blocks long)."""
+    return open(path, "wb")
+
+
+def read_lines(path: pathlib.Path, offset: int) -> tuple[list[str], int]:
+    """Complete lines from ``offset`` on, and the offset after the last complete line."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    text = data[:end].decode("utf-8", "replace")
+    return text.splitlines(), offset + end
+
+
+def last_line(path: pathlib.Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            lines = [ln for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:_LAST_LINE_CHARS] if lines else ""
