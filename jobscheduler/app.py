@@ -39,7 +39,7 @@ from jobscheduler.core.auth import (
 )
 from jobscheduler.core.errors import JobSchedulerError, NotReady
 from jobscheduler.core.index import JobIndex
-from jobscheduler.core.limits import ImagePolicy, RateLimiter, image_repository
+from jobscheduler.core.limits import ImagePolicy, RateLimiter, StreamSlots, image_repository
 from jobscheduler.core.manifests import JobDefaults
 from jobscheduler.core.model import JobRecord
 from jobscheduler.core.ports import JobBackend
@@ -363,6 +363,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         max_message_bytes=settings.max_message_bytes,
         authenticator=authenticator,
         limiter=rate_limiter(settings),
+        streams=StreamSlots(settings.max_streams_per_caller, settings.max_streams),
     )
     controllers = build_controllers(settings, backend, index, book)
     return Assembly(service, authenticator, server, controllers, book)

@@ -108,6 +108,10 @@ class Settings(BaseSettings):
     #: Requests per second per caller identity (0: unlimited), with bursts up to RATE_LIMIT_BURST.
     rate_limit_rps: Annotated[float, Field(ge=0, le=1_000_000)] = 100.0
     rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 200
+    #: Open streams (WatchJob, WatchJobs, GetJobLogs with follow) per caller identity, and in
+    #: all; beyond them a new stream is RESOURCE_EXHAUSTED (0: no limit).
+    max_streams_per_caller: Annotated[int, Field(ge=0, le=1_000_000)] = 50
+    max_streams: Annotated[int, Field(ge=0, le=1_000_000)] = 1000
 
     @property
     def tls_enabled(self) -> bool:

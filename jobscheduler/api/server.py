@@ -11,10 +11,11 @@ from grpc_reflection.v1alpha import reflection
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
+from jobscheduler.api.decoding import guarded
 from jobscheduler.api.interceptors import ObservabilityInterceptor
 from jobscheduler.api.servicer import JobSchedulerServicer
 from jobscheduler.core.auth import Authenticator
-from jobscheduler.core.limits import RateLimiter
+from jobscheduler.core.limits import RateLimiter, StreamSlots
 from jobscheduler.core.service import JobService
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
@@ -46,6 +47,7 @@ def build_server(
     max_message_bytes: int = 4 * 1024 * 1024,
     authenticator: Authenticator | None = None,
     limiter: RateLimiter | None = None,
+    streams: StreamSlots | None = None,
 ) -> grpc.aio.Server:
     """A server with every service added and no port bound yet (``add_insecure_port``, then ``start``)."""
     options = [
@@ -54,7 +56,10 @@ def build_server(
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(interceptors=[ObservabilityInterceptor()], options=options)
-    pb_grpc.add_JobSchedulerServicer_to_server(JobSchedulerServicer(service, authenticator, limiter), server)
+    # (guarded: an undecodable request body is INVALID_ARGUMENT, not grpc's UNKNOWN)
+    guarded(pb_grpc.add_JobSchedulerServicer_to_server)(
+        JobSchedulerServicer(service, authenticator, limiter, streams), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from jobscheduler.api.context import current_request_id, log_field
 from jobscheduler.api.errors import internal_status, to_status
 from jobscheduler.core.auth import AllowAll, Authenticator, Caller
 from jobscheduler.core.errors import JobSchedulerError
-from jobscheduler.core.limits import RateLimiter
+from jobscheduler.core.limits import RateLimiter, StreamSlots
 from jobscheduler.core.service import JobService
 from jobscheduler.logs import get_logger
 
@@ -83,10 +84,12 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         service: JobService,
         authenticator: Authenticator | None = None,
         limiter: RateLimiter | None = None,
+        streams: StreamSlots | None = None,
     ) -> None:
         self._service = service
         self._authenticator: Authenticator = authenticator or AllowAll()
         self._limiter = limiter or RateLimiter(0, 1)
+        self._streams = streams or StreamSlots(0, 0)
 
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """Who calls (UNAUTHENTICATED without valid credentials), within their rate limit."""
@@ -153,8 +156,9 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     ) -> AsyncIterator[pb.JobEvent]:
         log_field(job_id=request.job_id)
         caller = await self._caller(context)
-        async for event in self._service.watch_job(request.job_id, caller):
-            yield convert.job_event(event, self._service.index)
+        with self._streams.hold(caller.identity):
+            async for event in self._service.watch_job(request.job_id, caller):
+                yield convert.job_event(event, self._service.index)
 
     @_guarded_stream
     async def WatchJobs(
@@ -162,8 +166,9 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     ) -> AsyncIterator[pb.JobEvent]:
         caller = await self._caller(context)
         job_filter = convert.job_filter(request.filter)
-        async for event in self._service.watch_jobs(job_filter, request.resume_token, caller):
-            yield convert.job_event(event, self._service.index)
+        with self._streams.hold(caller.identity):
+            async for event in self._service.watch_jobs(job_filter, request.resume_token, caller):
+                yield convert.job_event(event, self._service.index)
 
     @_guarded_stream
     async def GetJobLogs(
@@ -178,5 +183,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             attempt=request.attempt,
             caller=caller,
         )
-        async for line in lines:
-            yield convert.log_line(line)
+        # Only a followed log stays open; reading what is there ends by itself.
+        with self._streams.hold(caller.identity) if request.follow else nullcontext():
+            async for line in lines:
+                yield convert.log_line(line)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Final
 
 from jobscheduler.core.errors import ResourceExhausted
@@ -48,6 +49,51 @@ class RateLimiter:
                 del self._buckets[key]
         while len(self._buckets) > MAX_BUCKETS:  # all busy: forget the oldest (dicts keep order)
             del self._buckets[next(iter(self._buckets))]
+
+
+class StreamSlots:
+    """Open server streams (watches, followed logs): at most ``per_caller`` per identity and
+    ``total`` in all (0: no limit). A stream holds its slot (``hold``) until it ends, however
+    it ends: completed, failed, cancelled or its client gone."""
+
+    def __init__(self, per_caller: int, total: int) -> None:
+        self.per_caller = per_caller
+        self.total = total
+        self._open: dict[str, int] = {}
+        self._count = 0
+
+    @property
+    def open(self) -> int:
+        return self._count
+
+    def open_for(self, identity: str) -> int:
+        return self._open.get(identity, 0)
+
+    @contextmanager
+    def hold(self, identity: str) -> Iterator[None]:
+        """Take a slot for the ``with`` block, or raise ResourceExhausted."""
+        mine = self._open.get(identity, 0)
+        if self.per_caller and mine >= self.per_caller:
+            raise ResourceExhausted(
+                f"{identity!r} has {mine} streams open, the most allowed (MAX_STREAMS_PER_CALLER);"
+                " close one first"
+            )
+        if self.total and self._count >= self.total:
+            raise ResourceExhausted(
+                f"the server has {self._count} streams open, the most allowed (MAX_STREAMS); retry later",
+                retry_after_seconds=1.0,
+            )
+        self._open[identity] = mine + 1
+        self._count += 1
+        try:
+            yield
+        finally:
+            self._count -= 1
+            left = self._open[identity] - 1
+            if left:
+                self._open[identity] = left
+            else:
+                del self._open[identity]  # the dict holds only callers with open streams
 
 
 def image_repository(image: str) -> str:
