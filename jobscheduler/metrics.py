@@ -102,6 +102,18 @@ WATCH_RELISTS: Final = Counter(
     ["resource"],
     registry=REGISTRY,
 )
+WATCH_SYNCED: Final = Gauge(
+    "jobscheduler_watch_synced",
+    "1 while the watch of a resource is listed and connected (following the API server), else 0.",
+    ["resource"],
+    registry=REGISTRY,
+)
+WATCH_IDLE_SECONDS: Final = Gauge(
+    "jobscheduler_watch_idle_seconds",
+    "Seconds since the watch of a resource last delivered an event or bookmark (or its list).",
+    ["resource"],
+    registry=REGISTRY,
+)
 OPEN_STREAMS: Final = Gauge(
     "jobscheduler_open_streams",
     "Server-streaming RPCs in progress, by method.",

@@ -897,3 +897,78 @@ def test_repeated_gone_does_not_hammer_the_api_server_with_lists(
     count = len(informer_lists(emulator))
     emulator.clear_faults()
     assert 1 <= count <= 5, f"{count} full LISTs of Jobs in 2 s"
+
+
+# --- relists and outages -------------------------------------------------------------------------
+
+
+def test_relist_does_not_roll_back_our_own_writes(emulator: EmulatorThread, service: ServiceThread) -> None:
+    """A relist after 410 whose list was taken before our writes (a job created, one cancelled while
+    the list is in flight): the index never reports the new job DELETED, nor the cancelled job going
+    back to RUNNING; the list replaces only what we observed before asking for it."""
+    running_job = schedule(service)
+    emulator.patch_job(running_job, running_status(iso(utcnow())))
+    eventually(lambda: phase_of(service, running_job) == pb.JOB_PHASE_RUNNING, "RUNNING")
+    deleted_meanwhile = schedule(service)
+    wait_watching(emulator)
+    events: list[Any] = []
+    remove = service.index.add_listener(events.append)  # every change the index makes, in order
+    relists_before = relists()
+    try:
+        # The list's snapshot is taken when it arrives; its answer comes a second later.
+        emulator.delay("GET", f"{JOBS_PATH}$", 1.0, query="limit=500")
+        emulator.trim_log()
+        emulator.send_watch_event(JOBS, gone_event(), end=True)
+        eventually(lambda: informer_lists(emulator), "the relist in flight")
+        created = schedule(service)
+        cancelled = service.stub.CancelJob(pb.CancelJobRequest(job_id=running_job), timeout=T).job
+        assert cancelled.phase == pb.JOB_PHASE_CANCELLED
+        delete_job(emulator, deleted_meanwhile)  # after the snapshot: the watch from the list says so
+        eventually(lambda: relists() == relists_before + 1, "the relist applied", timeout=5)
+        eventually(lambda: get_code(service, deleted_meanwhile) is grpc.StatusCode.NOT_FOUND, "the deletion")
+    finally:
+        emulator.clear_faults()
+        remove()
+    assert phase_of(service, running_job) == pb.JOB_PHASE_CANCELLED
+    assert get_code(service, created) is grpc.StatusCode.OK
+    assert set(listed(service)) == {running_job, created}
+    seen = [(e.type.name, e.record.job_id, e.record.phase.name) for e in events]
+    assert [job for kind, job, _ in seen if kind == "DELETED"] == [deleted_meanwhile], seen
+    phases = [phase for _, job, phase in seen if job == running_job]
+    assert phases and set(phases) == {"CANCELLED"}, f"the cancelled job went backwards: {seen}"
+
+
+def test_outage_not_ready_then_relists_at_once(emulator: EmulatorThread, service: ServiceThread) -> None:
+    """The watch is down (500s; the API server answers pings) while the Job changes and history is
+    compacted: readiness turns false past a short grace, naming the watch; once the API server is back
+    the watch reconnects within the capped backoff, its 410 is followed by a list at once (no backoff),
+    and readiness recovers with the state current."""
+    job_id = schedule(service)
+    wait_watching(emulator)
+    assert service.recheck()
+    assert sample("jobscheduler_watch_synced", "jobs.batch") == 1
+    relists_before = relists()
+
+    stall_watch(emulator)
+    emulator.patch_job(job_id, running_status(iso(utcnow())))
+    emulator.compact(JOBS)
+    assert service.recheck()  # within the grace: a dropped watch alone is no reason
+    eventually(lambda: not service.recheck(), "not ready while the watch is down", timeout=6, interval=0.2)
+    reason = service.readiness.get().reason
+    assert "jobs.batch watch" in reason and "etcdserver: leader changed" in reason, reason
+    assert sample("jobscheduler_watch_synced", "jobs.batch") == 0
+    assert phase_of(service, job_id) != pb.JOB_PHASE_RUNNING  # stale, as readiness says
+
+    emulator.trim_log()
+    emulator.clear_faults()
+    # The backoff is capped at 5 s (with jitter): the watch comes back within 6 s, not 16-30 s.
+    eventually(lambda: watches(emulator), "the watch retried", timeout=6.5, interval=0.02)
+    retried = time.monotonic()
+    eventually(lambda: informer_lists(emulator), "the relist", timeout=6, interval=0.02)
+    relisted = time.monotonic()
+    assert relisted - retried < 0.4, f"410 relisted after {relisted - retried:.2f} s"
+    eventually(service.recheck, "ready again", timeout=3, interval=0.1)
+    assert phase_of(service, job_id) == pb.JOB_PHASE_RUNNING
+    assert relists() == relists_before + 1
+    assert sample("jobscheduler_watch_synced", "jobs.batch") == 1
+    assert 0 <= sample("jobscheduler_watch_idle_seconds", "jobs.batch") < 5

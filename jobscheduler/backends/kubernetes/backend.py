@@ -1,10 +1,11 @@
 """The Kubernetes backend: our jobs are batch/v1 Jobs, found by their labels.
 
-Two informers (list, then watch) keep the index fed: one over our Jobs, one
-over their Pods (for pod names and the last container's exit). They resume
-each watch from the last resourceVersion, take bookmarks, list again on 410
-Gone, and reconnect with capped exponential backoff after errors. The index
-holds compact records built from the JSON, never the API objects.
+Two informers (list, then watch: ``_informer``) keep the index fed: one over
+our Jobs, one over their Pods (for pod names and the last container's exit).
+They resume each watch from the last resourceVersion, take bookmarks, list
+again at once on 410 Gone, and reconnect with a short capped backoff after
+errors. The index holds compact records built from the JSON, never the API
+objects.
 
 (The client's ``kubernetes.informer.SharedInformer`` is thread-based, works
 with the synchronous client and keeps whole model objects, ~37 KB per Job;
@@ -14,16 +15,22 @@ this service runs on one asyncio loop and keeps ~1.5 KB per job.)
 from __future__ import annotations
 
 import asyncio
-import json
-import random
+import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from jobscheduler import metrics
 from jobscheduler.backends.kubernetes._client import KubeApi
-from jobscheduler.backends.kubernetes._errors import Call, Conflict, Gone
+from jobscheduler.backends.kubernetes._errors import Call, Conflict
+from jobscheduler.backends.kubernetes._informer import (
+    Informer,
+    export_metrics,
+    inform,
+    list_pages,
+    watch_event,
+)
 from jobscheduler.backends.kubernetes._status import (
     PodSummary,
     is_managed,
@@ -31,7 +38,7 @@ from jobscheduler.backends.kubernetes._status import (
     pod_summary,
     with_pods,
 )
-from jobscheduler.core.errors import FailedPrecondition, InvalidArgument, JobSchedulerError, NotFound
+from jobscheduler.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import (
     ADMISSION_ANNOTATION,
@@ -52,13 +59,7 @@ log = get_logger("jobscheduler.backends.kubernetes")
 
 JOBS: Final = "jobs.batch"
 PODS: Final = "pods"
-_LIST_PAGE: Final = 500
 _MERGE_PATCH: Final = "application/merge-patch+json"
-#: Server-side watch timeout; the API server ends each watch after about this long.
-WATCH_TIMEOUT_SECONDS: Final = 290
-_BACKOFF_FIRST: Final = 0.5
-_BACKOFF_MAX: Final = 30.0
-_SHORT_WATCH_SECONDS: Final = 1.0
 #: How often a held job's compare-and-swap patch is tried against a changing object.
 _CAS_ATTEMPTS: Final = 5
 
@@ -73,18 +74,13 @@ def _rv(obj: Mapping[str, Any]) -> int:
 class _JobState:
     rv: int
     record: JobRecord
+    #: metadata.resourceVersion as the API server wrote it (opaque: compared for equality only)
+    version: str = ""
 
 
-@dataclass(slots=True)
-class _Informer:
-    """One resource's list+watch state."""
-
-    resource: str
-    path: str
-    synced: bool = False
-    resource_version: str = ""
-    lists: int = 0
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+def _state(job: Mapping[str, Any]) -> _JobState:
+    version = str((job.get("metadata") or {}).get("resourceVersion") or "")
+    return _JobState(_rv(job), job_record(job), version)
 
 
 class KubernetesBackend:
@@ -109,7 +105,9 @@ class KubernetesBackend:
         self._index: JobIndex | None = None
         self._jobs: dict[str, _JobState] = {}
         self._pods: dict[str, dict[str, PodSummary]] = {}
-        self._informers = (_Informer(JOBS, self._jobs_path), _Informer(PODS, self._pods_path))
+        self._informers = (Informer(JOBS, self._jobs_path), Informer(PODS, self._pods_path))
+        #: While a list of Jobs is in flight: the Jobs our writes changed meanwhile (True: created).
+        self._written: dict[str, bool] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- informers ------------------------------------------------------------------------
@@ -117,76 +115,43 @@ class KubernetesBackend:
     async def start(self, index: JobIndex) -> None:
         self._index = index
         loop = asyncio.get_running_loop()
+        for informer in self._informers:
+            export_metrics(informer)
         self._tasks = [
-            loop.create_task(self._inform(i), name=f"informer-{i.resource}") for i in self._informers
+            loop.create_task(
+                inform(informer, self._api, self.namespace, self._list_into, self._on_event),
+                name=f"informer-{informer.resource}",
+            )
+            for informer in self._informers
         ]
 
-    async def _inform(self, informer: _Informer) -> None:
-        """List, then watch from the list's resourceVersion, forever; survive every failure."""
-        backoff = _BACKOFF_FIRST
-        call = Call(verb="watch", resource=informer.resource, namespace=self.namespace)
-        while True:
-            started = asyncio.get_running_loop().time()
-            try:
-                if not informer.resource_version:
-                    await self._list_into(informer)
-                query = [
-                    ("labelSelector", MANAGED_SELECTOR),
-                    ("watch", "true"),
-                    ("allowWatchBookmarks", "true"),
-                    ("resourceVersion", informer.resource_version),
-                    ("timeoutSeconds", str(WATCH_TIMEOUT_SECONDS + random.randint(0, 20))),
-                ]
-                async for raw in self._api.stream(
-                    informer.path, call, query=query, read_timeout=WATCH_TIMEOUT_SECONDS + 60
-                ):
-                    if raw.strip():
-                        self._on_event(informer, json.loads(raw))
-                    backoff = _BACKOFF_FIRST
-                if asyncio.get_running_loop().time() - started < _SHORT_WATCH_SECONDS:
-                    # The server ended the watch at once (a proxy, a misconfiguration): do not spin.
-                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
-            except asyncio.CancelledError:
-                raise
-            except Gone:
-                informer.resource_version = ""  # too old: list again, but never in a tight loop
-                if asyncio.get_running_loop().time() - started < _SHORT_WATCH_SECONDS:
-                    await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                    backoff = min(backoff * 2, _BACKOFF_MAX)
-            except (JobSchedulerError, ValueError) as exc:
-                metrics.WATCH_RESTARTS.labels(informer.resource).inc()
-                log.warning(
-                    "watch failed; reconnecting",
-                    resource=informer.resource,
-                    error=getattr(exc, "message", str(exc)),
-                    retry_in=round(backoff, 2),
-                )
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+    def lag(self) -> str | None:
+        """Why the index may be stale: an informer disconnected or relisting for longer than
+        the grace (_informer.STALE_GRACE_SECONDS); None while both follow the API server."""
+        now = time.monotonic()
+        return next((reason for i in self._informers if (reason := i.lag(now)) is not None), None)
 
-    async def _list_into(self, informer: _Informer) -> None:
+    async def _list_into(self, informer: Informer) -> None:
         # Each page is summarised as it arrives: the whole list is never held as API objects.
         jobs: dict[str, _JobState] = {}
         pods: dict[str, dict[str, PodSummary]] = {}
-        token, version = "", ""
-        call = Call(verb="list", resource=informer.resource, namespace=self.namespace)
-        while True:
-            query = [("labelSelector", MANAGED_SELECTOR), ("limit", str(_LIST_PAGE))]
-            if token:
-                query.append(("continue", token))
-            page = await self._api.request("GET", informer.path, call, query=query)
-            for item in page.get("items") or ():
-                if informer.resource == JOBS:
-                    if is_managed(item):
-                        jobs[str(item["metadata"]["name"])] = _JobState(_rv(item), job_record(item))
-                elif (pod := pod_summary(item)) is not None:
-                    pods.setdefault(pod.job_id, {})[pod.name] = pod
-            meta = page.get("metadata") or {}
-            version = str(meta.get("resourceVersion") or version)
-            token = str(meta.get("continue") or "")
-            if not token:
-                break
+        version = ""
+        if informer.resource == JOBS:
+            self._written = {}  # from now on, our writes are newer than (or the same as) the list
+        try:
+            async for items, page_version in list_pages(self._api, informer, self.namespace):
+                version = page_version
+                for item in items:
+                    if informer.resource == JOBS:
+                        if is_managed(item):
+                            jobs[str(item["metadata"]["name"])] = _state(item)
+                    elif (pod := pod_summary(item)) is not None:
+                        pods.setdefault(pod.job_id, {})[pod.name] = pod
+            if informer.resource == JOBS:
+                self._keep_written(jobs, self._written or {})
+        finally:
+            if informer.resource == JOBS:
+                self._written = None
         if informer.lists:
             metrics.WATCH_RELISTS.labels(informer.resource).inc()
         informer.lists += 1
@@ -202,23 +167,27 @@ class KubernetesBackend:
                 log.info("jobs synced", jobs=len(self._jobs))
             self._index.mark_synced()
 
-    def _on_event(self, informer: _Informer, event: Mapping[str, Any]) -> None:
-        kind = event.get("type")
-        obj = event.get("object") or {}
-        if kind == "ERROR":
-            code = obj.get("code")
-            if code == 410:
-                raise Gone(f"watch expired: {obj.get('message', '')}")
-            raise ValueError(f"watch error {code}: {obj.get('message', '')}")
-        version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-        if version:
-            informer.resource_version = version
-        if kind == "BOOKMARK":
+    def _keep_written(self, listed: dict[str, _JobState], written: Mapping[str, bool]) -> None:
+        """Never roll back our own writes: a Job we wrote (or created) after the list was requested
+        may be newer than the list's snapshot. resourceVersions are opaque: the one we hold stays
+        unless the list has the very same version; a Job we created that the list lacks stays too
+        (the list was taken before it existed). Everything else the list has is newer than what we
+        observed before asking for it."""
+        for name, created in written.items():
+            mine = self._jobs.get(name)
+            theirs = listed.get(name)
+            if mine is not None and (theirs.version != mine.version if theirs else created):
+                listed[name] = mine
+
+    def _on_event(self, informer: Informer, event: Mapping[str, Any]) -> None:
+        change = watch_event(informer, event)
+        if change is None:
             return
+        kind, obj = change
         if informer.resource == JOBS:
-            self._on_job(str(kind), obj)
+            self._on_job(kind, obj)
         else:
-            self._on_pod(str(kind), obj)
+            self._on_pod(kind, obj)
 
     def _on_job(self, kind: str, job: Mapping[str, Any]) -> None:
         name = str((job.get("metadata") or {}).get("name") or "")
@@ -229,7 +198,9 @@ class KubernetesBackend:
             return
         self._remember(job)
 
-    def _remember(self, job: Mapping[str, Any], *, own_write: bool = False) -> JobRecord:
+    def _remember(
+        self, job: Mapping[str, Any], *, own_write: bool = False, created: bool = False
+    ) -> JobRecord:
         """Take a Job version (from a watch or our own write) unless a newer one is known.
 
         The answer to our own write can arrive after the watch has already gone past it
@@ -243,7 +214,9 @@ class KubernetesBackend:
         watched = _rv({"metadata": {"resourceVersion": self._informers[0].resource_version}})
         if own_write and known is None and version and version <= watched:
             return job_record(job)
-        self._jobs[name] = _JobState(version, job_record(job))
+        self._jobs[name] = _state(job)
+        if own_write and self._written is not None:
+            self._written[name] = created or self._written.get(name, False)
         combined = self._combined(name)
         if self._index is not None and (self._index.synced or all(i.synced for i in self._informers)):
             self._index.apply(combined)
@@ -269,7 +242,7 @@ class KubernetesBackend:
 
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
         created = await self._api.request("POST", self._jobs_path, self._call("create"), body=manifest)
-        return self._remember(created, own_write=True)
+        return self._remember(created, own_write=True, created=True)
 
     async def get(self, job_id: str) -> JobRecord:
         job = await self._api.request("GET", f"{self._jobs_path}/{job_id}", self._call("get", job_id))
@@ -285,16 +258,9 @@ class KubernetesBackend:
 
     async def list(self) -> list[JobRecord]:
         records: list[JobRecord] = []
-        token = ""
-        while True:
-            query = [("labelSelector", MANAGED_SELECTOR), ("limit", str(_LIST_PAGE))]
-            if token:
-                query.append(("continue", token))
-            page = await self._api.request("GET", self._jobs_path, self._call("list"), query=query)
-            records.extend(job_record(item) for item in page.get("items") or () if is_managed(item))
-            token = str((page.get("metadata") or {}).get("continue") or "")
-            if not token:
-                return records
+        async for items, _ in list_pages(self._api, self._informers[0], self.namespace):
+            records.extend(job_record(item) for item in items if is_managed(item))
+        return records
 
     async def cancel(self, job_id: str, *, reason: str, at: datetime) -> JobRecord:
         patch = {
@@ -368,12 +334,16 @@ class KubernetesBackend:
         )
 
     async def ping(self) -> None:
+        """Unavailable unless the API server answers and the watches follow it: answering from
+        an index whose watch is down (or relisting) beyond a short grace serves stale state."""
         await self._api.request(
             "GET",
             self._jobs_path,
             self._call("list"),
             query=[("labelSelector", MANAGED_SELECTOR), ("limit", "1")],
         )
+        if (reason := self.lag()) is not None:
+            raise Unavailable(reason)
 
     async def logs(
         self, record: JobRecord, *, follow: bool, tail_lines: int, attempt: int

@@ -1,0 +1,208 @@
+"""One resource's list+watch loop, and whether it is following the API server.
+
+The loop lists, then watches from the list's resourceVersion, resumes each watch from the
+last resourceVersion seen (events and bookmarks), lists again at once on 410 Gone, and
+reconnects after errors with a short capped backoff (0.5 s, doubling, at most 5 s, with
+jitter, as client-go's reflector), so that the cache is current again within seconds of
+the API server coming back. Only a 410 to a watch started from a list made just now backs
+off (a watch cache lagging behind etcd, a misbehaving proxy): never LIST in a tight loop.
+
+:meth:`Informer.lag` says, for readiness, why the informer may be serving stale state: it is
+disconnected or relisting for longer than a short grace (``STALE_GRACE_SECONDS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from jobscheduler import metrics
+from jobscheduler.backends.kubernetes._client import KubeApi
+from jobscheduler.backends.kubernetes._errors import Call, Gone
+from jobscheduler.core.errors import JobSchedulerError
+from jobscheduler.core.manifests import MANAGED_SELECTOR
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.kubernetes")
+
+#: Server-side watch timeout; the API server ends each watch after about this long.
+WATCH_TIMEOUT_SECONDS: Final = 290
+LIST_PAGE: Final = 500
+BACKOFF_FIRST: Final = 0.5
+BACKOFF_MAX: Final = 5.0
+#: A watch that ended (or failed) sooner than this did not really run.
+SHORT_WATCH_SECONDS: Final = 1.0
+#: How long an informer may be disconnected or relisting before readiness turns false.
+STALE_GRACE_SECONDS: Final = 3.0
+
+
+@dataclass(slots=True)
+class Informer:
+    """One resource's list+watch state (times are ``time.monotonic()``)."""
+
+    resource: str
+    path: str
+    synced: bool = False
+    resource_version: str = ""
+    lists: int = 0
+    #: Since when the informer has not been following the API server (None: it is).
+    down_since: float | None = None
+    #: Why not (the last error, or "relisting").
+    problem: str = ""
+    #: When the open watch was requested (None: no watch open).
+    watch_opened: float | None = None
+    #: When the last event, bookmark or list arrived.
+    last_heard: float = 0.0
+
+    def following(self, now: float) -> bool:
+        """Synced, and either never lost since, or watching for a while again."""
+        if not self.synced:
+            return False
+        if self.down_since is None:
+            return True
+        return self.watch_opened is not None and now - self.watch_opened >= SHORT_WATCH_SECONDS
+
+    def lag(self, now: float) -> str | None:
+        """Why this informer's view may be stale, once that has lasted beyond the grace; else None."""
+        if not self.synced or self.following(now) or self.down_since is None:
+            return None  # never synced: the index itself is not synced yet (readiness says so)
+        down = now - self.down_since
+        if down < STALE_GRACE_SECONDS:
+            return None
+        return f"the {self.resource} watch has not followed the API server for {down:.0f} s: {self.problem}"
+
+    def heard(self) -> None:
+        self.down_since = None
+        self.last_heard = time.monotonic()
+
+    def lost(self, problem: str) -> None:
+        self.watch_opened = None
+        self.problem = problem
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+
+
+def watch_event(informer: Informer, event: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    """A watch event's (type, object), having moved the resume point; None for a bookmark.
+
+    Gone for a 410 ERROR event; ValueError for any other ERROR event.
+    """
+    kind = event.get("type")
+    obj = event.get("object") or {}
+    if kind == "ERROR":
+        code = obj.get("code")
+        if code == 410:
+            raise Gone(f"watch expired: {obj.get('message', '')}")
+        raise ValueError(f"watch error {code}: {obj.get('message', '')}")
+    version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    if version:
+        informer.resource_version = version
+    if kind == "BOOKMARK":
+        return None
+    return str(kind), obj
+
+
+def export_metrics(informer: Informer) -> None:
+    """jobscheduler_watch_synced{resource} and jobscheduler_watch_idle_seconds{resource}."""
+    metrics.WATCH_SYNCED.labels(informer.resource).set_function(
+        lambda: 1.0 if informer.following(time.monotonic()) else 0.0
+    )
+    metrics.WATCH_IDLE_SECONDS.labels(informer.resource).set_function(
+        lambda: time.monotonic() - informer.last_heard if informer.last_heard else 0.0
+    )
+
+
+async def list_pages(
+    api: KubeApi, informer: Informer, namespace: str
+) -> AsyncIterator[tuple[list[Mapping[str, Any]], str]]:
+    """The list's pages (of LIST_PAGE items) as they arrive, each with the list's resourceVersion."""
+    call = Call(verb="list", resource=informer.resource, namespace=namespace)
+    token, version = "", ""
+    while True:
+        query = [("labelSelector", MANAGED_SELECTOR), ("limit", str(LIST_PAGE))]
+        if token:
+            query.append(("continue", token))
+        page = await api.request("GET", informer.path, call, query=query)
+        meta = page.get("metadata") or {}
+        version = str(meta.get("resourceVersion") or version)
+        yield list(page.get("items") or ()), version
+        token = str(meta.get("continue") or "")
+        if not token:
+            return
+
+
+async def inform(
+    informer: Informer,
+    api: KubeApi,
+    namespace: str,
+    list_into: Callable[[Informer], Awaitable[None]],
+    on_event: Callable[[Informer, Mapping[str, Any]], None],
+) -> None:
+    """List, then watch from the list's resourceVersion, forever; survive every failure."""
+    backoff = BACKOFF_FIRST
+    call = Call(verb="watch", resource=informer.resource, namespace=namespace)
+
+    async def pause() -> None:
+        nonlocal backoff
+        await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+        backoff = min(backoff * 2, BACKOFF_MAX)
+
+    while True:
+        fresh = False  # the watch starts from a list made just now
+        opened: float | None = None  # when the watch was requested
+        try:
+            if not informer.resource_version:
+                if informer.synced:
+                    informer.lost("relisting")
+                await list_into(informer)
+                informer.heard()
+                fresh = True
+            query = [
+                ("labelSelector", MANAGED_SELECTOR),
+                ("watch", "true"),
+                ("allowWatchBookmarks", "true"),
+                ("resourceVersion", informer.resource_version),
+                ("timeoutSeconds", str(WATCH_TIMEOUT_SECONDS + random.randint(0, 20))),
+            ]
+            opened = informer.watch_opened = time.monotonic()
+            async for raw in api.stream(
+                informer.path, call, query=query, read_timeout=WATCH_TIMEOUT_SECONDS + 60
+            ):
+                if raw.strip():
+                    on_event(informer, json.loads(raw))
+                informer.heard()
+                backoff = BACKOFF_FIRST
+            if time.monotonic() - opened < SHORT_WATCH_SECONDS:
+                # The server ended the watch at once (a proxy, a misconfiguration): do not spin.
+                informer.lost("the API server ended the watch at once")
+                await pause()
+            else:
+                backoff = BACKOFF_FIRST
+        except asyncio.CancelledError:
+            raise
+        except Gone:
+            informer.resource_version = ""
+            informer.lost("410 Gone: relisting")
+            if opened is not None and time.monotonic() - opened >= SHORT_WATCH_SECONDS:
+                backoff = BACKOFF_FIRST  # it had been watching for a while
+            elif fresh:
+                await pause()  # the list just made is already too old: never list in a tight loop
+            # else: resumed from an old resourceVersion (e.g. after an outage): list again at once
+        except (JobSchedulerError, ValueError) as exc:
+            if opened is not None and time.monotonic() - opened >= SHORT_WATCH_SECONDS:
+                backoff = BACKOFF_FIRST  # it had been watching for a while: a fresh failure
+            metrics.WATCH_RESTARTS.labels(informer.resource).inc()
+            message = getattr(exc, "message", str(exc))
+            informer.lost(message)
+            log.warning(
+                "watch failed; reconnecting",
+                resource=informer.resource,
+                error=message,
+                retry_in=round(backoff, 2),
+            )
+            await pause()
