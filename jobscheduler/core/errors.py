@@ -9,6 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import islice
+from typing import Final
+
+#: How many violations an InvalidArgument keeps (the rest are counted, see ``omitted``).
+MAX_VIOLATIONS: Final = 20
+#: Longest field path and description kept; longer ones are cut (values echoed back are hostile).
+MAX_FIELD_CHARS: Final = 128
+MAX_DESCRIPTION_CHARS: Final = 256
+#: Longest error message kept (it goes into logs and the grpc-message trailer).
+MAX_MESSAGE_CHARS: Final = 1024
+
+
+def clip(text: str, limit: int) -> str:
+    """``text``, cut to at most ``limit`` characters (marked with "...") if longer."""
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
+def brief(value: object, limit: int = 64) -> str:
+    """``repr(value)`` for an error message, a long string cut to its first ``limit`` characters."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    return clip(repr(value), limit + 32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,22 +40,37 @@ class FieldViolation:
     field: str
     description: str
 
+    def clipped(self) -> FieldViolation:
+        """This violation with its field path and description cut to their limits."""
+        if len(self.field) <= MAX_FIELD_CHARS and len(self.description) <= MAX_DESCRIPTION_CHARS:
+            return self
+        field, description = clip(self.field, MAX_FIELD_CHARS), clip(self.description, MAX_DESCRIPTION_CHARS)
+        return FieldViolation(field, description)
+
 
 class JobSchedulerError(Exception):
     """Base of all errors the core and its adapters raise on purpose."""
 
     def __init__(self, message: str) -> None:
+        message = clip(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
 
 
 class InvalidArgument(JobSchedulerError):
-    """The request is malformed; ``violations`` names each bad field."""
+    """The request is malformed; ``violations`` names each bad field.
+
+    At most MAX_VIOLATIONS are kept (each cut to its limits); ``omitted`` counts the rest,
+    so one request with thousands of bad entries cannot make an answer (or a log line) huge."""
 
     def __init__(self, violations: Iterable[FieldViolation], message: str | None = None) -> None:
-        self.violations = tuple(violations)
+        items = iter(violations)
+        self.violations = tuple(v.clipped() for v in islice(items, MAX_VIOLATIONS))
+        self.omitted = sum(1 for _ in items)
         if message is None:
             message = "; ".join(f"{v.field}: {v.description}" for v in self.violations) or "invalid request"
+            if self.omitted:
+                message += f"; ... and {self.omitted} more"
         super().__init__(message)
 
     @classmethod
