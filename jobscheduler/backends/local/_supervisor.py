@@ -13,11 +13,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.local")
+
 #: Host variables a local job inherits (a pod inherits none; these make the same commands run here).
 _INHERITED_ENV: Final = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 _LAST_LINE_CHARS: Final = 300
 #: Set in every local job's environment: how a restarted service recognises its leftover processes.
 MARKER_ENV: Final = "JOBSCHEDULER_JOB_ID"
+#: Variables a job's manifest may not set on this backend (defence in depth: validation refuses them).
+_RESERVED_NAMES: Final = frozenset({"PATH", "HOME", "TMPDIR", "BROWSER", "HOSTNAME"})
+_RESERVED_PREFIXES: Final = ("LD_", "PYTHON", "JOBSCHEDULER_", "KUBERNETES_")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,19 +36,46 @@ class Launch:
     workdir: pathlib.Path
 
 
+def reserved(name: str) -> bool:
+    """A variable a job's manifest may not set here: it would change what the server's user runs
+    (the dynamic loader's, Python's, the shell's search path, ...) or pose as the backend's own."""
+    upper = name.upper()
+    return upper in _RESERVED_NAMES or upper.startswith(_RESERVED_PREFIXES)
+
+
 def prepare(data_dir: pathlib.Path, job_id: str, container: Mapping[str, Any]) -> Launch | str:
-    """The job's launch (its working directory created), or why it cannot run here."""
-    argv = [*container.get("command", []), *container.get("args", [])]
+    """The job's launch (its working directory created), or why it cannot run here.
+
+    The environment: the inherited host variables, then the manifest's (reserved names dropped,
+    with a warning), then the backend's own (HOME, TMPDIR, HOSTNAME, the marker), so they always win.
+    """
+    argv = [str(a) for a in (*container.get("command", []), *container.get("args", []))]
     if not argv:
         return "the container has no command to run locally"
-    if argv[0] == "jobscheduler":  # our own image's entry point: the same program, this interpreter
-        argv = [sys.executable, "-m", "jobscheduler", *argv[1:]]
+    for i, arg in enumerate(argv):
+        if "\0" in arg:
+            return f"the container's command line (argument {i}) contains a NUL byte; it cannot run"
+    if argv[0] == "jobscheduler":
+        # Our own image's entry point: the same program, this interpreter, isolated (-I: no PYTHON*
+        # variables, no user site-packages, not the working directory on sys.path).
+        argv = [sys.executable, "-I", "-m", "jobscheduler", *argv[1:]]
+    requested: dict[str, str] = {}
+    for item in container.get("env", []):
+        if not isinstance(item, Mapping) or "name" not in item:
+            continue
+        name, value = str(item["name"]), str(item.get("value", ""))
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            return f"the container's env[{name!r}] is not a valid variable (empty, '=' or a NUL byte)"
+        if reserved(name):
+            log.warning("reserved variable dropped from a local job's env", job_id=job_id, name=name)
+            continue
+        requested[name] = value
     workdir = data_dir / "jobs" / job_id
     (workdir / "tmp").mkdir(parents=True, exist_ok=True)
     env = {k: os.environ[k] for k in _INHERITED_ENV if k in os.environ}
+    env.update(requested)
     env.update({"HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "HOSTNAME": job_id, MARKER_ENV: job_id})
-    env.update({e["name"]: str(e.get("value", "")) for e in container.get("env", []) if "name" in e})
-    return Launch(tuple(str(a) for a in argv), env, workdir)
+    return Launch(tuple(argv), env, workdir)
 
 
 class Supervisor:
