@@ -219,6 +219,13 @@ def build_controllers(
     retries = RetryController(
         backend,
         index,
+        # What ScheduleJob uses: a retry is rendered from the stored request and checked again.
+        registry=builtin_registry(timer_image=settings.timer_image),
+        defaults=job_defaults(settings),
+        images=image_policy(settings),
+        on_refused=lambda record, why: log.warning(
+            "failed job not retried: its stored request is missing or invalid", job_id=record.job_id, why=why
+        ),
         on_error=lambda job_id, exc: log.warning("retry not created yet", job_id=job_id, error=exc.message),
         on_retry=lambda record: log.info(
             "job retried", job_id=record.job_id, retry_of=record.retry_of, retry_number=record.retry_number
@@ -364,7 +371,6 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         authenticator=authenticator,
         limiter=rate_limiter(settings),
         streams=StreamSlots(settings.max_streams_per_caller, settings.max_streams),
-        auth_failures=RateLimiter(settings.auth_failure_rps, settings.auth_failure_burst),
     )
     controllers = build_controllers(settings, backend, index, book)
     return Assembly(service, authenticator, server, controllers, book)

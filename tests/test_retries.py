@@ -1,37 +1,77 @@
-"""Retry rules and the retry manifest (pure functions), with a Job as a real API server returns it."""
+"""Retry rules, and a retry rendered again from the request stored on the failed Job (never a copy
+of the failed Job's spec), with a Job as a real API server returns it."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import kubernetes_validate
 import pytest
+from pod_security import check_object
 
-from jobscheduler.core.manifests import JobDefaults, RenderContext, retry_manifest, validate_job_manifest
-from jobscheduler.core.model import JobPhase, JobRecord
-from jobscheduler.core.retries import MAX_RETRY_DELAY_SECONDS, retry_due, retry_job_id
-from jobscheduler.jobtypes import TimerHandler
+from jobscheduler.core.errors import BackendError, InvalidArgument
+from jobscheduler.core.index import JobIndex
+from jobscheduler.core.limits import ImagePolicy
+from jobscheduler.core.manifests import REQUEST_ANNOTATION, JobDefaults, record_fields
+from jobscheduler.core.model import JobPhase, JobRecord, Priority, ScheduleRequest
+from jobscheduler.core.ports import JobBackend
+from jobscheduler.core.requests import check_manifest, parse_work, render_request
+from jobscheduler.core.retries import MAX_RETRY_DELAY_SECONDS, RetryController, retry_due, retry_job_id
+from jobscheduler.jobtypes import builtin_registry
 
 K8S_VERSION = "1.31.0"
 UID = "0e9d2f9a-5b0c-4f7e-9d8c-6c1b9b7f0a11"
+IMAGE = "ghcr.io/jobscheduler/jobscheduler:1.0"
+REGISTRY = builtin_registry(timer_image=IMAGE)
+DEFAULTS = JobDefaults(namespace="jobs")
+AT = datetime(2026, 11, 23, 10, 0, 1, 250000, tzinfo=UTC)
+ROOT = "job-abcdefghij"
+#: env not in name order: a retry renders it in the same order ($(Z) refers to Z defined before).
+TIMER = {
+    "duration_seconds": 5,
+    "timer_name": "t",
+    "control_plane_endpoint": "http://cp:1",
+    "env": {"Z": "1", "A": "$(Z)"},
+}
 
 
-def stored_job() -> dict[str, Any]:
-    """A timer Job as `kubectl get job -o json` shows it after it failed: server fields included."""
-    handler = TimerHandler("ghcr.io/jobscheduler/jobscheduler:1.0")
-    params = handler.parse(
-        {"duration_seconds": 5, "timer_name": "t", "control_plane_endpoint": "http://cp:1"}
+def request(**fields: Any) -> ScheduleRequest:
+    base: dict[str, Any] = {
+        "name": "nightly",
+        "job_field": "timer_job",
+        "params": TIMER,
+        "labels": {"team": "a"},
+        "timeout_seconds": 120,
+        "ttl_seconds_after_finished": 0,
+        "max_retries": 2,
+        "retry_backoff_seconds": 5,
+        "queue": "batch",
+        "priority": Priority.HIGH,
+        # This submission only: a retry inherits neither.
+        "depends_on": ("job-other00001",),
+        "request_id": "r-1",
+    }
+    return ScheduleRequest(**{**base, **fields})
+
+
+def stored_job(req: ScheduleRequest | None = None, job_id: str = ROOT) -> dict[str, Any]:
+    """The Job ScheduleJob creates for ``req``, as `kubectl get job -o json` shows it after it failed."""
+    req = req or request()
+    handler, params = parse_work(REGISTRY, req, None)
+    job = render_request(handler, params, req, job_id=job_id, owner="alice", defaults=DEFAULTS)
+    check_manifest(job, handler, None)
+    job["metadata"]["annotations"].update(
+        {
+            "jobscheduler.io/cancel-reason": "should not be inherited",
+            "jobscheduler.io/depends-on": "job-other00001",
+            "jobscheduler.io/request-id": "r-1",
+            "jobscheduler.io/request-hash": "0123456789abcdef",
+        }
     )
-    job = handler.render(
-        params,
-        RenderContext(
-            job_id="job-abcdefghij", name="nightly", job_type="timer", defaults=JobDefaults(), owner="alice"
-        ),
-    )
-    job["metadata"]["annotations"]["jobscheduler.io/max-retries"] = "2"
-    job["metadata"]["annotations"]["jobscheduler.io/cancel-reason"] = "should not be inherited"
     job["metadata"].update(
         uid=UID,
         resourceVersion="4711",
@@ -42,12 +82,7 @@ def stored_job() -> dict[str, Any]:
     job["spec"]["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": UID}}
     job["spec"]["suspend"] = False
     job["spec"]["template"]["metadata"]["labels"].update(
-        {
-            "batch.kubernetes.io/controller-uid": UID,
-            "batch.kubernetes.io/job-name": "job-abcdefghij",
-            "controller-uid": UID,
-            "job-name": "job-abcdefghij",
-        }
+        {"batch.kubernetes.io/controller-uid": UID, "controller-uid": UID, "job-name": job_id}
     )
     job["status"] = {
         "failed": 1,
@@ -56,41 +91,200 @@ def stored_job() -> dict[str, Any]:
     return job
 
 
-def test_retry_manifest_is_a_new_object_with_the_same_work() -> None:
+def failed_record(job: dict[str, Any]) -> JobRecord:
+    return JobRecord(
+        job_id=job["metadata"]["name"],
+        name="nightly",
+        type="timer",
+        namespace="jobs",
+        phase=JobPhase.FAILED,
+        reason="BackoffLimitExceeded",
+        finished_at=AT,
+        **record_fields(job["metadata"]["annotations"]),
+    )
+
+
+def controller(backend: Any = None, images: ImagePolicy | None = None, **options: Any) -> RetryController:
+    return RetryController(
+        cast(JobBackend, backend),
+        JobIndex(),
+        registry=REGISTRY,
+        defaults=DEFAULTS,
+        images=images,
+        clock=lambda: AT,
+        **options,
+    )
+
+
+def retry_of(job: dict[str, Any], number: int = 1, images: ImagePolicy | None = None) -> dict[str, Any]:
+    return controller(images=images).render(
+        job["metadata"]["annotations"],
+        failed_record(job),
+        job_id=retry_job_id(ROOT, number),
+        root=ROOT,
+        number=number,
+    )
+
+
+def test_a_retry_is_the_same_work_rendered_again_as_a_new_linked_held_job() -> None:
     failed = stored_job()
     before = copy.deepcopy(failed)
-    at = datetime(2026, 11, 23, 10, 0, 1, 250000, tzinfo=UTC)
-    retry = retry_manifest(
-        failed, job_id="job-retry00001", retry_of="job-abcdefghij", retry_number=1, enqueued_at=at
-    )
-    assert failed == before  # pure
-    meta = retry["metadata"]
-    assert meta["name"] == "job-retry00001"
+    retry = retry_of(failed)
+    assert failed == before  # the failed Job is only read
+    meta, job_id = retry["metadata"], retry_job_id(ROOT, 1)
+    assert meta["name"] == job_id and meta["namespace"] == "jobs"
     for key in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"):
         assert key not in meta
     assert "status" not in retry and "selector" not in retry["spec"]
     # Held in the failed job's queue: admitted when that queue has room, like any job.
-    assert retry["spec"]["suspend"] is True and "parallelism" not in retry["spec"]
-    assert meta["annotations"]["jobscheduler.io/admission"] == "queued"
-    assert meta["annotations"]["jobscheduler.io/enqueued-at"] == "2026-11-23T10:00:01.250000Z"
-    assert meta["labels"]["jobscheduler.io/job-id"] == "job-retry00001"
-    assert meta["labels"]["jobscheduler.io/retry-of"] == "job-abcdefghij"
-    assert meta["annotations"]["jobscheduler.io/retry-number"] == "1"
-    assert meta["annotations"]["jobscheduler.io/owner"] == "alice"
-    assert meta["annotations"]["jobscheduler.io/max-retries"] == "2"
-    assert "jobscheduler.io/cancel-reason" not in meta["annotations"]
+    assert retry["spec"]["suspend"] is True
+    annotations, old = meta["annotations"], failed["metadata"]["annotations"]
+    assert annotations["jobscheduler.io/admission"] == "queued"
+    assert annotations["jobscheduler.io/enqueued-at"] == "2026-11-23T10:00:01.250000Z"
+    assert (
+        annotations["jobscheduler.io/retry-of"] == ROOT and annotations["jobscheduler.io/retry-number"] == "1"
+    )
+    for key in (
+        "owner",
+        "name",
+        "type",
+        "max-retries",
+        "retry-backoff-seconds",
+        "queue",
+        "priority",
+        "request",
+    ):
+        assert annotations[f"jobscheduler.io/{key}"] == old[f"jobscheduler.io/{key}"], key
+    for key in ("cancel-reason", "depends-on", "request-id", "request-hash", "start-after"):
+        assert f"jobscheduler.io/{key}" not in annotations
+    assert meta["labels"] == {
+        **failed["metadata"]["labels"],
+        "jobscheduler.io/job-id": job_id,
+        "jobscheduler.io/retry-of": ROOT,
+    }
     template_labels = retry["spec"]["template"]["metadata"]["labels"]
-    assert not {"controller-uid", "job-name"} & set(template_labels)
-    assert not any(k.startswith("batch.kubernetes.io/") for k in template_labels)
-    assert template_labels["jobscheduler.io/job-id"] == "job-retry00001"
+    assert not {"controller-uid", "job-name", "batch.kubernetes.io/controller-uid"} & set(template_labels)
+    assert template_labels["jobscheduler.io/job-id"] == job_id
+    # The same work to the letter (JOB_ID included: the chain's first, as before), same limits.
     assert retry["spec"]["template"]["spec"] == failed["spec"]["template"]["spec"]
+    for key in ("activeDeadlineSeconds", "backoffLimit", "podFailurePolicy"):
+        assert retry["spec"][key] == failed["spec"][key]
+    assert "ttlSecondsAfterFinished" not in retry["spec"]  # ttl 0: kept until deleted, as requested
     kubernetes_validate.validate(retry, K8S_VERSION, strict=True)
-    validate_job_manifest(retry)
+    assert check_object(retry) == []
+    # A retry of a retry: still the chain's first job's work, linked to it.
+    second = retry_of(stored_job(job_id=job_id), number=2)
+    assert second["spec"]["template"]["spec"] == failed["spec"]["template"]["spec"]
+    assert second["metadata"]["annotations"]["jobscheduler.io/retry-number"] == "2"
+
+
+def forge(job: dict[str, Any]) -> None:
+    """What anyone who may edit Jobs in the namespace could put in one that carries our labels."""
+    pod = job["spec"]["template"]["spec"]
+    pod["serviceAccountName"] = "jobscheduler"
+    pod["automountServiceAccountToken"] = True
+    pod["hostNetwork"] = True
+    pod["volumes"].append({"name": "host", "hostPath": {"path": "/"}})
+    pod["containers"][0]["image"] = "evil.example/miner:1"
+    pod["containers"][0]["securityContext"]["privileged"] = True
+    pod["initContainers"] = [{"name": "x", "image": "evil.example/miner:1", "command": ["sh"]}]
+
+
+def test_a_forged_spec_is_not_copied_the_retry_is_rendered_from_the_request() -> None:
+    clean = stored_job()
+    forged = stored_job()
+    forge(forged)
+    retry = retry_of(forged, images=ImagePolicy(("ghcr.io/jobscheduler",)))
+    assert retry["spec"]["template"]["spec"] == clean["spec"]["template"]["spec"]
+    assert "evil" not in json.dumps(retry)
+
+
+def _annotation(mutate: Any) -> Any:
+    def apply(job: dict[str, Any]) -> None:
+        body = json.loads(job["metadata"]["annotations"][REQUEST_ANNOTATION])
+        mutate(body)
+        job["metadata"]["annotations"][REQUEST_ANNOTATION] = json.dumps(body)
+
+    return apply
+
+
+def _set(key: str, value: Any) -> Any:
+    return lambda job: job["metadata"]["annotations"].__setitem__(key, value)
+
+
+#: (id, change to the failed Job, fragment of why it gets no retry)
+REFUSED: list[tuple[str, Any, str]] = [
+    ("no stored request", lambda job: job["metadata"]["annotations"].pop(REQUEST_ANNOTATION), "missing"),
+    ("not JSON", _set(REQUEST_ANNOTATION, "{not json"), "not JSON"),
+    ("nested", _set(REQUEST_ANNOTATION, "[" * 50_000 + "]" * 50_000), "nested too deeply"),
+    ("too long", _set(REQUEST_ANNOTATION, " " * 200_000), "longer than"),
+    ("not an object", _set(REQUEST_ANNOTATION, "[]"), "JSON object"),
+    ("unknown field", _annotation(lambda b: b.update(command=["sh"])), "unknown fields: command"),
+    ("wrong type", _annotation(lambda b: b.update(labels=["x"])), "request.labels"),
+    ("negative", _annotation(lambda b: b.update(timeout_seconds=-1)), "request.timeout_seconds"),
+    ("huge", _annotation(lambda b: b.update(retry_backoff_seconds=10**30)), "retry_backoff_seconds"),
+    ("priority", _annotation(lambda b: b.update(priority="ULTRA")), "request.priority"),
+    ("no job type", _annotation(lambda b: b.pop("job_field")), "request.job_field"),
+    ("unknown job type", _annotation(lambda b: b.update(job_field="shell_job")), "shell_job"),
+    (
+        "bad params",
+        _annotation(lambda b: b["params"].update(duration_seconds=0)),
+        "timer_job.duration_seconds",
+    ),
+    ("image", _annotation(lambda b: b["params"].update(image="evil.example/miner:1")), "ALLOWED_IMAGES"),
+    ("retries used up", _annotation(lambda b: b.update(max_retries=0)), "allows 0 retries"),
+]
+
+
+@pytest.mark.parametrize(("change", "fragment"), [r[1:] for r in REFUSED], ids=[r[0] for r in REFUSED])
+def test_a_failed_job_without_a_valid_stored_request_gets_no_retry(change: Any, fragment: str) -> None:
+    job = stored_job()
+    change(job)
+    with pytest.raises((InvalidArgument, BackendError)) as err:
+        retry_of(job, images=ImagePolicy(("ghcr.io/jobscheduler",)))
+    assert fragment in err.value.message
+
+
+class FakeBackend:
+    """The process edge: the failed Job as the API server returns it, and what is created."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        self.job = job
+        self.created: list[dict[str, Any]] = []
+
+    async def manifest(self, job_id: str) -> dict[str, Any]:
+        assert job_id == self.job["metadata"]["name"]
+        return copy.deepcopy(self.job)
+
+    async def create(self, manifest: dict[str, Any]) -> JobRecord:
+        self.created.append(manifest)
+        return failed_record(manifest)
+
+
+@pytest.mark.parametrize("valid", [True, False])
+def test_act_creates_the_retry_or_reports_why_not_once_without_raising(valid: bool) -> None:
+    job = stored_job()
+    if not valid:
+        forge(job)
+        del job["metadata"]["annotations"][REQUEST_ANNOTATION]
+    backend = FakeBackend(job)
+    refused: list[tuple[str, str]] = []
+    retried: list[JobRecord] = []
+    retries = controller(
+        backend, on_refused=lambda r, why: refused.append((r.job_id, why)), on_retry=retried.append
+    )
+    asyncio.run(retries.act(failed_record(job)))
+    if valid:
+        assert [m["metadata"]["name"] for m in backend.created] == [retry_job_id(ROOT, 1)]
+        assert len(retried) == 1 and refused == []
+    else:
+        assert backend.created == [] and retried == []
+        assert len(refused) == 1 and refused[0][0] == ROOT and "missing" in refused[0][1]
 
 
 def record(**fields: Any) -> JobRecord:
     base: dict[str, Any] = {
-        "job_id": "job-abcdefghij",
+        "job_id": ROOT,
         "name": "n",
         "type": "timer",
         "namespace": "default",
@@ -129,7 +323,7 @@ def test_retry_due(fields: dict[str, Any], delay: int | None) -> None:
 
 
 def test_retry_ids_are_stable_distinct_job_ids() -> None:
-    ids = {retry_job_id("job-abcdefghij", n) for n in range(1, 11)}
+    ids = {retry_job_id(ROOT, n) for n in range(1, 11)}
     assert len(ids) == 10
-    assert retry_job_id("job-abcdefghij", 1) == retry_job_id("job-abcdefghij", 1)
+    assert retry_job_id(ROOT, 1) == retry_job_id(ROOT, 1)
     assert all(i.startswith("job-") and len(i) == 14 and i[4:].isalnum() and i.islower() for i in ids)

@@ -197,7 +197,10 @@ def test_registry_finds_handlers_and_rejects_duplicates() -> None:
         max_size=60,
     ).filter(lambda s: s.strip() and s.isprintable()),
     env=st.dictionaries(
-        st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True), st.text(max_size=50), max_size=5
+        # (Names that steer a process, LD_* and the like, and control characters are refused.)
+        st.from_regex(r"APP_[A-Z0-9_]{0,16}", fullmatch=True),
+        st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cc", "Cf", "Cs")), max_size=50),
+        max_size=5,
     ),
 )
 def test_any_valid_request_renders_a_valid_manifest(

@@ -8,14 +8,16 @@ security context.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from jobscheduler.core.errors import BackendError
+from jobscheduler.core.limits import ImagePolicy
 from jobscheduler.core.model import DEFAULT_QUEUE, JobPhase, Priority
 from jobscheduler.core.naming import dns1123_label_problem, label_key_problem, label_value_problem
+from jobscheduler.core.podpolicy import RESTRICTED_CONTAINER_SECURITY_CONTEXT, pod_template_problems
 
 MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "jobscheduler"
@@ -31,6 +33,8 @@ OWNER_ANNOTATION: Final = "jobscheduler.io/owner"
 #: ScheduleJob's request_id, and a digest of the request it came with (idempotent retries).
 REQUEST_ID_ANNOTATION: Final = "jobscheduler.io/request-id"
 REQUEST_HASH_ANNOTATION: Final = "jobscheduler.io/request-hash"
+#: The request's work as canonical JSON (core.requests): what a retry is rendered from.
+REQUEST_ANNOTATION: Final = "jobscheduler.io/request"
 #: Retries: the policy (on every job of a chain) and the link (on each retry; also a label).
 MAX_RETRIES_ANNOTATION: Final = "jobscheduler.io/max-retries"
 RETRY_BACKOFF_ANNOTATION: Final = "jobscheduler.io/retry-backoff-seconds"
@@ -64,14 +68,6 @@ RESERVED_LABELS: Final = frozenset({MANAGED_BY_LABEL})
 #: The UID/GID job containers run as (the project image's user), so that images
 #: without a numeric USER still satisfy runAsNonRoot.
 JOB_RUN_AS_USER: Final = 10001
-
-_RESTRICTED_CONTAINER_SECURITY_CONTEXT: Final[Mapping[str, Any]] = {
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +142,7 @@ def job_manifest(
                             "requests": {"cpu": d.cpu_request, "memory": d.memory_request},
                             "limits": {"cpu": d.cpu_limit, "memory": d.memory_limit},
                         },
-                        "securityContext": _deep_copy(_RESTRICTED_CONTAINER_SECURITY_CONTEXT),
+                        "securityContext": _deep_copy(RESTRICTED_CONTAINER_SECURITY_CONTEXT),
                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
                     }
                 ],
@@ -191,41 +187,42 @@ def job_manifest(
     }
 
 
-def validate_job_manifest(manifest: Mapping[str, Any]) -> None:
-    """Check a rendered manifest before it is sent: a handler bug must not become a cluster object.
+def validate_job_manifest(
+    manifest: Mapping[str, Any],
+    *,
+    images: ImagePolicy | None = None,
+    trusted_images: Collection[str] = (),
+) -> None:
+    """Check a manifest before it is sent: a handler bug must not become a cluster object, nor
+    may any Job we create ask more of a node than the pod policy (core.podpolicy) allows.
+    ``images``: ALLOWED_IMAGES (None: any); ``trusted_images``: the handlers' configured images.
 
     Raises :class:`BackendError` (an internal error, not the caller's) naming what is wrong.
     """
     problems: list[str] = []
     if manifest.get("apiVersion") != "batch/v1" or manifest.get("kind") != "Job":
         problems.append("apiVersion/kind must be batch/v1 Job")
-    meta = manifest.get("metadata") or {}
+    meta = _mapping(manifest.get("metadata"))
     name = meta.get("name", "")
-    if (p := dns1123_label_problem(name)) is not None:
-        problems.append(f"metadata.name {p}")
-    labels = meta.get("labels") or {}
+    if not isinstance(name, str) or (p := dns1123_label_problem(name)) is not None:
+        problems.append(f"metadata.name {p if isinstance(name, str) else 'must be a string'}")
+    labels = _mapping(meta.get("labels"))
     for key in (MANAGED_BY_LABEL, JOB_ID_LABEL, JOB_TYPE_LABEL):
         if key not in labels:
             problems.append(f"metadata.labels lacks {key}")
     for key, value in labels.items():
-        if (p := label_key_problem(key)) is not None or (p := label_value_problem(value)) is not None:
+        if (p := label_key_problem(str(key))) is not None or (
+            p := label_value_problem(str(value))
+        ) is not None:
             problems.append(f"metadata.labels[{key}] {p}")
-    pod = ((manifest.get("spec") or {}).get("template") or {}).get("spec") or {}
-    if pod.get("restartPolicy") not in ("Never", "OnFailure"):
-        problems.append("spec.template.spec.restartPolicy must be Never or OnFailure")
-    containers = pod.get("containers") or []
-    if not containers:
-        problems.append("spec.template.spec.containers must not be empty")
-    for i, c in enumerate(containers):
-        where = f"spec.template.spec.containers[{i}]"
-        if not c.get("image"):
-            problems.append(f"{where}.image must be set")
-        sc = c.get("securityContext") or {}
-        for key, want in _RESTRICTED_CONTAINER_SECURITY_CONTEXT.items():
-            if sc.get(key) != want:
-                problems.append(f"{where}.securityContext.{key} must be {want!r}")
+    template = _mapping(_mapping(manifest.get("spec")).get("template"))
+    problems.extend(pod_template_problems(template, images=images, trusted_images=trusted_images))
     if problems:
         raise BackendError("invalid Job manifest: " + "; ".join(problems))
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _deep_copy(value: Any) -> Any:
@@ -234,82 +231,6 @@ def _deep_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_deep_copy(v) for v in value]
     return value
-
-
-#: Metadata the API server (or the Job controller) adds: a new object must not carry it.
-_SERVER_METADATA: Final = (
-    "uid",
-    "resourceVersion",
-    "creationTimestamp",
-    "generation",
-    "managedFields",
-    "ownerReferences",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "finalizers",
-    "selfLink",
-)
-#: Labels the Job controller puts on a Job's pod template (tied to the old Job's uid and name).
-_CONTROLLER_TEMPLATE_LABELS: Final = (
-    "controller-uid",
-    "job-name",
-    "batch.kubernetes.io/controller-uid",
-    "batch.kubernetes.io/job-name",
-)
-#: Annotations of the old Job's life that a retry must not inherit.
-_NOT_INHERITED_ANNOTATIONS: Final = (
-    CANCELLED_AT_ANNOTATION,
-    CANCEL_REASON_ANNOTATION,
-    START_AFTER_ANNOTATION,
-    DEPENDS_ON_ANNOTATION,
-    ADMITTED_AT_ANNOTATION,
-    FAILURE_REASON_ANNOTATION,
-    FAILURE_MESSAGE_ANNOTATION,
-    FAILED_AT_ANNOTATION,
-    "batch.kubernetes.io/job-tracking",
-)
-
-
-def retry_manifest(
-    failed: Mapping[str, Any], *, job_id: str, retry_of: str, retry_number: int, enqueued_at: datetime
-) -> dict[str, Any]:
-    """A new Job that runs ``failed`` again (pure): the same spec, a new name, linked to the chain.
-
-    ``failed`` is the failed Job as stored (API server fields included): server-set metadata,
-    the status, the generated selector and the controller's template labels are dropped, so
-    the API server treats it as the new object it is. The retry is created held (QUEUED) in
-    the failed job's queue, so that it waits for room there like any job.
-    """
-    job: dict[str, Any] = _deep_copy(failed)
-    job.pop("status", None)
-    meta = job.setdefault("metadata", {})
-    for key in _SERVER_METADATA:
-        meta.pop(key, None)
-    meta["name"] = job_id
-    labels = meta.setdefault("labels", {})
-    labels[JOB_ID_LABEL] = job_id
-    labels[RETRY_OF_LABEL] = retry_of
-    annotations = meta.setdefault("annotations", {})
-    for key in _NOT_INHERITED_ANNOTATIONS:
-        annotations.pop(key, None)
-    # A retry is scheduled by the service, not by a ScheduleJob request of its own.
-    annotations.pop(REQUEST_ID_ANNOTATION, None)
-    annotations.pop(REQUEST_HASH_ANNOTATION, None)
-    annotations[RETRY_OF_ANNOTATION] = retry_of
-    annotations[RETRY_NUMBER_ANNOTATION] = str(retry_number)
-    annotations[ADMISSION_ANNOTATION] = ADMISSION_STATES_BY_PHASE[JobPhase.QUEUED]
-    annotations[ENQUEUED_AT_ANNOTATION] = format_precise_time(enqueued_at)
-    spec = job.setdefault("spec", {})
-    if not spec.get("manualSelector"):
-        spec.pop("selector", None)
-    template_labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
-    for key in _CONTROLLER_TEMPLATE_LABELS:
-        template_labels.pop(key, None)
-    if JOB_ID_LABEL in template_labels:
-        template_labels[JOB_ID_LABEL] = job_id
-    spec["suspend"] = True
-    spec.pop("parallelism", None)
-    return job
 
 
 #: The admission annotation's values, by the phase they report.
@@ -359,9 +280,10 @@ def _annotation_time(annotations: Mapping[str, Any], key: str) -> datetime | Non
         return None
     try:
         value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
+        # Naive or out of range once in UTC (e.g. year 1 at +01:00): as malformed.
+        return value.astimezone(UTC) if value.tzinfo is not None else None
+    except (ValueError, OverflowError):
         return None
-    return value if value.tzinfo is not None else None
 
 
 def record_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
@@ -402,14 +324,16 @@ def held_failure(annotations: Mapping[str, Any]) -> tuple[str, str, datetime | N
     return str(reason), message, _annotation_time(annotations, FAILED_AT_ANNOTATION)
 
 
+_MAX_NUMBER_DIGITS: Final = 9
+
+
 def _retry_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
     """The JobRecord retry fields from a Job's annotations (malformed numbers read as 0)."""
 
     def number(key: str) -> int:
-        try:
-            return int(str(annotations.get(key, 0)))
-        except ValueError:
-            return 0
+        raw = str(annotations.get(key, ""))
+        # ASCII digits only, and few of them: int() would take "-3", "1_0", "١٢" and 4,000 digits.
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_NUMBER_DIGITS else 0
 
     return {
         "retry_of": str(annotations.get(RETRY_OF_ANNOTATION, "")),

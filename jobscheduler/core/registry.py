@@ -45,6 +45,11 @@ class JobHandler(abc.ABC, Generic[P]):
         ALLOWED_IMAGES), or None when the handler's configured image is used."""
         return None
 
+    def default_images(self) -> tuple[str, ...]:
+        """The images the handler renders when the request picks none (configured by the
+        operator, so trusted by the manifest check even outside ALLOWED_IMAGES)."""
+        return ()
+
 
 class HandlerRegistry:
     """Handlers by job type and by request field."""

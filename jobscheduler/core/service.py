@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -27,21 +25,14 @@ from jobscheduler.core.manifests import (
     ADMISSION_STATES_BY_PHASE,
     DEPENDS_ON_ANNOTATION,
     ENQUEUED_AT_ANNOTATION,
-    MAX_RETRIES_ANNOTATION,
-    PRIORITY_ANNOTATION,
-    QUEUE_ANNOTATION,
-    QUEUE_LABEL,
     REQUEST_HASH_ANNOTATION,
     REQUEST_ID_ANNOTATION,
     RESERVED_LABEL_PREFIX,
     RESERVED_LABELS,
-    RETRY_BACKOFF_ANNOTATION,
     START_AFTER_ANNOTATION,
     JobDefaults,
-    RenderContext,
     format_precise_time,
     format_time,
-    validate_job_manifest,
 )
 from jobscheduler.core.model import (
     DEFAULT_QUEUE,
@@ -51,7 +42,6 @@ from jobscheduler.core.model import (
     JobPhase,
     JobRecord,
     LogLine,
-    Priority,
     QueueStatus,
     ScheduleRequest,
 )
@@ -65,6 +55,7 @@ from jobscheduler.core.naming import (
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.query import Page, compile_filter, paginate, paginate_newest_first
 from jobscheduler.core.registry import HandlerRegistry
+from jobscheduler.core.requests import check_manifest, image_violations, render_request, request_digest
 from jobscheduler.core.retries import MAX_RETRIES, MAX_RETRY_BACKOFF_SECONDS, MAX_RETRY_DELAY_SECONDS
 
 #: How many fresh ids ScheduleJob tries when a generated id is taken (vanishingly rare).
@@ -130,29 +121,16 @@ class JobService:
         except InvalidArgument as exc:
             violations.extend(exc.violations)
         else:
-            override = handler.image_override(params)
-            if override is not None and self.images is not None and not self.images.allows(override[1]):
-                allowed = ", ".join(self.images.prefixes) or "none"
-                violations.append(
-                    FieldViolation(
-                        override[0], f"image {override[1]!r} is not allowed (ALLOWED_IMAGES: {allowed})"
-                    )
-                )
+            violations.extend(image_violations(handler, params, self.images))
         if violations:
             raise InvalidArgument(violations)
-        defaults = self.defaults
-        if request.ttl_seconds_after_finished is not None:
-            defaults = replace(
-                defaults, ttl_seconds_after_finished=request.ttl_seconds_after_finished or None
-            )
         now = self._clock()
-        annotations = _retry_annotations(request)
+        # The work's annotations (queue, priority, retries, the stored request): render_request's.
+        annotations: dict[str, str] = {}
         start = _start_time(request, now)
         if start is not None:
             annotations[START_AFTER_ANNOTATION] = format_time(start)
         queue = request.queue or DEFAULT_QUEUE
-        annotations[QUEUE_ANNOTATION] = queue
-        annotations[PRIORITY_ANNOTATION] = (request.priority or Priority.NORMAL).name
         if request.depends_on:
             annotations[DEPENDS_ON_ANNOTATION] = ",".join(request.depends_on)
         # Held (created suspended, admitted by the admission loop) when it must wait for its
@@ -163,30 +141,21 @@ class JobService:
         if held is not None:
             annotations[ADMISSION_ANNOTATION] = ADMISSION_STATES_BY_PHASE[held]
             annotations[ENQUEUED_AT_ANNOTATION] = format_precise_time(now)
-        ctx = RenderContext(
-            job_id="",
-            name=request.name,
-            job_type=handler.job_type,
-            defaults=defaults,
-            labels=dict(request.labels),
-            owner=caller.identity,
-        )
 
         def render(job_id: str, more: Mapping[str, str] | None = None) -> dict[str, Any]:
             """The handler's manifest for ``job_id``, with what the request adds to any job type."""
             self._check_dependencies(job_id, request.depends_on)
-            manifest = handler.render(params, replace(ctx, job_id=job_id))
-            if request.timeout_seconds:
-                manifest["spec"]["activeDeadlineSeconds"] = request.timeout_seconds
+            manifest = render_request(
+                handler, params, request, job_id=job_id, owner=caller.identity, defaults=self.defaults
+            )
             if held is not None:
                 manifest["spec"]["suspend"] = True  # admitted by core.admission
-            manifest["metadata"]["labels"][QUEUE_LABEL] = queue
-            manifest["metadata"].setdefault("annotations", {}).update({**annotations, **(more or {})})
-            validate_job_manifest(manifest)
+            manifest["metadata"]["annotations"].update({**annotations, **(more or {})})
+            check_manifest(manifest, handler, self.images)
             return manifest
 
         if request.request_id:
-            return await self._schedule_once(request, caller, defaults.namespace, render)
+            return await self._schedule_once(request, caller, self.defaults.namespace, render)
         for attempt in range(_ID_ATTEMPTS):
             try:
                 return self._created(await self.backend.create(render(self._new_id())))
@@ -366,27 +335,6 @@ def request_job_id(namespace: str, owner: str, request_id: str) -> str:
     return derived_job_id(namespace, owner, request_id)
 
 
-def request_digest(request: ScheduleRequest) -> str:
-    """What makes two ScheduleJob requests the same (16 hex digits of SHA-256 over canonical JSON)."""
-    body = [
-        request.name,
-        request.job_field,
-        request.params,
-        dict(sorted(request.labels.items())),
-        request.timeout_seconds,
-        request.ttl_seconds_after_finished,
-        request.max_retries,
-        request.retry_backoff_seconds,
-        request.start_after.isoformat() if request.start_after else None,
-        request.delay_seconds,
-        request.queue or DEFAULT_QUEUE,
-        (request.priority or Priority.NORMAL).name,
-        list(request.depends_on),
-    ]
-    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
 def _start_time(request: ScheduleRequest, now: datetime) -> datetime | None:
     """When a job asked to start later should start; None: now (a time in the past is now)."""
     if request.start_after is not None:
@@ -396,15 +344,6 @@ def _start_time(request: ScheduleRequest, now: datetime) -> datetime | None:
     else:
         return None
     return start if start > now else None
-
-
-def _retry_annotations(request: ScheduleRequest) -> dict[str, str]:
-    if not request.max_retries:
-        return {}
-    return {
-        MAX_RETRIES_ANNOTATION: str(request.max_retries),
-        RETRY_BACKOFF_ANNOTATION: str(request.retry_backoff_seconds),
-    }
 
 
 def _same_request(existing: JobRecord, request: ScheduleRequest, caller: Caller, digest: str) -> JobRecord:

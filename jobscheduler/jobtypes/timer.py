@@ -57,6 +57,9 @@ class TimerHandler(JobHandler[TimerParams]):
     def __init__(self, default_image: str) -> None:
         self.default_image = default_image
 
+    def default_images(self) -> tuple[str, ...]:
+        return (self.default_image,)
+
     def image_override(self, params: TimerParams) -> tuple[str, str] | None:
         if params.image and params.image != self.default_image:
             return (f"{self.request_field}.image", params.image)
