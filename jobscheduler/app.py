@@ -371,6 +371,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         authenticator=authenticator,
         limiter=rate_limiter(settings),
         streams=StreamSlots(settings.max_streams_per_caller, settings.max_streams),
+        auth_failures=RateLimiter(settings.auth_failure_rps, settings.auth_failure_burst),
     )
     controllers = build_controllers(settings, backend, index, book)
     return Assembly(service, authenticator, server, controllers, book)

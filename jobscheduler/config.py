@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     #: all; beyond them a new stream is RESOURCE_EXHAUSTED (0: no limit).
     max_streams_per_caller: Annotated[int, Field(ge=0, le=1_000_000)] = 50
     max_streams: Annotated[int, Field(ge=0, le=1_000_000)] = 1000
+    #: Failed authentications per second per peer address (0: unlimited), with bursts up to
+    #: AUTH_FAILURE_BURST; beyond, the peer's calls are RESOURCE_EXHAUSTED before authenticating.
+    auth_failure_rps: Annotated[float, Field(ge=0, le=1_000_000)] = 1.0
+    auth_failure_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 20
 
     @property
     def tls_enabled(self) -> bool:

@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import pathlib
 import secrets
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from jobscheduler.backends.local import LocalBackend
@@ -39,9 +40,10 @@ def job(
     }
 
 
-async def wait_phase(index: JobIndex, job_id: str, *phases: JobPhase, within: float = 15) -> JobRecord:
-    """The job's record once the index has it in one of ``phases`` (default: a final one)."""
-    wanted = phases or FINAL
+async def wait_record(
+    index: JobIndex, job_id: str, check: Callable[[JobRecord], bool], within: float = 15
+) -> JobRecord:
+    """The job's record once ``check`` holds for it (woken by the index's events)."""
     changed = asyncio.Event()
     remove = index.add_listener(lambda event: changed.set())
     try:
@@ -49,11 +51,30 @@ async def wait_phase(index: JobIndex, job_id: str, *phases: JobPhase, within: fl
             while True:
                 changed.clear()
                 record = index.get(job_id)
-                if record is not None and record.phase in wanted:
+                if record is not None and check(record):
                     return record
                 await changed.wait()
     finally:
         remove()
+
+
+async def wait_phase(index: JobIndex, job_id: str, *phases: JobPhase, within: float = 15) -> JobRecord:
+    """The job's record once the index has it in one of ``phases`` (default: a final one)."""
+    wanted = phases or FINAL
+    return await wait_record(index, job_id, lambda record: record.phase in wanted, within)
+
+
+async def running_pid(index: JobIndex, data_dir: pathlib.Path, job_id: str) -> int:
+    """The pid of the job's running attempt (from the backend's own SQLite rows)."""
+    await wait_record(index, job_id, lambda record: record.active == 1)
+    db = sqlite3.connect(data_dir / "jobscheduler.db", timeout=5)
+    try:
+        row = db.execute(
+            "SELECT pid FROM attempts WHERE job_id = ? AND finished_at IS NULL", (job_id,)
+        ).fetchone()
+    finally:
+        db.close()
+    return int(row[0])
 
 
 @contextlib.asynccontextmanager

@@ -379,6 +379,67 @@ def test_kubernetes_mode_unavailable_when_the_api_server_fails(
     k8s_review.stub.ListJobs(pb.ListJobsRequest(), metadata=auth("sa-token"), timeout=T)
 
 
+def reviews(emulator: EmulatorThread) -> int:
+    return len([r for r in emulator.requests() if r[1].startswith(TOKENREVIEWS_PATH)])
+
+
+def test_refused_tokens_are_cached_and_concurrent_reviews_of_one_token_are_shared(
+    emulator: EmulatorThread, k8s_review: ServiceThread
+) -> None:
+    stub = k8s_review.stub
+    emulator.trim_log()
+    for _ in range(5):  # a refused token is refused again for a while without asking
+        assert code_of(
+            lambda: stub.ListJobs(pb.ListJobsRequest(), metadata=auth("garbage-1"), timeout=T)
+        ) is (grpc.StatusCode.UNAUTHENTICATED)
+    assert reviews(emulator) == 1
+    # Slow answers: 10 calls with a new good token and 10 with a new bad one, all at once,
+    # while the first review of each is still under way.
+    emulator.add_token("fresh-token", SA)
+    emulator.delay("POST", TOKENREVIEWS_PATH, 0.5)
+    emulator.trim_log()
+    good = [
+        stub.ListJobs.future(pb.ListJobsRequest(), metadata=auth("fresh-token"), timeout=T) for _ in range(10)
+    ]
+    bad = [
+        stub.ListJobs.future(pb.ListJobsRequest(), metadata=auth("garbage-2"), timeout=T) for _ in range(10)
+    ]
+    for call in good:
+        call.result()
+    for call in bad:
+        assert call.exception() is not None and call.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert reviews(emulator) == 2
+
+
+def test_failed_authentications_are_limited_per_peer_before_any_review(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    emulator.add_token("sa-token", SA)
+    svc = kubernetes_service(kubeconfig, auth_mode="kubernetes", auth_failure_rps=0.001, auth_failure_burst=3)
+    try:
+        stub = svc.stub
+        stub.ListJobs(pb.ListJobsRequest(), metadata=auth("sa-token"), timeout=T)
+        emulator.trim_log()
+        for i in range(3):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListJobs(pb.ListJobsRequest(), metadata=auth(f"garbage-{i}"), timeout=T)
+            assert err.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        assert reviews(emulator) == 3
+        # The peer's budget of failures is spent: refused before its credentials are looked at,
+        # with a retry delay; new garbage costs the API server nothing.
+        for i in range(3, 20):
+            with pytest.raises(grpc.RpcError) as err:
+                stub.ListJobs(pb.ListJobsRequest(), metadata=auth(f"garbage-{i}"), timeout=T)
+            assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "failed authentications" in (err.value.details() or "")
+        status = rpc_status.from_call(err.value)
+        assert status is not None
+        assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
+        assert reviews(emulator) == 3
+    finally:
+        svc.stop()
+
+
 # --- limits ----------------------------------------------------------------------------------------
 
 

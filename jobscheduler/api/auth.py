@@ -29,3 +29,14 @@ def credentials(context: grpc.aio.ServicerContext[Any, Any]) -> Credentials:
         bearer_token=bearer_token(context.invocation_metadata()),
         peer_identity=peer_identity(context),
     )
+
+
+def peer_address(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's address without its port (``ipv4:10.0.0.7``, ``ipv6:[fd00::7]``, ``unix:...``):
+    what failed authentications are counted by."""
+    peer = context.peer() or "unknown"
+    if peer.startswith(("ipv4:", "ipv6:")):
+        host, sep, port = peer.rpartition(":")
+        if sep and port.isdigit() and host not in ("ipv4", "ipv6"):
+            return host
+    return peer

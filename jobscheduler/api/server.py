@@ -48,6 +48,7 @@ def build_server(
     authenticator: Authenticator | None = None,
     limiter: RateLimiter | None = None,
     streams: StreamSlots | None = None,
+    auth_failures: RateLimiter | None = None,
 ) -> grpc.aio.Server:
     """A server with every service added and no port bound yet (``add_insecure_port``, then ``start``)."""
     options = [
@@ -58,7 +59,7 @@ def build_server(
     server = grpc.aio.server(interceptors=[ObservabilityInterceptor()], options=options)
     # (guarded: an undecodable request body is INVALID_ARGUMENT, not grpc's UNKNOWN)
     guarded(pb_grpc.add_JobSchedulerServicer_to_server)(
-        JobSchedulerServicer(service, authenticator, limiter, streams), server
+        JobSchedulerServicer(service, authenticator, limiter, streams, auth_failures), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     reflection.enable_server_reflection(

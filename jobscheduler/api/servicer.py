@@ -14,11 +14,11 @@ from jobscheduler import metrics
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api import convert
-from jobscheduler.api.auth import credentials
+from jobscheduler.api.auth import credentials, peer_address
 from jobscheduler.api.context import current_request_id, log_field
 from jobscheduler.api.errors import internal_status, to_status
 from jobscheduler.core.auth import AllowAll, Authenticator, Caller
-from jobscheduler.core.errors import JobSchedulerError
+from jobscheduler.core.errors import JobSchedulerError, Unauthenticated
 from jobscheduler.core.limits import RateLimiter, StreamSlots
 from jobscheduler.core.service import JobService
 from jobscheduler.logs import get_logger
@@ -85,15 +85,27 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         authenticator: Authenticator | None = None,
         limiter: RateLimiter | None = None,
         streams: StreamSlots | None = None,
+        auth_failures: RateLimiter | None = None,
     ) -> None:
         self._service = service
         self._authenticator: Authenticator = authenticator or AllowAll()
         self._limiter = limiter or RateLimiter(0, 1)
         self._streams = streams or StreamSlots(0, 0)
+        #: Failed authentications per peer address, checked before authenticating.
+        self._auth_failures = auth_failures or RateLimiter(0, 1)
 
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-        """Who calls (UNAUTHENTICATED without valid credentials), within their rate limit."""
-        caller = await self._authenticator.authenticate(credentials(context))
+        """Who calls (UNAUTHENTICATED without valid credentials), within their rate limit.
+
+        A peer address with too many failed attempts is RESOURCE_EXHAUSTED before its
+        credentials are looked at: garbage tokens do not each cost a TokenReview."""
+        peer = peer_address(context)
+        self._auth_failures.check(peer, "failed authentications")
+        try:
+            caller = await self._authenticator.authenticate(credentials(context))
+        except Unauthenticated:
+            self._auth_failures.charge(peer)
+            raise
         log_field(caller=caller.identity)
         self._limiter.acquire(caller.identity)
         return caller

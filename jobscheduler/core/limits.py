@@ -42,8 +42,40 @@ class RateLimiter:
         if len(self._buckets) > MAX_BUCKETS:
             self._prune(now)
 
+    def check(self, key: str, what: str) -> None:
+        """Raise ResourceExhausted (naming ``what``) while ``key``'s bucket is empty; take nothing.
+
+        With ``charge``: a bucket of *failures* (e.g. failed authentications per peer address),
+        checked before the work that may fail."""
+        if self.rate <= 0:
+            return
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return  # full
+        tokens, then = bucket
+        tokens = min(float(self.burst), tokens + (self._clock() - then) * self.rate)
+        if tokens < 1.0:
+            wait = (1.0 - tokens) / self.rate
+            raise ResourceExhausted(
+                f"too many {what} from {key} (at most {self.rate:g}/s, burst {self.burst});"
+                f" retry in {wait:.2f}s",
+                retry_after_seconds=wait,
+            )
+
+    def charge(self, key: str) -> None:
+        """Take one from ``key``'s bucket. It may go into debt (down to -burst): failures that
+        were already under way when the bucket ran dry are paid for by a longer wait."""
+        if self.rate <= 0:
+            return
+        now = self._clock()
+        tokens, then = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - then) * self.rate)
+        self._buckets[key] = (max(-float(self.burst), tokens - 1.0), now)
+        if len(self._buckets) > MAX_BUCKETS:
+            self._prune(now)
+
     def _prune(self, now: float) -> None:
-        full_after = self.burst / self.rate
+        full_after = 2 * self.burst / self.rate  # from a debt of -burst (``charge``)
         for key, (_, then) in list(self._buckets.items()):
             if now - then >= full_after:
                 del self._buckets[key]

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from jobscheduler.backends.local._controller import Controller, warn_about_pod_failure_policy
+from jobscheduler.backends.local._lock import DataDirLock
 from jobscheduler.backends.local._records import job_record
 from jobscheduler.backends.local._recovery import recover
 from jobscheduler.backends.local._store import JobRow, Store, now
@@ -80,7 +81,14 @@ class LocalBackend:
         self.backoff_seconds = backoff_seconds
         self.backoff_max_seconds = backoff_max_seconds
         self._clock = clock
-        self._store = Store(data_dir / "jobscheduler.db")
+        #: Taken first: a second service on this DATA_DIR stops here, before recovery touches anything.
+        self._lock = DataDirLock(data_dir)
+        self._lock.acquire()
+        try:
+            self._store = Store(data_dir / "jobscheduler.db")
+        except BaseException:
+            self._lock.release()
+            raise
         self._queue: collections.deque[str] = collections.deque()
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._cancel: dict[str, asyncio.Event] = {}
@@ -103,7 +111,12 @@ class LocalBackend:
     async def open(cls, data_dir: pathlib.Path, namespace: str, **options: Any) -> LocalBackend:
         """Open the store and settle what a previous run left behind (see ``start``)."""
         backend = cls(data_dir, namespace, **options)
-        backend._queue.extend(recover(backend._store, backend._clock))
+        try:
+            backend._queue.extend(recover(backend._store, backend._clock))
+        except BaseException:
+            backend._store.close()
+            backend._lock.release()
+            raise
         return backend
 
     # --- the port -------------------------------------------------------------------------
@@ -222,6 +235,7 @@ class LocalBackend:
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
         self._store.close()
+        self._lock.release()
 
     # --- the state of jobs (the controller's Jobs) ------------------------------------------
 
