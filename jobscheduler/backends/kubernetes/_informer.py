@@ -189,9 +189,11 @@ async def inform(
             informer.resource_version = ""
             informer.lost("410 Gone: relisting")
             if opened is not None and time.monotonic() - opened >= SHORT_WATCH_SECONDS:
-                backoff = BACKOFF_FIRST  # it had been watching for a while
-            elif fresh:
-                await pause()  # the list just made is already too old: never list in a tight loop
+                backoff = BACKOFF_FIRST  # it had been watching for a while: list again at once
+            elif fresh or opened is None:
+                # The list just made is already too old (a lagging watch cache), or the list itself
+                # expired (its continue token): never list in a tight loop.
+                await pause()
             # else: resumed from an old resourceVersion (e.g. after an outage): list again at once
         except (JobSchedulerError, ValueError) as exc:
             if opened is not None and time.monotonic() - opened >= SHORT_WATCH_SECONDS:
