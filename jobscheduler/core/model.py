@@ -179,6 +179,9 @@ class ScheduleRequest:
 
     ``job_field`` is the request's job member (``timer_job``) and ``params``
     its fields as plain data; the registry finds the handler by the former.
+
+    A new field must be declared in core/requests.py: stored on the Job (the work, inherited
+    by retries), this submission's only, or not digested (tests/test_core_requests.py).
     """
 
     name: str
