@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from jobscheduler.backends.local._store import JobRow, Store
-from jobscheduler.backends.local._supervisor import Supervisor, last_line, prepare
+from jobscheduler.backends.local._supervisor import Supervisor, last_line, prepare, process_start
 from jobscheduler.core.model import JobPhase
 from jobscheduler.logs import get_logger
 
@@ -72,7 +72,15 @@ class Controller:
             number += 1
             log_path = launch.workdir / f"attempt-{number}.log"
             proc = await self.supervisor.spawn(launch, log_path)
-            self.store.start_attempt(job_id, number, proc.pid, self.clock(), str(log_path))
+            self.store.start_attempt(
+                job_id,
+                number,
+                proc.pid,
+                self.clock(),
+                str(log_path),
+                pgid=proc.pid,  # the leader of a new session: its pid is the group's id
+                process_start=process_start(proc.pid),
+            )
             jobs.update(job_id, message=f"attempt {number} running (pid {proc.pid})")
             try:
                 outcome = await self.supervisor.wait(proc, cancel, deadline_at)

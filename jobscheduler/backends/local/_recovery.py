@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from jobscheduler.backends.local._store import Store
-from jobscheduler.backends.local._supervisor import belongs_to, kill_stragglers
+from jobscheduler.backends.local._supervisor import is_leftover, kill_stragglers
 from jobscheduler.core.model import JobPhase
 from jobscheduler.logs import get_logger
 
@@ -20,8 +20,10 @@ def recover(store: Store, clock: Callable[[], datetime]) -> list[str]:
     pending: list[str] = []
     for row in store.all():
         for attempt in (a for a in row.attempts if a.finished_at is None):
-            if attempt.pid is not None and belongs_to(attempt.pid, row.job_id):
-                kill_stragglers(attempt.pid)
+            pgid = attempt.pgid if attempt.pgid is not None else attempt.pid
+            if pgid is not None and is_leftover(pgid, row.job_id, attempt.process_start):
+                log.warning("leftover processes killed", job_id=row.job_id, attempt=attempt.number, pgid=pgid)
+                kill_stragglers(pgid)
             reason = "Cancelled" if row.phase == JobPhase.CANCELLED.value else "ServiceRestarted"
             store.finish_attempt(row.job_id, attempt.number, clock(), None, reason)
         if row.phase == JobPhase.RUNNING.value:

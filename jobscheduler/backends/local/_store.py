@@ -39,7 +39,12 @@ CREATE TABLE IF NOT EXISTS attempts (
 );
 """
 #: Columns added after the first release: (table, column, definition) for databases created before.
-_ADDED_COLUMNS = (("attempts", "ignored", "INTEGER NOT NULL DEFAULT 0"),)
+_ADDED_COLUMNS = (
+    ("attempts", "ignored", "INTEGER NOT NULL DEFAULT 0"),
+    # The attempt's process group and its leader's start time: how recovery recognises leftovers.
+    ("attempts", "pgid", "INTEGER"),
+    ("attempts", "process_start", "TEXT"),
+)
 
 
 def now() -> datetime:
@@ -65,6 +70,10 @@ class AttemptRow:
     log_path: str
     #: A failure that podFailurePolicy's Ignore rule kept from counting (as Kubernetes' status.failed).
     ignored: bool = False
+    #: The attempt's process group (its leader's pid); None in rows from before it was recorded.
+    pgid: int | None = None
+    #: The leader's start time (see _supervisor.process_start); None where it cannot be read.
+    process_start: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +129,21 @@ class Store:
         values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
         self._db.execute(f"UPDATE jobs SET {columns} WHERE job_id = ?", (*values, job_id))
 
-    def start_attempt(self, job_id: str, number: int, pid: int, started_at: datetime, log_path: str) -> None:
+    def start_attempt(
+        self,
+        job_id: str,
+        number: int,
+        pid: int,
+        started_at: datetime,
+        log_path: str,
+        *,
+        pgid: int | None = None,
+        process_start: str | None = None,
+    ) -> None:
         self._db.execute(
-            "INSERT INTO attempts (job_id, number, pid, started_at, log_path) VALUES (?, ?, ?, ?, ?)",
-            (job_id, number, pid, _ts(started_at), log_path),
+            "INSERT INTO attempts (job_id, number, pid, started_at, log_path, pgid, process_start)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (job_id, number, pid, _ts(started_at), log_path, pgid, process_start),
         )
 
     def finish_attempt(
@@ -167,6 +187,8 @@ class Store:
                 reason=a["reason"],
                 log_path=a["log_path"],
                 ignored=bool(a["ignored"]),
+                pgid=a["pgid"],
+                process_start=a["process_start"],
             )
             for a in self._db.execute(
                 "SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (r["job_id"],)

@@ -20,6 +20,8 @@ log = get_logger("jobscheduler.backends.local")
 #: Host variables a local job inherits (a pod inherits none; these make the same commands run here).
 _INHERITED_ENV: Final = ("PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 _LAST_LINE_CHARS: Final = 300
+#: Where the kernel describes processes (Linux); absent elsewhere (macOS): see is_leftover.
+PROC = pathlib.Path("/proc")
 #: Set in every local job's environment: how a restarted service recognises its leftover processes.
 MARKER_ENV: Final = "JOBSCHEDULER_JOB_ID"
 #: Variables a job's manifest may not set on this backend (defence in depth: validation refuses them).
@@ -134,10 +136,65 @@ def kill_stragglers(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def belongs_to(pid: int, job_id: str) -> bool:
-    """Whether ``pid`` is still one of this job's processes (pids get reused)."""
+def process_start(pid: int) -> str | None:
+    """When ``pid`` started, as ``<boot id>:<clock ticks since boot>`` (/proc/<pid>/stat field 22):
+    with the pid, it names one process for good. None where there is no /proc (or no such process)."""
     try:
-        environ = pathlib.Path(f"/proc/{pid}/environ").read_bytes()
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the command name, which may hold anything
+    if len(fields) < 20:
+        return None
+    try:
+        boot = (PROC / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{boot}:{fields[19]}"
+
+
+def is_leftover(pgid: int, job_id: str, recorded_start: str | None) -> bool:
+    """Whether the process group ``pgid`` an earlier run recorded for ``job_id`` still exists and
+    is still that job's (pids and so group ids get reused).
+
+    Where there is /proc: a living leader must have the recorded start time (rows from before it
+    was recorded: the job's marker in its environment); a group whose leader is gone must have a
+    member carrying the job's marker. Without /proc, a group with the recorded id is taken to be it.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False  # nothing left
+    except PermissionError:
+        return False  # another user's group: not ours
+    if not (PROC / "self").exists():
+        return True
+    current = process_start(pgid)
+    if current is not None:
+        if recorded_start is not None:
+            return current == recorded_start
+        return belongs_to(pgid, job_id)
+    return any(belongs_to(pid, job_id) for pid in _group_members(pgid))
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid):
+            members.append(int(entry.name))
+    return members
+
+
+def belongs_to(pid: int, job_id: str) -> bool:
+    """Whether ``pid`` carries this job's marker in its environment (readable for our own processes)."""
+    try:
+        environ = (PROC / str(pid) / "environ").read_bytes()
     except OSError:
         return False
     return f"{MARKER_ENV}={job_id}".encode() in environ.split(b"\0")
