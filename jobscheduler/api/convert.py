@@ -54,7 +54,29 @@ EVENT_TYPES: dict[JobEventType, pb.JobEventType.ValueType] = {
 }
 
 
+#: google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_TIMESTAMP_SECONDS = -62135596800
+_MAX_TIMESTAMP_SECONDS = 253402300799
+#: More phases than there are is a hostile filter (each entry would be looked at).
+_MAX_FILTER_PHASES = 16
+
+
+def timestamp(message: Message, name: str, field: str) -> datetime | None:
+    """``message.<name>`` as an aware datetime (None if unset); out of Timestamp's range (seconds
+    outside years 1-9999, nanos outside 0-999999999) is INVALID_ARGUMENT naming ``field``."""
+    if not message.HasField(name):
+        return None
+    ts: Timestamp = getattr(message, name)
+    if not _MIN_TIMESTAMP_SECONDS <= ts.seconds <= _MAX_TIMESTAMP_SECONDS:
+        raise InvalidArgument.field(field, f"seconds must be within years 1 to 9999 (got {ts.seconds})")
+    if not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgument.field(field, f"nanos must be between 0 and 999999999 (got {ts.nanos})")
+    return ts.ToDatetime(UTC)
+
+
 def job_filter(message: pb.JobFilter, field: str = "filter") -> JobFilter:
+    if len(message.phases) > _MAX_FILTER_PHASES:
+        raise InvalidArgument.field(f"{field}.phases", f"at most {_MAX_FILTER_PHASES} phases")
     phases = set()
     for i, value in enumerate(message.phases):
         phase = PHASES_BACK.get(value)
@@ -66,8 +88,8 @@ def job_filter(message: pb.JobFilter, field: str = "filter") -> JobFilter:
         phases=frozenset(phases),
         label_selector=message.label_selector,
         name_prefix=message.name_prefix,
-        created_after=message.created_after.ToDatetime(UTC) if message.HasField("created_after") else None,
-        created_before=message.created_before.ToDatetime(UTC) if message.HasField("created_before") else None,
+        created_after=timestamp(message, "created_after", f"{field}.created_after"),
+        created_before=timestamp(message, "created_before", f"{field}.created_before"),
         owner=message.owner,
         queue=message.queue,
     )
@@ -100,7 +122,7 @@ def schedule_request(request: pb.ScheduleJobRequest) -> ScheduleRequest:
         timeout_seconds=request.timeout_seconds,
         max_retries=request.max_retries,
         retry_backoff_seconds=request.retry_backoff_seconds,
-        start_after=request.start_after.ToDatetime(UTC) if request.HasField("start_after") else None,
+        start_after=timestamp(request, "start_after", "start_after"),
         delay_seconds=request.delay_seconds,
         ttl_seconds_after_finished=(
             request.ttl_seconds_after_finished if request.HasField("ttl_seconds_after_finished") else None

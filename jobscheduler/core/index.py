@@ -260,7 +260,8 @@ class JobIndex:
 
     def _resume_point(self, token: str, field: str) -> int:
         epoch, _, raw = token.partition(".")
-        if not epoch or not raw.isascii() or not raw.isdigit():
+        # (bounded first: a token is ~20 characters, and int() of thousands of digits raises)
+        if len(token) > 100 or not epoch or not raw.isascii() or not raw.isdigit():
             raise InvalidArgument.field(field, "is not a resume token from this service")
         seq = int(raw)
         if epoch != self.epoch or seq > self._seq:

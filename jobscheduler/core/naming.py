@@ -13,10 +13,38 @@ import secrets
 import string
 from typing import Final
 
+from jobscheduler.core.errors import brief
+
 _DNS1123_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1123_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_NAME: Final = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_ENV_NAME_LENGTH: Final = 256
+#: C0 controls (NUL included), DEL and C1 controls.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: The same, but tab, line feed and carriage return allowed (multi-line values).
+_CONTROL_BUT_WHITESPACE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+#: Environment variables no request may set, for any job type: they change how the job's
+#: program (or the dynamic loader, interpreter or shell starting it) runs, where it finds
+#: code, certificates or its home, or what the service and Kubernetes set themselves. On the
+#: local backend the job runs as the server's user, so each of these is code execution there;
+#: on Kubernetes they would run code in the job's container past ALLOWED_IMAGES. Compared
+#: case-insensitively. Job types add their own (e.g. the timer's TIMER_NAME).
+RESERVED_ENV_NAMES: Final = frozenset(
+    {
+        "PATH", "HOME", "TMPDIR", "TMP", "TEMP", "SHELL", "USER", "LOGNAME", "IFS", "ENV", "BASH_ENV",
+        "CDPATH", "PS4", "SHELLOPTS", "BASHOPTS", "GLOBIGNORE", "BROWSER", "EDITOR", "VISUAL", "PAGER",
+        "PERL5OPT", "PERL5LIB", "PERLLIB", "RUBYOPT", "RUBYLIB", "NODE_OPTIONS", "NODE_PATH",
+        "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "GLIBC_TUNABLES",
+        "MALLOC_CHECK_", "VIRTUAL_ENV", "CONDA_PREFIX", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+        "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "CLASSPATH", "PROMPT_COMMAND",
+    }
+)  # fmt: skip
+#: Name prefixes no request may use (same reasons; e.g. LD_PRELOAD, PYTHONPATH, SSL_CERT_FILE).
+RESERVED_ENV_PREFIXES: Final = (
+    "LD_", "DYLD_", "PYTHON", "JOBSCHEDULER_", "KUBERNETES_", "SSL_CERT_", "GRPC_", "GIT_", "BASH_FUNC_",
+)  # fmt: skip
 
 JOB_ID_PREFIX: Final = "job-"
 _JOB_ID_ALPHABET: Final = string.digits + string.ascii_lowercase
@@ -50,7 +78,7 @@ def dns1123_label_problem(value: str) -> str | None:
     if not _DNS1123_LABEL.fullmatch(value):
         return (
             "must consist of lowercase letters, digits and '-', and start and end with a letter or digit"
-            f" (got {value!r})"
+            f" (got {brief(value)})"
         )
     return None
 
@@ -61,7 +89,7 @@ def label_value_problem(value: str) -> str | None:
     if value and not _LABEL_NAME.fullmatch(value):
         return (
             "must consist of letters, digits, '-', '_' and '.', and start and end with a letter or digit"
-            f" (got {value!r})"
+            f" (got {brief(value)})"
         )
     return None
 
@@ -69,7 +97,7 @@ def label_value_problem(value: str) -> str | None:
 def label_key_problem(key: str) -> str | None:
     prefix, slash, name = key.rpartition("/")
     if slash and (not prefix or len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
-        return f"prefix must be a DNS subdomain of at most 253 characters (got {prefix!r})"
+        return f"prefix must be a DNS subdomain of at most 253 characters (got {brief(prefix)})"
     if not name:
         return "name part must not be empty"
     if len(name) > 63:
@@ -77,12 +105,35 @@ def label_key_problem(key: str) -> str | None:
     if not _LABEL_NAME.fullmatch(name):
         return (
             "name part must consist of letters, digits, '-', '_' and '.', and start and end with"
-            f" a letter or digit (got {name!r})"
+            f" a letter or digit (got {brief(name)})"
         )
     return None
 
 
 def env_name_problem(name: str) -> str | None:
+    if len(name) > MAX_ENV_NAME_LENGTH:
+        return f"name must be at most {MAX_ENV_NAME_LENGTH} characters (got {len(name)})"
     if not _ENV_NAME.fullmatch(name):
-        return f"must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*; got {name!r})"
+        return f"must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*; got {brief(name)})"
     return None
+
+
+def reserved_env_problem(name: str) -> str | None:
+    """Why no request may set the environment variable ``name`` (see RESERVED_ENV_NAMES), or None."""
+    upper = name.upper()
+    if upper in RESERVED_ENV_NAMES:
+        return "is reserved: it changes how the job's program runs or what the service sets itself"
+    for prefix in RESERVED_ENV_PREFIXES:
+        if upper.startswith(prefix):
+            return f"is reserved: names starting with {prefix} change how the job's program runs"
+    return None
+
+
+def control_character_problem(value: str, *, multiline: bool = False) -> str | None:
+    """A description if ``value`` holds NUL or another control character (with ``multiline``,
+    tab, line feed and carriage return are allowed), else None. Strings that reach a process,
+    an annotation or a URL must pass this."""
+    match = (_CONTROL_BUT_WHITESPACE if multiline else _CONTROL).search(value)
+    if match is None:
+        return None
+    return f"must not contain control characters (found {match.group()!r} at position {match.start()})"

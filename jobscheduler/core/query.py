@@ -9,17 +9,35 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from jobscheduler.core.errors import InvalidArgument
+from jobscheduler.core.errors import FieldViolation, InvalidArgument
 from jobscheduler.core.model import JobFilter, JobRecord
 from jobscheduler.core.selectors import parse_selector
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: Page tokens this service issues are ~120 characters; anything much longer is not one.
+MAX_PAGE_TOKEN_CHARS = 1024
+#: The filter's plain strings (a longer one could match nothing anyway).
+_MAX_FILTER_STRINGS = {"type": 63, "name_prefix": 63, "owner": 1024, "queue": 63}
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
+def filter_violations(f: JobFilter, field: str = "filter") -> list[FieldViolation]:
+    """Sizes of the filter's strings (the selector checks its own when parsed)."""
+    out: list[FieldViolation] = []
+    for name, limit in _MAX_FILTER_STRINGS.items():
+        value: str = getattr(f, name)
+        if len(value) > limit:
+            out.append(
+                FieldViolation(f"{field}.{name}", f"must be at most {limit} characters (got {len(value)})")
+            )
+    return out
+
+
 def compile_filter(f: JobFilter, field: str = "filter") -> Callable[[JobRecord], bool]:
-    """A predicate for ``f``; InvalidArgument if its selector is malformed."""
+    """A predicate for ``f``; InvalidArgument if it is too big or its selector is malformed."""
+    if violations := filter_violations(f, field):
+        raise InvalidArgument(violations)
     selector = parse_selector(f.label_selector, f"{field}.label_selector")
 
     def matches(r: JobRecord) -> bool:
@@ -123,16 +141,23 @@ def _encode_token(created: datetime, job_id: str, digest: str) -> str:
 
 
 def _decode_token(token: str, digest: str) -> tuple[datetime, str]:
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise InvalidArgument.field(
+            "page_token", f"is not a page token from this service (too long: {len(token)})"
+        )
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise TypeError("not an object")
         created = datetime.fromisoformat(data["c"])
         job_id = str(data["i"])
         token_digest = str(data["f"])
-    except (ValueError, KeyError, TypeError):
+        if created.tzinfo is None:
+            raise ValueError("no time zone")
+        created = created.astimezone(UTC)
+    except (ValueError, KeyError, TypeError, RecursionError, OverflowError):
         raise InvalidArgument.field("page_token", "is not a page token from this service") from None
-    if created.tzinfo is None:
-        raise InvalidArgument.field("page_token", "is not a page token from this service")
     if token_digest != digest:
         raise InvalidArgument.field(
             "page_token", "was issued for a different filter; start from the first page"

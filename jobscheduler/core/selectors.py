@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
-from jobscheduler.core.errors import InvalidArgument
+from jobscheduler.core.errors import InvalidArgument, brief
 from jobscheduler.core.naming import label_key_problem, label_value_problem
 
 _SET = re.compile(r"^\s*([^\s!=(),]+)\s+(in|notin)\s*\(([^()]*)\)\s*$")
@@ -19,6 +20,10 @@ _EQ = re.compile(r"^\s*([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)\s*$")
 _EXISTS = re.compile(r"^\s*(!?)\s*([^\s!=(),]+)\s*$")
 
 Requirement = Callable[[Mapping[str, str]], bool]
+
+#: A selector longer than this, or with more requirements, is refused before it is parsed.
+MAX_SELECTOR_CHARS: Final = 4096
+MAX_REQUIREMENTS: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,31 +35,37 @@ class Selector:
         return all(req(labels) for req in self.requirements)
 
 
+_DELIMITERS: Final = re.compile(r"[(),]")
+
+
 def _split(text: str) -> list[str]:
-    """Split on commas outside parentheses."""
-    parts, depth, current = [], 0, ""
-    for ch in text:
+    """Split on commas outside parentheses (linear: only the delimiters are visited)."""
+    parts, depth, start = [], 0, 0
+    for m in _DELIMITERS.finditer(text):
+        ch = m.group()
         if ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
+        elif depth == 0:
+            parts.append(text[start : m.start()])
+            start = m.end()
+    parts.append(text[start:])
     return parts
 
 
 def parse_selector(text: str, field: str = "label_selector") -> Selector:
     """Raise InvalidArgument naming ``field`` if ``text`` is not a valid selector."""
     requirements: list[Requirement] = []
+    if len(text) > MAX_SELECTOR_CHARS:
+        raise InvalidArgument.field(
+            field, f"must be at most {MAX_SELECTOR_CHARS} characters (got {len(text)})"
+        )
     if not text.strip():
         return Selector(text, ())
 
     def bad(part: str, why: str) -> InvalidArgument:
-        return InvalidArgument.field(field, f"invalid requirement {part.strip()!r}: {why}")
+        return InvalidArgument.field(field, f"invalid requirement {brief(part.strip())}: {why}")
 
     def check_key(part: str, key: str) -> None:
         if (problem := label_key_problem(key)) is not None:
@@ -64,7 +75,10 @@ def parse_selector(text: str, field: str = "label_selector") -> Selector:
         if (problem := label_value_problem(value)) is not None:
             raise bad(part, f"value {problem}")
 
-    for part in _split(text):
+    parts = _split(text)
+    if len(parts) > MAX_REQUIREMENTS:
+        raise InvalidArgument.field(field, f"at most {MAX_REQUIREMENTS} requirements (got {len(parts)})")
+    for part in parts:
         if not part.strip():
             raise bad(part, "empty requirement")
         if m := _SET.match(part):

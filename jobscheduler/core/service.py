@@ -27,8 +27,6 @@ from jobscheduler.core.manifests import (
     ENQUEUED_AT_ANNOTATION,
     REQUEST_HASH_ANNOTATION,
     REQUEST_ID_ANNOTATION,
-    RESERVED_LABEL_PREFIX,
-    RESERVED_LABELS,
     START_AFTER_ANNOTATION,
     JobDefaults,
     format_precise_time,
@@ -48,29 +46,23 @@ from jobscheduler.core.model import (
 from jobscheduler.core.naming import (
     derived_job_id,
     dns1123_label_problem,
-    label_key_problem,
-    label_value_problem,
     new_job_id,
 )
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.query import Page, compile_filter, paginate, paginate_newest_first
 from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.requests import check_manifest, image_violations, render_request, request_digest
-from jobscheduler.core.retries import MAX_RETRIES, MAX_RETRY_BACKOFF_SECONDS, MAX_RETRY_DELAY_SECONDS
+from jobscheduler.core.validation import check_cancel_reason
+from jobscheduler.core.validation import check_job_id as _check_job_id
+from jobscheduler.core.validation import label_violations as _label_violations
+from jobscheduler.core.validation import name_violations as _name_violations
+from jobscheduler.core.validation import scheduling_violations as _scheduling_violations
 
 #: How many fresh ids ScheduleJob tries when a generated id is taken (vanishingly rare).
 _ID_ATTEMPTS = 3
-_MAX_LABELS = 32
-_MAX_CANCEL_REASON = 256
 #: How long a watch waits for the index's first sync before answering UNAVAILABLE.
 _SYNC_WAIT_SECONDS = 5.0
 _MAX_TAIL_LINES = 100_000
-_MAX_REQUEST_ID = 128
-_MAX_TIMEOUT_SECONDS = 7 * 86400
-_MAX_TTL_SECONDS = 366 * 86400
-#: How much longer than the longest retry delay a failed job with retries must be kept.
-_RETRY_TTL_MARGIN_SECONDS = 60
-_MAX_START_DELAY_SECONDS = 366 * 86400
 _MAX_DEPENDENCIES = 32
 #: How many jobs a dependency-cycle check walks at most.
 _MAX_DEPENDENCY_WALK = 10_000
@@ -195,6 +187,7 @@ class JobService:
             out.append(FieldViolation("queue", f"no queue {request.queue!r} (QUEUES has: {known})"))
         if len(request.depends_on) > _MAX_DEPENDENCIES:
             out.append(FieldViolation("depends_on", f"at most {_MAX_DEPENDENCIES} jobs"))
+            return out  # (the entries are not looked at)
         seen: set[str] = set()
         for i, dep in enumerate(request.depends_on):
             if (problem := dns1123_label_problem(dep)) is not None:
@@ -257,8 +250,7 @@ class JobService:
 
     async def cancel(self, job_id: str, reason: str = "", caller: Caller = ANONYMOUS) -> JobRecord:
         _check_job_id(job_id)
-        if len(reason) > _MAX_CANCEL_REASON:
-            raise InvalidArgument.field("reason", f"must be at most {_MAX_CANCEL_REASON} characters")
+        check_cancel_reason(reason)
         # The backend's own view: the index may lag a moment.
         record = _visible(await self.backend.get(job_id), caller)
         if record.phase is JobPhase.CANCELLED:
@@ -357,56 +349,6 @@ def _same_request(existing: JobRecord, request: ScheduleRequest, caller: Caller,
     raise AlreadyExists(f"job {existing.job_id} exists already and was not created by this request_id")
 
 
-def _scheduling_violations(request: ScheduleRequest) -> list[FieldViolation]:
-    out: list[FieldViolation] = []
-    rid = request.request_id
-    if len(rid) > _MAX_REQUEST_ID or any(not ("!" <= ch <= "~") for ch in rid):
-        out.append(
-            FieldViolation(
-                "request_id", f"must be at most {_MAX_REQUEST_ID} printable ASCII characters, no spaces"
-            )
-        )
-    if not 0 <= request.timeout_seconds <= _MAX_TIMEOUT_SECONDS:
-        out.append(
-            FieldViolation("timeout_seconds", f"must be between 1 and {_MAX_TIMEOUT_SECONDS} (7 days), or 0")
-        )
-    if request.start_after is not None and request.delay_seconds:
-        out.append(FieldViolation("delay_seconds", "set either start_after or delay_seconds, not both"))
-    if not 0 <= request.delay_seconds <= _MAX_START_DELAY_SECONDS:
-        out.append(
-            FieldViolation("delay_seconds", f"must be between 0 and {_MAX_START_DELAY_SECONDS} (366 days)")
-        )
-    if request.start_after is not None and request.start_after > datetime.now(UTC) + timedelta(
-        seconds=_MAX_START_DELAY_SECONDS
-    ):
-        out.append(FieldViolation("start_after", "must be at most 366 days ahead"))
-    if not 0 <= request.max_retries <= MAX_RETRIES:
-        out.append(FieldViolation("max_retries", f"must be between 0 and {MAX_RETRIES}"))
-    if not 0 <= request.retry_backoff_seconds <= MAX_RETRY_BACKOFF_SECONDS:
-        out.append(
-            FieldViolation("retry_backoff_seconds", f"must be between 0 and {MAX_RETRY_BACKOFF_SECONDS}")
-        )
-    ttl = request.ttl_seconds_after_finished
-    if ttl is not None and not 0 <= ttl <= _MAX_TTL_SECONDS:
-        out.append(
-            FieldViolation(
-                "ttl_seconds_after_finished", f"must be between 0 (keep) and {_MAX_TTL_SECONDS} (366 days)"
-            )
-        )
-    elif ttl and request.max_retries > 0:
-        # A retry is made from the failed Job: it must still exist when the retry is due.
-        longest = min(request.retry_backoff_seconds * 2 ** (request.max_retries - 1), MAX_RETRY_DELAY_SECONDS)
-        if ttl < longest + _RETRY_TTL_MARGIN_SECONDS:
-            out.append(
-                FieldViolation(
-                    "ttl_seconds_after_finished",
-                    f"with max_retries the failed job must be kept until its retry is due:"
-                    f" at least {longest + _RETRY_TTL_MARGIN_SECONDS} seconds (or 0)",
-                )
-            )
-    return out
-
-
 def _visible(record: JobRecord, caller: Caller) -> JobRecord:
     """The record if ``caller`` may see it; NOT_FOUND otherwise, so job ids of others do not leak."""
     if caller.is_admin or record.owner == caller.identity:
@@ -421,34 +363,3 @@ def _scoped(job_filter: JobFilter, caller: Caller) -> JobFilter:
     if job_filter.owner and job_filter.owner != caller.identity:
         raise PermissionDenied("only admins may list or watch the jobs of other owners (filter.owner)")
     return replace(job_filter, owner=caller.identity)
-
-
-def _check_job_id(job_id: str) -> None:
-    if not job_id:
-        raise InvalidArgument.field("job_id", "must not be empty")
-    if (problem := dns1123_label_problem(job_id)) is not None:
-        raise InvalidArgument.field("job_id", f"is not a job id: {problem}")
-
-
-def _name_violations(name: str) -> list[FieldViolation]:
-    """The name becomes a label value (the Job's own name is the job id)."""
-    if not name:
-        return [FieldViolation("name", "must not be empty")]
-    if (problem := label_value_problem(name)) is not None:
-        return [FieldViolation("name", problem)]
-    return []
-
-
-def _label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
-    out: list[FieldViolation] = []
-    if len(labels) > _MAX_LABELS:
-        out.append(FieldViolation("labels", f"at most {_MAX_LABELS} labels (got {len(labels)})"))
-    for key, value in labels.items():
-        field = f"labels[{key}]"
-        if key in RESERVED_LABELS or key.startswith(RESERVED_LABEL_PREFIX):
-            out.append(FieldViolation(field, "is reserved for jobscheduler"))
-        elif (problem := label_key_problem(key)) is not None:
-            out.append(FieldViolation(field, f"key {problem}"))
-        elif (problem := label_value_problem(value)) is not None:
-            out.append(FieldViolation(field, f"value {problem}"))
-    return out

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from jobscheduler.core.errors import FieldViolation, InvalidArgument
+from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
-from jobscheduler.core.naming import env_name_problem
+from jobscheduler.core.naming import control_character_problem, env_name_problem, reserved_env_problem
 from jobscheduler.core.registry import JobHandler
 from jobscheduler.timer import EXIT_CONFIG_ERROR
 
@@ -95,28 +95,18 @@ class TimerHandler(JobHandler[TimerParams]):
 
         image = str(params.get("image", ""))
         if image and (len(image) > 512 or not _IMAGE_REF.fullmatch(image)):
-            bad("image", f"is not a valid container image reference (got {image!r})")
+            bad("image", f"is not a valid container image reference (got {brief(image)})")
 
-        log_level = str(params.get("log_level", "") or "info").lower()
-        if log_level not in LOG_LEVELS:
-            bad("log_level", f"must be one of {', '.join(LOG_LEVELS)} (got {log_level!r})")
+        log_level = str(params.get("log_level", "") or "info")
+        if log_level.lower() not in LOG_LEVELS:
+            bad("log_level", f"must be one of {', '.join(LOG_LEVELS)} (got {brief(log_level)})")
+        log_level = log_level.lower()
 
         env = params.get("env") or {}
         if not isinstance(env, Mapping):
             bad("env", "must be a map of names to values")
             env = {}
-        if len(env) > MAX_ENV_VARS:
-            bad("env", f"at most {MAX_ENV_VARS} variables (got {len(env)})")
-        total = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in env.items())
-        if total > MAX_ENV_TOTAL_BYTES:
-            bad("env", f"names and values together must be at most {MAX_ENV_TOTAL_BYTES} bytes (got {total})")
-        for name, value in env.items():
-            if (problem := env_name_problem(name)) is not None:
-                bad(f"env[{name}]", problem)
-            elif name in RESERVED_ENV:
-                bad(f"env[{name}]", "is set by the timer job itself and cannot be overridden")
-            elif len(str(value)) > MAX_ENV_VALUE_LENGTH:
-                bad(f"env[{name}]", f"value must be at most {MAX_ENV_VALUE_LENGTH} characters")
+        violations.extend(_env_violations(f"{f}.env", env))
 
         if violations:
             raise InvalidArgument(violations)
@@ -149,20 +139,54 @@ class TimerHandler(JobHandler[TimerParams]):
         )
 
 
+def _env_violations(field: str, env: Mapping[Any, Any]) -> list[FieldViolation]:
+    """The request's env: sizes first (nothing else is looked at when they are exceeded), then
+    each name (syntax, reserved: see core.naming.RESERVED_ENV_NAMES) and value (no NUL or
+    other control characters but tab and line breaks)."""
+    if len(env) > MAX_ENV_VARS:
+        return [FieldViolation(field, f"at most {MAX_ENV_VARS} variables (got {len(env)})")]
+    total = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in env.items())
+    if total > MAX_ENV_TOTAL_BYTES:
+        return [
+            FieldViolation(
+                field, f"names and values together must be at most {MAX_ENV_TOTAL_BYTES} bytes (got {total})"
+            )
+        ]
+    out: list[FieldViolation] = []
+    for name, value in env.items():
+        name, value = str(name), str(value)
+        path = f"{field}[{name}]"
+        if (problem := env_name_problem(name)) is not None:
+            out.append(FieldViolation(path, problem))
+        elif name in RESERVED_ENV:
+            out.append(FieldViolation(path, "is set by the timer job itself and cannot be overridden"))
+        elif (problem := reserved_env_problem(name)) is not None:
+            out.append(FieldViolation(path, problem))
+        elif len(value) > MAX_ENV_VALUE_LENGTH:
+            out.append(FieldViolation(path, f"value must be at most {MAX_ENV_VALUE_LENGTH} characters"))
+        elif (problem := control_character_problem(value, multiline=True)) is not None:
+            out.append(FieldViolation(path, f"value {problem}"))
+    return out
+
+
 def _endpoint_problem(endpoint: str) -> str | None:
     if not endpoint:
         return "must not be empty"
-    if len(endpoint) > 2048 or any(ch.isspace() for ch in endpoint):
-        return f"must be an http(s) URL without whitespace (got {endpoint!r})"
+    if len(endpoint) > 2048:
+        return f"must be at most 2048 characters (got {len(endpoint)})"
+    if (problem := control_character_problem(endpoint)) is not None:
+        return problem
+    if any(ch.isspace() for ch in endpoint):
+        return f"must be an http(s) URL without whitespace (got {brief(endpoint)})"
     try:
         url = urllib.parse.urlsplit(endpoint)
         port = url.port
     except ValueError as exc:
         return f"is not a valid URL ({exc})"
     if url.scheme not in ("http", "https"):
-        return f"must be an http:// or https:// URL (got {endpoint!r})"
+        return f"must be an http:// or https:// URL (got {brief(endpoint)})"
     if not url.hostname:
-        return f"must name a host (got {endpoint!r})"
+        return f"must name a host (got {brief(endpoint)})"
     if port == 0:
         return "port must be 1-65535"
     return None

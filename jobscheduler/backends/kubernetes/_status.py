@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from jobscheduler.core.manifests import (
@@ -24,6 +24,9 @@ from jobscheduler.core.manifests import (
     record_fields,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.kubernetes")
 
 _SUCCESS_CONDITIONS = ("Complete", "SuccessCriteriaMet")
 _FAILURE_CONDITIONS = ("Failed", "FailureTarget")
@@ -34,13 +37,38 @@ def is_managed(job: Mapping[str, Any]) -> bool:
     return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY)
 
 
+#: Longer than any RFC 3339 time: not looked at.
+_MAX_TIME_CHARS = 64
+#: (job, annotation, value) already warned about, so a bad annotation is logged once, not per event.
+_WARNED: set[tuple[str, str, str]] = set()
+_MAX_WARNED = 1000
+
+
 def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
+    """An RFC 3339 time as an aware UTC datetime; None if absent or malformed: not a string,
+    no time zone (e.g. "20261127"), or out of range in UTC (year 1 at +01:00, year 9999 at -01:00)."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_TIME_CHARS:
         return None
     try:
-        return datetime.fromisoformat(value)
-    except ValueError:
+        parsed = datetime.fromisoformat(value)
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):
         return None
+
+
+def annotation_time(job_id: str, annotations: Mapping[str, Any], key: str) -> datetime | None:
+    """``parse_time`` of an annotation anybody with write access may have set by hand: a
+    malformed value is ignored (as absent) and logged once."""
+    raw = annotations.get(key)
+    parsed = parse_time(raw)
+    if parsed is None and raw:
+        warned = (job_id, key, str(raw)[:_MAX_TIME_CHARS])
+        if warned not in _WARNED:
+            if len(_WARNED) >= _MAX_WARNED:
+                _WARNED.clear()
+            _WARNED.add(warned)
+            log.warning("malformed annotation ignored", job_id=job_id, annotation=key, value=warned[2])
+    return parsed
 
 
 def _shared(value: str) -> str:
@@ -92,7 +120,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     reason = ""
     success = next((true[t] for t in _SUCCESS_CONDITIONS if t in true), None)
     failure = next((true[t] for t in _FAILURE_CONDITIONS if t in true), None)
-    cancelled_at = parse_time(annotations.get(CANCELLED_AT_ANNOTATION))
+    cancelled_at = annotation_time(str(meta.get("name", "")), annotations, CANCELLED_AT_ANNOTATION)
     from_annotations = record_fields(annotations)
     held = held_phase(annotations) if spec.get("suspend") and started_at is None else None
     failed_held = held_failure(annotations)
