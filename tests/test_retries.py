@@ -231,7 +231,12 @@ REFUSED: list[tuple[str, Any, str]] = [
         _annotation(lambda b: b["params"].update(duration_seconds=0)),
         "timer_job.duration_seconds",
     ),
+    ("steering env", _annotation(lambda b: b["params"]["env"].update(LD_PRELOAD="/x.so")), "env[LD_PRELOAD]"),
     ("image", _annotation(lambda b: b["params"].update(image="evil.example/miner:1")), "ALLOWED_IMAGES"),
+    ("reserved label", _annotation(lambda b: b["labels"].update({"jobscheduler.io/x": "y"})), "reserved"),
+    ("bad label", _annotation(lambda b: b["labels"].update({"a": "not a label value!"})), "labels[a]"),
+    ("bad name", _annotation(lambda b: b.update(name="Not A Name!")), "name"),
+    ("timeout", _annotation(lambda b: b.update(timeout_seconds=10**8)), "timeout_seconds"),
     ("retries used up", _annotation(lambda b: b.update(max_retries=0)), "allows 0 retries"),
 ]
 

@@ -143,7 +143,17 @@ class RetryController(DueController):
     ) -> dict[str, Any]:
         """Retry ``number`` of ``record``'s chain, from the request stored on the failed Job and
         validated like a new one; InvalidArgument/BackendError when it gets none."""
+        # (core.validation imports this module's limits: imported here, not at the top.)
+        from jobscheduler.core.validation import label_violations, name_violations, scheduling_violations
+
         request = parse_stored_request(annotations)
+        violations = [
+            *name_violations(request.name),
+            *label_violations(request.labels),
+            *scheduling_violations(request, self._clock()),
+        ]
+        if violations:
+            raise InvalidArgument(violations)
         if number > min(request.max_retries, MAX_RETRIES):
             raise InvalidArgument.field("max_retries", f"the request allows {request.max_retries} retries")
         handler, params = parse_work(self._registry, request, self._images)
