@@ -27,7 +27,7 @@ from jobscheduler.backends.kubernetes import (
     connect,
 )
 from jobscheduler.backends.local import LocalBackend
-from jobscheduler.config import Settings
+from jobscheduler.config import Settings, lease_timing_problem
 from jobscheduler.core.admission import AdmissionController, QueueBook, parse_queues
 from jobscheduler.core.auth import (
     AllowAll,
@@ -38,6 +38,7 @@ from jobscheduler.core.auth import (
     parse_admins,
 )
 from jobscheduler.core.errors import JobSchedulerError, NotReady
+from jobscheduler.core.fence import FencedBackend
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy, RateLimiter, StreamSlots, image_repository
 from jobscheduler.core.manifests import JobDefaults
@@ -236,16 +237,22 @@ def build_controllers(
         metrics.ADMISSIONS.labels(record.queue).inc()
         metrics.ADMISSION_LATENCY_SECONDS.labels(record.queue).observe(latency)
 
-    admission = AdmissionController(
-        backend,
-        index,
-        book,
-        on_admitted=admitted,
-        on_error=lambda job_id, exc: log.warning("admission write failed", job_id=job_id, error=exc.message),
-    )
+    def admission(writer: JobBackend) -> AdmissionController:
+        return AdmissionController(
+            writer,
+            index,
+            book,
+            on_admitted=admitted,
+            on_error=lambda job_id, exc: log.warning(
+                "admission write failed", job_id=job_id, error=exc.message
+            ),
+        )
+
     if not (isinstance(backend, KubernetesBackend) and settings.leader_election):
         metrics.LEADER.set(1)
-        return [retries, admission]
+        return [retries, admission(backend)]
+    if (problem := lease_timing_problem(settings)) is not None:
+        raise StartupError(problem)
     elector = LeaseElector(
         backend.api,
         namespace=settings.k8s_namespace,
@@ -256,7 +263,9 @@ def build_controllers(
         retry_period=settings.lease_retry_period_seconds,
         on_change=lambda leading: metrics.LEADER.set(1 if leading else 0),
     )
-    return [retries, LeaderOnly(elector, admission.run)]
+    # Each admission write first checks that this replica still leads (see LeaseElector.leading).
+    fenced = FencedBackend(backend, lambda: elector.leading)
+    return [retries, LeaderOnly(elector, admission(fenced).run)]
 
 
 def build_index(settings: Settings) -> JobIndex:
@@ -353,7 +362,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
     authenticator = await build_authenticator(settings, backend)
     registry = builtin_registry(timer_image=settings.timer_image)
     book = QueueBook(index, parse_queues(settings.queues))
-    metrics.QUEUES.source = book.status
+    metrics.QUEUES.bind(book.status, asyncio.get_running_loop())  # scrapes read it on this loop
     service = JobService(
         backend,
         registry,
@@ -421,6 +430,7 @@ async def serve(settings: Settings) -> None:
         "serving",
         grpc_port=grpc_port,
         health_port=ops.port,
+        health_host=settings.health_listen_host,
         version=info.version,
         plaintext=not settings.tls_enabled,
         mtls=bool(settings.tls_client_ca_file),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-from typing import Annotated, Literal
+from decimal import Decimal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,7 +14,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from jobscheduler.core.admission import parse_queues
 from jobscheduler.logs import LEVELS
 
-_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|E|Ei|P|Pi)?")
+_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti|E|Ei|P|Pi)?")
+_QUANTITY_MAX_CHARS: Final = 64
+#: Multipliers of the Kubernetes quantity suffixes (decimal SI and binary IEC).
+_SUFFIXES: Final[dict[str, Decimal]] = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+}
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -30,8 +39,11 @@ class Settings(BaseSettings):
     #: ALLOW_INSECURE=true): a plaintext or unauthenticated server stays on this machine.
     grpc_host: str = ""
     health_port: Port = 8080
-    #: Where /healthz, /readyz and /metrics listen; empty: all interfaces.
+    #: Where /healthz, /readyz and /metrics listen; empty: all interfaces in a pod (the probes
+    #: come from the node), loopback elsewhere.
     health_host: str = ""
+    #: Set by Kubernetes in every pod; with IN_CLUSTER=true it tells the ops port it is in one.
+    kubernetes_service_host: str = ""
     k8s_namespace: str = "default"
     in_cluster: bool = True
     kubeconfig: str | None = None
@@ -78,8 +90,10 @@ class Settings(BaseSettings):
     #: Turn off only when exactly one replica runs.
     leader_election: bool = True
     lease_name: str = "jobscheduler"
-    lease_duration_seconds: Annotated[float, Field(ge=2, le=600)] = 15.0
-    lease_renew_deadline_seconds: Annotated[float, Field(ge=1.5, le=600)] = 10.0
+    #: LEASE_DURATION_SECONDS - LEASE_RENEW_DEADLINE_SECONDS must exceed KUBE_API_TIMEOUT_SECONDS
+    #: (``lease_timing_problem``): a leader's last write lands before another may take over.
+    lease_duration_seconds: Annotated[float, Field(ge=2, le=600)] = 20.0
+    lease_renew_deadline_seconds: Annotated[float, Field(ge=1.5, le=600)] = 8.0
     lease_retry_period_seconds: Annotated[float, Field(ge=1, le=600)] = 2.0
     #: This replica's identity in the Lease (the pod name, from the downward API); empty:
     #: hostname and process id.
@@ -132,8 +146,19 @@ class Settings(BaseSettings):
         return "127.0.0.1"
 
     @property
+    def in_pod(self) -> bool:
+        """Running in a pod: KUBERNETES_SERVICE_HOST is set, or IN_CLUSTER=true is set explicitly."""
+        return bool(self.kubernetes_service_host) or (
+            "in_cluster" in self.model_fields_set and self.in_cluster
+        )
+
+    @property
     def health_listen_host(self) -> str:
-        return self.health_host or "0.0.0.0"
+        """HEALTH_HOST, or its default: all interfaces in a pod (kubelet probes, Prometheus),
+        loopback elsewhere (a laptop's metrics are nobody else's business)."""
+        if self.health_host:
+            return self.health_host
+        return "0.0.0.0" if self.in_pod else "127.0.0.1"
 
     @property
     def data_path(self) -> pathlib.Path:
@@ -154,9 +179,27 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not _QUANTITY.fullmatch(value):
-            raise ValueError(f"must be a Kubernetes quantity such as 100m or 64Mi (got {value!r})")
+        parse_quantity(value)
         return value
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Settings:
+        pairs = (
+            ("DEFAULT_CPU_REQUEST", self.default_cpu_request, "DEFAULT_CPU_LIMIT", self.default_cpu_limit),
+            (
+                "DEFAULT_MEMORY_REQUEST",
+                self.default_memory_request,
+                "DEFAULT_MEMORY_LIMIT",
+                self.default_memory_limit,
+            ),
+        )
+        for req_var, request, lim_var, limit in pairs:
+            if parse_quantity(request) > parse_quantity(limit):
+                raise ValueError(
+                    f"{req_var} ({request}) is above {lim_var} ({limit}): the API server would refuse"
+                    " every Job; lower the request or raise the limit"
+                )
+        return self
 
     @field_validator("k8s_namespace")
     @classmethod
@@ -203,6 +246,38 @@ class Settings(BaseSettings):
         return seconds or None
 
 
+def parse_quantity(value: str) -> Decimal:
+    """The amount in a Kubernetes quantity: ``"500m"`` -> 0.5, ``"64Mi"`` -> 67108864, ``"2"`` -> 2.
+
+    Plain decimals with an SI (m, k, M, G, T, P, E) or binary (Ki, Mi, Gi, Ti, Pi, Ei) suffix;
+    ValueError for anything else (exponents, signs, and more than 64 characters included).
+    """
+    m = _QUANTITY.fullmatch(value) if len(value) <= _QUANTITY_MAX_CHARS else None
+    if m is None:
+        raise ValueError(f"must be a Kubernetes quantity such as 100m or 64Mi (got {value[:64]!r})")
+    number, suffix = m.groups()
+    return Decimal(number) * _SUFFIXES[suffix or ""]
+
+
+def lease_timing_problem(settings: Settings) -> str | None:
+    """Why the Lease timings cannot keep two replicas from admitting at once, or None.
+
+    A leader stops writing once LEASE_RENEW_DEADLINE_SECONDS have passed since its last renewal
+    was sent, and a write it sent just before can take KUBE_API_TIMEOUT_SECONDS to land; another
+    replica may take the Lease LEASE_DURATION_SECONDS after that renewal. So the difference must
+    exceed the timeout.
+    """
+    margin = settings.lease_duration_seconds - settings.lease_renew_deadline_seconds
+    if margin > settings.kube_api_timeout_seconds:
+        return None
+    return (
+        f"LEASE_DURATION_SECONDS ({settings.lease_duration_seconds:g}) - LEASE_RENEW_DEADLINE_SECONDS"
+        f" ({settings.lease_renew_deadline_seconds:g}) must exceed KUBE_API_TIMEOUT_SECONDS"
+        f" ({settings.kube_api_timeout_seconds:g}): a leader's last admission could land after another"
+        " replica has taken the Lease"
+    )
+
+
 def parse_duration(value: str) -> int:
     """Seconds in ``"3600"`` or ``"1d2h3m4s"``."""
     value = value.strip()
@@ -225,6 +300,7 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            var = str(err["loc"][0]).upper() if err["loc"] else "?"
-            problems.append(f"{var}: {err['msg']}")
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            # A check across settings (model validator) has no location: its message names them.
+            problems.append(f"{str(err['loc'][0]).upper()}: {msg}" if err["loc"] else msg)
         raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
@@ -153,11 +155,49 @@ ADMISSION_LATENCY_SECONDS: Final = Histogram(
 
 
 class QueueCollector(Collector):
-    """jobscheduler_queue_depth{queue,priority} and jobscheduler_queue_running{queue}, read
-    from the queue book at each scrape (``source``, set once the service is assembled)."""
+    """jobscheduler_queue_depth{queue,priority} and jobscheduler_queue_running{queue}, from the
+    queue book (``bind``, once the service is assembled).
+
+    Scrapes run on the ops server's thread while the book changes on the event loop: the
+    book's status is computed on the loop (``run_coroutine_threadsafe``, at most
+    ``LOOP_WAIT_SECONDS``) into an immutable snapshot; when the loop does not answer in time
+    (busy, or closed), the last snapshot is reported."""
+
+    LOOP_WAIT_SECONDS: Final = 1.0
 
     def __init__(self) -> None:
-        self.source: Callable[[], Iterable[QueueStatus]] | None = None
+        self._source: Callable[[], Iterable[QueueStatus]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._snapshot: tuple[QueueStatus, ...] = ()
+
+    def bind(self, source: Callable[[], Iterable[QueueStatus]], loop: asyncio.AbstractEventLoop) -> None:
+        """Report ``source()`` (called only on ``loop``, the thread that changes it)."""
+        self._source, self._loop = source, loop
+        self._snapshot = tuple(source()) if _on_loop(loop) else ()
+
+    def snapshot(self) -> tuple[QueueStatus, ...]:
+        """The queues' status now, read on the loop; the last one read if the loop is busy."""
+        source, loop = self._source, self._loop
+        if source is None or loop is None:
+            return self._snapshot
+        if _on_loop(loop):
+            self._snapshot = tuple(source())
+            return self._snapshot
+
+        async def read() -> tuple[QueueStatus, ...]:
+            return tuple(source())
+
+        coroutine = read()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        except RuntimeError:  # the loop is closed: the service is stopping
+            coroutine.close()
+            return self._snapshot
+        try:
+            self._snapshot = future.result(self.LOOP_WAIT_SECONDS)
+        except (concurrent.futures.TimeoutError, concurrent.futures.CancelledError, RuntimeError):
+            future.cancel()
+        return self._snapshot
 
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
@@ -168,12 +208,19 @@ class QueueCollector(Collector):
         running = GaugeMetricFamily(
             "jobscheduler_queue_running", "Admitted, unfinished jobs, by queue.", labels=["queue"]
         )
-        for queue in self.source() if self.source is not None else ():
+        for queue in self.snapshot():
             for priority in Priority:
                 depth.add_metric([queue.name, priority.name], queue.queued.get(priority, 0))
             running.add_metric([queue.name], queue.running)
         yield depth
         yield running
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 QUEUES: Final = QueueCollector()

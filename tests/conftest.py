@@ -122,12 +122,14 @@ class ServiceThread:
         self._thread.join(10)
 
 
-#: Leases short enough for tests (the defaults are 15/10/2 seconds): a restarted service, a new
-#: identity, takes admission over once the previous holder's lease has expired.
+#: Leases short enough for tests (the defaults are 20/8/2 seconds): a restarted service, a new
+#: identity, takes admission over once the previous holder's lease has expired. Duration minus
+#: renew deadline must exceed the API timeout (config.lease_timing_problem).
 FAST_LEASE: dict[str, Any] = {
-    "lease_duration_seconds": 3,
+    "lease_duration_seconds": 4,
     "lease_renew_deadline_seconds": 2,
     "lease_retry_period_seconds": 1,
+    "kube_api_timeout_seconds": 1.9,
 }
 
 

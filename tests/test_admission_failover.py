@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import ServeProcess, serve_env
+from conftest import FAST_LEASE, ServeProcess, serve_env
 from emulator import EmulatorThread
 from test_admission import admissions, finish_on, most_running_at_once
 
@@ -141,7 +141,8 @@ def test_killing_the_leader_mid_admission_hands_admission_over_without_double_ad
         for name in admitted_unfinished(emulator):
             finish_on(emulator, name)
         time.sleep(0.1)
-    assert took_over < 3 + 1 + 3  # lease duration + retry period, with slack for slow machines
+    # lease duration + retry period, with slack for slow machines
+    assert took_over < FAST_LEASE["lease_duration_seconds"] + FAST_LEASE["lease_retry_period_seconds"] + 3
     counts = admissions(emulator)
     assert set(counts) == set(ids) and set(counts.values()) == {1}
     assert most_running_at_once(emulator, "batch") <= 2

@@ -755,3 +755,57 @@ def test_logs_are_json_with_one_line_per_rpc(default_server: Served) -> None:
     assert not [line for line in rpcs if "grpc.health" in line["method"]]
     assert not [line for line in proc.lines if line.get("level") == "debug"]
     all_json()
+
+
+def test_a_default_request_above_its_limit_exits_2_naming_both(tmp_path: pathlib.Path) -> None:
+    """Otherwise the server starts and the API server refuses every Job it creates."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")
+    env = clean_env(
+        IN_CLUSTER="false",
+        KUBECONFIG=str(kubeconfig),
+        GRPC_PORT="0",
+        HEALTH_PORT="0",
+        GRPC_HOST="127.0.0.1",
+        DEFAULT_CPU_REQUEST="2",
+        DEFAULT_CPU_LIMIT="500m",
+    )
+    result = run_serve(env)
+    assert result.returncode == EXIT_CONFIG, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "DEFAULT_CPU_REQUEST (2) is above DEFAULT_CPU_LIMIT (500m)" in lines[0]
+
+
+def test_lease_timings_that_leave_no_room_for_the_api_timeout_exit_2(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    """LEASE_DURATION_SECONDS - LEASE_RENEW_DEADLINE_SECONDS <= KUBE_API_TIMEOUT_SECONDS: a leader's
+    last admission could land after another replica took the Lease."""
+    env = clean_env(
+        BACKEND="kubernetes",
+        IN_CLUSTER="false",
+        KUBECONFIG=str(kubeconfig),
+        GRPC_PORT="0",
+        HEALTH_PORT="0",
+        GRPC_HOST="127.0.0.1",
+        LEASE_DURATION_SECONDS="15",
+        LEASE_RENEW_DEADLINE_SECONDS="10",
+        KUBE_API_TIMEOUT_SECONDS="10",
+    )
+    result = run_serve(env)
+    assert result.returncode == EXIT_CONFIG, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for var in ("LEASE_DURATION_SECONDS", "LEASE_RENEW_DEADLINE_SECONDS", "KUBE_API_TIMEOUT_SECONDS"):
+        assert var in lines[0]
+    # Without leader election (one replica) the same timings are fine.
+    env["LEADER_ELECTION"] = "false"
+    proc = ServeProcess(env)
+    try:
+        serving = find_event(proc, "serving")
+        assert serving is not None
+        # Not in a pod (no KUBERNETES_SERVICE_HOST, IN_CLUSTER=false): /metrics stays on loopback.
+        assert serving["health_host"] == "127.0.0.1"
+        assert http_get(f"http://127.0.0.1:{proc.health_port}/healthz")[0] == 200
+    finally:
+        assert proc.stop() == 0

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pathlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -291,5 +293,112 @@ def test_a_stopped_leader_releases_the_lease_so_the_next_need_not_wait_for_it(
             assert time.monotonic() - stopped < long["retry_period"] + 2  # not the 30 s of an expiry
             assert await holder(emulator) == "replica-b"
             await b.stop()
+
+    run(scenario())
+
+
+# --- a lead task that swallows its cancellation (asyncio.wait_for on Python 3.11) --------------
+
+
+def test_cancel_and_wait_stops_a_task_whose_wait_for_swallows_the_cancel() -> None:
+    """Python 3.11's asyncio.wait_for returns normally when the cancellation arrives as its wait
+    completes: one cancel() leaves the task running; cancel_and_wait repeats it until it ends."""
+    from jobscheduler.backends.kubernetes._leader import cancel_and_wait
+
+    async def scenario() -> None:
+        wake = asyncio.Event()
+        rounds = 0
+
+        async def admission_like_loop() -> None:
+            nonlocal rounds
+            while True:
+                await asyncio.wait_for(wake.wait(), 10)  # the construct under test
+                wake.clear()
+                rounds += 1
+
+        task = asyncio.create_task(admission_like_loop())
+        await asyncio.sleep(0)  # the loop waits
+        wake.set()  # its wait completes ...
+        task.cancel()  # ... at the very moment it is cancelled
+        await asyncio.sleep(0.05)
+        if sys.version_info < (3, 12):  # 3.12's wait_for is asyncio.timeout, which does not swallow it
+            assert not task.done() and rounds == 1, "one cancel() is enough here: the race is gone"
+        wake.set()
+        task.cancel()  # the race once more: cancel_and_wait must still stop it
+        await cancel_and_wait(task, interval=0.05)
+        assert task.done()
+
+    run(scenario(), within=10)
+
+
+class Stubborn(Candidate):
+    """A lead that swallows its first ``swallow`` cancellations and goes on "admitting" (as an
+    admission loop whose asyncio.wait_for completed as it was cancelled), noting at each round
+    whether the elector still said it was leading."""
+
+    def __init__(self, api: KubeApi, identity: str, swallow: int) -> None:
+        super().__init__(api, identity)
+        self.swallow = swallow
+        self.swallowed = 0
+        self.leading_after_cancel: list[bool] = []
+
+    async def lead(self) -> None:
+        self.leads += 1
+        self.running = True
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(0.02)
+                except asyncio.CancelledError:
+                    self.cancelled += 1
+                    if self.swallowed >= self.swallow:
+                        raise
+                    self.swallowed += 1
+                    self.leading_after_cancel.append(self.elector.leading)
+        finally:
+            self.running = False
+
+
+def test_a_lead_task_that_swallows_cancellations_is_stopped_when_the_lease_is_lost(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    """The library cancels the lead task once and the campaign used to cancel it once more and
+    then wait for it forever: a lead that swallowed both went on beside the next leader. Now it
+    is cancelled until it ends, and ``leading`` (the admission writes' fence) is already false
+    while it is being stopped."""
+    from jobscheduler.backends.kubernetes import KubernetesBackend
+    from jobscheduler.core.errors import FailedPrecondition
+    from jobscheduler.core.fence import FencedBackend
+
+    async def scenario() -> None:
+        async with kube_api(kubeconfig) as api:
+            a = Stubborn(api, "replica-a", swallow=3)
+            fenced = FencedBackend(KubernetesBackend(api, "default"), lambda: a.elector.leading)
+            try:
+                a.start()
+                await wait_until(lambda: a.running, 5, "a leads")
+                assert a.elector.leading
+
+                await asyncio.to_thread(
+                    emulator.inject, "*", "/leases", 500, "etcd unavailable", reason="InternalError"
+                )
+                await wait_until(lambda: a.swallowed >= 1, 8, "the lead task is cancelled")
+                assert not a.elector.leading  # fenced at once, while the lead task still runs
+                await asyncio.to_thread(emulator.trim_log)
+                with pytest.raises(FailedPrecondition, match="no longer leads"):
+                    await fenced.admit("job-any", at=datetime.now(UTC))
+                assert fenced.refused == 1
+                sent = await asyncio.to_thread(emulator.requests)
+                assert not [path for _, path in sent if "/jobs" in path]  # nothing was sent
+
+                await wait_until(lambda: not a.running, 3, "the stubborn lead task ends")
+                assert a.swallowed == 3 and a.cancelled == 4
+                assert a.leading_after_cancel == [False, False, False]
+                assert a.changes == [True, False]
+                assert a.task is not None and not a.task.done()  # campaigning again
+                await asyncio.to_thread(emulator.clear_faults)
+                await a.stop()
+            finally:
+                a.swallow = 0  # whatever happened, the next cancellation ends it (and the test)
 
     run(scenario())

@@ -21,6 +21,15 @@ What this module adds around the library, which on its own:
 - logs every refused Lease write (a 409 when another candidate wrote first: routine during a
   take-over) as an ERROR with a traceback: here as a one-line warning.
 
+Cancelling the lead task is repeated until it has ended (``cancel_and_wait``): on Python 3.11,
+``asyncio.wait_for`` swallows a cancellation that arrives as its wait completes, and a lead task
+cancelled once could go on (admitting beside the next leader). ``leading`` turns false the moment
+the renew deadline passes or the campaign ends, before the lead task has stopped: the admission
+loop's writes check it (``fenced``), so a lead task slow to stop writes nothing more. Writes sent
+before that complete within the API request timeout, and the configuration requires
+``lease_duration - renew_deadline`` to exceed it (config.lease_timing_problem): the old leader's
+last write has landed before anyone else may take the Lease.
+
 When ``run()`` is cancelled while leading, the lease is released once the lead task has ended
 (the library has no release): the next candidate takes it at its next try. After a crash the
 next leader takes over once ``lease_duration`` has passed without a renewal.
@@ -130,13 +139,14 @@ class _Term:
     over: bool = False
 
 
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel ``task`` and wait until it is done, cancelling it again while it goes on: a
-    cancellation swallowed somewhere in the library or the client must not leave an election
-    running on its own."""
+async def cancel_and_wait(task: asyncio.Task[Any], *, interval: float = 0.1) -> None:
+    """Cancel ``task`` and wait until it is done, cancelling it again every ``interval`` while it
+    goes on: a cancellation swallowed somewhere (``asyncio.wait_for`` on Python 3.11 swallows one
+    that arrives as its wait completes) must not leave a lead task or an election running on its
+    own. Its outcome is retrieved and dropped."""
     while not task.done():
         task.cancel()
-        await asyncio.wait({task}, timeout=0.1)
+        await asyncio.wait({task}, timeout=interval)
     if not task.cancelled():
         task.exception()  # retrieved: it was logged, or the election is over anyway
 
@@ -182,6 +192,7 @@ class LeaseElector:
         self.retry_period = retry_period
         self._on_change = on_change
         self._leading = False
+        self._ending = False  # the campaign is over: fenced while its lead task stops
         self._written_at = 0.0  # loop time the last successful write of the lock was sent
         self._lock = _TimedLeaseLock(
             name, namespace, identity, api, call_timeout=renew_deadline, on_written=self._written
@@ -190,8 +201,12 @@ class LeaseElector:
 
     @property
     def leading(self) -> bool:
-        """Whether this candidate holds the Lease and its ``lead`` runs."""
-        return self._leading
+        """Whether this candidate holds the Lease and may act on it: false from the moment the
+        renew deadline has passed since the last successful renewal, or the campaign ends (the
+        lead task may still be stopping then)."""
+        if not self._leading or self._ending:
+            return False
+        return asyncio.get_running_loop().time() < self._written_at + self.renew_deadline
 
     async def run(self, lead: Callable[[], Awaitable[None]]) -> None:
         """Until cancelled: campaign for the Lease; while holding it, run ``lead()`` as a task;
@@ -221,6 +236,7 @@ class LeaseElector:
         """One ``LeaderElection.run()``: acquire, lead, lose (or fail); the lead task is over when
         this returns. Errors are logged; only cancellation propagates."""
         term = _Term()
+        self._ending = False
         election = LeaderElection(self._config(functools.partial(self._lead, term, lead)))
         elected = asyncio.create_task(election.run(), name=f"lease {self.namespace}/{self.name}")
         why = "lease lost"
@@ -244,12 +260,13 @@ class LeaseElector:
             raise
         finally:
             term.over = True
-            if term.task is not None:
-                term.task.cancel()
+            self._ending = True
             try:
-                await _stop(elected)
                 if term.task is not None:
-                    await asyncio.gather(term.task, return_exceptions=True)
+                    await cancel_and_wait(term.task)
+                await cancel_and_wait(elected)
+                if term.task is not None:  # started by the library meanwhile
+                    await cancel_and_wait(term.task)
             finally:
                 if self._leading:
                     self._leading = False
@@ -287,6 +304,8 @@ class LeaseElector:
         while True:
             try:
                 await lead()
+                if term.over:
+                    return  # it swallowed its cancellation: the campaign is over, do not restart it
                 log.warning("lead returned while leading; starting it again", lease=self._lease_ref())
             except Exception:
                 log.exception("lead failed while leading; starting it again", lease=self._lease_ref())
