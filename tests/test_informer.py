@@ -972,3 +972,20 @@ def test_outage_not_ready_then_relists_at_once(emulator: EmulatorThread, service
     assert relists() == relists_before + 1
     assert sample("jobscheduler_watch_synced", "jobs.batch") == 1
     assert 0 <= sample("jobscheduler_watch_idle_seconds", "jobs.batch") < 5
+
+
+def test_a_later_watch_failure_gets_its_own_grace(emulator: EmulatorThread, service: ServiceThread) -> None:
+    """A watch that failed, then resumed and stayed open (with nothing to tell), has recovered: when it
+    fails again much later, the grace counts from the new failure, not from the old one."""
+    schedule(service)
+    wait_watching(emulator)
+    restarts_before = restarts()
+    stall_watch(emulator)
+    eventually(lambda: restarts() > restarts_before, "a failed watch")
+    emulator.clear_faults()
+    eventually(lambda: emulator.open_watches(JOBS) >= 1, "the watch resumed", timeout=3)
+    eventually(lambda: sample("jobscheduler_watch_synced", "jobs.batch") == 1, "following again", timeout=3)
+    assert service.recheck()
+    time.sleep(3.5)  # the first failure is now longer ago than the grace (3 s); the watch stayed quiet
+    stall_watch(emulator)
+    assert service.recheck(), service.readiness.get().reason

@@ -86,6 +86,13 @@ class Informer:
         if self.down_since is None:
             self.down_since = time.monotonic()
 
+    def watch_ended(self, opened: float | None) -> bool:
+        """Whether the watch opened at ``opened`` really ran (if so, a quiet one too had recovered)."""
+        ran = opened is not None and time.monotonic() - opened >= SHORT_WATCH_SECONDS
+        if ran:
+            self.down_since = None
+        return ran
+
 
 def watch_event(informer: Informer, event: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
     """A watch event's (type, object), having moved the resume point; None for a bookmark.
@@ -177,18 +184,19 @@ async def inform(
                     on_event(informer, json.loads(raw))
                 informer.heard()
                 backoff = BACKOFF_FIRST
-            if time.monotonic() - opened < SHORT_WATCH_SECONDS:
+            if informer.watch_ended(opened):
+                backoff = BACKOFF_FIRST
+            else:
                 # The server ended the watch at once (a proxy, a misconfiguration): do not spin.
                 informer.lost("the API server ended the watch at once")
                 await pause()
-            else:
-                backoff = BACKOFF_FIRST
         except asyncio.CancelledError:
             raise
         except Gone:
             informer.resource_version = ""
+            ran = informer.watch_ended(opened)
             informer.lost("410 Gone: relisting")
-            if opened is not None and time.monotonic() - opened >= SHORT_WATCH_SECONDS:
+            if ran:
                 backoff = BACKOFF_FIRST  # it had been watching for a while: list again at once
             elif fresh or opened is None:
                 # The list just made is already too old (a lagging watch cache), or the list itself
@@ -196,7 +204,7 @@ async def inform(
                 await pause()
             # else: resumed from an old resourceVersion (e.g. after an outage): list again at once
         except (JobSchedulerError, ValueError) as exc:
-            if opened is not None and time.monotonic() - opened >= SHORT_WATCH_SECONDS:
+            if informer.watch_ended(opened):
                 backoff = BACKOFF_FIRST  # it had been watching for a while: a fresh failure
             metrics.WATCH_RESTARTS.labels(informer.resource).inc()
             message = getattr(exc, "message", str(exc))
