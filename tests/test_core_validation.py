@@ -4,6 +4,7 @@ work, capped error details, out-of-range times, malformed tokens and annotations
 from __future__ import annotations
 
 import base64
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -177,6 +178,34 @@ def _split_reference(text: str) -> list[str]:
 @given(st.text(alphabet="a(), =!", max_size=40))
 def test_selector_split_is_the_same_as_before(text: str) -> None:
     assert _split(text) == _split_reference(text)
+
+
+_OLD_SET = re.compile(r"^\s*([^\s!=(),]+)\s+(in|notin)\s*\(([^()]*)\)\s*$")
+_OLD_EQ = re.compile(r"^\s*([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)\s*$")
+_OLD_EXISTS = re.compile(r"^\s*(!?)\s*([^\s!=(),]+)\s*$")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab !=(),\t", max_size=20))
+def test_requirement_patterns_accept_what_they_accepted_before(part: str) -> None:
+    """The patterns now match the stripped requirement; the groups are the same as before."""
+    from jobscheduler.core import selectors
+
+    stripped = part.strip()
+    for old, new in ((_OLD_SET, selectors._SET), (_OLD_EQ, selectors._EQ), (_OLD_EXISTS, selectors._EXISTS)):
+        before, after = old.match(part), new.fullmatch(stripped)
+        assert (before is None) == (after is None), (part, old.pattern)
+        if before is not None and after is not None:
+            assert before.groups() == after.groups()
+
+
+def test_requirements_with_long_runs_of_spaces_are_linear() -> None:
+    shapes = [" " * 4000 + "x y", "!" + " " * 4000 + "x y", " " * 2000 + "x" + " " * 2000 + "y"]
+    started = time.perf_counter()
+    for text in shapes * 3:
+        with pytest.raises(InvalidArgument):
+            parse_selector(text)
+    assert time.perf_counter() - started < 0.2  # quadratic backtracking took ~150 ms per shape
 
 
 def test_the_largest_valid_selector_parses_and_matches() -> None:

@@ -15,9 +15,11 @@ from typing import Final
 from jobscheduler.core.errors import InvalidArgument, brief
 from jobscheduler.core.naming import label_key_problem, label_value_problem
 
-_SET = re.compile(r"^\s*([^\s!=(),]+)\s+(in|notin)\s*\(([^()]*)\)\s*$")
-_EQ = re.compile(r"^\s*([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)\s*$")
-_EXISTS = re.compile(r"^\s*(!?)\s*([^\s!=(),]+)\s*$")
+# Matched against a stripped requirement (fullmatch): no leading or trailing \s*, whose
+# overlap with the inner one (``\s*!?\s*``) made a long run of spaces quadratic.
+_SET = re.compile(r"([^\s!=(),]+)\s+(in|notin)\s*\(([^()]*)\)")
+_EQ = re.compile(r"([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)")
+_EXISTS = re.compile(r"(!?)\s*([^\s!=(),]+)")
 
 Requirement = Callable[[Mapping[str, str]], bool]
 
@@ -79,9 +81,10 @@ def parse_selector(text: str, field: str = "label_selector") -> Selector:
     if len(parts) > MAX_REQUIREMENTS:
         raise InvalidArgument.field(field, f"at most {MAX_REQUIREMENTS} requirements (got {len(parts)})")
     for part in parts:
-        if not part.strip():
+        stripped = part.strip()
+        if not stripped:
             raise bad(part, "empty requirement")
-        if m := _SET.match(part):
+        if m := _SET.fullmatch(stripped):
             key, op, raw = m.group(1), m.group(2), m.group(3)
             check_key(part, key)
             if not raw.strip():
@@ -90,12 +93,12 @@ def parse_selector(text: str, field: str = "label_selector") -> Selector:
             for v in values:
                 check_value(part, v)
             requirements.append(_in(key, values, negate=op == "notin"))
-        elif m := _EQ.match(part):
+        elif m := _EQ.fullmatch(stripped):
             key, op, value = m.group(1), m.group(2), m.group(3)
             check_key(part, key)
             check_value(part, value)
             requirements.append(_in(key, frozenset({value}), negate=op == "!="))
-        elif m := _EXISTS.match(part):
+        elif m := _EXISTS.fullmatch(stripped):
             check_key(part, m.group(2))
             requirements.append(_exists(m.group(2), negate=m.group(1) == "!"))
         else:
