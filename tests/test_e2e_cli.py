@@ -809,3 +809,56 @@ def test_lease_timings_that_leave_no_room_for_the_api_timeout_exit_2(
         assert http_get(f"http://127.0.0.1:{proc.health_port}/healthz")[0] == 200
     finally:
         assert proc.stop() == 0
+
+
+def _token_file_kubeconfig(tmp_path: pathlib.Path, server: str, token: str) -> pathlib.Path:
+    (tmp_path / "token").write_text(token)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": server}}],
+        "users": [{"name": "tester", "user": {"tokenFile": str(tmp_path / "token")}}],
+        "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}],
+        "current-context": "emulator",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_a_kubeconfig_token_file_ending_with_a_newline_serves(
+    emulator: EmulatorThread, tmp_path: pathlib.Path
+) -> None:
+    """As kubectl does, the trailing newline is not part of the token (the service used to crash
+    a few seconds after starting: aiohttp refused the Authorization header)."""
+    kubeconfig = _token_file_kubeconfig(tmp_path, emulator.url, "emulator-token\n")
+    proc = ServeProcess(serve_env(kubeconfig, BACKEND="kubernetes"))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{proc.grpc_port}") as channel:
+            stub = pb_grpc.JobSchedulerStub(channel)
+            job_id = stub.ScheduleJob(timer_request("token-file"), timeout=10).job_id
+        assert JOB_ID.fullmatch(job_id)
+        eventually(lambda: http_get(f"http://127.0.0.1:{proc.health_port}/readyz")[0] == 200, 10, "ready")
+        assert proc.proc.poll() is None
+    finally:
+        assert proc.stop() == 0
+    assert not [line for line in proc.lines if line.get("level") == "error"], proc.lines
+
+
+def test_a_kubeconfig_token_with_a_control_character_inside_exits_2(
+    emulator: EmulatorThread, tmp_path: pathlib.Path
+) -> None:
+    kubeconfig = _token_file_kubeconfig(tmp_path, emulator.url, "s3cr\nt3\n")
+    env = clean_env(
+        BACKEND="kubernetes",
+        IN_CLUSTER="false",
+        KUBECONFIG=str(kubeconfig),
+        GRPC_PORT="0",
+        HEALTH_PORT="0",
+        GRPC_HOST="127.0.0.1",
+    )
+    result = run_serve(env)
+    assert result.returncode == EXIT_CONFIG, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "control character" in lines[0] and str(kubeconfig) in lines[0], lines
+    assert "s3cr" not in result.stderr + result.stdout

@@ -9,6 +9,7 @@ service only ever needs a compact summary of each Job.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -96,6 +97,11 @@ async def connect(
         raise KubeConfigError(
             f"cannot load Kubernetes configuration from {source.describe()}: {exc}"
         ) from exc
+    try:
+        _clean_credentials(configuration)
+        _keep_credentials_clean(configuration)
+    except ValueError as exc:
+        raise KubeConfigError(f"unusable credentials in {source.describe()}: {exc}") from None
     configuration.retries = None  # we map failures ourselves; the caller decides about retrying
     if not urllib.request.getproxies():
         # With trust_env, aiohttp looks up ~/.netrc and the proxy variables in a worker thread
@@ -103,6 +109,39 @@ async def connect(
         configuration.client_session_kwargs = {"trust_env": False}
     throttle = WriteThrottle(write_qps, write_burst) if write_qps > 0 else None
     return KubeApi(k8s_client.ApiClient(configuration), timeout=request_timeout, throttle=throttle)
+
+
+def _clean_credentials(configuration: Any) -> None:
+    """Strip the whitespace around the configuration's credentials (``api_key``): a token file
+    ending with a newline, which kubectl accepts, is read as is by the client's loaders, and
+    aiohttp refuses the resulting Authorization header (forbidden control character). ValueError
+    if a control character is left inside one (the message does not show the credential)."""
+    api_key: dict[str, Any] = configuration.api_key
+    for name, value in list(api_key.items()):
+        if not isinstance(value, str):
+            continue
+        cleaned = value.strip()
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in cleaned):
+            raise ValueError(f"the {name} credential (token) contains a control character")
+        api_key[name] = cleaned
+
+
+def _keep_credentials_clean(configuration: Any) -> None:
+    """Clean the credentials again after each refresh (the in-cluster token file is re-read every
+    minute, exec plugins run again): the client calls ``refresh_api_key_hook`` before each request."""
+    refresh = configuration.refresh_api_key_hook
+
+    async def refreshed(config: Any) -> None:
+        if refresh is not None:
+            result = refresh(config)
+            if inspect.isawaitable(result):
+                await result
+        try:
+            _clean_credentials(config)
+        except ValueError as exc:  # a refreshed token file gone bad: this request cannot be sent
+            raise aiohttp.ClientError(f"unusable Kubernetes credentials: {exc}") from None
+
+    configuration.refresh_api_key_hook = refreshed
 
 
 class KubeApi:
@@ -141,13 +180,7 @@ class KubeApi:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         headers = {**_ACCEPT, "Content-Type": content_type}
-        _, url, headers, _, _ = await self._client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=list(query) or None,
-            header_params=headers,
-            auth_settings=_AUTH_SETTINGS,
-        )
+        url, headers = await self._serialize(method, path, query, headers, call)
         if self._throttle is not None and method in _WRITES and call.resource not in _UNTHROTTLED_RESOURCES:
             await self._wait_for_write(self._throttle)
         started = time.perf_counter()
@@ -177,6 +210,23 @@ class KubeApi:
             data = {}
         return data
 
+    async def _serialize(
+        self, method: str, path: str, query: Sequence[tuple[str, str]], headers: dict[str, str], call: Call
+    ) -> tuple[str, dict[str, str]]:
+        """URL and headers (credentials included, refreshed if due: see _keep_credentials_clean)."""
+        try:
+            _, url, headers, _, _ = await self._client.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list(query) or None,
+                header_params=headers,
+                auth_settings=_AUTH_SETTINGS,
+            )
+        except aiohttp.ClientError as exc:
+            metrics.KUBE_REQUEST_ERRORS.labels(call.verb, call.resource, "connection").inc()
+            raise error_from_connection(exc, self.host, call) from None
+        return url, headers
+
     @staticmethod
     async def _wait_for_write(throttle: WriteThrottle) -> None:
         if throttle.try_acquire():
@@ -198,13 +248,7 @@ class KubeApi:
         ``read_timeout`` bounds the wait for each chunk, not the whole stream.
         """
         headers = {**_ACCEPT, "Content-Type": "application/json"}
-        _, url, headers, _, _ = await self._client.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=list(query) or None,
-            header_params=headers,
-            auth_settings=_AUTH_SETTINGS,
-        )
+        url, headers = await self._serialize("GET", path, query, headers, call)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=read_timeout)
         try:
             response = await self._client.call_api(
