@@ -124,8 +124,9 @@ class Supervisor:
         """SIGTERM to the process group, SIGKILL to whatever is left after ``grace`` seconds."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(proc.wait(), grace)
+        with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+            async with asyncio.timeout(grace):
+                await proc.wait()
         kill_stragglers(proc.pid)
         await proc.wait()
 

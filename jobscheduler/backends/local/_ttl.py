@@ -98,5 +98,6 @@ class TtlSweeper:
             timeout = None
             if upcoming is not None:
                 timeout = min(max(0.0, (upcoming - self._clock()).total_seconds()), _SWEEP_MAX_SLEEP_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
