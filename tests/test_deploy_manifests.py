@@ -741,6 +741,7 @@ def test_environment_names_only_real_settings(build: str) -> None:
     settings = Settings(**{k.lower(): v for k, v in _settings_env(build).items()})
     assert settings.k8s_namespace == NAMESPACE
     assert settings.grpc_listen_host == "0.0.0.0"
+    assert settings.health_listen_host == "0.0.0.0"  # IN_CLUSTER=true: the probes reach the pod IP
     assert settings.auth_mode == "kubernetes"
     assert settings.auth_audience == "jobscheduler"
 
