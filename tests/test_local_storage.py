@@ -1,16 +1,22 @@
-"""The local backend's DATA_DIR: one service at a time (its lock)."""
+"""The local backend's DATA_DIR: one service at a time (its lock), and a full disk."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
+import sqlite3
+from typing import Any
 
+import grpc
 import pytest
-from conftest import ServeProcess
-from local_harness import job, running_backend, running_pid
+from conftest import ServeProcess, local_service
+from local_harness import job, running_backend, running_pid, wait_phase
 
+from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.backends.local import LocalBackend
 from jobscheduler.backends.local._lock import DataDirInUse
+from jobscheduler.core.errors import Unavailable
 from jobscheduler.core.model import JobPhase
 
 pytestmark = pytest.mark.timeout(60)
@@ -86,3 +92,107 @@ def test_a_second_serve_on_the_same_data_dir_exits_2_naming_it_and_the_holder(
         assert first.proc.poll() is None
     finally:
         first.stop()
+
+
+class FullDisk:
+    """The store's SQLite connection, with writes refused as on a full disk while ``full`` is set
+    (reads go through: SQLite reads a full disk fine)."""
+
+    WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN", "CREATE", "ALTER")
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self.full = False
+        #: Set by each refused write.
+        self.refused = asyncio.Event()
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if self.full and sql.lstrip().upper().startswith(self.WRITES):
+            self.refused.set()
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._db.execute(sql, params)
+
+    def __enter__(self) -> FullDisk:
+        self._db.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._db.__exit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def fill_disk(backend: LocalBackend) -> FullDisk:
+    disk = FullDisk(backend._store._db)
+    backend._store._db = disk  # type: ignore[assignment]
+    return disk
+
+
+@pytest.mark.asyncio
+async def test_a_full_disk_is_unavailable_and_a_finished_job_reaches_its_phase_once_space_returns(
+    tmp_path: pathlib.Path,
+) -> None:
+    data = tmp_path / "data"
+    async with running_backend(data, write_retry_max_seconds=0.2) as (backend, index):
+        # A job that runs until the test lets it finish (a file in its directory).
+        manifest = job(["sh", "-c", "while [ ! -e go ]; do sleep 0.02; done"])
+        job_id = str(manifest["metadata"]["name"])
+        await backend.create(manifest)
+        await running_pid(index, data, job_id)
+        assert backend.problem is None
+        await backend.ping()
+
+        disk = fill_disk(backend)
+        disk.full = True
+        # ScheduleJob: UNAVAILABLE (retryable), and nothing half-stored.
+        refused = job(["true"])
+        with pytest.raises(Unavailable, match="disk is full"):
+            await backend.create(refused)
+        assert index.get(str(refused["metadata"]["name"])) is None
+        assert backend.problem is not None and "disk is full" in backend.problem
+        # Readiness: not ready while writes fail.
+        with pytest.raises(Unavailable):
+            await backend.ping()
+
+        # The job ends while nothing can be written: its runner keeps the transition and retries.
+        disk.refused.clear()
+        (data / "jobs" / job_id / "go").touch()
+        await asyncio.wait_for(disk.refused.wait(), 10)
+        disk.refused.clear()
+        await asyncio.wait_for(disk.refused.wait(), 10)  # retried, not dropped
+        record = index.get(job_id)
+        assert record is not None and record.phase is JobPhase.RUNNING
+
+        disk.full = False
+        done = await wait_phase(index, job_id)
+        assert (done.phase, done.reason, done.exit_code) == (JobPhase.SUCCEEDED, "Completed", 0)
+        await backend.ping()
+        assert backend.problem is None
+        # And it is in the store, not only in the index.
+        stored = await backend.get(job_id)
+        assert (stored.phase, stored.active, stored.succeeded) == (JobPhase.SUCCEEDED, 0, 1)
+
+
+def test_a_full_disk_makes_schedule_job_unavailable_and_the_service_not_ready(tmp_path: pathlib.Path) -> None:
+    svc = local_service(tmp_path / "data")
+    try:
+        assert svc.recheck()
+        disk = FullDisk(svc.backend._store._db)  # type: ignore[attr-defined]
+        svc.backend._store._db = disk  # type: ignore[attr-defined]
+        disk.full = True
+        request = pb.ScheduleJobRequest(
+            name="full-disk",
+            timer_job=pb.TimerJob(
+                timer_name="t", duration_seconds=1, control_plane_endpoint="http://127.0.0.1:9"
+            ),
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            svc.stub.ScheduleJob(request, timeout=10)
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE, raised.value
+        assert not svc.recheck()
+        disk.full = False
+        assert svc.recheck()
+        assert svc.stub.ScheduleJob(request, timeout=10).job_id
+    finally:
+        svc.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import pathlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any, Protocol
 
 from jobscheduler.backends.local._store import JobRow, Store
 from jobscheduler.backends.local._supervisor import Supervisor, last_line, prepare, process_start
+from jobscheduler.core.errors import Unavailable
 from jobscheduler.core.model import JobPhase
 from jobscheduler.logs import get_logger
 
@@ -26,7 +28,11 @@ class Jobs(Protocol):
 
     def update(self, job_id: str, **fields: Any) -> None: ...
 
-    def finish(self, job_id: str, phase: JobPhase, reason: str, message: str) -> None: ...
+    def note(self, job_id: str, message: str) -> None: ...
+
+    def finish(
+        self, job_id: str, phase: JobPhase, reason: str, message: str, *, at: datetime | None = None
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,28 @@ class Controller:
     clock: Callable[[], datetime]
     backoff_seconds: float
     backoff_max_seconds: float
+    #: A write that failed for want of space is retried after 0.1 s, doubling up to this.
+    write_retry_max_seconds: float = 5.0
+
+    async def durably(self, job_id: str, what: str, write: Callable[[], None]) -> None:
+        """``write`` once it succeeds: a transition is never dropped because the disk is full
+        (``Unavailable``); it is retried with a growing delay until space returns."""
+        delay = 0.1
+        while True:
+            try:
+                write()
+                return
+            except Unavailable as exc:
+                log.warning(
+                    "write failed; retrying", job_id=job_id, write=what, error=exc.message, retry_in=delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.write_retry_max_seconds)
+
+    async def finish(self, job_id: str, phase: JobPhase, reason: str, message: str) -> None:
+        """The job's final transition (at the time it happened, however long the write takes)."""
+        at = self.clock()
+        await self.durably(job_id, "finish", lambda: self.jobs.finish(job_id, phase, reason, message, at=at))
 
     async def run(self, job_id: str, cancel: asyncio.Event) -> None:
         jobs = self.jobs
@@ -51,14 +79,20 @@ class Controller:
         container = (pod.get("containers") or [{}])[0]
         launch = prepare(self.data_dir, job_id, container)
         if isinstance(launch, str):
-            jobs.finish(job_id, JobPhase.FAILED, "StartError", launch)
+            await self.finish(job_id, JobPhase.FAILED, "StartError", launch)
             return
         backoff_limit = int(spec.get("backoffLimit", 6))
         deadline = spec.get("activeDeadlineSeconds")
         loop = asyncio.get_running_loop()
         deadline_at = loop.time() + float(deadline) if deadline else None
         started = self.clock()
-        jobs.update(job_id, phase=JobPhase.RUNNING.value, started_at=started, message="process running")
+        await self.durably(
+            job_id,
+            "start",
+            lambda: jobs.update(
+                job_id, phase=JobPhase.RUNNING.value, started_at=started, message="process running"
+            ),
+        )
         log.info(
             "local job started",
             job_id=job_id,
@@ -72,7 +106,8 @@ class Controller:
             number += 1
             log_path = launch.workdir / f"attempt-{number}.log"
             proc = await self.supervisor.spawn(launch, log_path)
-            self.store.start_attempt(
+            attempt = functools.partial(
+                self.store.start_attempt,
                 job_id,
                 number,
                 proc.pid,
@@ -81,7 +116,8 @@ class Controller:
                 pgid=proc.pid,  # the leader of a new session: its pid is the group's id
                 process_start=process_start(proc.pid),
             )
-            jobs.update(job_id, message=f"attempt {number} running (pid {proc.pid})")
+            await self.durably(job_id, "start attempt", attempt)
+            jobs.note(job_id, f"attempt {number} running (pid {proc.pid})")
             try:
                 outcome = await self.supervisor.wait(proc, cancel, deadline_at)
             finally:
@@ -92,7 +128,8 @@ class Controller:
             rule = None
             if outcome == "exited" and code is not None and code != 0:
                 rule = match_pod_failure_policy(spec, str(container.get("name", "")), code)
-            self.store.finish_attempt(
+            ended = functools.partial(
+                self.store.finish_attempt,
                 job_id,
                 number,
                 self.clock(),
@@ -100,12 +137,13 @@ class Controller:
                 reason or ("" if code == 0 else "Error"),
                 ignored=rule is not None and rule.action == "Ignore",
             )
+            await self.durably(job_id, "finish attempt", ended)
             last = last_line(log_path)
             if outcome == "cancelled":
-                jobs.update(job_id, message=f"Job cancelled: {jobs.get_row(job_id).cancel_reason}")
+                jobs.note(job_id, f"Job cancelled: {jobs.get_row(job_id).cancel_reason}")
                 return
             if outcome == "deadline":
-                jobs.finish(
+                await self.finish(
                     job_id,
                     JobPhase.FAILED,
                     "DeadlineExceeded",
@@ -113,13 +151,13 @@ class Controller:
                 )
                 return
             if code == 0:
-                jobs.finish(
+                await self.finish(
                     job_id, JobPhase.SUCCEEDED, "Completed", f"Job completed after {number} attempt(s)"
                 )
                 return
             detail = f"attempt {number} exited with code {code}" + (f": {last}" if last else "")
             if rule is not None and rule.action == "FailJob":  # the Job controller's condition message
-                jobs.finish(
+                await self.finish(
                     job_id,
                     JobPhase.FAILED,
                     "PodFailurePolicy",
@@ -132,7 +170,7 @@ class Controller:
             else:
                 failed += 1
             if failed > backoff_limit:
-                jobs.finish(
+                await self.finish(
                     job_id,
                     JobPhase.FAILED,
                     "BackoffLimitExceeded",
@@ -140,14 +178,15 @@ class Controller:
                 )
                 return
             delay = min(self.backoff_seconds * 2 ** max(failed - 1, 0), self.backoff_max_seconds)
-            jobs.update(job_id, message=f"{detail}; retrying in {delay:g}s")
+            jobs.note(job_id, f"{detail}; retrying in {delay:g}s")
             timeout = delay if deadline_at is None else max(0.0, min(delay, deadline_at - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(cancel.wait(), timeout)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it can swallow a cancel
+                async with asyncio.timeout(timeout):
+                    await cancel.wait()
             if cancel.is_set():
                 return
             if deadline_at is not None and loop.time() >= deadline_at:
-                jobs.finish(
+                await self.finish(
                     job_id,
                     JobPhase.FAILED,
                     "DeadlineExceeded",

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import pathlib
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from jobscheduler.core.errors import Unavailable
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.local")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -36,6 +43,10 @@ CREATE TABLE IF NOT EXISTS attempts (
     log_path    TEXT NOT NULL,
     ignored     INTEGER NOT NULL DEFAULT 0,  -- a failure podFailurePolicy ignored (not counted)
     PRIMARY KEY (job_id, number)
+);
+CREATE TABLE IF NOT EXISTS probe (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL                  -- the last write the readiness check tried (see Store.probe)
 );
 """
 #: Columns added after the first release: (table, column, definition) for databases created before.
@@ -92,11 +103,25 @@ class JobRow:
     attempts: tuple[AttemptRow, ...]
 
 
+def _out_of_space(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL ("database or disk is full") or the OS's ENOSPC."""
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
 class Store:
-    """One SQLite file; every write commits at once (the service may die at any point)."""
+    """One SQLite file; every write commits at once (the service may die at any point).
+
+    A write that fails for want of space raises ``Unavailable`` (retryable) and sets ``problem``
+    until a write succeeds again."""
 
     def __init__(self, path: pathlib.Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        #: Why writes fail right now (the disk is full), or None.
+        self.problem: str | None = None
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -110,24 +135,55 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not _out_of_space(exc):
+                raise
+            if self.problem is None:
+                log.error("the local state cannot be written", path=str(self.path), error=str(exc))
+            self.problem = f"{self.path} cannot be written: {exc}"
+            raise Unavailable(
+                f"the local state cannot be written ({exc}); free space in {self.path.parent} and retry"
+            ) from exc
+        if self.problem is not None:
+            log.info("the local state can be written again", path=str(self.path))
+            self.problem = None
+
+    def probe(self) -> None:
+        """A small write: ``Unavailable`` while writes fail for want of space; clears ``problem`` if not."""
+        with self._writing():
+            self._db.execute("INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)", (_ts(now()),))
+
     def insert_job(
-        self, job_id: str, namespace: str, manifest: Mapping[str, Any], created_at: datetime
+        self,
+        job_id: str,
+        namespace: str,
+        manifest: Mapping[str, Any],
+        created_at: datetime,
+        *,
+        phase: str = "PENDING",
+        message: str = "",
     ) -> bool:
         """False if the id is taken."""
-        try:
-            self._db.execute(
-                "INSERT INTO jobs (job_id, namespace, manifest, phase, created_at, seq)"
-                " VALUES (?, ?, ?, 'PENDING', ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs))",
-                (job_id, namespace, json.dumps(manifest), _ts(created_at)),
-            )
-        except sqlite3.IntegrityError:
-            return False
+        with self._writing():
+            try:
+                self._db.execute(
+                    "INSERT INTO jobs (job_id, namespace, manifest, phase, message, created_at, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs))",
+                    (job_id, namespace, json.dumps(manifest), phase, message, _ts(created_at)),
+                )
+            except sqlite3.IntegrityError:
+                return False
         return True
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         columns = ", ".join(f"{k} = ?" for k in fields)
         values = [_ts(v) if isinstance(v, datetime) else v for v in fields.values()]
-        self._db.execute(f"UPDATE jobs SET {columns} WHERE job_id = ?", (*values, job_id))
+        with self._writing():
+            self._db.execute(f"UPDATE jobs SET {columns} WHERE job_id = ?", (*values, job_id))
 
     def start_attempt(
         self,
@@ -140,11 +196,12 @@ class Store:
         pgid: int | None = None,
         process_start: str | None = None,
     ) -> None:
-        self._db.execute(
-            "INSERT INTO attempts (job_id, number, pid, started_at, log_path, pgid, process_start)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (job_id, number, pid, _ts(started_at), log_path, pgid, process_start),
-        )
+        with self._writing():
+            self._db.execute(
+                "INSERT INTO attempts (job_id, number, pid, started_at, log_path, pgid, process_start)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, number, pid, _ts(started_at), log_path, pgid, process_start),
+            )
 
     def finish_attempt(
         self,
@@ -156,15 +213,16 @@ class Store:
         *,
         ignored: bool = False,
     ) -> None:
-        self._db.execute(
-            "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = ?, ignored = ?"
-            " WHERE job_id = ? AND number = ?",
-            (_ts(finished_at), exit_code, reason, int(ignored), job_id, number),
-        )
+        with self._writing():
+            self._db.execute(
+                "UPDATE attempts SET finished_at = ?, exit_code = ?, reason = ?, ignored = ?"
+                " WHERE job_id = ? AND number = ?",
+                (_ts(finished_at), exit_code, reason, int(ignored), job_id, number),
+            )
 
     def delete_job(self, job_id: str) -> None:
         """The job's row and its attempts' rows, in one transaction."""
-        with self._db:
+        with self._writing(), self._db:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM attempts WHERE job_id = ?", (job_id,))
             self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))

@@ -23,21 +23,23 @@ import pathlib
 import shutil
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from jobscheduler.backends.local._controller import Controller, warn_about_pod_failure_policy
 from jobscheduler.backends.local._lock import DataDirLock
+from jobscheduler.backends.local._logs import attempt_logs
 from jobscheduler.backends.local._records import job_record
 from jobscheduler.backends.local._recovery import recover
 from jobscheduler.backends.local._store import JobRow, Store, now
-from jobscheduler.backends.local._supervisor import Supervisor, read_lines
+from jobscheduler.backends.local._supervisor import Supervisor
 from jobscheduler.backends.local._ttl import TtlSweeper, ttl_seconds
 from jobscheduler.core.errors import (
     AlreadyExists,
     BackendError,
     FailedPrecondition,
-    InvalidArgument,
+    JobSchedulerError,
     NotFound,
+    Unavailable,
 )
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import (
@@ -57,8 +59,6 @@ from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.local")
 
-_FOLLOW_POLL_SECONDS: Final = 0.2
-
 
 class LocalBackend:
     name = "local"
@@ -73,6 +73,7 @@ class LocalBackend:
         backoff_seconds: float = 1.0,
         backoff_max_seconds: float = 60.0,
         clock: Callable[[], datetime] = now,
+        write_retry_max_seconds: float = 5.0,
     ) -> None:
         self.data_dir = data_dir
         self.namespace = namespace
@@ -103,6 +104,7 @@ class LocalBackend:
             clock=clock,
             backoff_seconds=backoff_seconds,
             backoff_max_seconds=backoff_max_seconds,
+            write_retry_max_seconds=write_retry_max_seconds,
         )
         #: Finished jobs with ttlSecondsAfterFinished: when each is to be deleted.
         self._ttl = TtlSweeper(clock=clock, delete=self._delete, busy=lambda job_id: job_id in self._runners)
@@ -136,28 +138,40 @@ class LocalBackend:
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
         job_id = str(manifest["metadata"]["name"])
         warn_about_pod_failure_policy(job_id, manifest)
-        if not self._store.insert_job(job_id, self.namespace, manifest, self._clock()):
-            raise AlreadyExists(f"job {job_id!r} already exists")
-        if (manifest.get("spec") or {}).get("suspend"):
+        held = bool((manifest.get("spec") or {}).get("suspend"))
+        if held:
             # Held, as the Job controller leaves a suspended Job: it runs once admitted.
             annotations = (manifest.get("metadata") or {}).get("annotations") or {}
             phase = held_phase(annotations) or JobPhase.SCHEDULED
-            self.update(job_id, phase=phase.value, message=held_message(phase, record_fields(annotations)))
-            return job_record(self.get_row(job_id))
-        return self._enqueue(job_id)
+            message = held_message(phase, record_fields(annotations))
+        else:
+            phase, message = JobPhase.PENDING, self._slot_message()
+        # One write: a job is stored whole or not at all (Unavailable when the disk is full).
+        if not self._store.insert_job(
+            job_id, self.namespace, manifest, self._clock(), phase=phase.value, message=message
+        ):
+            raise AlreadyExists(f"job {job_id!r} already exists")
+        self._publish(job_id)
+        if not held:
+            self._enqueue(job_id)
+        return job_record(self.get_row(job_id))
 
     async def admit(self, job_id: str, *, at: datetime) -> JobRecord:
-        self._annotate_held(job_id, {ADMITTED_AT_ANNOTATION: format_precise_time(at)})
-        self.update(job_id, phase=JobPhase.PENDING.value)
-        return self._enqueue(job_id)
+        manifest, _ = self._annotate_held(job_id, {ADMITTED_AT_ANNOTATION: format_precise_time(at)})
+        self.update(job_id, manifest=manifest, phase=JobPhase.PENDING.value, message=self._slot_message())
+        self._enqueue(job_id)
+        return job_record(self.get_row(job_id))
 
     async def hold(self, job_id: str, phase: JobPhase) -> JobRecord:
-        annotations = self._annotate_held(job_id, {ADMISSION_ANNOTATION: ADMISSION_STATES_BY_PHASE[phase]})
-        self.update(job_id, phase=phase.value, message=held_message(phase, record_fields(annotations)))
+        manifest, annotations = self._annotate_held(
+            job_id, {ADMISSION_ANNOTATION: ADMISSION_STATES_BY_PHASE[phase]}
+        )
+        message = held_message(phase, record_fields(annotations))
+        self.update(job_id, manifest=manifest, phase=phase.value, message=message)
         return job_record(self.get_row(job_id))
 
     async def fail(self, job_id: str, *, reason: str, message: str, at: datetime) -> JobRecord:
-        self._annotate_held(
+        manifest, _ = self._annotate_held(
             job_id,
             {
                 FAILURE_REASON_ANNOTATION: reason,
@@ -165,12 +179,13 @@ class LocalBackend:
                 FAILED_AT_ANNOTATION: format_precise_time(at),
             },
         )
-        self.finish(job_id, JobPhase.FAILED, reason, message)
+        self.finish(job_id, JobPhase.FAILED, reason, message, manifest=manifest)
         return job_record(self.get_row(job_id))
 
-    def _annotate_held(self, job_id: str, annotations: Mapping[str, str]) -> dict[str, Any]:
-        """Merge ``annotations`` into a held job's stored manifest (as a patch of the Job would);
-        the result. FailedPrecondition if the job is no longer held."""
+    def _annotate_held(self, job_id: str, annotations: Mapping[str, str]) -> tuple[str, dict[str, Any]]:
+        """A held job's stored manifest with ``annotations`` merged in (as a patch of the Job would),
+        to be written with the change it goes with, and the merged annotations. FailedPrecondition
+        if the job is no longer held."""
         row = self.get_row(job_id)
         if not JobPhase(row.phase).is_waiting:
             raise FailedPrecondition(f"job {job_id} is no longer held ({row.phase})")
@@ -178,18 +193,17 @@ class LocalBackend:
         meta = dict(manifest.get("metadata") or {})
         merged = {**(meta.get("annotations") or {}), **annotations}
         manifest["metadata"] = {**meta, "annotations": merged}
-        self._store.update_job(job_id, manifest=json.dumps(manifest))
-        return merged
+        return json.dumps(manifest), merged
 
-    def _enqueue(self, job_id: str) -> JobRecord:
-        self._queue.append(job_id)
+    def _slot_message(self) -> str:
         running = len(self._runners)
         if running >= self.max_parallel:
-            self.update(job_id, message=f"waiting for a free slot ({running} of {self.max_parallel} running)")
-        else:
-            self.update(job_id, message="Job created; starting its process")
+            return f"waiting for a free slot ({running} of {self.max_parallel} running)"
+        return "Job created; starting its process"
+
+    def _enqueue(self, job_id: str) -> None:
+        self._queue.append(job_id)
         self._dispatch()
-        return job_record(self.get_row(job_id))
 
     async def get(self, job_id: str) -> JobRecord:
         return job_record(self.get_row(job_id))
@@ -218,9 +232,19 @@ class LocalBackend:
             event.set()
         return job_record(self.get_row(job_id))
 
+    @property
+    def problem(self) -> str | None:
+        """Why the local state cannot be written right now (the disk is full), or None."""
+        return self._store.problem
+
     async def ping(self) -> None:
+        """Unavailable while the state cannot be written (tried again with a small write each time)."""
         try:
             self._store.all()[:0]
+            if self._store.problem is not None:
+                self._store.probe()
+        except JobSchedulerError:
+            raise
         except Exception as exc:  # sqlite3 errors and a closed store alike
             raise BackendError(f"local state at {self.data_dir} is unusable: {exc}") from exc
 
@@ -256,11 +280,30 @@ class LocalBackend:
             raise NotFound(f"job {job_id!r} not found in namespace {self.namespace!r}")
         return row
 
-    def finish(self, job_id: str, phase: JobPhase, reason: str, message: str) -> None:
+    def note(self, job_id: str, message: str) -> None:
+        """Update the job's message if the state can be written; a message is not worth waiting for."""
+        try:
+            self.update(job_id, message=message)
+        except Unavailable as exc:
+            log.warning("job message not stored", job_id=job_id, message=message, error=exc.message)
+
+    def finish(
+        self,
+        job_id: str,
+        phase: JobPhase,
+        reason: str,
+        message: str,
+        *,
+        at: datetime | None = None,
+        **fields: Any,
+    ) -> None:
         row = self._store.get(job_id)
         if row is None or row.phase == JobPhase.CANCELLED.value:
             return
-        self.update(job_id, phase=phase.value, reason=reason, message=message, finished_at=self._clock())
+        finished_at = at if at is not None else self._clock()
+        self.update(
+            job_id, phase=phase.value, reason=reason, message=message, finished_at=finished_at, **fields
+        )
         log.info("local job finished", job_id=job_id, phase=phase.value, reason=reason)
 
     # --- running --------------------------------------------------------------------------
@@ -278,7 +321,9 @@ class LocalBackend:
             raise
         except Exception as exc:  # a bug or an OS failure: the job fails, the service goes on
             log.exception("local job failed to run", job_id=job_id)
-            self.finish(job_id, JobPhase.FAILED, "StartError", f"could not run the job: {exc}")
+            await self._controller.finish(
+                job_id, JobPhase.FAILED, "StartError", f"could not run the job: {exc}"
+            )
         finally:
             self._runners.pop(job_id, None)
             self._cancel.pop(job_id, None)
@@ -322,26 +367,5 @@ class LocalBackend:
         self, record: JobRecord, *, follow: bool, tail_lines: int, attempt: int
     ) -> AsyncIterator[LogLine]:
         row = self.get_row(record.job_id)
-        if not row.attempts:
-            raise FailedPrecondition(f"job {record.job_id} has not started a process yet ({row.message})")
-        if attempt > len(row.attempts):
-            raise InvalidArgument.field("attempt", f"job {record.job_id} has {len(row.attempts)} attempt(s)")
-        chosen = row.attempts[attempt - 1] if attempt else row.attempts[-1]
-        pod_name = f"{record.job_id}-{chosen.number}"
-        path = pathlib.Path(chosen.log_path)
-        lines, offset = read_lines(path, 0)
-        if tail_lines:
-            lines = lines[-tail_lines:]
-        for line in lines:
-            yield LogLine(line, chosen.number, pod_name)
-        while follow:
-            current = self._store.get(record.job_id)
-            running = current is not None and any(
-                a.number == chosen.number and a.finished_at is None for a in current.attempts
-            )
-            lines, offset = read_lines(path, offset)
-            for line in lines:
-                yield LogLine(line, chosen.number, pod_name)
-            if not running:
-                return
-            await asyncio.sleep(_FOLLOW_POLL_SECONDS)
+        async for line in attempt_logs(self._store, row, follow, tail_lines, attempt):
+            yield line
