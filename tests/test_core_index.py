@@ -107,17 +107,19 @@ def expected_type(previous: JobRecord | None, current: JobRecord) -> JobEventTyp
 @dataclass
 class Model:
     records: dict[str, JobRecord]
-    changes: list[tuple[JobEventType, JobRecord]]
+    #: (event type, record, the record before the change)
+    changes: list[tuple[JobEventType, JobRecord, JobRecord | None]]
 
     def apply(self, r: JobRecord) -> None:
-        kind = expected_type(self.records.get(r.job_id), r)
+        previous = self.records.get(r.job_id)
+        kind = expected_type(previous, r)
         self.records[r.job_id] = r
         if kind is not None:
-            self.changes.append((kind, r))
+            self.changes.append((kind, r, previous))
 
     def remove(self, job_id: str) -> None:
         if (previous := self.records.pop(job_id, None)) is not None:
-            self.changes.append((JobEventType.DELETED, previous))
+            self.changes.append((JobEventType.DELETED, previous, None))
 
 
 records_st = st.builds(
@@ -169,7 +171,7 @@ def test_index_follows_the_model_and_delivers_every_matching_change_in_order(ops
                 subs.append((index.subscribe(PREDICATES[name], token), name, after))
                 continue
             if event is not None:
-                assert (event.type, event.record) == model.changes[-1]
+                assert (event.type, event.record) == model.changes[-1][:2]
                 assert event.seq == len(model.changes)
             assert index.current_token() == index.token(len(model.changes))
 
@@ -182,10 +184,13 @@ def test_index_follows_the_model_and_delivers_every_matching_change_in_order(ops
 
         for subscription, name, after in subs:
             got = await drain(subscription)
+            # Every change of a job that matches the filter, and the change that makes it leave
+            # the filter (its record no longer matches: the last event of it that watch gets).
+            matches = PREDICATES[name]
             want = [
                 (seq, kind, r)
-                for seq, (kind, r) in enumerate(model.changes, start=1)
-                if seq > after and PREDICATES[name](r)
+                for seq, (kind, r, before) in enumerate(model.changes, start=1)
+                if seq > after and (matches(r) or (before is not None and matches(before)))
             ]
             assert [(e.seq, e.type, e.record) for e in got] == want
             assert all(a.seq < b.seq for a, b in itertools.pairwise(got))

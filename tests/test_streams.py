@@ -842,6 +842,26 @@ def test_watch_jobs_filtered_lifecycle_events_on_the_local_backend(
     assert len({t.partition(".")[0] for t in tokens}) == 1
 
 
+def test_watch_jobs_reports_a_job_leaving_its_filter(
+    local: Callable[..., ServiceThread], receiver: Receiver
+) -> None:
+    """A watch of RUNNING jobs is told when one stops running (its last event of that job, with
+    a record that no longer matches), and hears nothing of it afterwards."""
+    svc = local()
+    running = pb.JobFilter(phases=[pb.JOB_PHASE_RUNNING])
+    with watching(svc, pb.WatchJobsRequest(filter=running)) as s:
+        job_id = schedule(svc.stub, timer(receiver.url, name="leaves", duration=1)).job_id
+        events = s.until(
+            lambda es: any(e.job.job_id == job_id and e.type == pb.JOB_EVENT_TYPE_SUCCEEDED for e in es),
+            timeout=15,
+        )
+        events += drain(s, 0.3)
+    ks = kinds(events, job_id)
+    assert ks[0] == "STARTED" and ks[-1] == "SUCCEEDED", ks
+    assert all(e.job.phase == pb.JOB_PHASE_RUNNING for e in events[:-1]), describe(events)
+    assert events[-1].job.phase == pb.JOB_PHASE_SUCCEEDED
+
+
 def test_watch_jobs_reports_deletion_on_kubernetes(
     k8s: Callable[..., ServiceThread], emulator: EmulatorThread
 ) -> None:

@@ -74,7 +74,7 @@ class Subscription:
         self.last_seq = last_seq
 
     def offer(self, event: JobEvent) -> None:
-        if self._overflowed or not self._predicate(event.record):
+        if self._overflowed or not event.concerns(self._predicate):
             return
         if len(self._buffer) >= self._maxsize:
             self._overflowed = True
@@ -90,7 +90,7 @@ class Subscription:
                 self._replayed = self._replay_until
                 break
             self._replayed = event.seq
-            if self._predicate(event.record):
+            if event.concerns(self._predicate):
                 self.last_seq = event.seq
                 return event
         while not self._buffer:
@@ -188,7 +188,7 @@ class JobIndex:
         elif (old := order_key(previous)) != key:
             del self._order[bisect.bisect_left(self._order, old)]
             bisect.insort(self._order, key)
-        return self._publish(kind, record) if kind is not None else None
+        return self._publish(kind, record, previous) if kind is not None else None
 
     def remove(self, job_id: str) -> JobEvent | None:
         previous = self._records.pop(job_id, None)
@@ -206,9 +206,9 @@ class JobIndex:
         for job_id in [j for j in self._records if j not in seen]:
             self.remove(job_id)
 
-    def _publish(self, kind: JobEventType, record: JobRecord) -> JobEvent:
+    def _publish(self, kind: JobEventType, record: JobRecord, previous: JobRecord | None = None) -> JobEvent:
         self._seq += 1
-        event = JobEvent(seq=self._seq, type=kind, record=record, time=self._clock())
+        event = JobEvent(seq=self._seq, type=kind, record=record, time=self._clock(), previous=previous)
         self._events.append(event)
         horizon = event.time - self.retention
         while self._events and (len(self._events) > self.max_events or self._events[0].time < horizon):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -150,6 +150,14 @@ class JobEvent:
     type: JobEventType
     record: JobRecord
     time: datetime
+    #: The record before this change (None for a new job): a watch whose filter the job
+    #: matched before is told that it no longer does.
+    previous: JobRecord | None = None
+
+    def concerns(self, predicate: Callable[[JobRecord], bool]) -> bool:
+        """Whether a watch with this filter sees the event: the job matches it now, or matched
+        it before this change (it leaves the filter: the last event that watch gets of it)."""
+        return predicate(self.record) or (self.previous is not None and predicate(self.previous))
 
 
 @dataclass(frozen=True, slots=True)
