@@ -6,6 +6,7 @@ import asyncio
 import os
 import pathlib
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -16,6 +17,8 @@ from local_harness import job, running_backend, running_pid, wait_phase
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.backends.local import LocalBackend
 from jobscheduler.backends.local._lock import DataDirInUse
+from jobscheduler.backends.local._store import JobRow
+from jobscheduler.backends.local._ttl import DELETE_RETRY_SECONDS, TtlSweeper
 from jobscheduler.core.errors import Unavailable
 from jobscheduler.core.model import JobPhase
 
@@ -196,3 +199,39 @@ def test_a_full_disk_makes_schedule_job_unavailable_and_the_service_not_ready(tm
         assert svc.stub.ScheduleJob(request, timeout=10).job_id
     finally:
         svc.stop()
+
+
+def test_an_expired_job_the_full_disk_kept_is_deleted_once_space_returns() -> None:
+    """The TTL sweeper alone: a deletion refused with Unavailable is tried again, not forgotten."""
+    current = datetime(2026, 1, 1, tzinfo=UTC)
+    refusals = [Unavailable("database or disk is full")]
+    deleted: list[str] = []
+
+    def delete(job_id: str) -> None:
+        if refusals:
+            raise refusals.pop()
+        deleted.append(job_id)
+
+    sweeper = TtlSweeper(clock=lambda: current, delete=delete, busy=lambda job_id: False)
+    row = JobRow(
+        job_id="job-ttl",
+        namespace="default",
+        manifest={"spec": {"ttlSecondsAfterFinished": 0}},
+        phase=JobPhase.SUCCEEDED.value,
+        reason="Completed",
+        message="",
+        created_at=current,
+        started_at=current,
+        finished_at=current,
+        cancelled_at=None,
+        cancel_reason="",
+        attempts=(),
+    )
+    sweeper.track(row)
+    retry_at = sweeper.sweep()
+    assert deleted == [] and "job-ttl" in sweeper
+    assert retry_at == current + timedelta(seconds=DELETE_RETRY_SECONDS)
+    assert sweeper.sweep() == retry_at  # not due yet
+    current = retry_at
+    assert sweeper.sweep() is None
+    assert deleted == ["job-ttl"] and "job-ttl" not in sweeper

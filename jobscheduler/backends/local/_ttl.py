@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from jobscheduler.backends.local._store import JobRow
+from jobscheduler.core.errors import Unavailable
 from jobscheduler.core.model import JobPhase
 from jobscheduler.logs import get_logger
 
@@ -18,6 +19,8 @@ log = get_logger("jobscheduler.backends.local")
 #: The sweeper sleeps until the next expiry, but at most this long: the event loop's clock
 #: stands still while a laptop is suspended, the wall clock the expiries are in does not.
 _SWEEP_MAX_SLEEP_SECONDS: Final = 60.0
+#: A deletion the store refused for want of space is tried again this much later.
+DELETE_RETRY_SECONDS: Final = 30.0
 TERMINAL: Final = frozenset({JobPhase.SUCCEEDED.value, JobPhase.FAILED.value, JobPhase.CANCELLED.value})
 
 
@@ -78,7 +81,12 @@ class TtlSweeper:
             del self._expiry[job_id]
             try:
                 self._delete(job_id)
-            except Exception:  # e.g. the store failed: keep sweeping; the next start tries again
+            except Unavailable as exc:  # the disk is full: try again later
+                log.warning("could not delete an expired job yet", job_id=job_id, error=exc.message)
+                retry = current + timedelta(seconds=DELETE_RETRY_SECONDS)
+                self._expiry[job_id] = retry
+                upcoming = retry if upcoming is None else min(upcoming, retry)
+            except Exception:  # a bug: keep sweeping; the next start tries again
                 log.exception("could not delete an expired job", job_id=job_id)
         return upcoming
 
