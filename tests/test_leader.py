@@ -331,6 +331,38 @@ def test_cancel_and_wait_stops_a_task_whose_wait_for_swallows_the_cancel() -> No
     run(scenario(), within=10)
 
 
+def test_cancel_and_wait_cancelled_itself_still_stops_the_task_first() -> None:
+    from jobscheduler.backends.kubernetes._leader import cancel_and_wait
+
+    async def scenario() -> None:
+        swallowed = 0
+        stopped = asyncio.Event()
+
+        async def stubborn() -> None:
+            nonlocal swallowed
+            try:
+                while True:
+                    try:
+                        await asyncio.sleep(1)
+                    except asyncio.CancelledError:
+                        swallowed += 1
+                        if swallowed >= 5:
+                            raise
+            finally:
+                stopped.set()
+
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        stopper = asyncio.create_task(cancel_and_wait(task, interval=0.02))
+        await asyncio.sleep(0.03)
+        stopper.cancel()  # e.g. serve's shutdown cancels the elector while it stops its lead task
+        with pytest.raises(asyncio.CancelledError):
+            await stopper
+        assert task.done() and stopped.is_set() and swallowed == 5
+
+    run(scenario(), within=10)
+
+
 class Stubborn(Candidate):
     """A lead that swallows its first ``swallow`` cancellations and goes on "admitting" (as an
     admission loop whose asyncio.wait_for completed as it was cancelled), noting at each round

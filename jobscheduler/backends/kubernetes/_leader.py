@@ -143,12 +143,21 @@ async def cancel_and_wait(task: asyncio.Task[Any], *, interval: float = 0.1) -> 
     """Cancel ``task`` and wait until it is done, cancelling it again every ``interval`` while it
     goes on: a cancellation swallowed somewhere (``asyncio.wait_for`` on Python 3.11 swallows one
     that arrives as its wait completes) must not leave a lead task or an election running on its
-    own. Its outcome is retrieved and dropped."""
+    own. Its outcome is retrieved and dropped.
+
+    Cancelling the caller meanwhile does not abandon ``task``: it is still stopped first, then
+    the caller's CancelledError is raised."""
+    interrupted = False
     while not task.done():
         task.cancel()
-        await asyncio.wait({task}, timeout=interval)
+        try:
+            await asyncio.wait({task}, timeout=interval)
+        except asyncio.CancelledError:
+            interrupted = True
     if not task.cancelled():
         task.exception()  # retrieved: it was logged, or the election is over anyway
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 async def _nothing() -> None:
