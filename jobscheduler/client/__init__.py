@@ -1,0 +1,126 @@
+"""The typed Python client of the jobscheduler gRPC API: the supported way in from Python.
+
+::
+
+    from jobscheduler.client import Client, TimerJob
+
+    with Client("127.0.0.1:50051") as client:
+        job = client.schedule("nightly", TimerJob(5, "t", "http://sink:8080/"))
+        for event in client.watch(job.job_id):
+            print(event.type, event.job.phase)
+
+:class:`Client` blocks; :class:`AsyncClient` has the same methods as coroutines (and async
+iterators for the streams). Both are typed (``py.typed``) and mypy --strict clean.
+
+Value types: the methods return the frozen dataclasses of this package (:class:`Job`,
+:class:`JobEvent`, :class:`JobPage`, :class:`LogLine`, :class:`QueueStatus`), not generated protobuf
+messages: enums are :class:`enum.StrEnum` (``JobPhase.RUNNING == "RUNNING"``), times are
+timezone-aware UTC datetimes (None when unset), durations ``datetime.timedelta``; ``to_dict()``
+gives JSON-ready data. The generated modules (``jobscheduler._generated``) are private; a caller
+in another language generates its own stubs from the ``.proto`` shipped in the package
+(:func:`proto_path`).
+
+Connection: plaintext for loopback targets, TLS (system CAs, or ``ca_file``) otherwise, mTLS with
+``client_cert_file``/``client_key_file``, a bearer ``token`` or a ``token_file`` read again when it
+changes. Every unary call has a deadline (``timeout``, default 10 s, retries included); streams
+that follow (watch, watch_all, logs with follow) run until they end or the caller stops, unless
+given a ``timeout``.
+
+Retries: UNAVAILABLE is retried with exponential backoff (``retries`` times, default 4) where that
+is safe: reads, ``cancel`` (idempotent) and ``schedule`` (it always sends a ``request_id``, generated
+when the caller gives none, so a retry returns the job the first attempt created). Watches
+reconnect after a dropped connection: ``watch_all`` from the last event's resume token, without
+losing or repeating an event.
+
+Errors: every failed call raises a :class:`JobSchedulerError` subclass named after its gRPC status
+(:class:`InvalidArgument`, :class:`NotFound`, ...), with ``message``, ``field_violations`` (the
+google.rpc.BadRequest details) and ``request_id`` (the server's ``x-request-id``).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import pathlib
+
+from jobscheduler.client._async import AsyncClient
+from jobscheduler.client._errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    Internal,
+    InvalidArgument,
+    JobSchedulerError,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+)
+from jobscheduler.client._retry import DEFAULT_RETRIES, DEFAULT_TIMEOUT, JobFilterArgs
+from jobscheduler.client._sync import Client
+from jobscheduler.client._types import (
+    JOB_TYPES,
+    EventType,
+    Job,
+    JobCondition,
+    JobEvent,
+    JobPage,
+    JobPhase,
+    JobSpec,
+    LogLine,
+    Priority,
+    QueueStatus,
+    TimerJob,
+)
+
+
+def proto_path() -> pathlib.Path:
+    """The ``jobscheduler.proto`` shipped inside the installed package (for stubs in any language)."""
+    return pathlib.Path(str(importlib.resources.files("jobscheduler") / "proto" / "jobscheduler.proto"))
+
+
+__all__ = [
+    "DEFAULT_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "JOB_TYPES",
+    "Aborted",
+    "AlreadyExists",
+    "AsyncClient",
+    "Cancelled",
+    "Client",
+    "DataLoss",
+    "DeadlineExceeded",
+    "EventType",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Internal",
+    "InvalidArgument",
+    "Job",
+    "JobCondition",
+    "JobEvent",
+    "JobFilterArgs",
+    "JobPage",
+    "JobPhase",
+    "JobSchedulerError",
+    "JobSpec",
+    "LogLine",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "Priority",
+    "QueueStatus",
+    "ResourceExhausted",
+    "TimerJob",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Unknown",
+    "proto_path",
+]

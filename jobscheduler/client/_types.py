@@ -1,0 +1,188 @@
+"""The client's value types: frozen dataclasses of plain Python values (no protobuf, no grpc)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+
+class JobPhase(enum.StrEnum):
+    """Lifecycle phase of a job (proto ``JobPhase`` without its prefix)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    QUEUED = "QUEUED"
+    SCHEDULED = "SCHEDULED"
+    WAITING = "WAITING"
+
+    @property
+    def is_terminal(self) -> bool:
+        """SUCCEEDED, FAILED or CANCELLED: the job will not change phase again."""
+        return self in (JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.CANCELLED)
+
+
+class Priority(enum.StrEnum):
+    """Admission priority within a queue (proto ``JobPriority`` without its prefix)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    LOW = "LOW"
+    NORMAL = "NORMAL"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+
+class EventType(enum.StrEnum):
+    """What a :class:`JobEvent` reports (proto ``JobEventType`` without its prefix)."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    CREATED = "CREATED"
+    STARTED = "STARTED"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    DELETED = "DELETED"
+    UPDATED = "UPDATED"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON-ready data: RFC 3339 times, seconds as floats, enums as their names."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, datetime.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(_plain(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+class _Plain:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: times as RFC 3339 strings (UTC, ``Z``), durations as seconds, enums by name."""
+        data: dict[str, Any] = _plain(self)
+        return data
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimerJob(_Plain):
+    """A timer job: waits ``duration_seconds`` (1..86400), then reports to ``control_plane_endpoint``."""
+
+    duration_seconds: int
+    timer_name: str
+    control_plane_endpoint: str
+    image: str = ""
+    log_level: str = ""
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    #: The job type's name, as in ``Job.type`` and ``jobscheduler submit TYPE``.
+    TYPE = "timer"
+
+
+#: Every job type the client can schedule: the type name -> its parameter class.
+JobSpec = TimerJob
+JOB_TYPES: Mapping[str, type[JobSpec]] = {"timer": TimerJob}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobCondition(_Plain):
+    """One condition of the Kubernetes Job, as the API server reports it."""
+
+    type: str
+    status: str
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job(_Plain):
+    """A job's state. Times are timezone-aware UTC datetimes (None when unset)."""
+
+    job_id: str
+    name: str
+    type: str
+    phase: JobPhase
+    namespace: str = ""
+    created_at: datetime.datetime | None = None
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    message: str = ""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    reason: str = ""
+    conditions: tuple[JobCondition, ...] = ()
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    backoff_limit: int = 0
+    pod_names: tuple[str, ...] = ()
+    attempts: int = 0
+    duration: datetime.timedelta | None = None
+    termination_reason: str = ""
+    exit_code: int | None = None
+    priority: Priority = Priority.NORMAL
+    queue: str = ""
+    owner: str = ""
+    request_id: str = ""
+    retry_of: str = ""
+    retry_number: int = 0
+    max_retries: int = 0
+    start_after: datetime.datetime | None = None
+    depends_on: tuple[str, ...] = ()
+    enqueued_at: datetime.datetime | None = None
+    admitted_at: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobEvent(_Plain):
+    """One change of a job. ``resume_token`` continues a ``watch_all`` after this event."""
+
+    type: EventType
+    job: Job
+    resume_token: str = ""
+    time: datetime.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobPage(_Plain):
+    """One page of ``list_page``: newest first; ``next_page_token`` is empty on the last page.
+    ``resume_token`` starts a ``watch_all`` right after this list was taken (empty while the
+    service is still loading its jobs)."""
+
+    jobs: tuple[Job, ...]
+    next_page_token: str = ""
+    resume_token: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogLine(_Plain):
+    """One line of a job's output, from attempt (pod) ``attempt``."""
+
+    line: str
+    attempt: int = 0
+    pod_name: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStatus(_Plain):
+    """One admission queue as the answering replica sees it; ``max_running`` 0 means no limit."""
+
+    name: str
+    max_running: int = 0
+    running: int = 0
+    queued: int = 0
+    queued_by_priority: Mapping[Priority, int] = dataclasses.field(default_factory=dict)
+    waiting: int = 0
+    oldest_queued_age: datetime.timedelta | None = None
+    oldest_queued_since: datetime.datetime | None = None
