@@ -15,162 +15,51 @@ state is rebuilt from the index (the cluster) whenever it starts, after a restar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from jobscheduler.core.dependencies import (
+    DependencyState,
+    dependency_state,
+    not_found,
+    visible,
+    waiting_phase,
+)
 from jobscheduler.core.errors import FailedPrecondition, JobSchedulerError, NotFound
 from jobscheduler.core.index import JobIndex
-from jobscheduler.core.model import (
-    DEFAULT_QUEUE,
-    JobEvent,
-    JobEventType,
-    JobPhase,
-    JobRecord,
-    Priority,
-    QueueStatus,
-)
-from jobscheduler.core.naming import dns1123_label_problem
+from jobscheduler.core.model import JobEvent, JobEventType, JobPhase, JobRecord
 from jobscheduler.core.ports import JobBackend
-from jobscheduler.core.retries import retry_due, retry_job_id
+from jobscheduler.core.queues import QueueBook, QueueConfig, QueueConfigError, parse_queues, ready_at
+
+__all__ = [
+    "AdmissionController",
+    "QueueBook",
+    "QueueConfig",
+    "QueueConfigError",
+    "parse_queues",
+    "ready_at",
+    "waiting_phase",
+]
 
 DEPENDENCY_FAILED: Final = "DependencyFailed"
 DEPENDENCY_NOT_FOUND: Final = "DependencyNotFound"
 #: Admission writes in flight at once (each is one PATCH).
 MAX_IN_FLIGHT: Final = 32
-#: After a failed write (API unreachable, ...), the job is considered again this much later.
+#: After a failed write (API unreachable, ...), the job is considered again this much later,
+#: then twice as late after each further failure, up to RETRY_DELAY_LIMIT_SECONDS.
 ERROR_DELAY_SECONDS: Final = 2.0
-#: How long a new leader waits for its index to catch up with a fresh list of the jobs.
+#: As ERROR_DELAY_SECONDS, after a write refused because the job changed meanwhile (the
+#: compare-and-swap lost, or kept losing), or while a dependency is still missing from the index.
+RECHECK_DELAY_SECONDS: Final = 0.2
+RETRY_DELAY_LIMIT_SECONDS: Final = 30.0
+#: How long a new leader keeps the slot of a job that a fresh list shows admitted and its
+#: index does not show at all (it shows it in a moment, unless it was deleted meanwhile).
 _CATCH_UP_SECONDS: Final = 10.0
 _SYNC_WAIT_SECONDS: Final = 5.0
 _RUNNING: Final = frozenset({JobPhase.PENDING, JobPhase.RUNNING})
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class QueueConfig:
-    name: str
-    #: Jobs of this queue that may run at once; 0: no limit.
-    max_running: int = 0
-
-
-class QueueConfigError(ValueError):
-    pass
-
-
-def parse_queues(raw: str) -> dict[str, QueueConfig]:
-    """``QUEUES``: comma-separated ``name=max_running`` (0: no limit); ``default`` always exists."""
-    queues = {DEFAULT_QUEUE: QueueConfig(DEFAULT_QUEUE)}
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        name, sep, limit = item.partition("=")
-        name = name.strip()
-        if (problem := dns1123_label_problem(name)) is not None:
-            raise QueueConfigError(f"queue name {name!r} {problem}")
-        try:
-            max_running = int(limit) if sep else 0
-        except ValueError:
-            raise QueueConfigError(f"queue {name!r}: max_running must be a number (got {limit!r})") from None
-        if not 0 <= max_running <= 1_000_000:
-            raise QueueConfigError(f"queue {name!r}: max_running must be between 0 (no limit) and 1000000")
-        queues[name] = QueueConfig(name, max_running)
-    return queues
-
-
-def ready_at(record: JobRecord) -> datetime:
-    """The FIFO position of a job within its priority: when it was submitted (or, when later,
-    when its start time came)."""
-    submitted = record.enqueued_at or record.created_at or _EPOCH
-    if record.start_after is not None and record.start_after > submitted:
-        return record.start_after
-    return submitted
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    queue: str
-    phase: JobPhase
-    priority: Priority
-    ready_at: datetime
-
-
-class QueueBook:
-    """What each queue holds, kept from the index on every replica (ListQueues, metrics and
-    the admission loop's running counts). Tracks only unfinished jobs."""
-
-    def __init__(self, index: JobIndex, queues: Mapping[str, QueueConfig]) -> None:
-        self.queues = dict(queues)
-        self._index = index
-        self._entries: dict[str, _Entry] = {}
-        self._running: dict[str, int] = {}
-        self._listeners: list[Callable[[JobEvent], None]] = []
-        index.add_listener(self._on_event)
-        for record in index.records():
-            self._track(record)
-
-    def add_listener(self, listener: Callable[[JobEvent], None]) -> Callable[[], None]:
-        """Called after the book has taken each index change in."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener)
-
-    def running(self, queue: str) -> int:
-        return self._running.get(queue, 0)
-
-    def limit(self, queue: str) -> int:
-        config = self.queues.get(queue)
-        return config.max_running if config is not None else 0
-
-    def _on_event(self, event: JobEvent) -> None:
-        if event.type is JobEventType.DELETED:
-            self._untrack(event.record.job_id)
-        else:
-            self._track(event.record)
-        for listener in list(self._listeners):
-            listener(event)
-
-    def _track(self, record: JobRecord) -> None:
-        self._untrack(record.job_id)
-        if record.phase.is_terminal:
-            return
-        entry = _Entry(record.queue, record.phase, record.priority, ready_at(record))
-        self._entries[record.job_id] = entry
-        if entry.phase in _RUNNING:
-            self._running[entry.queue] = self._running.get(entry.queue, 0) + 1
-
-    def _untrack(self, job_id: str) -> None:
-        old = self._entries.pop(job_id, None)
-        if old is not None and old.phase in _RUNNING:
-            self._running[old.queue] -= 1
-
-    def status(self) -> list[QueueStatus]:
-        """Every configured queue and every queue that holds jobs, by name."""
-        names = set(self.queues) | {e.queue for e in self._entries.values()}
-        queued: dict[str, dict[Priority, int]] = {name: {} for name in names}
-        waiting = dict.fromkeys(names, 0)
-        oldest: dict[str, datetime] = {}
-        for entry in self._entries.values():
-            if entry.phase is JobPhase.QUEUED:
-                counts = queued[entry.queue]
-                counts[entry.priority] = counts.get(entry.priority, 0) + 1
-                if entry.queue not in oldest or entry.ready_at < oldest[entry.queue]:
-                    oldest[entry.queue] = entry.ready_at
-            elif entry.phase.is_waiting:
-                waiting[entry.queue] += 1
-        return [
-            QueueStatus(
-                name=name,
-                max_running=self.limit(name),
-                running=self.running(name),
-                queued=dict(sorted(queued[name].items(), reverse=True)),
-                waiting=waiting[name],
-                oldest_queued_since=oldest.get(name),
-            )
-            for name in sorted(names)
-        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +73,10 @@ class _Verdict:
 
 
 class AdmissionController:
-    """The admission loop: run ``run()`` on one replica at a time (the Lease holder)."""
+    """The admission loop: run ``run()`` on one replica at a time (the Lease holder).
+
+    ``clock`` and ``sleep`` are the only notion of time it has (the simulation in
+    tests/test_sim_admission.py replaces both)."""
 
     def __init__(
         self,
@@ -193,6 +85,7 @@ class AdmissionController:
         book: QueueBook,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_admitted: Callable[[JobRecord, float], None] = lambda record, latency: None,
         on_error: Callable[[str, JobSchedulerError], None] = lambda job_id, exc: None,
         max_in_flight: int = MAX_IN_FLIGHT,
@@ -201,6 +94,7 @@ class AdmissionController:
         self._index = index
         self._book = book
         self._clock = clock
+        self._sleep = sleep
         self._on_admitted = on_admitted
         self._on_error = on_error
         self._max_in_flight = max_in_flight
@@ -212,6 +106,10 @@ class AdmissionController:
         self._dependents: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
         self._in_flight: dict[str, int] = {}
+        #: Admissions whose outcome is unknown (the write failed, but may have landed): each
+        #: keeps its queue's slot until the index shows the job (or a later write decides).
+        self._unsure: dict[str, str] = {}
+        self._failures: dict[str, int] = {}  # failed writes in a row, for the backoff
         self._busy: set[str] = set()  # jobs with a write in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -223,7 +121,7 @@ class AdmissionController:
         self._reset()
         while not await self._index.wait_synced(_SYNC_WAIT_SECONDS):
             pass
-        await self._catch_up()
+        await self._catch_up()  # then no await before the listener is in place
         remove = self._book.add_listener(self._on_event)
         try:
             self._dirty.update(r.job_id for r in self._index.records() if r.phase.is_waiting)
@@ -238,31 +136,46 @@ class AdmissionController:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _catch_up(self) -> None:
-        """A new leader's index may lag the previous leader's last admissions by a moment: wait
-        until it shows every job that a fresh list shows admitted (so no limit is exceeded)."""
+        """A new leader's index may lag the previous leader's last admissions: every job that a
+        fresh list shows admitted but the index does not keeps its queue's slot (as an unsure
+        admission) until the index shows it, so no limit is exceeded meanwhile."""
         try:
             fresh = await self._backend.list()
         except JobSchedulerError:
             return  # unreachable: admissions will fail and be retried anyway
-        admitted = [r.job_id for r in fresh if not r.phase.is_waiting]
-        deadline = asyncio.get_running_loop().time() + _CATCH_UP_SECONDS
-        while asyncio.get_running_loop().time() < deadline:
-            if all((r := self._index.get(j)) is None or not r.phase.is_waiting for j in admitted):
-                return
-            await asyncio.sleep(0.05)
+        expires = self._clock() + timedelta(seconds=_CATCH_UP_SECONDS)
+        for record in fresh:
+            known = self._index.get(record.job_id)
+            if record.phase in _RUNNING and (known is None or known.phase.is_waiting):
+                self._unsure[record.job_id] = record.queue
+                if known is None:  # in case it is deleted before the index ever shows it
+                    heapq.heappush(self._timers, (expires, record.job_id))
 
     async def _sleep_until_needed(self) -> None:
-        timeout: float | None = None
-        if self._timers:
-            timeout = max(0.0, (self._timers[0][0] - self._clock()).total_seconds())
-        with contextlib.suppress(TimeoutError):  # asyncio.timeout: 3.11's wait_for can swallow a cancel
-            async with asyncio.timeout(timeout):
-                await self._wake.wait()
+        """Until something changed (``_wake``) or the next timer is due."""
+        if self._wake.is_set():
+            return
+        if not self._timers:
+            await self._wake.wait()
+            return
+        delay = (self._timers[0][0] - self._clock()).total_seconds()
+        if delay <= 0:
+            return
+        waiters = {asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._sleep(delay))}
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     def _on_event(self, event: JobEvent) -> None:
         record = event.record
+        released = False
         if event.type is not JobEventType.DELETED and record.phase.is_waiting:
             self._dirty.add(record.job_id)
+        else:
+            self._failures.pop(record.job_id, None)
+            released = self._unsure.pop(record.job_id, None) is not None
         for key in (record.job_id, record.retry_of):
             if key and key in self._dependents:
                 self._dirty.update(self._dependents[key])
@@ -271,7 +184,7 @@ class AdmissionController:
             # wait on (its retry, say): the entry is not needed any more.
             self._dependents.pop(record.job_id, None)
             self._wake.set()  # room may have come free
-        elif self._dirty:
+        elif self._dirty or released:
             self._wake.set()
 
     # --- deciding -----------------------------------------------------------------------------
@@ -284,11 +197,18 @@ class AdmissionController:
         dirty, self._dirty = self._dirty, set()
         for job_id in dirty:
             record = self._index.get(job_id)
+            if record is None:
+                self._unsure.pop(job_id, None)
+                self._failures.pop(job_id, None)
+            # A job with a write in flight is considered again when the write ends (_spawn).
             if record is not None and record.phase.is_waiting and job_id not in self._busy:
                 self._consider(record, now)
         self._admit_what_fits()
 
     def _consider(self, record: JobRecord, now: datetime) -> None:
+        if record.job_id in self._unsure:
+            self._spawn(record, self._settle_doubt(record))
+            return
         verdict = self._verdict(record, now)
         for key in verdict.watched:
             self._dependents.setdefault(key, set()).add(record.job_id)
@@ -305,12 +225,13 @@ class AdmissionController:
         elif verdict.phase is JobPhase.WAITING:
             if record.phase is not JobPhase.WAITING:
                 self._spawn(record, self._hold(record, JobPhase.WAITING))
-        elif record.job_id not in self._queued:
+        else:
             if record.phase is not JobPhase.QUEUED:
                 self._relabel.add(record.job_id)
-            self._queued.add(record.job_id)
-            order = (-record.priority, ready_at(record), record.job_id)
-            heapq.heappush(self._heaps.setdefault(record.queue, []), order)
+            if record.job_id not in self._queued:
+                self._queued.add(record.job_id)
+                order = (-record.priority, ready_at(record), record.job_id)
+                heapq.heappush(self._heaps.setdefault(record.queue, []), order)
 
     def _verdict(self, record: JobRecord, now: datetime) -> _Verdict:
         if record.phase is JobPhase.QUEUED:
@@ -322,56 +243,33 @@ class AdmissionController:
         watched: list[str] = []
         pending = False
         for dep in record.depends_on:
-            state, detail = self._dependency(record, dep, watched)
-            if state == "failed":
-                return _Verdict(JobPhase.WAITING, failure=(DEPENDENCY_FAILED, detail))
-            if state == "not-found":
-                return _Verdict(JobPhase.WAITING, failure=(DEPENDENCY_NOT_FOUND, detail))
-            if state == "missing":
+            found = dependency_state(self._index, dep, record.owner)
+            watched.extend(found.watched)
+            if found.state is DependencyState.FAILED:
+                return _Verdict(JobPhase.WAITING, failure=(DEPENDENCY_FAILED, found.detail))
+            if found.state is DependencyState.MISSING:
                 return _Verdict(JobPhase.WAITING, missing=dep, watched=tuple(watched))
-            pending = pending or state == "pending"
+            pending = pending or found.state is DependencyState.WAITING
         if pending:
             return _Verdict(JobPhase.WAITING, watched=tuple(watched))
         return _Verdict(JobPhase.QUEUED)
 
-    def _dependency(self, record: JobRecord, dep: str, watched: list[str]) -> tuple[str, str]:
-        """("ok"|"pending"|"failed"|"not-found"|"missing", why) for one dependency, following its retries:
-        a failed job whose retry is still to come is pending, and its retry decides."""
-        watched.append(dep)
-        current = self._index.get(dep)
-        if current is None:
-            return "missing", ""
-        if current.owner != record.owner:
-            return "not-found", f"dependency {dep} does not exist"  # another owner's: not visible
-        for _ in range(64):  # a retry chain is at most MAX_RETRIES long
-            if current.phase is JobPhase.SUCCEEDED:
-                return "ok", ""
-            if current.phase is JobPhase.CANCELLED:
-                return "failed", f"dependency {dep} was cancelled ({current.job_id})"
-            if current.phase is not JobPhase.FAILED:
-                return "pending", ""
-            if retry_due(current) is None:
-                why = f"{current.reason}: {current.message}" if current.reason else current.message
-                return "failed", f"dependency {dep} failed ({current.job_id}: {why})"
-            following = retry_job_id(current.retry_of or current.job_id, current.retry_number + 1)
-            watched.append(following)
-            retry = self._index.get(following)
-            if retry is None:
-                return "pending", ""  # its retry is yet to be created
-            current = retry
-        return "pending", ""
+    def _taken(self, queue: str) -> int:
+        """The queue's slots taken: running, being admitted, or possibly admitted."""
+        unsure = sum(1 for q in self._unsure.values() if q == queue)
+        return self._book.running(queue) + self._in_flight.get(queue, 0) + unsure
 
     def _admit_what_fits(self) -> None:
         for queue, heap in self._heaps.items():
             limit = self._book.limit(queue)
             while heap and len(self._busy) < self._max_in_flight:
-                if limit and self._book.running(queue) + self._in_flight.get(queue, 0) >= limit:
+                if limit and self._taken(queue) >= limit:
                     break
                 _, _, job_id = heapq.heappop(heap)
                 self._queued.discard(job_id)
                 record = self._index.get(job_id)
                 if record is None or not record.phase.is_waiting or job_id in self._busy:
-                    continue  # admitted, cancelled or deleted since it was queued
+                    continue  # admitted, cancelled or deleted since it was queued, or being written
                 self._in_flight[queue] = self._in_flight.get(queue, 0) + 1
                 self._spawn(record, self._admit(record))
         # What stays queued but still reports SCHEDULED or WAITING now reports QUEUED.
@@ -390,23 +288,40 @@ class AdmissionController:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def _spawn(self, record: JobRecord, write: Awaitable[None]) -> None:
-        self._busy.add(record.job_id)
+    def _spawn(self, record: JobRecord, write: Awaitable[float | None]) -> None:
+        """Run one write (or read) on ``record``'s job; whatever its outcome and whenever its watch
+        event comes, the job is considered again afterwards (events that came meanwhile were
+        skipped): at once, or after a growing delay if the write failed or asked for one (its
+        result: None, done; 0, again at once; else the first delay)."""
+        job_id = record.job_id
+        self._busy.add(job_id)
 
         async def run() -> None:
+            again: float | None = None
             try:
-                await write
+                again = await write
             except (FailedPrecondition, NotFound):
-                pass  # no longer held: admitted, cancelled, failed or deleted by someone else
+                # No longer held (the index shows it, or soon will), or changed under us time
+                # and again: decide again on what the index shows a moment later.
+                again = RECHECK_DELAY_SECONDS
             except JobSchedulerError as exc:
-                self._on_error(record.job_id, exc)
-                await asyncio.sleep(ERROR_DELAY_SECONDS)
-                self._dirty.add(record.job_id)
+                self._on_error(job_id, exc)
+                again = ERROR_DELAY_SECONDS
             finally:
-                self._busy.discard(record.job_id)
+                self._busy.discard(job_id)
+                current = self._index.get(job_id)
+                if again is None or current is None or not current.phase.is_waiting:
+                    self._failures.pop(job_id, None)  # done with, or written: start afresh
+                    self._dirty.add(job_id)
+                elif not again:
+                    self._dirty.add(job_id)
+                else:
+                    failures = self._failures[job_id] = self._failures.get(job_id, 0) + 1
+                    delay = min(RETRY_DELAY_LIMIT_SECONDS, again * 2 ** min(failures - 1, 16))
+                    heapq.heappush(self._timers, (self._clock() + timedelta(seconds=delay), job_id))
                 self._wake.set()
 
-        task = asyncio.create_task(run(), name=f"admission {record.job_id}")
+        task = asyncio.create_task(run(), name=f"admission {job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -414,9 +329,25 @@ class AdmissionController:
         try:
             now = self._clock()
             admitted = await self._backend.admit(record.job_id, at=now)
-            self._on_admitted(admitted, max(0.0, (now - ready_at(record)).total_seconds()))
+        except (FailedPrecondition, NotFound):
+            raise
+        except JobSchedulerError:
+            still = self._index.get(record.job_id)
+            if still is not None and still.phase.is_waiting:
+                self._unsure[record.job_id] = record.queue  # it may have landed, its answer lost
+            raise
         finally:
             self._in_flight[record.queue] -= 1
+        self._on_admitted(admitted, max(0.0, (now - ready_at(record)).total_seconds()))
+
+    async def _settle_doubt(self, record: JobRecord) -> float | None:
+        """An admission whose outcome is unknown: read the job from the backend. Still held: it
+        did not land, the slot is free again. Admitted: the index will show it shortly."""
+        found = await self._backend.get(record.job_id)
+        if found.phase.is_waiting:
+            self._unsure.pop(record.job_id, None)
+            return 0.0  # at once, without forgetting its failed attempts
+        return RECHECK_DELAY_SECONDS
 
     async def _hold(self, record: JobRecord, phase: JobPhase) -> None:
         await self._backend.hold(record.job_id, phase)
@@ -424,28 +355,14 @@ class AdmissionController:
     async def _fail(self, record: JobRecord, reason: str, message: str) -> None:
         await self._backend.fail(record.job_id, reason=reason, message=message, at=self._clock())
 
-    async def _confirm_missing(self, record: JobRecord, dep: str) -> None:
-        """A dependency the index does not know: created a moment ago elsewhere, or absent."""
+    async def _confirm_missing(self, record: JobRecord, dep: str) -> float | None:
+        """A dependency the index does not show the owner: created a moment ago elsewhere, or
+        absent (or another owner's, which is the same)."""
         try:
             found = await self._backend.get(dep)
         except NotFound:
-            await self._fail(record, DEPENDENCY_NOT_FOUND, f"dependency {dep} does not exist")
-            return
-        if found.owner != record.owner:
-            await self._fail(record, DEPENDENCY_NOT_FOUND, f"dependency {dep} does not exist")
-            return
-        await asyncio.sleep(0.2)  # the index will have it shortly
-        self._dirty.add(record.job_id)
-
-
-def waiting_phase(
-    index: JobIndex, depends_on: Iterable[str], start_after: datetime | None, now: datetime
-) -> JobPhase | None:
-    """The phase a new job is created in (SCHEDULED, WAITING), or None if only its queue matters."""
-    if start_after is not None and start_after > now:
-        return JobPhase.SCHEDULED
-    for dep in depends_on:
-        record = index.get(dep)
-        if record is None or record.phase is not JobPhase.SUCCEEDED:
-            return JobPhase.WAITING
-    return None
+            found = None
+        if not visible(found, record.owner):
+            await self._fail(record, DEPENDENCY_NOT_FOUND, not_found(dep))
+            return None
+        return RECHECK_DELAY_SECONDS  # the index will have it shortly

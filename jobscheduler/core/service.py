@@ -30,7 +30,6 @@ from jobscheduler.core.manifests import (
     START_AFTER_ANNOTATION,
     JobDefaults,
     format_precise_time,
-    format_time,
 )
 from jobscheduler.core.model import (
     DEFAULT_QUEUE,
@@ -121,13 +120,13 @@ class JobService:
         annotations: dict[str, str] = {}
         start = _start_time(request, now)
         if start is not None:
-            annotations[START_AFTER_ANNOTATION] = format_time(start)
+            annotations[START_AFTER_ANNOTATION] = format_precise_time(start)  # never a moment early
         queue = request.queue or DEFAULT_QUEUE
         if request.depends_on:
             annotations[DEPENDS_ON_ANNOTATION] = ",".join(request.depends_on)
         # Held (created suspended, admitted by the admission loop) when it must wait for its
         # start time or dependencies, or when its queue limits how many run at once.
-        held = waiting_phase(self.index, request.depends_on, start, now)
+        held = waiting_phase(self.index, request.depends_on, start, now, caller.identity)
         if held is None and self.queues.limit(queue):
             held = JobPhase.QUEUED
         if held is not None:

@@ -1,0 +1,1 @@
+"""A deterministic simulation of the admission loop (see world.py)."""
