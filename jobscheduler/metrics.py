@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Final
 
 from prometheus_client import (
@@ -36,11 +37,25 @@ GRPC_HANDLED: Final = Counter(
     ["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
     registry=REGISTRY,
 )
+GRPC_MSG_RECEIVED: Final = Counter(
+    "grpc_server_msg_received_total",
+    "RPC stream messages received on the server (one per unary request).",
+    ["grpc_type", "grpc_service", "grpc_method"],
+    registry=REGISTRY,
+)
+GRPC_MSG_SENT: Final = Counter(
+    "grpc_server_msg_sent_total",
+    "gRPC stream messages sent by the server (one per successful unary response).",
+    ["grpc_type", "grpc_service", "grpc_method"],
+    registry=REGISTRY,
+)
+#: go-grpc-prometheus's default buckets (Prometheus's DefBuckets).
+GRPC_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 GRPC_HANDLING_SECONDS: Final = Histogram(
     "grpc_server_handling_seconds",
-    "Time to handle an RPC on the server.",
+    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
     ["grpc_type", "grpc_service", "grpc_method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    buckets=GRPC_BUCKETS,
     registry=REGISTRY,
 )
 JOBS_SCHEDULED: Final = Counter(
@@ -55,6 +70,55 @@ JOBS_CANCELLED: Final = Counter(
     ["type"],
     registry=REGISTRY,
 )
+
+
+JOBS_FINISHED: Final = Counter(
+    "jobscheduler_jobs_finished_total",
+    "Jobs that reached a final phase (SUCCEEDED, FAILED, CANCELLED), by type, queue, phase and"
+    " reason; counted once per job, by the replica holding the admission Lease.",
+    ["type", "queue", "phase", "reason"],
+    registry=REGISTRY,
+)
+JOB_RUN_SECONDS: Final = Histogram(
+    "jobscheduler_job_run_seconds",
+    "Finished jobs' run time, from started_at to finished_at (jobs that never started are not"
+    " observed), by type, queue and phase; once per job, on the Lease holder.",
+    ["type", "queue", "phase"],
+    buckets=(1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0),
+    registry=REGISTRY,
+)
+JOB_QUEUE_WAIT_SECONDS: Final = Histogram(
+    "jobscheduler_job_queue_wait_seconds",
+    "Held jobs' wait in their queue, from enqueued_at (submitted) to admitted_at, by queue;"
+    " once per job, on the Lease holder.",
+    ["queue"],
+    buckets=(0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 86400.0),
+    registry=REGISTRY,
+)
+JOB_RETRIES: Final = Counter(
+    "jobscheduler_job_retries_total",
+    "Retries of failed jobs created (max_retries), by type and queue; once per retry, on the Lease holder.",
+    ["type", "queue"],
+    registry=REGISTRY,
+)
+
+
+def count_finished(record: JobRecord, run_seconds: float | None) -> None:
+    """JobObserver's ``on_finished``: a job this replica saw reach its final phase."""
+    labels = (record.type, record.queue, record.phase.value)
+    JOBS_FINISHED.labels(*labels, record.reason).inc()
+    if run_seconds is not None:
+        JOB_RUN_SECONDS.labels(*labels).observe(run_seconds)
+
+
+def observe_queue_wait(record: JobRecord, wait_seconds: float) -> None:
+    """JobObserver's ``on_admitted``: a held job this replica saw admitted."""
+    JOB_QUEUE_WAIT_SECONDS.labels(record.queue).observe(wait_seconds)
+
+
+def count_retry(record: JobRecord) -> None:
+    """JobObserver's ``on_retry``: a retry this replica saw created."""
+    JOB_RETRIES.labels(record.type, record.queue).inc()
 
 
 def count_scheduled(record: JobRecord) -> None:
@@ -208,12 +272,21 @@ class QueueCollector(Collector):
         running = GaugeMetricFamily(
             "jobscheduler_queue_running", "Admitted, unfinished jobs, by queue.", labels=["queue"]
         )
+        oldest = GaugeMetricFamily(
+            "jobscheduler_queue_oldest_age_seconds",
+            "Seconds the longest-waiting QUEUED job of a queue has been admissible (0: none queued).",
+            labels=["queue"],
+        )
+        now = datetime.now(UTC)
         for queue in self.snapshot():
             for priority in Priority:
                 depth.add_metric([queue.name, priority.name], queue.queued.get(priority, 0))
             running.add_metric([queue.name], queue.running)
+            since = queue.oldest_queued_since
+            oldest.add_metric([queue.name], max(0.0, (now - since).total_seconds()) if since else 0.0)
         yield depth
         yield running
+        yield oldest
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

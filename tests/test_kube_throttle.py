@@ -260,7 +260,7 @@ def test_deadline_while_waiting_creates_nothing(emulator: EmulatorThread, thrott
         "grpc_type": "unary",
         "grpc_service": "jobscheduler.JobScheduler",
         "grpc_method": "ScheduleJob",
-        "grpc_code": "DEADLINE_EXCEEDED",
+        "grpc_code": "DeadlineExceeded",
     }
     expired_before = sample("grpc_server_handled_total", **expired)
     t0 = time.monotonic()

@@ -1,4 +1,7 @@
-"""One server interceptor that logs (structlog) and counts (Prometheus) every RPC."""
+"""One server interceptor that logs (structlog) and counts (Prometheus) every RPC.
+
+The metrics are go-grpc-prometheus's, names and label values alike (``grpc_code="NotFound"``,
+``grpc_type="server_stream"``), so the standard gRPC dashboards and alerts read them."""
 
 from __future__ import annotations
 
@@ -36,6 +39,28 @@ def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
     return grpc.StatusCode.OK
 
 
+#: go-grpc-prometheus's ``grpc_code`` values: Go's ``codes.Code.String()`` (``Canceled``, one l).
+GRPC_CODE_NAMES: Final[dict[grpc.StatusCode, str]] = {
+    grpc.StatusCode.OK: "OK",
+    grpc.StatusCode.CANCELLED: "Canceled",
+    grpc.StatusCode.UNKNOWN: "Unknown",
+    grpc.StatusCode.INVALID_ARGUMENT: "InvalidArgument",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DeadlineExceeded",
+    grpc.StatusCode.NOT_FOUND: "NotFound",
+    grpc.StatusCode.ALREADY_EXISTS: "AlreadyExists",
+    grpc.StatusCode.PERMISSION_DENIED: "PermissionDenied",
+    grpc.StatusCode.RESOURCE_EXHAUSTED: "ResourceExhausted",
+    grpc.StatusCode.FAILED_PRECONDITION: "FailedPrecondition",
+    grpc.StatusCode.ABORTED: "Aborted",
+    grpc.StatusCode.OUT_OF_RANGE: "OutOfRange",
+    grpc.StatusCode.UNIMPLEMENTED: "Unimplemented",
+    grpc.StatusCode.INTERNAL: "Internal",
+    grpc.StatusCode.UNAVAILABLE: "Unavailable",
+    grpc.StatusCode.DATA_LOSS: "DataLoss",
+    grpc.StatusCode.UNAUTHENTICATED: "Unauthenticated",
+}
+
+
 class _MethodMetrics:
     """The labelled metric children of one method, looked up once (``labels()`` costs per call)."""
 
@@ -43,12 +68,15 @@ class _MethodMetrics:
         self._labels = (grpc_type, service, method)
         self.started = metrics.GRPC_STARTED.labels(*self._labels)
         self.seconds = metrics.GRPC_HANDLING_SECONDS.labels(*self._labels)
+        self.received = metrics.GRPC_MSG_RECEIVED.labels(*self._labels)
+        self.sent = metrics.GRPC_MSG_SENT.labels(*self._labels)
         self._handled: dict[grpc.StatusCode, Any] = {}
 
     def handled(self, code: grpc.StatusCode) -> Any:
         child = self._handled.get(code)
         if child is None:
-            child = self._handled[code] = metrics.GRPC_HANDLED.labels(*self._labels, code.name)
+            name = GRPC_CODE_NAMES.get(code, "Unknown")
+            child = self._handled[code] = metrics.GRPC_HANDLED.labels(*self._labels, name)
         return child
 
 
@@ -85,11 +113,16 @@ def _with_request_id(metadata: Any, request_id: str) -> tuple[tuple[str, Any], .
 class _RequestIdContext:
     """The servicer context handed to handlers: every status it sends keeps ``x-request-id``
     in the trailing metadata (``abort`` sends the metadata it is given, e.g. error details,
-    instead of what was set before)."""
+    instead of what was set before); messages sent with ``write`` are counted (``sent``)."""
 
-    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str) -> None:
+    def __init__(self, context: grpc.aio.ServicerContext[Any, Any], request_id: str, sent: Any) -> None:
         self._context = context
         self._request_id = request_id
+        self._sent = sent
+
+    async def write(self, message: Any) -> None:
+        await self._context.write(message)
+        self._sent.inc()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._context, name)
@@ -131,6 +164,13 @@ def _failed_code(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException
     return grpc.StatusCode.UNKNOWN
 
 
+async def _counted(requests: AsyncIterator[Any], received: Any) -> AsyncIterator[Any]:
+    """A client stream's messages, each counted as it is read."""
+    async for request in requests:
+        received.inc()
+        yield request
+
+
 if TYPE_CHECKING:  # the stubs make it generic; the runtime class is not subscriptable
     _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
 else:
@@ -161,8 +201,9 @@ class ObservabilityInterceptor(_Interceptor):
             request_id = request_id_of(metadata)
             fields = rpc_context.begin(request_id)
             context.set_trailing_metadata(((REQUEST_ID_HEADER, request_id),))
-            _children(grpc_type, service, method).started.inc()
-            return request_id, fields, _RequestIdContext(context, request_id)
+            children = _children(grpc_type, service, method)
+            children.started.inc()
+            return request_id, fields, _RequestIdContext(context, request_id, children.sent)
 
         def finish(
             grpc_type: str,
@@ -190,12 +231,16 @@ class ObservabilityInterceptor(_Interceptor):
 
             async def unary_unary(raw: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 started = time.perf_counter()
+                children = _children("unary", service, method)
                 request_id, fields, wrapped = begin(context, "unary")
                 code = grpc.StatusCode.UNKNOWN
                 try:
                     request = await _parse(deserializer, raw, wrapped)
+                    children.received.inc()
                     response = await inner_uu(request, wrapped)
                     code = _code_of(context)
+                    if code is grpc.StatusCode.OK:
+                        children.sent.inc()
                     return response
                 except BaseException as exc:
                     code = _failed_code(context, exc)
@@ -212,7 +257,17 @@ class ObservabilityInterceptor(_Interceptor):
         def wrap_stream(inner: Callable[..., Any], grpc_type: str, parse: bool) -> Callable[..., Any]:
             # Streaming handlers are either async generators or coroutines that call
             # context.write(); the wrapper must be of the same kind. ``parse``: the request
-            # is one message, deserialized here (bidi streams are left to gRPC).
+            # is one message, deserialized here (bidi streams are left to gRPC). Every
+            # message received and sent is counted (msg_received, msg_sent).
+            children = _children(grpc_type, service, method)
+
+            async def receive(raw: Any, wrapped: Any) -> Any:
+                if not parse:
+                    return _counted(raw, children.received)
+                request = await _parse(deserializer, raw, wrapped)
+                children.received.inc()
+                return request
+
             if inspect.isasyncgenfunction(inner):
 
                 async def generator(
@@ -222,9 +277,10 @@ class ObservabilityInterceptor(_Interceptor):
                     request_id, fields, wrapped = begin(context, grpc_type)
                     code = grpc.StatusCode.UNKNOWN
                     try:
-                        request = await _parse(deserializer, raw, wrapped) if parse else raw
+                        request = await receive(raw, wrapped)
                         async for item in inner(request, wrapped):
                             yield item
+                            children.sent.inc()  # taken: gRPC has written it
                         code = _code_of(context)
                     except BaseException as exc:
                         code = _failed_code(context, exc)
@@ -239,7 +295,7 @@ class ObservabilityInterceptor(_Interceptor):
                 request_id, fields, wrapped = begin(context, grpc_type)
                 code = grpc.StatusCode.UNKNOWN
                 try:
-                    request = await _parse(deserializer, raw, wrapped) if parse else raw
+                    request = await receive(raw, wrapped)
                     result = await inner(request, wrapped)
                     code = _code_of(context)
                     return result

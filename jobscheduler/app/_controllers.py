@@ -20,6 +20,7 @@ from jobscheduler.config import Settings, lease_timing_problem
 from jobscheduler.core.admission import AdmissionController, QueueBook
 from jobscheduler.core.fence import FencedBackend
 from jobscheduler.core.index import JobIndex
+from jobscheduler.core.jobstats import JobObserver
 from jobscheduler.core.model import JobRecord
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.retries import RetryController
@@ -86,8 +87,21 @@ def build_controllers(
             ),
         )
 
+    def observe_jobs(leading: Callable[[], bool]) -> None:
+        # Job metrics, once per job: only the Lease holder counts (core/jobstats.py).
+        index.add_listener(
+            JobObserver(
+                leading=leading,
+                ready=lambda: index.synced,
+                on_finished=metrics.count_finished,
+                on_admitted=metrics.observe_queue_wait,
+                on_retry=metrics.count_retry,
+            )
+        )
+
     if not (isinstance(backend, KubernetesBackend) and settings.leader_election):
         metrics.LEADER.set(1)
+        observe_jobs(lambda: True)
         return [retries, admission(backend)]
     if (problem := lease_timing_problem(settings)) is not None:
         raise StartupError(problem)
@@ -103,4 +117,5 @@ def build_controllers(
     )
     # Each admission write first checks that this replica still leads (see LeaseElector.leading).
     fenced = FencedBackend(backend, lambda: elector.leading)
+    observe_jobs(lambda: elector.leading)
     return [retries, LeaderOnly(elector, admission(fenced).run)]
