@@ -26,7 +26,7 @@ changes. Every unary call has a deadline (``timeout``, default 10 s, retries inc
 that follow (watch, watch_all, logs with follow) run until they end or the caller stops, unless
 given a ``timeout``.
 
-Retries: UNAVAILABLE is retried with exponential backoff (``retries`` times, default 4) where that
+Retries: UNAVAILABLE is retried with exponential backoff (``retries`` times, default 6) where that
 is safe: reads, ``cancel`` (idempotent) and ``schedule`` (it always sends a ``request_id``, generated
 when the caller gives none, so a retry returns the job the first attempt created). Watches
 reconnect after a dropped connection: ``watch_all`` from the last event's resume token, without

@@ -15,7 +15,7 @@ from jobscheduler.client._types import JobPhase
 #: Default deadline of a unary call, retries included (seconds).
 DEFAULT_TIMEOUT = 10.0
 #: Default number of retries after UNAVAILABLE where retrying is safe.
-DEFAULT_RETRIES = 4
+DEFAULT_RETRIES = 6
 #: First pause before a retry; doubled each time up to MAX_BACKOFF, with +-25 % jitter.
 FIRST_BACKOFF = 0.1
 MAX_BACKOFF = 5.0
