@@ -40,6 +40,11 @@ def generate(out_root: pathlib.Path) -> list[pathlib.Path]:
         raise SystemExit("protoc failed")
     init = out_dir / "__init__.py"
     init.write_text('"""Generated protobuf and gRPC code. Do not edit: run `task proto:generate`."""\n')
+    # The .proto itself ships inside the package too (jobscheduler/proto/), for stubs in any language.
+    shipped = out_root / "jobscheduler" / "proto"
+    shipped.mkdir(parents=True, exist_ok=True)
+    for name in PROTOS:
+        shutil.copyfile(ROOT / "proto" / name, shipped / name)
     return sorted(p for p in out_dir.iterdir() if p.is_file())
 
 
