@@ -19,6 +19,8 @@ from typing import Any
 
 import grpc
 import pytest
+from conftest import ServiceThread, kubernetes_service
+from emulator import EmulatorThread
 from job_status import ended_status
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -91,9 +93,13 @@ def watch_to_end(h: Harness, job_id: str) -> tuple[int, pb.Job]:
     return len(events), events[-1].job
 
 
-def wait_leading() -> None:
+def wait_leading(emulator: EmulatorThread | None) -> None:
+    """Until the service leads (job metrics are counted by the Lease holder only): with a fresh
+    emulator, the Lease has a holder only once the one service took it."""
     deadline = time.monotonic() + 15
-    while metrics.REGISTRY.get_sample_value("jobscheduler_leader") != 1:
+    while metrics.REGISTRY.get_sample_value("jobscheduler_leader") != 1 or (
+        emulator is not None and emulator.lease_holder("jobscheduler") is None
+    ):
         assert time.monotonic() < deadline, "this replica never took the admission Lease"
         time.sleep(0.05)
 
@@ -119,7 +125,7 @@ def test_scripted_rpcs_and_jobs_give_exact_series(
     kind: str, tmp_path: pathlib.Path, ops: OpsHTTPServer
 ) -> None:
     with running_harness(kind, tmp_path) as h:
-        wait_leading()
+        wait_leading(h.emulator)
         before = scrape(ops)
         stub = h.stub
         replayed = h.timer(duration=60)
@@ -242,3 +248,58 @@ def test_exposition_parses_as_text_and_openmetrics_head_and_gzip(ops: OpsHTTPSer
     finally:
         conn.close()
     assert {family.name for family in parse_text(only)} == {"jobscheduler_leader"}
+
+
+def finished_total() -> float:
+    return sum(
+        s.value
+        for family in metrics.REGISTRY.collect()
+        if family.name == "jobscheduler_jobs_finished"
+        for s in family.samples
+        if s.name == "jobscheduler_jobs_finished_total"
+    )
+
+
+def wait_until(check: Any, what: str, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_two_replicas_and_a_restart_count_a_job_once(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    """Both replicas' indexes see the job end (they share this process's registry: a count from
+    each would add 2); only the Lease holder counts. A restarted replica loads the ended job
+    and counts nothing."""
+    first = kubernetes_service(kubeconfig)
+    second: ServiceThread | None = None
+    try:
+        wait_leading(emulator)
+        second = kubernetes_service(kubeconfig)
+        before = finished_total()
+        job = first.stub.ScheduleJob(
+            pb.ScheduleJobRequest(
+                name="once",
+                timer_job=pb.TimerJob(
+                    duration_seconds=60, timer_name="t", control_plane_endpoint="http://127.0.0.1:9/"
+                ),
+            ),
+            timeout=T,
+        ).job
+        emulator.patch_job(job.job_id, {"status": ended_status(succeed=False)})
+        for replica in (first, second):
+            watch_phase = list(replica.stub.WatchJob(pb.WatchJobRequest(job_id=job.job_id), timeout=T))
+            assert watch_phase[-1].job.phase == pb.JOB_PHASE_FAILED
+        assert finished_total() == before + 1
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    restarted = kubernetes_service(kubeconfig)
+    try:
+        wait_until(lambda: restarted.index.get(job.job_id) is not None, "the restarted replica lists the job")
+        assert finished_total() == before + 1
+    finally:
+        restarted.stop()
