@@ -21,6 +21,7 @@ import grpc
 import pytest
 from conftest import ServiceThread, kubernetes_service
 from emulator import EmulatorThread
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from job_status import ended_status
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -303,3 +304,24 @@ def test_two_replicas_and_a_restart_count_a_job_once(
         assert finished_total() == before + 1
     finally:
         restarted.stop()
+
+
+def test_a_bidi_stream_counts_each_message(service: ServiceThread) -> None:
+    """Server reflection is a bidi stream: three requests in, three answers out."""
+    labels = {
+        "grpc_type": "bidi_stream",
+        "grpc_service": "grpc.reflection.v1alpha.ServerReflection",
+        "grpc_method": "ServerReflectionInfo",
+    }
+
+    def value(name: str, **more: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, {**labels, **more}) or 0.0
+
+    names = ("grpc_server_started_total", "grpc_server_msg_received_total", "grpc_server_msg_sent_total")
+    before = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
+    stub = reflection_pb2_grpc.ServerReflectionStub(service.channel)
+    asks = [reflection_pb2.ServerReflectionRequest(list_services="") for _ in range(3)]
+    answers = list(stub.ServerReflectionInfo(iter(asks), timeout=T))
+    assert len(answers) == 3
+    after = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 3, 1]
