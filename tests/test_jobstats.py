@@ -134,3 +134,16 @@ def test_any_history_counts_a_job_at_most_once(phases: list[JobPhase]) -> None:
         index.apply(record("job-h", phase, message=str(len(history))))
     expected = 1 if history[-1].is_terminal and not history[0].is_terminal else 0
     assert len(seen.finished) == expected
+
+
+def test_times_that_cannot_be_compared_give_no_observation_and_do_not_break_the_index() -> None:
+    seen = Seen()
+    index = watched(seen)
+    naive = datetime(2026, 1, 1)  # a record from somewhere careless: no time zone
+    job = record("job-a", JobPhase.QUEUED, enqueued_at=naive)
+    index.apply(job)
+    index.apply(replace(job, phase=JobPhase.RUNNING, admitted_at=T0, started_at=naive))
+    index.apply(replace(index.get("job-a"), phase=JobPhase.SUCCEEDED, finished_at=T0))  # type: ignore[arg-type]
+    assert seen.admitted == []
+    assert seen.finished == [("job-a", "SUCCEEDED", "", None)]
+    assert index.get("job-a").phase is JobPhase.SUCCEEDED  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Final
 
 from jobscheduler.core.model import JobEvent, JobEventType, JobRecord
@@ -69,10 +70,19 @@ class JobObserver:
                 self.on_retry(bounded(record))
             return
         if record.phase.is_terminal and not previous.phase.is_terminal:
-            run: float | None = None
-            if record.started_at is not None and record.finished_at is not None:
-                run = max(0.0, (record.finished_at - record.started_at).total_seconds())
-            self.on_finished(bounded(record), run)
-        if previous.admitted_at is None and record.admitted_at is not None and record.enqueued_at is not None:
-            wait = max(0.0, (record.admitted_at - record.enqueued_at).total_seconds())
-            self.on_admitted(bounded(record), wait)
+            self.on_finished(bounded(record), seconds(record.started_at, record.finished_at))
+        if previous.admitted_at is None and record.admitted_at is not None:
+            wait = seconds(record.enqueued_at, record.admitted_at)
+            if wait is not None:
+                self.on_admitted(bounded(record), wait)
+
+
+def seconds(start: datetime | None, end: datetime | None) -> float | None:
+    """``end - start`` in seconds (0 if negative: clocks differ), None without both or when
+    they cannot be compared (one naive, one aware): an index listener must not raise."""
+    if start is None or end is None:
+        return None
+    try:
+        return max(0.0, (end - start).total_seconds())
+    except (TypeError, OverflowError):
+        return None
