@@ -148,6 +148,11 @@ def test_errors_map_to_classes_with_field_violations_and_request_id(server: Serv
         with pytest.raises(InvalidArgument) as bad_token:
             next(client.watch_all(resume_token="x" * 200))
         assert [v.field for v in bad_token.value.field_violations] == ["resume_token"]
+    # Bad input the client can see is refused before it is sent, the same way.
+    with Client(target(server)) as client, pytest.raises(InvalidArgument) as local:
+        list(client.list(phases=["RUNNING", "RUNNIN"]))
+    assert [v.field for v in local.value.field_violations] == ["filter.phases[1]"]
+    assert local.value.request_id is None
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
@@ -262,6 +267,53 @@ def test_watch_all_resumes_after_a_cut_connection_without_loss_or_repeat(
     finally:
         direct.close()
         proxy.close()
+
+
+def _watch_one_sync(address: str, job_id: str, out: queue.Queue[Any]) -> None:
+    with Client(address, retries=50, options=FAST_RECONNECT) as client:
+        for event in client.watch(job_id):
+            out.put(event)
+    out.put("end")
+
+
+def _watch_one_async(address: str, job_id: str, out: queue.Queue[Any]) -> None:
+    async def main() -> None:
+        async with AsyncClient(address, retries=50, options=FAST_RECONNECT) as client:
+            async for event in client.watch(job_id):
+                out.put(event)
+
+    asyncio.run(main())
+    out.put("end")
+
+
+@pytest.mark.parametrize("run", [_watch_one_sync, _watch_one_async], ids=["sync", "async"])
+def test_watch_of_one_job_reconnects_and_reports_what_changed_meanwhile(
+    server: ServiceThread, run: Callable[..., None]
+) -> None:
+    proxy = TcpProxy(server.port)
+    direct = Client(target(server))
+    try:
+        job = direct.schedule("w-one", HELD, delay_seconds=3600)
+        out: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=lambda: _safe(run, target(proxy), job.job_id, out), daemon=True).start()
+        assert _next(out).type is EventType.CREATED
+        proxy.cut()
+        direct.cancel(job.job_id)
+        proxy.resume()
+        last = _next(out)
+        assert (last.type, last.job.phase) == (EventType.CANCELLED, JobPhase.CANCELLED)
+        assert out.get(timeout=T) == "end"  # nothing repeated: the watch ended after the final phase
+    finally:
+        direct.close()
+        proxy.close()
+
+
+def _safe(run: Callable[..., None], *args: Any) -> None:
+    out: queue.Queue[Any] = args[-1]
+    try:
+        run(*args)
+    except BaseException as exc:
+        out.put(exc)
 
 
 # --- TLS, mTLS, tokens --------------------------------------------------------------------------

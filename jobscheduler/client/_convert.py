@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler.client._errors import FieldViolation, InvalidArgument
 from jobscheduler.client._types import (
     EventType,
     Job,
@@ -54,19 +55,32 @@ _PRIORITIES = {v: _enum(Priority, pb.JobPriority.Name(v), "JOB_PRIORITY_") for v
 _EVENTS = {v: _enum(EventType, pb.JobEventType.Name(v), "JOB_EVENT_TYPE_") for v in pb.JobEventType.values()}
 
 
-def phase_value(phase: JobPhase | str) -> int:
+def _invalid(field: str, description: str) -> InvalidArgument:
+    """Bad input found before sending: the same exception the server would raise."""
+    return InvalidArgument(
+        f"invalid {field}: {description}", field_violations=(FieldViolation(field, description),)
+    )
+
+
+def _member(value: object, field: str, enum: Any, prefix: str) -> int:
+    name = str(value)[:64].upper().removeprefix(prefix)
+    names: list[str] = list(enum.keys())  # (an EnumTypeWrapper, not a dict)
+    if name == "UNSPECIFIED" or f"{prefix}{name}" not in names:
+        choices = ", ".join(k.removeprefix(prefix) for k in names if not k.endswith("UNSPECIFIED"))
+        raise _invalid(field, f"unknown value {str(value)[:64]!r} (one of {choices})")
+    number: int = enum.Value(f"{prefix}{name}")
+    return number
+
+
+def phase_value(phase: JobPhase | str, field: str = "filter.phases") -> int:
     """The proto number of a phase given as a JobPhase or its name (``"running"`` too)."""
-    name = str(phase).upper().removeprefix("JOB_PHASE_")
-    value: int = pb.JobPhase.Value(f"JOB_PHASE_{name}")
-    return value
+    return _member(phase, field, pb.JobPhase, "JOB_PHASE_")
 
 
 def priority_value(priority: Priority | str | None) -> int:
     if priority is None:
         return 0
-    name = str(priority).upper().removeprefix("JOB_PRIORITY_")
-    value: int = pb.JobPriority.Value(f"JOB_PRIORITY_{name}")
-    return value
+    return _member(priority, "priority", pb.JobPriority, "JOB_PRIORITY_")
 
 
 def job(m: pb.Job) -> Job:
@@ -141,9 +155,9 @@ def queue(m: pb.QueueStatus) -> QueueStatus:
     )
 
 
-def _timestamp(value: datetime.datetime) -> timestamp_pb2.Timestamp:
-    if value.tzinfo is None:
-        raise ValueError("times must be timezone-aware (e.g. datetime.now(datetime.UTC))")
+def _timestamp(value: datetime.datetime, field: str) -> timestamp_pb2.Timestamp:
+    if not isinstance(value, datetime.datetime) or value.tzinfo is None:
+        raise _invalid(field, "must be a timezone-aware datetime (e.g. datetime.now(datetime.UTC))")
     ts = timestamp_pb2.Timestamp()
     ts.FromDatetime(value.astimezone(_UTC))
     return ts
@@ -196,7 +210,7 @@ def schedule_request(
     else:  # pragma: no cover - a new job type must be added here
         raise TypeError(f"unsupported job type {type(spec).__name__}")
     if start_after is not None:
-        request.start_after.CopyFrom(_timestamp(start_after))
+        request.start_after.CopyFrom(_timestamp(start_after, "start_after"))
     if ttl_seconds_after_finished is not None:
         request.ttl_seconds_after_finished = ttl_seconds_after_finished
     return request
@@ -215,16 +229,16 @@ def job_filter(
 ) -> pb.JobFilter:
     f = pb.JobFilter(
         type=type,
-        phases=[phase_value(p) for p in phases],  # type: ignore[misc]
+        phases=[phase_value(p, f"filter.phases[{i}]") for i, p in enumerate(phases)],  # type: ignore[misc]
         label_selector=label_selector,
         name_prefix=name_prefix,
         owner=owner,
         queue=queue,
     )
     if created_after is not None:
-        f.created_after.CopyFrom(_timestamp(created_after))
+        f.created_after.CopyFrom(_timestamp(created_after, "filter.created_after"))
     if created_before is not None:
-        f.created_before.CopyFrom(_timestamp(created_before))
+        f.created_before.CopyFrom(_timestamp(created_before, "filter.created_before"))
     return f
 
 

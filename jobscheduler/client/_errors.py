@@ -50,8 +50,9 @@ class JobSchedulerError(Exception):
 
     def __str__(self) -> str:
         text = self.message
-        if self.field_violations:
-            text += " (" + "; ".join(str(v) for v in self.field_violations) + ")"
+        extra = [str(v) for v in self.field_violations if str(v) not in text]
+        if extra:
+            text += " (" + "; ".join(extra) + ")"
         return text
 
     def __repr__(self) -> str:
