@@ -155,6 +155,8 @@ def test_wheel_from_the_checkout_keeps_the_commit(tagged_clone: Path, tmp_path: 
     assert full["Version"] == TAG.removeprefix("v")
     assert full["Git Commit"] != "unknown" and head.startswith(full["Git Commit"]), (full, head)
     assert _cli("version", pythonpath=site, cwd=tmp_path).strip() == full["Version"]
+    # (issue 12: the .proto ships inside the package, for stubs in other languages)
+    assert (site / "jobscheduler" / "proto" / "jobscheduler.proto").is_file()
 
 
 # --------------------------------------------------------------------------- version.py's sources
