@@ -27,6 +27,18 @@ def _logger_key(_: object, __: str, event: structlog.typing.EventDict) -> struct
     return event
 
 
+def _trace_ids(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """Add ``trace_id``/``span_id`` while a span is active (jobscheduler.tracing, when it is on).
+
+    Looked up in sys.modules rather than imported: programs that never trace (the timer, the
+    CLI) do not pay for importing OpenTelemetry."""
+    tracing = sys.modules.get("jobscheduler.tracing")
+    if tracing is not None and (ids := tracing.current_ids()) is not None:
+        event.setdefault("trace_id", ids[0])
+        event.setdefault("span_id", ids[1])
+    return event
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog (and the stdlib root logger it renders through) once per process.
 
@@ -44,6 +56,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             _logger_key,
+            _trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),

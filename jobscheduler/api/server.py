@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from jobscheduler import tracing
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api.decoding import guarded
@@ -56,7 +57,10 @@ def build_server(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(interceptors=[ObservabilityInterceptor()], options=options)
+    # The OpenTelemetry interceptor (when tracing is on) comes first, so the RPC's span is active
+    # in everything it wraps: the access log line, the handler, the backend's Kubernetes calls.
+    interceptors = [*tracing.server_interceptors(), ObservabilityInterceptor()]
+    server = grpc.aio.server(interceptors=interceptors, options=options)
     # (guarded: an undecodable request body is INVALID_ARGUMENT, not grpc's UNKNOWN)
     guarded(pb_grpc.add_JobSchedulerServicer_to_server)(
         JobSchedulerServicer(service, authenticator, limiter, streams, auth_failures), server

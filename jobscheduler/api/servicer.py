@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from jobscheduler import metrics
+from jobscheduler import metrics, tracing
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api import convert
@@ -115,7 +115,9 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobResponse:
         caller = await self._caller(context)
-        record = await self._service.schedule(convert.schedule_request(request), caller)
+        record = await self._service.schedule(
+            convert.schedule_request(request), caller, traceparent=tracing.current_traceparent()
+        )
         log_field(job_id=record.job_id, job_type=record.type)
         return pb.ScheduleJobResponse(job_id=record.job_id, job=convert.job_message(record))
 

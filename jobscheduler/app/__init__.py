@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from jobscheduler import metrics
+from jobscheduler import metrics, tracing
 from jobscheduler.api.server import Health, build_server
 from jobscheduler.api.tls import TLSConfigError, check_files, host_of, is_loopback, server_credentials
 from jobscheduler.app._build import (
@@ -155,6 +155,10 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT, then drain in-flight RPCs within SHUTDOWN_GRACE_SECONDS."""
     check_transport(settings)  # before the backend starts
+    try:
+        tracing.configure_from_env()  # OTEL_*: before the server is built (its interceptor)
+    except tracing.TracingConfigError as exc:
+        raise StartupError(str(exc)) from None
     info = version_info()
     metrics.BUILD_INFO.labels(info.version, info.git_commit, info.python_version).set(1)
     backend = await build_backend(settings)
@@ -237,6 +241,7 @@ async def serve(settings: Settings) -> None:
         await authenticator.close()
         await backend.close()
         ops.stop()
+        tracing.shutdown()  # the spans still queued are exported
         log.info("stopped")
 
 

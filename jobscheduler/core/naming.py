@@ -39,6 +39,7 @@ RESERVED_ENV_NAMES: Final = frozenset(
         "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "RESOLV_HOST_CONF", "GLIBC_TUNABLES",
         "MALLOC_CHECK_", "VIRTUAL_ENV", "CONDA_PREFIX", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
         "JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "CLASSPATH", "PROMPT_COMMAND",
+        "TRACEPARENT", "TRACESTATE",  # the job's trace context: set by the service (core.tracecontext)
     }
 )  # fmt: skip
 #: Name prefixes no request may use (same reasons; e.g. LD_PRELOAD, PYTHONPATH, SSL_CERT_FILE).

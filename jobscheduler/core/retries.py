@@ -38,6 +38,7 @@ from jobscheduler.core.naming import derived_job_id
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.requests import check_manifest, parse_stored_request, parse_work, render_request
+from jobscheduler.core.tracecontext import apply_trace_context, stored_traceparent
 
 MAX_RETRIES: Final = 10
 MAX_RETRY_BACKOFF_SECONDS: Final = 3600
@@ -163,5 +164,6 @@ class RetryController(DueController):
         manifest = as_retry(
             rendered, job_id=job_id, retry_of=root, retry_number=number, enqueued_at=self._clock()
         )
+        apply_trace_context(manifest, stored_traceparent(annotations))  # the chain's trace
         check_manifest(manifest, handler, self._images)
         return manifest

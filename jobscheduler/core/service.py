@@ -51,6 +51,7 @@ from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.query import Page, compile_filter, paginate, paginate_newest_first
 from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.requests import check_manifest, image_violations, render_request, request_digest
+from jobscheduler.core.tracecontext import apply_trace_context
 from jobscheduler.core.validation import check_cancel_reason
 from jobscheduler.core.validation import check_job_id as _check_job_id
 from jobscheduler.core.validation import label_violations as _label_violations
@@ -99,7 +100,11 @@ class JobService:
         self._new_id = id_factory
         self._clock = clock
 
-    async def schedule(self, request: ScheduleRequest, caller: Caller = ANONYMOUS) -> JobRecord:
+    async def schedule(
+        self, request: ScheduleRequest, caller: Caller = ANONYMOUS, *, traceparent: str = ""
+    ) -> JobRecord:
+        """``traceparent``: the W3C trace context of the call (the API layer's), stored on the Job
+        and given to its containers (core.tracecontext); not part of the request's digest."""
         violations = [
             *_name_violations(request.name),
             *_label_violations(request.labels),
@@ -142,6 +147,7 @@ class JobService:
             if held is not None:
                 manifest["spec"]["suspend"] = True  # admitted by core.admission
             manifest["metadata"]["annotations"].update({**annotations, **(more or {})})
+            apply_trace_context(manifest, traceparent)
             check_manifest(manifest, handler, self.images)
             return manifest
 

@@ -18,6 +18,8 @@ Configuration (environment variable / overriding flag):
 - ``REPORT_MAX_ATTEMPTS`` / ``--report-max-attempts``: default 5
 - ``REPORT_BACKOFF_SECONDS`` / ``--report-backoff-seconds``: default 0.5, doubling, capped at 8 s
 - ``REPORT_TIMEOUT_SECONDS`` / ``--report-timeout-seconds``: per attempt, default 5
+- ``TRACEPARENT`` (set by the service when tracing is on): the job's W3C trace context; the
+  report request continues that trace (``traceparent`` header); ignored when malformed
 
 A flag wins over its variable; an empty variable counts as unset.
 
@@ -182,6 +184,7 @@ def _cancel(
         timeout_seconds=min(CANCEL_REPORT_TIMEOUT_SECONDS, config.report_timeout_seconds),
         log=log,
         wait=sleep,
+        traceparent=config.traceparent,
     )
     code = _exit_code_for(signum)
     if result.delivered:
@@ -231,6 +234,7 @@ def run(config: TimerConfig, stop: StopRequest) -> int:
         timeout_seconds=config.report_timeout_seconds,
         log=log,
         wait=stop.wait,
+        traceparent=config.traceparent,
     )
     if result.delivered:
         log.info(

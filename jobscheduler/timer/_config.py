@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Final, NoReturn
 from urllib.parse import urlsplit
 
+from jobscheduler.core.tracecontext import TRACEPARENT_ENV
+
 #: LOG_LEVEL values the timer accepts (case-insensitive).
 LOG_LEVELS: Final[tuple[str, ...]] = ("trace", "debug", "info", "warn", "error")
 
@@ -78,6 +80,8 @@ class TimerConfig:
     report_max_attempts: int
     report_backoff_seconds: float
     report_timeout_seconds: float
+    #: The job's trace context (TRACEPARENT, set by the service); "" if none or malformed.
+    traceparent: str = ""
 
 
 class ConfigError(Exception):
@@ -234,4 +238,5 @@ def resolve_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Time
         report_max_attempts=attempts,
         report_backoff_seconds=backoff,
         report_timeout_seconds=timeout,
+        traceparent=environ.get(TRACEPARENT_ENV, "").strip(),
     )

@@ -13,6 +13,8 @@ from typing import IO, Any, Final
 
 import structlog
 
+from jobscheduler.core.tracecontext import child_traceparent
+
 #: Upper bound of the delay between two attempts.
 MAX_BACKOFF_SECONDS: Final = 8.0
 
@@ -68,14 +70,14 @@ def _retry_after(headers: Message | None) -> float | None:
     return seconds if seconds >= 0 else None
 
 
-def _attempt(url: str, data: bytes, timeout: float) -> tuple[int, str | None, bool, float | None]:
+def _attempt(
+    url: str, data: bytes, timeout: float, traceparent: str | None = None
+) -> tuple[int, str | None, bool, float | None]:
     """One POST. Returns (http_status or 0, error or None on success, retryable, retry_after)."""
-    request = urllib.request.Request(
-        url,
-        data=data,
-        method="POST",
-        headers={"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _USER_AGENT},
-    )
+    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _USER_AGENT}
+    if traceparent:
+        headers["traceparent"] = traceparent
+    request = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             status: int = response.status
@@ -104,13 +106,17 @@ def post_report(
     timeout_seconds: float,
     log: structlog.typing.FilteringBoundLogger,
     wait: Callable[[float], bool],
+    traceparent: str = "",
 ) -> ReportResult:
     """POST ``body`` as JSON to ``url`` until a 2xx answer, a non-retryable failure or ``max_attempts``.
 
     Connection errors, timeouts, 5xx and 429 are retried after ``backoff_seconds``, doubling each time
     (capped at MAX_BACKOFF_SECONDS; a 429/503 Retry-After in seconds lengthens the delay within that cap).
     ``wait(seconds)`` does the sleeping between attempts and returns True to abandon retrying.
+    ``traceparent``: the job's W3C trace context (TRACEPARENT); the report continues that trace
+    (a ``traceparent`` header with the job's trace id and a new parent id), else none is sent.
     """
+    header = child_traceparent(traceparent)
     data = json.dumps(body, separators=(",", ":")).encode()
     status = str(body.get("status", ""))
     last_error: str | None = None
@@ -120,7 +126,7 @@ def post_report(
             "sending timer report", status=status, endpoint=url, attempt=attempt, max_attempts=max_attempts
         )
         try:
-            code, error, retryable, retry_after = _attempt(url, data, timeout_seconds)
+            code, error, retryable, retry_after = _attempt(url, data, timeout_seconds, header)
         except Exception as exc:  # a surprise from urllib must not bypass the exit-code contract
             code, error, retryable, retry_after = 0, f"{type(exc).__name__}: {exc}", False, None
         last_status = code or None

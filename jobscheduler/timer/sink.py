@@ -31,7 +31,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             self._answer(400)
             return
-        print(json.dumps({"event": "report", "path": self.path, "report": report}), flush=True)
+        line: dict[str, Any] = {"event": "report", "path": self.path, "report": report}
+        traceparent = self.headers.get("traceparent")
+        if traceparent:
+            line["traceparent"] = traceparent[:128]
+        print(json.dumps(line), flush=True)
         self._answer(204)
 
     def _answer(self, code: int) -> None:

@@ -24,7 +24,7 @@ from kubernetes.aio import client as k8s_client
 from kubernetes.aio import config as k8s_config
 from kubernetes.aio.config.config_exception import ConfigException
 
-from jobscheduler import metrics
+from jobscheduler import metrics, tracing
 from jobscheduler.backends.kubernetes._errors import Call, error_from_connection, error_from_status
 from jobscheduler.backends.kubernetes._throttle import WriteThrottle
 
@@ -179,6 +179,18 @@ class KubeApi:
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
+        with tracing.child_span(_span_name(call), _span_attributes(method, call)):
+            return await self._request(method, path, call, query, body, content_type)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        call: Call,
+        query: Sequence[tuple[str, str]],
+        body: Mapping[str, Any] | None,
+        content_type: str,
+    ) -> dict[str, Any]:
         headers = {**_ACCEPT, "Content-Type": content_type}
         url, headers = await self._serialize(method, path, query, headers, call)
         if self._throttle is not None and method in _WRITES and call.resource not in _UNTHROTTLED_RESOURCES:
@@ -196,6 +208,7 @@ class KubeApi:
             )
             raise error_from_connection(exc, self.host, call) from None
         code: int = response.status
+        tracing.set_attribute("http.response.status_code", code)
         metrics.KUBE_REQUEST_SECONDS.labels(call.verb, call.resource, str(code)).observe(
             time.perf_counter() - started
         )
@@ -247,6 +260,24 @@ class KubeApi:
 
         ``read_timeout`` bounds the wait for each chunk, not the whole stream.
         """
+        span = tracing.start_child_span(_span_name(call), _span_attributes("GET", call))
+        if span is None:  # (tracing off, or a background watch)
+            async for line in self._stream(path, call, query, read_timeout):
+                yield line
+            return
+        error: BaseException | None = None
+        try:
+            async for line in self._stream(path, call, query, read_timeout):
+                yield line
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            tracing.end_span(span, error)
+
+    async def _stream(
+        self, path: str, call: Call, query: Sequence[tuple[str, str]], read_timeout: float
+    ) -> AsyncIterator[bytes]:
         headers = {**_ACCEPT, "Content-Type": "application/json"}
         url, headers = await self._serialize("GET", path, query, headers, call)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=read_timeout)
@@ -279,3 +310,19 @@ class KubeApi:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _span_name(call: Call) -> str:
+    return f"kubernetes {call.verb} {call.resource}"
+
+
+def _span_attributes(method: str, call: Call) -> dict[str, str | int]:
+    attributes: dict[str, str | int] = {
+        "http.request.method": method,
+        "k8s.namespace.name": call.namespace,
+        "jobscheduler.kube.verb": call.verb,
+        "jobscheduler.kube.resource": call.resource,
+    }
+    if call.name:
+        attributes["jobscheduler.kube.name"] = call.name
+    return attributes

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from jobscheduler import metrics
+from jobscheduler import metrics, tracing
 from jobscheduler.backends.kubernetes._client import KubeApi
 from jobscheduler.backends.kubernetes._errors import Call, Conflict
 from jobscheduler.backends.kubernetes._informer import (
@@ -277,6 +277,7 @@ class KubernetesBackend:
         }
         return self._remember(await self._patch(job_id, patch), own_write=True)
 
+    @tracing.traced_write("admission admit")
     async def admit(self, job_id: str, *, at: datetime) -> JobRecord:
         return await self._change_held(
             job_id,
@@ -284,10 +285,12 @@ class KubernetesBackend:
             {"suspend": False},
         )
 
+    @tracing.traced_write("admission hold")
     async def hold(self, job_id: str, phase: JobPhase) -> JobRecord:
         state = ADMISSION_STATES_BY_PHASE[phase]
         return await self._change_held(job_id, {"metadata": {"annotations": {ADMISSION_ANNOTATION: state}}})
 
+    @tracing.traced_write("admission fail")
     async def fail(self, job_id: str, *, reason: str, message: str, at: datetime) -> JobRecord:
         annotations = {
             FAILURE_REASON_ANNOTATION: reason,

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from jobscheduler import tracing
 from jobscheduler.backends.local._controller import Controller, warn_about_pod_failure_policy
 from jobscheduler.backends.local._lock import DataDirLock
 from jobscheduler.backends.local._logs import attempt_logs
@@ -156,12 +157,14 @@ class LocalBackend:
             self._enqueue(job_id)
         return job_record(self.get_row(job_id))
 
+    @tracing.traced_write("admission admit")
     async def admit(self, job_id: str, *, at: datetime) -> JobRecord:
         manifest, _ = self._annotate_held(job_id, {ADMITTED_AT_ANNOTATION: format_precise_time(at)})
         self.update(job_id, manifest=manifest, phase=JobPhase.PENDING.value, message=self._slot_message())
         self._enqueue(job_id)
         return job_record(self.get_row(job_id))
 
+    @tracing.traced_write("admission hold")
     async def hold(self, job_id: str, phase: JobPhase) -> JobRecord:
         manifest, annotations = self._annotate_held(
             job_id, {ADMISSION_ANNOTATION: ADMISSION_STATES_BY_PHASE[phase]}
@@ -170,6 +173,7 @@ class LocalBackend:
         self.update(job_id, manifest=manifest, phase=phase.value, message=message)
         return job_record(self.get_row(job_id))
 
+    @tracing.traced_write("admission fail")
     async def fail(self, job_id: str, *, reason: str, message: str, at: datetime) -> JobRecord:
         manifest, _ = self._annotate_held(
             job_id,
