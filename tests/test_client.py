@@ -386,5 +386,8 @@ def test_connection_settings_are_checked_up_front(tmp_path: pathlib.Path) -> Non
         Token("a", tmp_path / "x")
     with pytest.raises(FileNotFoundError):
         Token(token_file=tmp_path / "missing")
+    for bad in ("", "host:1\n", "x" * 2000):
+        with pytest.raises(ValueError, match="not a gRPC target"):
+            Client(bad)
     with pytest.raises(ValueError, match="go together"):
         Client("127.0.0.1:1", client_cert_file=tmp_path / "c.pem")

@@ -63,6 +63,8 @@ def channel_credentials(
 
     ``tls=None`` picks TLS whenever a certificate file is given or the target is not loopback.
     """
+    if not target or len(target) > 1024 or not target.isprintable():
+        raise ValueError(f"not a gRPC target: {target[:64]!r} (host:port, unix:/path, dns:///host:port)")
     if (client_cert_file is None) != (client_key_file is None):
         raise ValueError("client_cert_file and client_key_file go together (mTLS)")
     wants_tls = ca_file is not None or client_cert_file is not None
