@@ -325,3 +325,35 @@ def test_a_bidi_stream_counts_each_message(service: ServiceThread) -> None:
     assert len(answers) == 3
     after = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 3, 1]
+
+
+@pytest.mark.parametrize("kind", ["kubernetes", "local"])
+def test_a_held_job_observes_its_queue_wait_once(kind: str, tmp_path: pathlib.Path) -> None:
+    """A queue with room for one: the second job waits (QUEUED) until the first ends; each
+    admitted job's wait, enqueued_at to admitted_at, is observed once."""
+    key = ("jobscheduler_job_queue_wait_seconds_count", {"queue": "solo"})
+    with running_harness(kind, tmp_path, queues="solo=1") as h:
+        wait_leading(h.emulator)
+        before = metrics.REGISTRY.get_sample_value(*key) or 0.0
+        requests = [h.timer(duration=1 if kind == "local" else 60), h.timer(duration=1)]
+        for request in requests:
+            request.queue = "solo"
+        first, held = (h.stub.ScheduleJob(request, timeout=T).job for request in requests)
+        assert held.phase == pb.JOB_PHASE_QUEUED
+        if h.emulator is not None:
+            h.emulator.patch_job(first.job_id, {"status": ended_status(succeed=True)})
+        wait_until(
+            lambda: (r := h.service.index.get(held.job_id)) is not None and r.admitted_at is not None,
+            "the held job is admitted",
+            within=15,
+        )
+        record = h.service.index.get(held.job_id)
+        assert record is not None and record.enqueued_at is not None and record.admitted_at is not None
+        # The first job may be created running (never held) or held and admitted at once.
+        admitted = [r for r in map(h.service.index.get, (first.job_id, held.job_id)) if r and r.admitted_at]
+        assert (metrics.REGISTRY.get_sample_value(*key) or 0.0) == before + len(admitted)
+        waited = (record.admitted_at - record.enqueued_at).total_seconds()
+        total = metrics.REGISTRY.get_sample_value(
+            "jobscheduler_job_queue_wait_seconds_sum", {"queue": "solo"}
+        )
+        assert total is not None and total >= waited >= 0
