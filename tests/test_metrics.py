@@ -357,3 +357,37 @@ def test_a_held_job_observes_its_queue_wait_once(kind: str, tmp_path: pathlib.Pa
             "jobscheduler_job_queue_wait_seconds_sum", {"queue": "solo"}
         )
         assert total is not None and total >= waited >= 0
+
+
+def test_a_retry_is_counted_once(emulator: EmulatorThread, kubeconfig: pathlib.Path) -> None:
+    """max_retries=1: the failed job's retry is created (by the retry controller) and counted
+    once; the retry's own failure ends the chain and adds no retry."""
+    key = ("jobscheduler_job_retries_total", {"type": "timer", "queue": "default"})
+    svc = kubernetes_service(kubeconfig)
+    try:
+        wait_leading(emulator)
+        before = metrics.REGISTRY.get_sample_value(*key) or 0.0
+        request = pb.ScheduleJobRequest(
+            name="retried",
+            max_retries=1,
+            retry_backoff_seconds=0,
+            timer_job=pb.TimerJob(
+                duration_seconds=60, timer_name="t", control_plane_endpoint="http://127.0.0.1:9/"
+            ),
+        )
+        first = svc.stub.ScheduleJob(request, timeout=T).job
+        emulator.patch_job(first.job_id, {"status": ended_status(succeed=False)})
+
+        def retry() -> str | None:
+            return next((r.job_id for r in svc.index.records() if r.retry_of == first.job_id), None)
+
+        wait_until(lambda: retry() is not None, "the retry is created")
+        retry_id = retry()
+        assert retry_id is not None
+        emulator.patch_job(retry_id, {"status": ended_status(succeed=False)})
+        events = list(svc.stub.WatchJob(pb.WatchJobRequest(job_id=retry_id), timeout=T))
+        assert events[-1].job.phase == pb.JOB_PHASE_FAILED
+        assert (metrics.REGISTRY.get_sample_value(*key) or 0.0) == before + 1
+        assert [r.job_id for r in svc.index.records() if r.retry_of == first.job_id] == [retry_id]
+    finally:
+        svc.stop()
