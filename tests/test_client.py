@@ -126,6 +126,17 @@ def test_async_client_has_the_same_methods(server: ServiceThread) -> None:
     asyncio.run(main())
 
 
+def test_async_client_made_outside_the_loop_works_in_each_asyncio_run(server: ServiceThread) -> None:
+    client = AsyncClient(target(server))  # no loop is running here: its channel comes on first use
+
+    async def count() -> int:
+        return len([j async for j in client.list()])
+
+    assert asyncio.run(count()) == 0
+    assert asyncio.run(count()) == 0  # another loop: another channel
+    asyncio.run(client.close())
+
+
 # --- errors -------------------------------------------------------------------------------------
 
 

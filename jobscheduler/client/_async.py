@@ -32,8 +32,8 @@ _Resp = TypeVar("_Resp")
 
 
 class AsyncClient:
-    """An asyncio jobscheduler client; see the package docstring. Create it on the event loop that
-    uses it; use as an async context manager or await :meth:`close`."""
+    """An asyncio jobscheduler client; see the package docstring. Its channel is opened on first use,
+    on the running event loop; use as an async context manager or await :meth:`close`."""
 
     def __init__(
         self,
@@ -75,18 +75,34 @@ class AsyncClient:
         self.target = target
         self.timeout = timeout
         self.retries = retries
-        opts = [*CHANNEL_OPTIONS, *options]
-        if creds is None:
-            self._channel = grpc.aio.insecure_channel(target, options=opts)
-        else:
-            self._channel = grpc.aio.secure_channel(target, creds, options=opts)
-        self._stub = pb_grpc.JobSchedulerStub(self._channel)
+        self._credentials = creds
+        self._options = [*CHANNEL_OPTIONS, *options]
+        # (made on first use, on the running loop: a grpc.aio channel belongs to one event loop)
+        self._channel: grpc.aio.Channel | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stub_of_loop: pb_grpc.JobSchedulerAsyncStub | None = None
+
+    @property
+    def _stub(self) -> pb_grpc.JobSchedulerAsyncStub:
+        """The stub on a channel of the running loop (a new channel if the loop changed, e.g.
+        one ``asyncio.run`` after another)."""
+        loop = asyncio.get_running_loop()
+        if self._stub_of_loop is None or self._loop is not loop:
+            if self._credentials is None:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            else:
+                self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
+            self._loop = loop
+            self._stub_of_loop = pb_grpc.JobSchedulerStub(self._channel)
+        return self._stub_of_loop
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def close(self) -> None:
         """Close the channel; open streams end with :class:`Cancelled`."""
-        await self._channel.close(None)
+        channel, self._channel, self._stub_of_loop = self._channel, None, None
+        if channel is not None and self._loop is asyncio.get_running_loop():
+            await channel.close(None)
 
     async def __aenter__(self) -> AsyncClient:
         return self
