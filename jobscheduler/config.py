@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobscheduler.core.admission import parse_queues
 from jobscheduler.logs import LEVELS
+from jobscheduler.version import default_image
 
 _QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti|E|Ei|P|Pi)?")
 _QUANTITY_MAX_CHARS: Final = 64
@@ -25,8 +26,6 @@ _SUFFIXES: Final[dict[str, Decimal]] = {
 }
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 Port = Annotated[int, Field(ge=0, le=65535)]
-
-DEFAULT_IMAGE = "ghcr.io/jobscheduler/jobscheduler:latest"
 
 
 class Settings(BaseSettings):
@@ -48,8 +47,9 @@ class Settings(BaseSettings):
     in_cluster: bool = True
     kubeconfig: str | None = None
     log_level: str = "info"
-    #: Image of timer jobs: this project's own image, which contains the timer program.
-    timer_image: str = DEFAULT_IMAGE
+    #: Image of timer jobs: this project's own image at this build's version (one image, one
+    #: tag: jobscheduler.version.default_image), which contains the timer program.
+    timer_image: str = Field(default_factory=default_image)
     default_cpu_request: str = "100m"
     default_memory_request: str = "64Mi"
     default_cpu_limit: str = "500m"

@@ -36,6 +36,7 @@ from conftest import kubernetes_service, write_kubeconfig
 from emulator import EmulatorThread
 from kubernetes.aio.config import incluster_config
 from kubernetes_validate import utils as kv_utils
+from packaging.version import Version
 from pod_security import check_object
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -55,7 +56,10 @@ K8S_VERSIONS = ("1.31.0", "1.34.0")
 NAME = "jobscheduler"
 NAMESPACE = "jobscheduler"
 TOKENREVIEW = "jobscheduler-tokenreview"
-IMAGE = "ghcr.io/jobscheduler/jobscheduler:latest"
+IMAGE_REPOSITORY = "ghcr.io/jobscheduler/jobscheduler"
+#: The release k8s/base/kustomization.yaml pins (`images:`); tests/test_release.py checks it.
+RELEASE_TAG = yaml.safe_load((K8S_DIR / "base" / "kustomization.yaml").read_text())["images"][0]["newTag"]
+IMAGE = f"{IMAGE_REPOSITORY}:{RELEASE_TAG}"
 UID = 10001
 GRPC_PORT = 50054
 HTTP_PORT = 8080
@@ -92,7 +96,7 @@ MERGE_KEYS = {
     "volumeMounts": "mountPath",
     "env": "name",
 }
-KNOWN_KUSTOMIZATION_FIELDS = frozenset({"apiVersion", "kind", "namespace", "resources", "patches"})
+KNOWN_KUSTOMIZATION_FIELDS = frozenset({"apiVersion", "kind", "namespace", "resources", "patches", "images"})
 
 
 def _doc_id(doc: Doc) -> str:
@@ -155,10 +159,30 @@ def kustomize_build(directory: Path) -> list[Doc]:
             targets = [i for i, d in enumerate(docs) if _doc_id(d) == _doc_id(patch)]
             assert len(targets) == 1, f"{entry['path']}: patch target {_doc_id(patch)} not found once"
             docs[targets[0]] = strategic_merge(docs[targets[0]], patch, _doc_id(patch))
+    for image in kustomization.get("images", ()):
+        _set_image(docs, image)
     namespace = kustomization.get("namespace")
     if namespace:
         _set_namespace(docs, namespace)
     return docs
+
+
+def _set_image(docs: list[Doc], image: Mapping[str, str]) -> None:
+    """kustomize's images transformer (name, newName, newTag, digest) on the pod templates."""
+    assert set(image) <= {"name", "newName", "newTag", "digest"}, image
+    for doc in docs:
+        pod = doc.get("spec", {}).get("template", {}).get("spec", {})
+        for container in [*pod.get("initContainers", ()), *pod.get("containers", ())]:
+            name = re.split(r"[@]|:(?=[^/]*$)", container["image"])[0]
+            if name != image["name"]:
+                continue
+            new = image.get("newName", name)
+            if "digest" in image:
+                container["image"] = f"{new}@{image['digest']}"
+            elif "newTag" in image:
+                container["image"] = f"{new}:{image['newTag']}"
+            else:
+                container["image"] = new + container["image"][len(name) :]
 
 
 def _set_namespace(docs: list[Doc], namespace: str) -> None:
@@ -695,6 +719,41 @@ def test_the_rbac_derivation_can_fail(derivation: Derivation, change: str, expec
 # --------------------------------------------------------------------------- Deployment
 
 
+@pytest.mark.parametrize("build", sorted(BUILDS))
+def test_images_are_the_pinned_release(build: str) -> None:
+    """One image, one tag: every container runs the release kustomization.yaml pins (`images:`),
+    a final version (the latest git tag's, when there is one), pulled IfNotPresent (immutable)."""
+    containers = [
+        container
+        for doc in BUILDS[build]
+        for key in ("initContainers", "containers")
+        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get(key, ())
+    ]
+    assert containers
+    for container in containers:
+        assert container["image"] == IMAGE and container["imagePullPolicy"] == "IfNotPresent"
+    version = Version(RELEASE_TAG)
+    assert str(version) == RELEASE_TAG and not (version.is_prerelease or version.local), RELEASE_TAG
+    tag = subprocess.run(
+        ["git", "describe", "--tags", "--abbrev=0", "--match", "v[0-9]*"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    if tag.returncode == 0:  # a release exists: the manifests deploy it
+        released = tag.stdout.strip().removeprefix("v")
+        assert released == RELEASE_TAG, "update newTag in k8s/base/kustomization.yaml"
+
+
+def test_timer_image_defaults_to_the_servers_own_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TIMER_IMAGE is not in the ConfigMap: a server of the pinned release defaults it to its own
+    image at its own version, which is the Deployment's image."""
+    monkeypatch.setenv("JOBSCHEDULER_VERSION", RELEASE_TAG)  # as the image sets it
+    settings = Settings(**{k.lower(): v for k, v in _settings_env("base").items()})
+    assert settings.timer_image == IMAGE == _container()["image"]
+
+
 def test_deployment_basics() -> None:
     deployment = _one("Deployment")
     spec = deployment["spec"]
@@ -750,7 +809,8 @@ def test_base_config() -> None:
     config = _one("ConfigMap")["data"]
     assert config["GRPC_PORT"] == str(GRPC_PORT)
     assert config["HEALTH_PORT"] == str(HTTP_PORT)
-    assert config["TIMER_IMAGE"] == IMAGE
+    # Not set: timer pods run the server's own image at its own version (one image, one tag).
+    assert "TIMER_IMAGE" not in config
     assert config["GRPC_HOST"] == "0.0.0.0"
     assert config["AUTH_MODE"] == "kubernetes"
     assert config["AUTH_AUDIENCE"] == "jobscheduler"
@@ -1005,7 +1065,8 @@ def test_containerfile_entrypoint_and_cmd() -> None:
 def test_containerfile_base_image_and_metadata() -> None:
     instructions = _containerfile_instructions()
     text = CONTAINERFILE.read_text()
-    assert "python:3.11-slim" in text
+    pinned = r"^ARG PYTHON_IMAGE=\S*python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?$"
+    assert re.search(pinned, text, re.M), "the base image: an exact Python release"
     assert len([1 for ins, _ in instructions if ins == "FROM"]) >= 2, "multi-stage build expected"
     stage_text = " ".join(f"{ins} {args}" for ins, args in _final_stage())
     for arg, env in (
