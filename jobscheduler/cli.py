@@ -1,14 +1,25 @@
-"""The ``jobscheduler`` command: serve, version, version-full, timer, report-sink."""
+"""The ``jobscheduler`` command: serve, version, version-full, timer, report-sink, and the client
+commands (submit, get, list, watch, logs, cancel, queues, completion: :mod:`jobscheduler.commands`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from typing import NoReturn
 
+from jobscheduler import commands
 from jobscheduler.version import version_info
 
 EXIT_CONFIG = 2
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit 2), with where to read more."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see: {self.prog} --help)\n")
 
 
 def _serve() -> int:
@@ -35,6 +46,23 @@ def _serve() -> int:
     return 0
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="jobscheduler",
+        description="gRPC service that schedules Kubernetes batch/v1 Jobs from typed requests, and its"
+        " command line client. Client commands reach the server at $JOBSCHEDULER_ADDR"
+        " (default localhost:50054).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("serve", help="run the gRPC server (settings from the environment; see README)")
+    commands.add_parsers(sub)
+    sub.add_parser("version", help="print the version")
+    sub.add_parser("version-full", help="print version, git commit, build date and Python version")
+    sub.add_parser("timer", help="run the timer job program (what timer jobs run in their pods)")
+    sub.add_parser("report-sink", help="receive and print timer reports (a stand-in control plane)")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "timer":  # the timer program parses its own flags
@@ -45,19 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         from jobscheduler.timer.sink import main as sink_main
 
         return sink_main(args[1:])
-    parser = argparse.ArgumentParser(
-        prog="jobscheduler",
-        description="gRPC service that schedules Kubernetes batch/v1 Jobs from typed requests.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("serve", help="run the gRPC server (settings from the environment; see README)")
-    sub.add_parser("version", help="print the version")
-    sub.add_parser("version-full", help="print version, git commit, build date and Python version")
-    sub.add_parser("timer", help="run the timer job program (what timer jobs run in their pods)")
-    sub.add_parser("report-sink", help="receive and print timer reports (a stand-in control plane)")
+    parser = build_parser()
     parsed = parser.parse_args(args)
     if parsed.command == "serve":
         return _serve()
+    if parsed.command in commands.COMMANDS:
+        return commands.run(parsed, parser)
     if parsed.command == "version":
         print(version_info().version)
         return 0

@@ -1,0 +1,190 @@
+"""Following jobs: ``submit --wait``, ``watch [ID]`` and ``logs [-f]``."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+from jobscheduler import client
+from jobscheduler.commands import _output as output
+from jobscheduler.commands._errors import one_line
+from jobscheduler.commands._live import StatusLine
+from jobscheduler.commands._time import human_duration
+
+#: Failures that get no retry (core.retries.PERMANENT_FAILURE_REASONS, as the server reports them).
+NO_RETRY_REASONS: Final = frozenset({"PodFailurePolicy", "DependencyFailed", "DependencyNotFound"})
+RETRY_OF_LABEL: Final = "jobscheduler.io/retry-of"
+#: The longest a retry can be due after its job failed (core.retries.MAX_RETRY_DELAY_SECONDS), plus slack.
+RETRY_WAIT_SECONDS: Final = 3600 + 60
+#: How often in a row ``watch`` resumes after the client gave up reconnecting (each time after the
+#: client's own backoff), before it reports the server unavailable.
+WATCH_RESUMES: Final = 10
+
+
+def _human(fmt: str | None) -> bool:
+    return fmt in (None, "table", "wide")
+
+
+def phase_line(job: client.Job, since: float) -> str:
+    elapsed = human_duration(time.monotonic() - since)
+    text = f"{job.job_id}  {job.phase.value:<9}  attempts {job.attempts}  {elapsed}"
+    if job.phase.is_terminal and (job.reason or job.message):
+        text += f"  {job.reason}: {job.message}" if job.reason else f"  {job.message}"
+    return one_line(text, limit=240)
+
+
+def _next_retry(c: client.Client, job: client.Job) -> client.Job | None:
+    """The retry the service schedules for a failed ``job``, once it exists; None if it gets none."""
+    if job.phase is not client.JobPhase.FAILED or job.reason in NO_RETRY_REASONS:
+        return None
+    if job.retry_number >= job.max_retries:
+        return None
+    number = job.retry_number + 1
+    selector = f"{RETRY_OF_LABEL}={job.retry_of or job.job_id}"
+    token = c.list_page(page_size=1, label_selector=selector).resume_token
+    for found in c.list(label_selector=selector):
+        if found.retry_number == number:
+            return found
+    try:
+        for event in c.watch_all(resume_token=token, timeout=RETRY_WAIT_SECONDS, label_selector=selector):
+            if event.job.retry_number == number:
+                return event.job
+    except client.DeadlineExceeded:
+        return None
+    return None
+
+
+def wait(c: client.Client, job: client.Job, fmt: str | None) -> client.Job:
+    """Follow ``job`` (and the retries the service makes of it) until it ends; the last job."""
+    since = time.monotonic()
+    human = _human(fmt)
+    current = job
+    with StatusLine(job.job_id, enabled=sys.stderr.isatty() and human) as line:
+        line.update(job.phase.value, job.attempts)
+        last_phase: client.JobPhase | None = None
+        while True:
+            for event in _resuming(functools.partial(c.watch, current.job_id)):
+                current = event.job
+                line.update(current.phase.value, current.attempts)
+                if human and current.phase != last_phase:
+                    line.print(phase_line(current, since))
+                last_phase = current.phase
+            if not current.phase.is_terminal:  # the watch ended without an end: deleted
+                current = c.get(current.job_id)
+            retry = _next_retry(c, current)
+            if retry is None:
+                return current
+            if human:
+                line.print(
+                    f"{retry.job_id}  retry {retry.retry_number} of {retry.max_retries} of {current.job_id}"
+                )
+            line.job_id, current = retry.job_id, retry
+
+
+def watch(c: client.Client, args: argparse.Namespace, filters: dict[str, Any]) -> int:
+    fmt = args.output
+    state: dict[str, Any] = {}
+
+    def show(event: client.JobEvent) -> None:
+        output.emit_stream_item(
+            event.to_dict(), fmt=fmt or "table", kind="event", name_key="job.job_id", state=state
+        )
+
+    if args.job_id:
+        with StatusLine(args.job_id, enabled=sys.stderr.isatty() and _human(fmt)) as line:
+            for event in _resuming(functools.partial(c.watch, args.job_id)):
+                line.update(event.job.phase.value, event.job.attempts)
+                if line.enabled:
+                    line.print("\n".join(_render(event, fmt, state)))
+                else:
+                    show(event)
+        return 0
+    token = _current(c, args.watch_only, filters, show)
+    resumes = 0
+    while True:
+        try:
+            for event in c.watch_all(resume_token=token, **filters):
+                token = event.resume_token or token
+                resumes = 0
+                show(event)
+            return 0
+        except client.Unavailable:
+            resumes += 1
+            if not token or resumes > WATCH_RESUMES:
+                raise
+            print("jobscheduler: connection lost; resuming the watch", file=sys.stderr)
+            time.sleep(min(resumes, 5))
+
+
+def _resuming(watch: Callable[[], Iterator[client.JobEvent]]) -> Iterator[client.JobEvent]:
+    """``watch()``'s events; when the client gives up reconnecting, watched again (up to
+    WATCH_RESUMES times in a row): WatchJob starts with the current state, and an event that
+    repeats the last one is left out."""
+    last: client.Job | None = None
+    resumes = 0
+    while True:
+        try:
+            for event in watch():
+                if last is not None and event.job == last:
+                    continue
+                last, resumes = event.job, 0
+                yield event
+            return
+        except client.Unavailable:
+            resumes += 1
+            if resumes > WATCH_RESUMES:
+                raise
+            print("jobscheduler: connection lost; watching again", file=sys.stderr)
+            time.sleep(min(resumes, 5))
+
+
+def _current(
+    c: client.Client, watch_only: bool, filters: dict[str, Any], show: Callable[[client.JobEvent], None]
+) -> str:
+    """Print the matching jobs as they are now (unless ``watch_only``), as WatchJob begins with the
+    current state: CREATED events carrying the list's resume token. Returns that token."""
+    token, page_token = "", ""
+    while True:
+        page = c.list_page(page_size=1 if watch_only else 500, page_token=page_token, **filters)
+        token = token or page.resume_token
+        if watch_only:
+            return token
+        for job in page.jobs:
+            show(client.JobEvent(client.EventType.CREATED, job, token))
+        page_token = page.next_page_token
+        if not page_token:
+            return token
+
+
+def _render(event: client.JobEvent, fmt: str | None, state: dict[str, Any]) -> list[str]:
+    widths: list[int] = state.setdefault("widths", output.stream_widths("event"))
+    lines = output.table(
+        [event.to_dict()],
+        output.columns_for("event", fmt == "wide"),
+        colour=output.colour_wanted(sys.stdout),
+        header=not state.get("header_done"),
+        widths=widths,
+    )
+    state["header_done"] = True
+    return lines
+
+
+def _safe(text: str) -> str:
+    """A log line for a terminal: no escape sequences or other control characters (job output is
+    not trusted to drive the terminal)."""
+    return "".join(ch if ch == "\t" or ch.isprintable() else "\ufffd" for ch in text)
+
+
+def logs(c: client.Client, args: argparse.Namespace, tail: int, attempt: int) -> int:
+    clean = sys.stdout.isatty()
+    for item in c.logs(args.job_id, follow=args.follow, tail_lines=tail, attempt=attempt):
+        text = item.line.rstrip("\n")
+        if args.prefix:
+            text = f"[{item.pod_name or item.attempt}] {text}"
+        sys.stdout.write((_safe(text) if clean else text) + "\n")
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,339 @@
+"""The client commands (submit, get, list, watch, logs, cancel): the ``jobscheduler`` program as a
+subprocess against a real server on 127.0.0.1, on both backends (Kubernetes: the emulator, where the
+test writes what the Job controller and the kubelet would; local: the jobs really run). Parsing and
+formatting are tested in process in tests/test_cli_output.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from conftest import ROOT, ServiceThread, kubernetes_service, local_service, write_kubeconfig
+from emulator import EmulatorThread
+from job_status import ended_status
+from test_contract import Receiver, closed_port
+from test_informer import make_pod, running, set_pod_state, utcnow
+
+from jobscheduler import client
+
+pytestmark = pytest.mark.timeout(60)
+
+JOB_ID = re.compile(r"job-[a-z0-9]{10}")
+
+# --- the program against a server, both backends ---------------------------------------------------
+
+
+@dataclass
+class Server:
+    kind: str
+    service: ServiceThread
+    receiver: Receiver
+    emulator: EmulatorThread | None
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.service.port}"
+
+    def client(self) -> client.Client:
+        return client.Client(self.addr)
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "JOBSCHEDULER_ADDR": self.addr, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+
+    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "jobscheduler", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jobscheduler", *args],
+            env=self.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+
+    def timer_flags(self, *, fail: bool = False, duration: int = 1) -> list[str]:
+        """A timer that succeeds, or (locally) fails at once: its report cannot be delivered."""
+        if not fail:
+            return ["--duration", f"{duration}s", "--endpoint", self.receiver.url]
+        return [
+            *("--duration", f"{duration}s", "--endpoint", f"http://127.0.0.1:{closed_port()}/"),
+            *("--env", "REPORT_MAX_ATTEMPTS=1", "--env", "REPORT_BACKOFF_SECONDS=0.05"),
+        ]
+
+    def finish(self, job_id: str, *, succeed: bool) -> None:
+        """Kubernetes: the Job controller's final status write (locally the job ends by itself)."""
+        if self.emulator is not None:
+            self.emulator.patch_job(job_id, {"status": ended_status(succeed=succeed)})
+
+    def start_running(self, job_id: str) -> None:
+        """Kubernetes: the Job controller's write when its pod starts (locally it starts by itself)."""
+        if self.emulator is not None:
+            self.emulator.patch_job(job_id, {"status": {"startTime": _now(), "active": 1, "ready": 1}})
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@pytest.fixture(scope="module", params=["kubernetes", "local"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp(f"cli-{request.param}")
+    receiver = Receiver()
+    emulator = None
+    try:
+        if request.param == "kubernetes":
+            emulator = EmulatorThread()
+            service = kubernetes_service(write_kubeconfig(tmp / "kubeconfig", emulator.url), queues="one=1")
+        else:
+            settings = {"local_backoff_seconds": 0.1, "default_backoff_limit": 0, "queues": "one=1"}
+            service = local_service(tmp / "data", **settings)
+        try:
+            yield Server(request.param, service, receiver, emulator)
+        finally:
+            service.stop()
+    finally:
+        receiver.close()
+        if emulator is not None:
+            emulator.stop()
+
+
+def first_line(proc: subprocess.Popen[str], timeout: float = 15) -> str:
+    """The next line the process prints, within ``timeout`` (a reader thread: no fixed sleeps)."""
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not box:
+        proc.kill()
+        raise AssertionError(f"no line within {timeout}s")
+    return box[0]
+
+
+def finished(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"still running after {timeout}s: {out} {err}") from None
+    return proc.returncode, out, err
+
+
+def eventually(probe: Callable[[], Any], what: str, timeout: float = 15) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.05)
+    return found
+
+
+def test_submit_wait_exits_0_when_the_job_succeeds_and_get_prints_json(server: Server) -> None:
+    proc = server.start("submit", "timer", *server.timer_flags(), "--name", "cli-ok", "--wait", "-o", "name")
+    job_id = first_line(proc).strip()
+    assert JOB_ID.fullmatch(job_id), job_id
+    server.finish(job_id, succeed=True)
+    code, out, err = finished(proc)
+    assert code == 0, err
+    assert out == "" and err == ""  # -o name: the id, once; nothing on stderr off a terminal
+
+    result = server.run("get", job_id, "-o", "json")
+    assert result.returncode == 0, result.stderr
+    job = json.loads(result.stdout)
+    assert (job["job_id"], job["name"], job["type"], job["phase"]) == (job_id, "cli-ok", "timer", "SUCCEEDED")
+    assert job["queue"] == "default" and job["created_at"].endswith("Z")
+
+
+def test_submit_wait_exits_1_when_the_job_fails_after_its_retries(server: Server) -> None:
+    flags = [*server.timer_flags(fail=True), "--retries", "1", "--retry-backoff", "0"]
+    proc = server.start("submit", "timer", *flags, "--wait")
+    first = first_line(proc)
+    job_id = JOB_ID.search(first).group(0)  # type: ignore[union-attr]
+    assert f"{job_id} submitted (timer 'timer'" in first
+    server.finish(job_id, succeed=False)
+    if server.emulator is not None:  # the retry, made by the service once the first failed, fails too
+        with server.client() as c:
+            selector = f"jobscheduler.io/retry-of={job_id}"
+            retry = eventually(lambda: list(c.list(label_selector=selector)), "the retry")[0]
+        server.finish(retry.job_id, succeed=False)
+    code, out, err = finished(proc)
+    assert code == 1, (out, err)
+    retry_id = re.search(rf"^(job-\w+)  retry 1 of 1 of {job_id}$", out, re.M).group(1)  # type: ignore[union-attr]
+    for failed in (job_id, retry_id):
+        assert re.search(rf"^{failed}\s+FAILED\s+attempts \d+\s+\S+\s+BackoffLimitExceeded", out, re.M), out
+    assert err == ""
+
+
+def test_list_all_sees_every_job_across_pages(server: Server) -> None:
+    with server.client() as c:
+        ids = {
+            c.schedule(
+                "cli-page", client.TimerJob(60, "t", server.receiver.url), labels={"batch": "pages"}
+            ).job_id
+            for _ in range(5)
+        }
+    result = server.run("list", "--all", "--limit", "2", "-l", "batch=pages", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    listed = [j["job_id"] for j in json.loads(result.stdout)["jobs"]]
+    assert sorted(listed) == sorted(ids)  # each once, from three pages
+
+    first_page = server.run("list", "--limit", "2", "--name-prefix", "cli-pa", "--phase", "pending,running")
+    assert first_page.returncode == 0, first_page.stderr
+    lines = first_page.stdout.splitlines()
+    assert lines[0].split()[:4] == ["JOB", "ID", "NAME", "TYPE"] and len(lines) == 3
+    for c_id in ids:  # stop them: they would run for a minute
+        with server.client() as c:
+            c.cancel(c_id)
+
+
+def test_watch_prints_every_phase_change_of_one_job_and_of_all(server: Server) -> None:
+    with server.client() as c:
+        # The queue "one" runs one job at a time: the watched job waits QUEUED behind another
+        # until both watches have printed that state.
+        blocker = c.schedule("cli-block", client.TimerJob(60, "t", server.receiver.url), queue="one")
+        timer = client.TimerJob(1, "t", server.receiver.url)
+        job = c.schedule("cli-watch", timer, queue="one", labels={"w": "1"})
+    assert job.phase is client.JobPhase.QUEUED
+    one = server.start("watch", job.job_id, "-o", "json")
+    every = server.start("watch", "-l", "w=1", "-o", "json")
+    assert json.loads(first_line(one))["job"]["phase"] == "QUEUED"  # the current state first
+    events = [json.loads(first_line(every))]
+    with server.client() as c:
+        c.cancel(blocker.job_id)
+    # Admitted; on Kubernetes the test then plays the Job controller.
+    if server.emulator is not None:
+        eventually(lambda: not server.emulator.job(job.job_id)["spec"].get("suspend"), "resumed")  # type: ignore[union-attr]
+        server.start_running(job.job_id)
+        with server.client() as c:
+            eventually(lambda: c.get(job.job_id).phase is client.JobPhase.RUNNING, "running")
+    server.finish(job.job_id, succeed=True)
+    code, out, err = finished(one)
+    assert code == 0, err
+    phases = ["QUEUED"] + [json.loads(line)["job"]["phase"] for line in out.splitlines()]
+    changes = [p for i, p in enumerate(phases) if i == 0 or p != phases[i - 1]]
+    assert changes[0] == "QUEUED" and changes[-2:] == ["RUNNING", "SUCCEEDED"], phases
+    assert set(changes) <= {"QUEUED", "PENDING", "RUNNING", "SUCCEEDED"}
+
+    while events[-1]["type"] != "SUCCEEDED":
+        events.append(json.loads(first_line(every)))
+    every.terminate()
+    finished(every)
+    assert {e["job"]["job_id"] for e in events} == {job.job_id}
+    seen = [e["job"]["phase"] for e in events]
+    assert seen[0] == "QUEUED" and "RUNNING" in seen and seen[-1] == "SUCCEEDED", seen
+    assert all(e["resume_token"] for e in events)
+
+
+def test_logs_follow_streams_lines_while_the_job_runs(server: Server) -> None:
+    with server.client() as c:
+        job = c.schedule("cli-logs", client.TimerJob(2, "t", server.receiver.url))
+        pod = ""
+        if server.emulator is not None:
+            pod = make_pod(server.emulator, job.job_id, "logs1", utcnow())
+            set_pod_state(server.emulator, job.job_id, pod, running(utcnow()))
+            server.start_running(job.job_id)
+            eventually(lambda: c.get(job.job_id).pod_names, "the pod known")
+            server.emulator.write_log(pod, "first line")
+        else:
+            eventually(lambda: c.get(job.job_id).phase is client.JobPhase.RUNNING, "running")
+        proc = server.start("logs", "-f", job.job_id)
+        line = first_line(proc)
+        # A line arrived while the job still runs: it is streamed, not printed at the end.
+        assert c.get(job.job_id).phase is client.JobPhase.RUNNING, line
+    if server.emulator is not None:
+        assert line == "first line\n"
+        server.emulator.write_log(pod, "second line")
+        assert first_line(proc) == "second line\n"
+        server.emulator.end_log(pod)  # the container exits
+    else:
+        assert json.loads(line)["event"] == "timer started"
+    code, out, err = finished(proc)
+    assert code == 0, err
+    if server.emulator is None:
+        assert "timer completed" in out
+
+
+def test_a_bad_flag_value_names_the_field(server: Server) -> None:
+    result = server.run(
+        "submit",
+        "timer",
+        "--param",
+        "duration_seconds=0",
+        "--endpoint",
+        "http://x/",
+        "--env",
+        "LD_PRELOAD=/x.so",
+    )
+    assert result.returncode == 4, result
+    assert result.stdout == "" and result.stderr.count("\n") == 1, result.stderr
+    assert "timer_job.duration_seconds" in result.stderr and "timer_job.env[LD_PRELOAD]" in result.stderr
+    assert result.stderr.startswith("jobscheduler: invalid argument: ")
+
+
+def test_cancel_then_get_of_a_missing_job(server: Server) -> None:
+    with server.client() as c:
+        job = c.schedule("cli-cancel", client.TimerJob(60, "t", server.receiver.url))
+    result = server.run("cancel", job.job_id, "--reason", "not needed", "-o", "yaml")
+    assert result.returncode == 0, result.stderr
+    assert f"job_id: {job.job_id}\n" in result.stdout and "phase: CANCELLED\n" in result.stdout
+    missing = server.run("get", "job-0000000000")
+    assert missing.returncode == 3 and missing.stdout == ""
+    assert missing.stderr.startswith("jobscheduler: not found: ") and missing.stderr.count("\n") == 1
+
+
+def test_an_unreachable_server_is_one_line_and_exit_5() -> None:
+    addr = f"127.0.0.1:{closed_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "jobscheduler", "list", "--request-timeout", "5"],
+        env={**os.environ, "JOBSCHEDULER_ADDR": addr, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert result.returncode == 5, result
+    assert result.stderr.startswith(f"jobscheduler: unavailable: {addr}: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_the_readme_quick_start_runs_as_written(server: Server) -> None:
+    if server.emulator is not None:
+        pytest.skip("the quick start runs without a cluster: the local backend")
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    assert blocks[0].splitlines() == [
+        "python3 -m venv .venv && . .venv/bin/activate",
+        "pip install .",
+        "jobscheduler serve",
+    ]
+    commands = blocks[1].replace("\\\n", " ").splitlines()
+    assert commands[0].startswith("jobscheduler report-sink &")
+    submit = shlex.split(next(c for c in commands if c.startswith("jobscheduler submit")))
+    # The stand-in control plane of this test, instead of report-sink's default port.
+    argv = [a.replace("http://127.0.0.1:50053", server.receiver.url) for a in submit[1:]]
+    assert argv[-1] == "--wait"
+    result = server.run(*argv)
+    assert result.returncode == 0, result
+    assert re.search(r"^job-\w+  SUCCEEDED  attempts 1  ", result.stdout, re.M), result.stdout
