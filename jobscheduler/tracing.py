@@ -18,7 +18,8 @@ import contextlib
 import functools
 import importlib.metadata
 import os
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Final, TypeVar, cast
 
 from opentelemetry import trace
@@ -31,6 +32,8 @@ _EXPORTER_GROUP: Final = "opentelemetry_traces_exporter"
 #: (grpc by default, as the OpenTelemetry Python SDK does).
 _OTLP_BY_PROTOCOL: Final = {"grpc": "otlp_proto_grpc", "http/protobuf": "otlp_proto_http"}
 _MAX_EXPORTERS: Final = 8
+
+_NO_SPAN: Final[AbstractContextManager[None]] = contextlib.nullcontext()
 
 _provider: TracerProvider | None = None
 _tracer: Tracer | None = None
@@ -179,17 +182,14 @@ def _has_parent() -> bool:
     return trace.get_current_span().get_span_context().is_valid
 
 
-@contextlib.contextmanager
 def child_span(
     name: str, attributes: Mapping[str, str | int] | None = None, *, kind: SpanKind = SpanKind.CLIENT
-) -> Iterator[Span | None]:
+) -> AbstractContextManager[Span | None]:
     """A span for a step of the current trace, made current; none (None) when tracing is off or
     no span is active (background work such as watches and Lease renewals is not traced)."""
     if _tracer is None or not _has_parent():
-        yield None
-        return
-    with _tracer.start_as_current_span(name, kind=kind, attributes=attributes) as span:
-        yield span
+        return _NO_SPAN
+    return _tracer.start_as_current_span(name, kind=kind, attributes=attributes)
 
 
 def start_child_span(name: str, attributes: Mapping[str, str | int] | None = None) -> Span | None:

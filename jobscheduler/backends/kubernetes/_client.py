@@ -179,6 +179,8 @@ class KubeApi:
         body: Mapping[str, Any] | None = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
+        if not tracing.enabled():  # (nothing built for tracing when it is off)
+            return await self._request(method, path, call, query, body, content_type)
         with tracing.child_span(_span_name(call), _span_attributes(method, call)):
             return await self._request(method, path, call, query, body, content_type)
 
@@ -260,7 +262,9 @@ class KubeApi:
 
         ``read_timeout`` bounds the wait for each chunk, not the whole stream.
         """
-        span = tracing.start_child_span(_span_name(call), _span_attributes("GET", call))
+        span = None
+        if tracing.enabled():
+            span = tracing.start_child_span(_span_name(call), _span_attributes("GET", call))
         if span is None:  # (tracing off, or a background watch)
             async for line in self._stream(path, call, query, read_timeout):
                 yield line
