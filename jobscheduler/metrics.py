@@ -225,7 +225,7 @@ class QueueCollector(Collector):
     Scrapes run on the ops server's thread while the book changes on the event loop: the
     book's status is computed on the loop (``run_coroutine_threadsafe``, at most
     ``LOOP_WAIT_SECONDS``) into an immutable snapshot; when the loop does not answer in time
-    (busy, or closed), the last snapshot is reported."""
+    (busy), or is not running (stopped or closed), the last snapshot is reported at once."""
 
     LOOP_WAIT_SECONDS: Final = 1.0
 
@@ -246,6 +246,8 @@ class QueueCollector(Collector):
             return self._snapshot
         if _on_loop(loop):
             self._snapshot = tuple(source())
+            return self._snapshot
+        if loop.is_closed() or not loop.is_running():  # stopping: nobody would answer
             return self._snapshot
 
         async def read() -> tuple[QueueStatus, ...]:

@@ -10,6 +10,7 @@ script added: the difference between two scrapes, series by series, exactly.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import pathlib
@@ -29,6 +30,7 @@ from test_contract import Harness, closed_port, running_harness
 
 from jobscheduler import metrics
 from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler.core.model import QueueStatus
 from jobscheduler.ops.http import OpsHTTPServer
 from jobscheduler.ops.readiness import Readiness
 
@@ -391,3 +393,18 @@ def test_a_retry_is_counted_once(emulator: EmulatorThread, kubeconfig: pathlib.P
         assert [r.job_id for r in svc.index.records() if r.retry_of == first.job_id] == [retry_id]
     finally:
         svc.stop()
+
+
+def test_a_scrape_does_not_wait_for_a_stopped_loop() -> None:
+    """After the service's loop has stopped (shutdown), the queue gauges report the last
+    snapshot at once instead of waiting LOOP_WAIT_SECONDS for a loop that will never answer."""
+    collector = metrics.QueueCollector()
+    loop = asyncio.new_event_loop()
+    try:
+        collector.bind(lambda: [QueueStatus("q", 0, 0, {}, 0)], loop)
+        started = time.monotonic()
+        assert collector.snapshot() == ()
+        assert time.monotonic() - started < collector.LOOP_WAIT_SECONDS / 2
+    finally:
+        loop.close()
+    assert collector.snapshot() == ()

@@ -5,6 +5,7 @@ service exports (read from the live registry), with labels it has."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -60,6 +61,7 @@ def dashboard() -> Doc:
     return board
 
 
+@functools.cache
 def exported() -> dict[str, frozenset[str] | None]:
     """Every series name the service's registry exposes, with its label names where the metric
     declares them (None: a custom collector's family, labels not checked)."""
