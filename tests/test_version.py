@@ -5,6 +5,7 @@ wheel built outside git (from an sdist), which also keeps the commit."""
 from __future__ import annotations
 
 import http.client
+import io
 import os
 import re
 import shutil
@@ -145,6 +146,19 @@ def test_wheel_from_an_sdist_outside_git_has_the_tags_version(tagged_clone: Path
     head = _run(["git", "rev-parse", "HEAD"], tagged_clone).strip()
     assert head.startswith(full["Git Commit"]) and len(full["Git Commit"]) >= 7, (full, head)  # via the sdist
     assert _cli("version", pythonpath=site, cwd=tmp_path).strip() == expected
+
+
+def test_wheel_from_a_git_archive_has_the_tags_version(tagged_clone: Path, tmp_path: Path) -> None:
+    """A source archive (`git archive`, as forges serve for a tag) has no .git: the version comes
+    from .git_archival.txt, which git fills in (.gitattributes export-subst)."""
+    git_archive = ["git", "archive", "--format=tar", "HEAD"]
+    archive = subprocess.run(git_archive, cwd=tagged_clone, capture_output=True, check=True, timeout=60)
+    source = tmp_path / "archive"
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tf:
+        tf.extractall(source, filter="data")
+    assert "$Format" not in (source / ".git_archival.txt").read_text()
+    wheel = _build_wheel(source, tmp_path / "wheel")
+    assert wheel.name.startswith(f"jobscheduler-{TAG.removeprefix('v')}-"), wheel.name
 
 
 def test_wheel_from_the_checkout_keeps_the_commit(tagged_clone: Path, tmp_path: Path) -> None:
