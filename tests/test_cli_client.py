@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from client_proxies import TcpProxy
 from conftest import ROOT, ServiceThread, kubernetes_service, local_service, write_kubeconfig
 from emulator import EmulatorThread
 from job_status import ended_status
@@ -243,6 +244,58 @@ def test_watch_prints_every_phase_change_of_one_job_and_of_all(server: Server) -
     seen = [e["job"]["phase"] for e in events]
     assert seen[0] == "QUEUED" and "RUNNING" in seen and seen[-1] == "SUCCEEDED", seen
     assert all(e["resume_token"] for e in events)
+
+
+def stderr_line(proc: subprocess.Popen[str], timeout: float = 15) -> str:
+    assert proc.stderr is not None
+    stderr = proc.stderr
+    box: list[str] = []
+    reader = threading.Thread(target=lambda: box.append(stderr.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not box:
+        proc.kill()
+        raise AssertionError(f"no line on stderr within {timeout}s")
+    return box[0]
+
+
+def test_watch_resumes_after_the_connection_drops_without_losing_or_repeating(server: Server) -> None:
+    if server.emulator is None:
+        pytest.skip("the command's resuming does not depend on the backend: run once, on the emulator")
+    with server.client() as c:
+        job = c.schedule("cli-resume", client.TimerJob(60, "t", server.receiver.url), labels={"r": "1"})
+    proxy = TcpProxy(server.service.port)
+    other: client.Job | None = None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobscheduler", "watch", "-l", "r=1", "-o", "json"],
+            env={**server.env(), "JOBSCHEDULER_ADDR": f"127.0.0.1:{proxy.port}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        first = json.loads(first_line(proc))
+        assert (first["type"], first["job"]["phase"]) == ("CREATED", "PENDING")
+        proxy.cut()  # and refused until resumed: the client's own reconnects give up
+        assert "connection lost; resuming the watch" in stderr_line(proc)
+        with server.client() as c:  # changes while the command is cut off
+            c.cancel(job.job_id)
+            other = c.schedule("cli-resume", client.TimerJob(60, "t", server.receiver.url), labels={"r": "1"})
+        proxy.resume()
+        events = [json.loads(first_line(proc)) for _ in range(2)]
+        proc.terminate()
+        _, out, _ = finished(proc)
+    finally:
+        proxy.close()
+        if other is not None:
+            with server.client() as c:
+                c.cancel(other.job_id)
+    assert [(e["type"], e["job"]["job_id"]) for e in events] == [
+        ("CANCELLED", job.job_id),
+        ("CREATED", other.job_id),
+    ]
+    assert out == ""  # and nothing more: no event repeated
 
 
 def test_logs_follow_streams_lines_while_the_job_runs(server: Server) -> None:

@@ -118,6 +118,14 @@ def watch(c: client.Client, args: argparse.Namespace, filters: dict[str, Any]) -
                 raise
             print("jobscheduler: connection lost; resuming the watch", file=sys.stderr)
             time.sleep(min(resumes, 5))
+        except client.OutOfRange:
+            # The server no longer has the events after our token (it restarted, or we fell too far
+            # behind): what kubectl does on 410 Gone, list again and watch from there.
+            resumes += 1
+            if resumes > WATCH_RESUMES:
+                raise
+            print("jobscheduler: the watch's resume token expired; listing the jobs again", file=sys.stderr)
+            token = _current(c, args.watch_only, filters, show)
 
 
 def _resuming(watch: Callable[[], Iterator[client.JobEvent]]) -> Iterator[client.JobEvent]:
