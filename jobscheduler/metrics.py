@@ -12,6 +12,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     PlatformCollector,
     ProcessCollector,
@@ -22,8 +23,11 @@ from prometheus_client.registry import Collector
 from jobscheduler.core.model import JobRecord, Priority, QueueStatus
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
+# The standard collectors of prometheus-client's default registry: process_*, python_info,
+# python_gc_*.
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 
 GRPC_STARTED: Final = Counter(
     "grpc_server_started_total",

@@ -222,7 +222,13 @@ def test_exposition_parses_as_text_and_openmetrics_head_and_gzip(ops: OpsHTTPSer
     status, headers, body = fetch(ops)
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     names = {family.name for family in parse_text(body.decode())}
-    assert {"grpc_server_handled", "grpc_server_started", "process_cpu_seconds", "python_info"} <= {
+    standard = {
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "python_info",
+        "python_gc_collections",
+    }
+    assert {"grpc_server_handled", "grpc_server_started", *standard} <= {
         n.removesuffix("_total") for n in names
     }
 
