@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -227,6 +228,18 @@ def test_jobs_waiting_for_a_start_time_or_a_dependency_do_not_hold_back_the_queu
     order = run_queue_to_the_end(harness, [now.job_id, scheduled.job_id])
     assert [j.job_id for j in order] == [now.job_id, scheduled.job_id]
     assert order[1].admitted_at.ToDatetime() >= scheduled.start_after.ToDatetime()
+
+
+def test_a_start_time_is_kept_to_the_microsecond_and_never_anticipated(harness: Harness) -> None:
+    request = timer(harness)
+    wanted = datetime.now(UTC) + timedelta(seconds=1.5)
+    wanted = wanted.replace(microsecond=wanted.microsecond or 1)  # never on a whole second
+    request.start_after.FromDatetime(wanted)
+    job = harness.schedule(request)
+    assert job.phase == pb.JOB_PHASE_SCHEDULED
+    assert job.start_after.ToDatetime(UTC) == wanted  # not cut to whole seconds
+    job = wait_until(lambda: (j := harness.get(job.job_id)).HasField("admitted_at") and j, "its admission")
+    assert job.admitted_at.ToDatetime(UTC) >= wanted
 
 
 def test_a_dependent_job_waits_for_its_dependencies_to_succeed(harness: Harness) -> None:

@@ -125,6 +125,8 @@ def test_a_start_time_is_never_anticipated(world: World) -> None:
     job = world.submit(delay=1.5)
     world.advance(1.499999)
     assert admits(world) == []
+    world.lose_leadership([])  # a new leader considers every held job at once
+    assert admits(world) == []
     world.advance(0.000001)
     (call,) = world.backend.calls
     assert call.job_id == job.job_id and call.kind == "admit" and call.args["at"] >= job.start_after
@@ -210,7 +212,7 @@ class AdmissionMachine(RuleBasedStateMachine):
             self.world.finish(job_id, succeed=how == "succeed")
             self.world.settle()
 
-    @rule(seconds=st.sampled_from([0.1, 0.2, 0.5, 1.0, 1.5, 3.0]))
+    @rule(seconds=st.sampled_from([0.05, 0.1, 0.2, 0.45, 1.0, 1.45, 3.0]))
     def advance(self, seconds: float) -> None:
         self.world.advance(seconds)
 
@@ -227,8 +229,8 @@ class AdmissionMachine(RuleBasedStateMachine):
 
     @rule(
         i=st.integers(0, 100),
-        outcome=st.sampled_from(OUTCOMES),
-        when=st.sampled_from(["event first", "answer first", "answer later"]),
+        outcome=st.sampled_from([*OUTCOMES, "ok", "lost"]),  # the failures that matter most, more often
+        when=st.sampled_from(["event first", "answer first", "answer first", "answer later"]),
     )
     def write(self, i: int, outcome: str, when: str) -> None:
         """The API server takes or refuses a pending write (or answers one it took earlier); its
@@ -248,7 +250,7 @@ class AdmissionMachine(RuleBasedStateMachine):
 
     @rule(lands=st.lists(st.booleans(), max_size=4))
     def lose_leadership(self, lands: list[bool]) -> None:
-        if self.world.leaders < 3:
+        if self.world.leaders < 4:
             self.world.lose_leadership(lands)
 
     @invariant()

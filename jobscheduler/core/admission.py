@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -254,16 +255,13 @@ class AdmissionController:
             return _Verdict(JobPhase.WAITING, watched=tuple(watched))
         return _Verdict(JobPhase.QUEUED)
 
-    def _taken(self, queue: str) -> int:
-        """The queue's slots taken: running, being admitted, or possibly admitted."""
-        unsure = sum(1 for q in self._unsure.values() if q == queue)
-        return self._book.running(queue) + self._in_flight.get(queue, 0) + unsure
-
     def _admit_what_fits(self) -> None:
+        unsure = Counter(self._unsure.values())  # possibly admitted: their slots stay taken
         for queue, heap in self._heaps.items():
             limit = self._book.limit(queue)
             while heap and len(self._busy) < self._max_in_flight:
-                if limit and self._taken(queue) >= limit:
+                taken = self._book.running(queue) + self._in_flight.get(queue, 0) + unsure[queue]
+                if limit and taken >= limit:
                     break
                 _, _, job_id = heapq.heappop(heap)
                 self._queued.discard(job_id)
