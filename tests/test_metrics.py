@@ -30,6 +30,7 @@ from test_contract import Harness, closed_port, running_harness
 
 from jobscheduler import metrics
 from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler.api.interceptors import ObservabilityInterceptor
 from jobscheduler.core.model import QueueStatus
 from jobscheduler.ops.http import OpsHTTPServer
 from jobscheduler.ops.readiness import Readiness
@@ -414,3 +415,38 @@ def test_a_scrape_does_not_wait_for_a_stopped_loop() -> None:
     finally:
         loop.close()
     assert collector.snapshot() == ()
+
+
+def test_a_client_stream_counts_each_message() -> None:
+    """The service has no client-streaming method yet; one added is counted like the rest."""
+
+    async def total(requests: Any, context: Any) -> bytes:
+        return str(sum([len(r) async for r in requests])).encode()
+
+    async def call() -> bytes:
+        server = grpc.aio.server(interceptors=[ObservabilityInterceptor()])
+        handler = grpc.stream_unary_rpc_method_handler(total)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Sums", {"Total": handler}),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                answer: bytes = await channel.stream_unary("/test.Sums/Total")(
+                    iter([b"a", b"bb", b"ccc"]), timeout=T
+                )
+                return answer
+        finally:
+            await server.stop(None)
+
+    labels = {"grpc_type": "client_stream", "grpc_service": "test.Sums", "grpc_method": "Total"}
+
+    def value(name: str, **more: str) -> float:
+        return metrics.REGISTRY.get_sample_value(name, {**labels, **more}) or 0.0
+
+    names = ("grpc_server_started_total", "grpc_server_msg_received_total", "grpc_server_msg_sent_total")
+    before = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
+    assert asyncio.run(call()) == b"6"
+    after = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 1, 1]

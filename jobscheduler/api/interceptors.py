@@ -298,6 +298,8 @@ class ObservabilityInterceptor(_Interceptor):
                     request = await receive(raw, wrapped)
                     result = await inner(request, wrapped)
                     code = _code_of(context)
+                    if grpc_type == "client_stream" and code is grpc.StatusCode.OK:
+                        children.sent.inc()  # its one response
                     return result
                 except BaseException as exc:
                     code = _failed_code(context, exc)
@@ -311,6 +313,12 @@ class ObservabilityInterceptor(_Interceptor):
             return grpc.unary_stream_rpc_method_handler(
                 wrap_stream(handler.unary_stream, "server_stream", True),
                 request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                wrap_stream(handler.stream_unary, "client_stream", False),
+                request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
