@@ -86,23 +86,36 @@ def wait(c: client.Client, job: client.Job, fmt: str | None) -> client.Job:
 
 
 def watch(c: client.Client, args: argparse.Namespace, filters: dict[str, Any]) -> int:
+    """``watch ID`` (until the job ends) or ``watch [filters]`` (until interrupted). On a terminal
+    the live line shows the job of the last event."""
     fmt = args.output
     state: dict[str, Any] = {}
+    with StatusLine(args.job_id or "watching", enabled=sys.stderr.isatty() and _human(fmt)) as line:
 
-    def show(event: client.JobEvent) -> None:
-        output.emit_stream_item(
-            event.to_dict(), fmt=fmt or "table", kind="event", name_key="job.job_id", state=state
-        )
+        def show(event: client.JobEvent) -> None:
+            line.job_id = event.job.job_id
+            line.update(event.job.phase.value, event.job.attempts)
+            if line.enabled:
+                line.print("\n".join(_render(event, fmt, state)))
+            else:
+                data = event.to_dict()
+                output.emit_stream_item(
+                    data, fmt=fmt or "table", kind="event", name_key="job.job_id", state=state
+                )
 
-    if args.job_id:
-        with StatusLine(args.job_id, enabled=sys.stderr.isatty() and _human(fmt)) as line:
+        if args.job_id:
             for event in _resuming(functools.partial(c.watch, args.job_id)):
-                line.update(event.job.phase.value, event.job.attempts)
-                if line.enabled:
-                    line.print("\n".join(_render(event, fmt, state)))
-                else:
-                    show(event)
-        return 0
+                show(event)
+            return 0
+        return _watch_all(c, args, filters, show)
+
+
+def _watch_all(
+    c: client.Client,
+    args: argparse.Namespace,
+    filters: dict[str, Any],
+    show: Callable[[client.JobEvent], None],
+) -> int:
     token = _current(c, args.watch_only, filters, show)
     resumes = 0
     while True:
