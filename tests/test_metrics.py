@@ -10,7 +10,6 @@ script added: the difference between two scrapes, series by series, exactly.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import http.client
 import pathlib
@@ -22,7 +21,6 @@ import grpc
 import pytest
 from conftest import ServiceThread, kubernetes_service
 from emulator import EmulatorThread
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from job_status import ended_status
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -30,8 +28,6 @@ from test_contract import Harness, closed_port, running_harness
 
 from jobscheduler import metrics
 from jobscheduler._generated import jobscheduler_pb2 as pb
-from jobscheduler.api.interceptors import ObservabilityInterceptor
-from jobscheduler.core.model import QueueStatus
 from jobscheduler.ops.http import OpsHTTPServer
 from jobscheduler.ops.readiness import Readiness
 
@@ -315,27 +311,6 @@ def test_two_replicas_and_a_restart_count_a_job_once(
         restarted.stop()
 
 
-def test_a_bidi_stream_counts_each_message(service: ServiceThread) -> None:
-    """Server reflection is a bidi stream: three requests in, three answers out."""
-    labels = {
-        "grpc_type": "bidi_stream",
-        "grpc_service": "grpc.reflection.v1alpha.ServerReflection",
-        "grpc_method": "ServerReflectionInfo",
-    }
-
-    def value(name: str, **more: str) -> float:
-        return metrics.REGISTRY.get_sample_value(name, {**labels, **more}) or 0.0
-
-    names = ("grpc_server_started_total", "grpc_server_msg_received_total", "grpc_server_msg_sent_total")
-    before = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
-    stub = reflection_pb2_grpc.ServerReflectionStub(service.channel)
-    asks = [reflection_pb2.ServerReflectionRequest(list_services="") for _ in range(3)]
-    answers = list(stub.ServerReflectionInfo(iter(asks), timeout=T))
-    assert len(answers) == 3
-    after = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
-    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 3, 1]
-
-
 @pytest.mark.parametrize("kind", ["kubernetes", "local"])
 def test_a_held_job_observes_its_queue_wait_once(kind: str, tmp_path: pathlib.Path) -> None:
     """A queue with room for one: the second job waits (QUEUED) until the first ends; each
@@ -400,53 +375,3 @@ def test_a_retry_is_counted_once(emulator: EmulatorThread, kubeconfig: pathlib.P
         assert [r.job_id for r in svc.index.records() if r.retry_of == first.job_id] == [retry_id]
     finally:
         svc.stop()
-
-
-def test_a_scrape_does_not_wait_for_a_stopped_loop() -> None:
-    """After the service's loop has stopped (shutdown), the queue gauges report the last
-    snapshot at once instead of waiting LOOP_WAIT_SECONDS for a loop that will never answer."""
-    collector = metrics.QueueCollector()
-    loop = asyncio.new_event_loop()
-    try:
-        collector.bind(lambda: [QueueStatus("q", 0, 0, {}, 0)], loop)
-        started = time.monotonic()
-        assert collector.snapshot() == ()
-        assert time.monotonic() - started < collector.LOOP_WAIT_SECONDS / 2
-    finally:
-        loop.close()
-    assert collector.snapshot() == ()
-
-
-def test_a_client_stream_counts_each_message() -> None:
-    """The service has no client-streaming method yet; one added is counted like the rest."""
-
-    async def total(requests: Any, context: Any) -> bytes:
-        return str(sum([len(r) async for r in requests])).encode()
-
-    async def call() -> bytes:
-        server = grpc.aio.server(interceptors=[ObservabilityInterceptor()])
-        handler = grpc.stream_unary_rpc_method_handler(total)
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("test.Sums", {"Total": handler}),)
-        )
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                answer: bytes = await channel.stream_unary("/test.Sums/Total")(
-                    iter([b"a", b"bb", b"ccc"]), timeout=T
-                )
-                return answer
-        finally:
-            await server.stop(None)
-
-    labels = {"grpc_type": "client_stream", "grpc_service": "test.Sums", "grpc_method": "Total"}
-
-    def value(name: str, **more: str) -> float:
-        return metrics.REGISTRY.get_sample_value(name, {**labels, **more}) or 0.0
-
-    names = ("grpc_server_started_total", "grpc_server_msg_received_total", "grpc_server_msg_sent_total")
-    before = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
-    assert asyncio.run(call()) == b"6"
-    after = [value(n) for n in names] + [value("grpc_server_handled_total", grpc_code="OK")]
-    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 1, 1]
