@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from jobscheduler.core.admission import QueueBook, QueueConfigError, parse_queues, ready_at, waiting_phase
 from jobscheduler.core.auth import Caller
 from jobscheduler.core.dependencies import DependencyState, dependency_state
+from jobscheduler.core.errors import InvalidArgument
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import (
     ADMISSION_ANNOTATION,
@@ -25,7 +26,7 @@ from jobscheduler.core.manifests import (
 )
 from jobscheduler.core.model import JobPhase, JobRecord, ScheduleRequest
 from jobscheduler.core.retries import retry_job_id
-from jobscheduler.core.service import JobService
+from jobscheduler.core.service import JobService, request_job_id
 from jobscheduler.jobtypes import builtin_registry
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, 700_000, tzinfo=UTC)
@@ -201,3 +202,15 @@ def test_a_start_time_is_stored_to_the_microsecond(fields: dict[str, Any]) -> No
     manifest = schedule(service_with(), ALICE, **fields)
     wanted = fields.get("start_after") or NOW + timedelta(seconds=fields["delay_seconds"])
     assert start_after(manifest["metadata"]["annotations"]) == wanted  # not a moment earlier
+
+
+def test_a_cycle_through_another_owners_job_is_not_followed() -> None:
+    """Bob, knowing Alice's next request_id, makes his job depend on her job-to-be: her job
+    does not learn of his (no INVALID_ARGUMENT naming it); it waits, and the loop fails it."""
+    alices = request_job_id(JobDefaults().namespace, ALICE.identity, "r1")
+    service = service_with(job("bobs", JobPhase.WAITING, owner=BOB.identity, depends_on=(alices,)))
+    manifest = schedule(service, ALICE, request_id="r1", depends_on=("bobs",))
+    assert manifest["metadata"]["name"] == alices and manifest["spec"]["suspend"] is True
+    mine = service_with(job("mine", JobPhase.WAITING, owner=ALICE.identity, depends_on=(alices,)))
+    with pytest.raises(InvalidArgument, match="dependency cycle"):
+        schedule(mine, ALICE, request_id="r1", depends_on=("mine",))

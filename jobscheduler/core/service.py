@@ -140,7 +140,7 @@ class JobService:
 
         def render(job_id: str, more: Mapping[str, str] | None = None) -> dict[str, Any]:
             """The handler's manifest for ``job_id``, with what the request adds to any job type."""
-            self._check_dependencies(job_id, request.depends_on)
+            self._check_dependencies(job_id, request.depends_on, caller.identity)
             manifest = render_request(
                 handler, params, request, job_id=job_id, owner=caller.identity, defaults=self.defaults
             )
@@ -202,9 +202,10 @@ class JobService:
             seen.add(dep)
         return out
 
-    def _check_dependencies(self, job_id: str, depends_on: tuple[str, ...]) -> None:
+    def _check_dependencies(self, job_id: str, depends_on: tuple[str, ...], owner: str) -> None:
         """INVALID_ARGUMENT if the new job would be its own dependency, directly or through
-        others (possible with request_id, whose job ids can be known before they exist)."""
+        others (possible with request_id, whose job ids can be known before they exist). Only
+        the owner's jobs are followed: another owner's is one that does not exist."""
         path: dict[str, str] = {}  # job -> the job that depends on it (back to the new one)
         todo = [(dep, job_id) for dep in depends_on]
         walked = 0
@@ -222,7 +223,7 @@ class JobService:
                 cycle = " -> ".join([job_id, *reversed(back), job_id])
                 raise InvalidArgument.field("depends_on", f"dependency cycle: {cycle}")
             record = self.index.get(dep)
-            if record is not None:
+            if record is not None and record.owner == owner:
                 todo.extend((d, dep) for d in record.depends_on)
 
     def queues_status(self) -> list[QueueStatus]:
