@@ -43,14 +43,17 @@ class JobBackend(Protocol):
         """Start a held job (created suspended: QUEUED, SCHEDULED or WAITING) and record when.
 
         Compare-and-swap: FailedPrecondition if the job is no longer held (admitted, cancelled or
-        failed meanwhile, by this or another replica), so no job is ever admitted twice.
+        failed meanwhile, by this or another replica), so no job is ever admitted twice; also if
+        it kept changing under the write (Kubernetes: 409 Conflict several times), when it may
+        still be held: the admission loop decides again a moment later. After any other error
+        (Unavailable, a timeout) the write may or may not have landed.
         """
         ...
 
     async def hold(self, job_id: str, phase: JobPhase) -> JobRecord:
         """Change what a held job reports it waits for (QUEUED, SCHEDULED or WAITING).
 
-        FailedPrecondition if the job is no longer held.
+        FailedPrecondition if the job is no longer held (or kept changing, as for ``admit``).
         """
         ...
 
