@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
+import select
 import shlex
 import subprocess
 import sys
@@ -164,6 +166,34 @@ def test_submit_wait_exits_0_when_the_job_succeeds_and_get_prints_json(server: S
     job = json.loads(result.stdout)
     assert (job["job_id"], job["name"], job["type"], job["phase"]) == (job_id, "cli-ok", "timer", "SUCCEEDED")
     assert job["queue"] == "default" and job["created_at"].endswith("Z")
+
+
+def test_submit_wait_shows_a_live_status_line_only_on_a_terminal(server: Server) -> None:
+    if server.emulator is None:
+        pytest.skip("the status line does not depend on the backend: run once, on the emulator")
+    primary, secondary = pty.openpty()  # stderr is a terminal, stdout a pipe
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobscheduler", "submit", "timer", *server.timer_flags(), "--wait"],
+        env={k: v for k, v in server.env().items() if k != "NO_COLOR"},
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        text=True,
+        cwd=ROOT,
+    )
+    os.close(secondary)
+    try:
+        job_id = JOB_ID.search(first_line(proc)).group(0)  # type: ignore[union-attr]
+        screen = ""
+        line = re.compile(rf"{job_id}\s+PENDING\s+attempt 0\s+elapsed \d+s")
+        while not line.search(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)):
+            ready, _, _ = select.select([primary], [], [], 15)
+            assert ready, f"no status line on the terminal: {screen!r}"
+            screen += os.read(primary, 4096).decode(errors="replace")
+        server.finish(job_id, succeed=True)
+        code, out, _ = finished(proc)
+    finally:
+        os.close(primary)
+    assert code == 0 and "\x1b" not in out  # the table on stdout (a pipe) has no colour
 
 
 def test_submit_wait_exits_1_when_the_job_fails_after_its_retries(server: Server) -> None:

@@ -63,8 +63,9 @@ def wait(c: client.Client, job: client.Job, fmt: str | None) -> client.Job:
     since = time.monotonic()
     human = _human(fmt)
     current = job
-    with StatusLine(job.job_id, enabled=sys.stderr.isatty() and human) as line:
-        line.update(job.phase.value, job.attempts)
+    line = StatusLine(job.job_id, enabled=sys.stderr.isatty() and human)
+    line.update(job.phase.value, job.attempts)
+    with line:
         last_phase: client.JobPhase | None = None
         while True:
             for event in _resuming(functools.partial(c.watch, current.job_id)):
