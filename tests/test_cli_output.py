@@ -199,3 +199,16 @@ def test_completion_scripts_know_every_command_and_parse(tmp_path: pathlib.Path)
     if shutil.which("bash"):
         (tmp_path / "c.sh").write_text(bash)
         assert subprocess.run(["bash", "-n", str(tmp_path / "c.sh")], timeout=10).returncode == 0
+
+
+def test_server_strings_cannot_drive_the_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    hostile = "a\x1b]0;owned\x07b\x9b31mc\u202ed ünï"
+    row = job_dict(name=hostile, message=hostile)
+    _output.emit({"jobs": [row]}, fmt="json", rows=[row], kind="job")
+    _output.emit({}, fmt="wide", rows=[row], kind="job")
+    out = capsys.readouterr().out
+    document, table = out.split("\n}\n", 1)
+    assert json.loads(document + "}")["jobs"][0]["name"] == hostile  # the same data, escaped
+    for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert raw not in out
+    assert "ünï" in document and "ünï" in table

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, TextIO
@@ -176,8 +177,18 @@ def table(
     return lines
 
 
+#: What json.dumps leaves raw with ensure_ascii=False but a terminal may act on: DEL, the C1 controls
+#: (0x9b is CSI) and the bidirectional overrides. They only occur inside strings, so escaping them
+#: keeps the JSON equal.
+_CONTROLS: Final = re.compile("[\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_controls(text: str) -> str:
+    return _CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def to_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False)
+    return _escape_controls(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def to_yaml(value: Any) -> str:
@@ -225,7 +236,7 @@ def emit_stream_item(
     row each (the header before the first)."""
     stream = out or sys.stdout
     if fmt == "json":
-        stream.write(json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n")
+        stream.write(_escape_controls(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) + "\n")
     elif fmt == "yaml":
         stream.write("---\n" + to_yaml(value))
     elif fmt == "name":
