@@ -233,6 +233,7 @@ def test_list_all_sees_every_job_across_pages(server: Server) -> None:
     assert first_page.returncode == 0, first_page.stderr
     lines = first_page.stdout.splitlines()
     assert lines[0].split()[:4] == ["JOB", "ID", "NAME", "TYPE"] and len(lines) == 3
+    assert first_page.stderr == "(the newest 2; --all lists every job)\n"
     for c_id in ids:  # stop them: they would run for a minute
         with server.client() as c:
             c.cancel(c_id)

@@ -66,12 +66,16 @@ def _submit(c: client.Client, args: argparse.Namespace) -> int:
 def _list(c: client.Client, args: argparse.Namespace) -> int:
     size = values.integer("--limit", args.limit, 1, 1000) or 50
     filters = _filters(args)
+    more = False
     if args.all:
         jobs = list(c.list(page_size=size, **filters))
     else:
-        jobs = list(c.list_page(page_size=size, **filters).jobs)
+        page = c.list_page(page_size=size, **filters)
+        jobs, more = list(page.jobs), bool(page.next_page_token)
     rows = [j.to_dict() for j in jobs]
     output.emit({"jobs": rows}, fmt=args.output or "table", rows=rows, kind="job")
+    if more and args.output in (None, "wide"):
+        print(f"(the newest {len(rows)}; --all lists every job)", file=sys.stderr)
     return EXIT_OK
 
 
