@@ -8,8 +8,9 @@ installed, the gRPC server gets no tracing interceptor and every hook below retu
 
 On, the spans are: a server span for every RPC (opentelemetry-instrumentation-grpc; not for the
 grpc.health.v1 probes), a client span for each Kubernetes API call made inside another span,
-and a span for each admission write (admit, hold, fail). The ScheduleJob span's ``traceparent``
-is stored on the Job and given to its containers (core.tracecontext).
+and a span for each admission write (admit, hold, fail; linked to the job's trace). The
+ScheduleJob span's ``traceparent`` is stored on the Job and given to its containers
+(core.tracecontext).
 """
 
 from __future__ import annotations
@@ -23,7 +24,18 @@ from contextlib import AbstractContextManager
 from typing import Any, Final, TypeVar, cast
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import (
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    TracerProvider,
+)
+
+from jobscheduler.core.tracecontext import TRACEPARENT_ANNOTATION, parse_traceparent
 
 _TRACER_NAME: Final = "jobscheduler"
 _DEFAULT_SERVICE_NAME: Final = "jobscheduler"
@@ -207,6 +219,20 @@ def end_span(span: Span | None, error: BaseException | None = None) -> None:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:200]))
     span.end()
+
+
+def link_job_trace(annotations: Mapping[str, Any]) -> None:
+    """Link the active span (an admission write) to the trace of the ScheduleJob call that created
+    the job (its TRACEPARENT_ANNOTATION), if tracing is on and the Job has one."""
+    if _tracer is None:
+        return
+    parsed = parse_traceparent(annotations.get(TRACEPARENT_ANNOTATION))
+    if parsed is None:
+        return
+    trace_id, span_id, flags = parsed
+    flags_ = TraceFlags(int(flags, 16))
+    context = SpanContext(int(trace_id, 16), int(span_id, 16), is_remote=True, trace_flags=flags_)
+    trace.get_current_span().add_link(context)
 
 
 def set_attribute(key: str, value: str | int) -> None:

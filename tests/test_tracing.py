@@ -177,14 +177,26 @@ def test_one_trace_from_schedule_job_through_kubernetes_to_the_job_and_its_repor
     assert parsed[0] == trace_id and parsed[1] != server_span  # same trace, a new step in it
 
 
+def linked_to(span: ReadableSpan, other: ReadableSpan) -> bool:
+    return any(
+        other.context is not None
+        and link.context.trace_id == other.context.trace_id
+        and link.context.span_id == other.context.span_id
+        for link in span.links
+    )
+
+
 def test_admission_writes_have_spans_with_their_kubernetes_calls(
     traced_service: ServiceThread, spans: InMemorySpanExporter
 ) -> None:
     # Held for a moment (start time), then admitted by the admission loop: no RPC is active then,
-    # so the admission write starts a trace of its own, with the PATCH inside it.
+    # so the admission write starts a trace of its own, with the PATCH inside it, linked to the
+    # trace of the ScheduleJob call that created the job.
     job_id = traced_service.stub.ScheduleJob(timer_request(delay_seconds=1), timeout=T).job_id
+    server = wait_for_span(spans, lambda s: s.kind is SpanKind.SERVER and s.name.endswith("/ScheduleJob"))
     admit = wait_for_span(spans, lambda s: s.name == "admission admit", timeout=15)
     assert admit.attributes is not None and admit.attributes["jobscheduler.job_id"] == job_id
+    assert linked_to(admit, server)
     trace_id, admit_span = hex_ids(admit)
     patch = wait_for_span(
         spans, lambda s: s.name == "kubernetes patch jobs.batch" and parent_id(s) == admit_span
@@ -197,17 +209,20 @@ def test_admission_writes_have_spans_with_their_kubernetes_calls(
 def test_a_local_job_reports_in_the_trace_of_its_schedule_job_call(
     spans: InMemorySpanExporter, tmp_path: pathlib.Path, sink: tuple[str, type[_Sink]]
 ) -> None:
-    """The local backend runs the timer program itself: its report arrives in the RPC's trace."""
+    """The local backend runs the timer program itself: its report arrives in the RPC's trace;
+    its admission (after a start delay) is linked to that trace."""
     url, received = sink
     svc = local_service(tmp_path / "data")
     try:
-        request = timer_request()
+        request = timer_request(delay_seconds=1)
         request.timer_job.control_plane_endpoint = url
         job_id = svc.stub.ScheduleJob(request, timeout=T).job_id
         server = wait_for_span(spans, lambda s: s.kind is SpanKind.SERVER and s.name.endswith("/ScheduleJob"))
+        admit = wait_for_span(spans, lambda s: s.name == "admission admit", timeout=15)
         assert received.arrived.wait(20), "no report from the local job"
     finally:
         svc.stop()
+    assert linked_to(admit, server)
     ((header, body),) = received.received
     assert body["job_id"] == job_id
     parsed = parse_traceparent(header)

@@ -323,6 +323,7 @@ class KubernetesBackend:
             except Conflict:
                 version = 0  # changed since: decide again on the current version
                 continue
+            tracing.link_job_trace((patched.get("metadata") or {}).get("annotations") or {})
             return self._remember(patched, own_write=True)
         raise FailedPrecondition(f"job {job_id} kept changing; not changed")
 

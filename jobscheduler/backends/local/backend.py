@@ -197,6 +197,7 @@ class LocalBackend:
         meta = dict(manifest.get("metadata") or {})
         merged = {**(meta.get("annotations") or {}), **annotations}
         manifest["metadata"] = {**meta, "annotations": merged}
+        tracing.link_job_trace(merged)
         return json.dumps(manifest), merged
 
     def _slot_message(self) -> str:
