@@ -20,6 +20,7 @@ import grpc
 import pytest
 from conftest import ServeProcess, ServiceThread, kubernetes_service, local_service, serve_env
 from emulator import EmulatorThread
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -175,6 +176,29 @@ def test_one_trace_from_schedule_job_through_kubernetes_to_the_job_and_its_repor
     parsed = parse_traceparent(header)
     assert parsed is not None, header
     assert parsed[0] == trace_id and parsed[1] != server_span  # same trace, a new step in it
+
+
+def test_every_rpc_has_a_server_span_with_its_code_but_health_probes_none(
+    traced_service: ServiceThread, spans: InMemorySpanExporter
+) -> None:
+    health_pb2_grpc.HealthStub(traced_service.channel).Check(health_pb2.HealthCheckRequest(), timeout=T)
+    job_id = traced_service.stub.ScheduleJob(timer_request(), timeout=T).job_id
+    watch = traced_service.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=T)
+    assert next(watch).job.job_id == job_id
+    watch.cancel()
+    with pytest.raises(grpc.RpcError):
+        traced_service.stub.GetJobStatus(pb.GetJobStatusRequest(job_id="job-0000000000"), timeout=T)
+
+    def server_span(method: str) -> ReadableSpan:
+        name = f"/jobscheduler.JobScheduler/{method}"
+        return wait_for_span(spans, lambda s: s.kind is SpanKind.SERVER and s.name == name)
+
+    server_span("ScheduleJob")
+    server_span("WatchJob")  # a stream, ended by the caller
+    not_found = server_span("GetJobStatus")
+    assert not_found.attributes is not None
+    assert not_found.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert not [s.name for s in spans.get_finished_spans() if "grpc.health" in s.name]
 
 
 def linked_to(span: ReadableSpan, other: ReadableSpan) -> bool:
