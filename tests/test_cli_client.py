@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import pty
 import re
 import select
@@ -421,3 +422,22 @@ def test_the_readme_quick_start_runs_as_written(server: Server) -> None:
     result = server.run(*argv)
     assert result.returncode == 0, result
     assert re.search(r"^job-\w+  SUCCEEDED  attempts 1  ", result.stdout, re.M), result.stdout
+
+
+def test_the_token_comes_from_the_environment_and_a_refusal_exits_6(tmp_path: pathlib.Path) -> None:
+    token = "cli-token-0123456789"
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text(f"{token},carol\n")
+    (tmp_path / "token").write_text(token + "\n")
+    svc = local_service(tmp_path / "data", auth_mode="token", auth_token_file=str(tokens))
+    env = {**os.environ, "JOBSCHEDULER_ADDR": f"127.0.0.1:{svc.port}", "PYTHONPATH": str(ROOT)}
+    env.pop("JOBSCHEDULER_TOKEN", None)
+    argv = [sys.executable, "-m", "jobscheduler", "get", "job-0000000000"]
+    try:
+        refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+        env["JOBSCHEDULER_TOKEN_FILE"] = str(tmp_path / "token")
+        allowed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    finally:
+        svc.stop()
+    assert refused.returncode == 6 and refused.stderr.startswith("jobscheduler: unauthenticated: "), refused
+    assert allowed.returncode == 3 and allowed.stderr.startswith("jobscheduler: not found: "), allowed
