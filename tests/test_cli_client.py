@@ -330,19 +330,21 @@ def test_watch_resumes_after_the_connection_drops_without_losing_or_repeating(se
     assert out == ""  # and nothing more: no event repeated
 
 
-def test_logs_follow_streams_lines_while_the_job_runs(server: Server) -> None:
+def test_logs_follow_waits_for_the_job_to_start_then_streams_lines_while_it_runs(server: Server) -> None:
     with server.client() as c:
-        job = c.schedule("cli-logs", client.TimerJob(2, "t", server.receiver.url))
+        # Held QUEUED behind another job until `logs -f` said it waits.
+        blocker = c.schedule("cli-block", client.TimerJob(60, "t", server.receiver.url), queue="one")
+        job = c.schedule("cli-logs", client.TimerJob(2, "t", server.receiver.url), queue="one")
+        proc = server.start("logs", "-f", job.job_id)
+        assert stderr_line(proc) == f"jobscheduler: waiting for {job.job_id} to start\n"
+        c.cancel(blocker.job_id)
         pod = ""
-        if server.emulator is not None:
+        if server.emulator is not None:  # the Job controller and the kubelet
+            eventually(lambda: not server.emulator.job(job.job_id)["spec"].get("suspend"), "admitted")  # type: ignore[union-attr]
             pod = make_pod(server.emulator, job.job_id, "logs1", utcnow())
             set_pod_state(server.emulator, job.job_id, pod, running(utcnow()))
             server.start_running(job.job_id)
-            eventually(lambda: c.get(job.job_id).pod_names, "the pod known")
             server.emulator.write_log(pod, "first line")
-        else:
-            eventually(lambda: c.get(job.job_id).phase is client.JobPhase.RUNNING, "running")
-        proc = server.start("logs", "-f", job.job_id)
         line = first_line(proc)
         # A line arrived while the job still runs: it is streamed, not printed at the end.
         assert c.get(job.job_id).phase is client.JobPhase.RUNNING, line

@@ -23,6 +23,8 @@ RETRY_WAIT_SECONDS: Final = 3600 + 60
 #: How often in a row ``watch`` resumes after the client gave up reconnecting (each time after the
 #: client's own backoff), before it reports the server unavailable.
 WATCH_RESUMES: Final = 10
+#: ``logs -f``: how often to ask again while a started job's output is not available yet.
+LOGS_POLL_SECONDS: Final = 1.0
 
 
 def _human(fmt: str | None) -> bool:
@@ -202,11 +204,38 @@ def _safe(text: str) -> str:
 
 
 def logs(c: client.Client, args: argparse.Namespace, tail: int, attempt: int) -> int:
+    """Print the job's output. With ``-f``, a job that has no output yet (FAILED_PRECONDITION: no
+    pod or process started yet, or its container is still being created) is waited for, as
+    ``kubectl logs -f`` waits for a container; without ``-f`` that is an error (exit 7)."""
     clean = sys.stdout.isatty()
-    for item in c.logs(args.job_id, follow=args.follow, tail_lines=tail, attempt=attempt):
-        text = item.line.rstrip("\n")
-        if args.prefix:
-            text = f"[{item.pod_name or item.attempt}] {text}"
-        sys.stdout.write((_safe(text) if clean else text) + "\n")
-        sys.stdout.flush()
-    return 0
+    waiting = False
+    while True:
+        printed = False
+        try:
+            for item in c.logs(args.job_id, follow=args.follow, tail_lines=tail, attempt=attempt):
+                printed = True
+                text = item.line.rstrip("\n")
+                if args.prefix:
+                    text = f"[{item.pod_name or item.attempt}] {text}"
+                sys.stdout.write((_safe(text) if clean else text) + "\n")
+                sys.stdout.flush()
+            return 0
+        except client.FailedPrecondition:
+            if not args.follow or printed:
+                raise
+            if waiting:  # started, but no output yet (a container being created): ask again soon
+                if c.get(args.job_id).phase.is_terminal:
+                    raise
+                time.sleep(LOGS_POLL_SECONDS)
+            else:
+                print(f"jobscheduler: waiting for {args.job_id} to start", file=sys.stderr, flush=True)
+                _until_started(c, args.job_id)
+                waiting = True
+
+
+def _until_started(c: client.Client, job_id: str) -> None:
+    """Return once the job has started an attempt, or has ended."""
+    for event in _resuming(functools.partial(c.watch, job_id)):
+        job = event.job
+        if job.attempts or job.phase is client.JobPhase.RUNNING or job.phase.is_terminal:
+            return
