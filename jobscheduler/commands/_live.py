@@ -21,7 +21,7 @@ class StatusLine:
 
     def __init__(self, job_id: str, *, enabled: bool | None = None) -> None:
         self.job_id = job_id
-        self.phase = "…"
+        self.phase = "-"
         self.attempts = 0
         self.started = time.monotonic()
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -32,7 +32,6 @@ class StatusLine:
 
         elapsed = human_duration(time.monotonic() - self.started)
         line = Text()
-        line.append("⏳ " if self.enabled else "")
         line.append(self.job_id, style="bold")
         line.append(f"  {self.phase}", style=_STYLES.get(self.phase, ""))
         line.append(f"  attempt {self.attempts}  elapsed {elapsed}", style="dim")
