@@ -212,3 +212,27 @@ def test_server_strings_cannot_drive_the_terminal(capsys: pytest.CaptureFixture[
     for raw in ("\x1b", "\x07", "\x9b", "\u202e"):
         assert raw not in out
     assert "ünï" in document and "ünï" in table
+
+
+@given(st.lists(st.text(max_size=40), max_size=6), st.text(max_size=40))
+@settings(max_examples=150, deadline=None)
+def test_any_flag_text_is_a_value_or_a_problem_naming_the_flag(params: list[str], text: str) -> None:
+    """Whatever is typed, a flag value parses or is refused with a field or flag name: no other
+    exception (which would be a traceback)."""
+    from jobscheduler.commands import _values
+
+    try:
+        build_spec("timer", client.TimerJob, params, {"timer_name": "t"})
+    except BadValue as exc:
+        assert exc.field.startswith(("timer_job", "--param"))
+    for check in (
+        lambda: _values.seconds("--delay", text),
+        lambda: _values.integer("--retries", text, 0, 10),
+        lambda: _values.time("--after", text),
+        lambda: _values.priority(text),
+        lambda: _values.phases([text]),
+    ):
+        try:
+            check()
+        except BadValue as exc:
+            assert exc.field.startswith("--")
