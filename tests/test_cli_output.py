@@ -236,3 +236,11 @@ def test_any_flag_text_is_a_value_or_a_problem_naming_the_flag(params: list[str]
             check()
         except BadValue as exc:
             assert exc.field.startswith("--")
+
+
+def test_an_unreadable_connection_file_is_a_usage_error_naming_it(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "ca.pem"
+    assert cli.main(["get", "job-x", "--addr", "127.0.0.1:1", "--ca-file", str(missing)]) == 2
+    assert capsys.readouterr().err == f"jobscheduler: cannot read {missing}: No such file or directory\n"

@@ -135,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             c = _connect_client(args)
-        except (_connect.ConnectionProblem, ValueError, OSError) as exc:
+        except OSError as exc:  # a CA, certificate, key or token file that cannot be read
+            what = exc.filename or "a connection file"
+            return fail(f"cannot read {what}: {exc.strerror or exc}", EXIT_USAGE)
+        except (_connect.ConnectionProblem, ValueError) as exc:
             return fail(str(exc), EXIT_USAGE)
         target = c.target
         with c:
