@@ -174,7 +174,14 @@ def current_traceparent() -> str:
     """The W3C ``traceparent`` of the active span, or "" (tracing off, or no span)."""
     if _tracer is None:
         return ""
-    context = trace.get_current_span().get_span_context()
+    return traceparent_of(trace.get_current_span())
+
+
+def traceparent_of(span: Span | None) -> str:
+    """The W3C ``traceparent`` of ``span``, or "" (None, or not a valid span)."""
+    if span is None:
+        return ""
+    context = span.get_span_context()
     if not context.is_valid:
         return ""
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"

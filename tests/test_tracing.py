@@ -158,6 +158,15 @@ def test_one_trace_from_schedule_job_through_kubernetes_to_the_job_and_its_repor
     assert create.attributes is not None
     assert create.attributes["http.request.method"] == "POST"
     assert create.attributes["http.response.status_code"] == 201
+    # The API server gets the context too (one that traces would continue it).
+    sent = emulator.call(
+        lambda e: [
+            r.headers.get("traceparent")
+            for r in e._requests
+            if r.method.value == "POST" and r.url.path.endswith("/jobs")
+        ]
+    )
+    assert sent == [f"00-{trace_id}-{hex_ids(create)[1]}-01"]
 
     # The Job carries the context: an annotation, and TRACEPARENT for its container.
     job = emulator.job(job_id)

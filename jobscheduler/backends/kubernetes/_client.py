@@ -194,6 +194,8 @@ class KubeApi:
         content_type: str,
     ) -> dict[str, Any]:
         headers = {**_ACCEPT, "Content-Type": content_type}
+        if traceparent := tracing.current_traceparent():  # an API server that traces continues it
+            headers["traceparent"] = traceparent
         url, headers = await self._serialize(method, path, query, headers, call)
         if self._throttle is not None and method in _WRITES and call.resource not in _UNTHROTTLED_RESOURCES:
             await self._wait_for_write(self._throttle)
@@ -271,7 +273,7 @@ class KubeApi:
             return
         error: BaseException | None = None
         try:
-            async for line in self._stream(path, call, query, read_timeout):
+            async for line in self._stream(path, call, query, read_timeout, tracing.traceparent_of(span)):
                 yield line
         except BaseException as exc:
             error = exc
@@ -280,9 +282,16 @@ class KubeApi:
             tracing.end_span(span, error)
 
     async def _stream(
-        self, path: str, call: Call, query: Sequence[tuple[str, str]], read_timeout: float
+        self,
+        path: str,
+        call: Call,
+        query: Sequence[tuple[str, str]],
+        read_timeout: float,
+        traceparent: str = "",
     ) -> AsyncIterator[bytes]:
         headers = {**_ACCEPT, "Content-Type": "application/json"}
+        if traceparent:
+            headers["traceparent"] = traceparent
         url, headers = await self._serialize("GET", path, query, headers, call)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout, sock_read=read_timeout)
         try:
