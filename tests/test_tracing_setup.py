@@ -31,6 +31,9 @@ from jobscheduler.core.tracecontext import (
     parse_traceparent,
 )
 from jobscheduler.logs import configure_logging, get_logger
+from jobscheduler.timer import run as run_timer
+from jobscheduler.timer._config import parse_args, resolve_config
+from jobscheduler.timer._stop import StopRequest
 
 CALLER_SPAN = "00f067aa0ba902b7"
 CALLER_TRACEPARENT = f"00-4bf92f3577b34da6a3ce929d0e0e4736-{CALLER_SPAN}-01"
@@ -173,3 +176,23 @@ def test_a_retry_continues_the_trace_of_the_job_it_retries() -> None:
     retry = retry_of(failed)
     assert retry["metadata"]["annotations"][TRACEPARENT_ANNOTATION] == CALLER_TRACEPARENT
     assert container_env(retry)["TRACEPARENT"] == CALLER_TRACEPARENT
+
+
+def test_the_timer_logs_carry_the_trace_id_of_its_job(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {
+        "TIMER_NAME": "t",
+        "DURATION_SECONDS": "0.01",
+        "CONTROL_PLANE_ENDPOINT": "http://127.0.0.1:9/",  # nothing listens: the report fails at once
+        "REPORT_MAX_ATTEMPTS": "1",
+        "TRACEPARENT": CALLER_TRACEPARENT,
+    }
+    configure_logging("info", json=True)
+    try:
+        code = run_timer(resolve_config(parse_args([]), env), StopRequest())
+        lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finally:
+        structlog.reset_defaults()
+    assert code == 3
+    assert len(lines) >= 3  # started, completed, the report's failure
+    assert all(line.get("trace_id") == CALLER_TRACEPARENT[3:35] for line in lines), lines
+    assert structlog.contextvars.get_contextvars() == {}  # nothing left bound

@@ -19,7 +19,8 @@ Configuration (environment variable / overriding flag):
 - ``REPORT_BACKOFF_SECONDS`` / ``--report-backoff-seconds``: default 0.5, doubling, capped at 8 s
 - ``REPORT_TIMEOUT_SECONDS`` / ``--report-timeout-seconds``: per attempt, default 5
 - ``TRACEPARENT`` (set by the service when tracing is on): the job's W3C trace context; the
-  report request continues that trace (``traceparent`` header); ignored when malformed
+  report request continues that trace (``traceparent`` header) and log lines carry its
+  ``trace_id``; ignored when malformed
 
 A flag wins over its variable; an empty variable counts as unset.
 
@@ -39,6 +40,7 @@ from typing import Any, Final
 
 import structlog
 
+from jobscheduler.core.tracecontext import parse_traceparent
 from jobscheduler.logs import configure_logging, get_logger
 from jobscheduler.timer._config import ConfigError, TimerConfig, parse_args, resolve_config, resolve_log_level
 from jobscheduler.timer._report import ReportResult, post_report
@@ -202,7 +204,14 @@ def _cancel(
 
 
 def run(config: TimerConfig, stop: StopRequest) -> int:
-    """Time, report and return the exit code (logging must already be configured)."""
+    """Time, report and return the exit code (logging must already be configured). With the
+    job's trace context (TRACEPARENT), every log line carries its ``trace_id``."""
+    parsed = parse_traceparent(config.traceparent)
+    with structlog.contextvars.bound_contextvars(**({"trace_id": parsed[0]} if parsed else {})):
+        return _run(config, stop)
+
+
+def _run(config: TimerConfig, stop: StopRequest) -> int:
     log = get_logger(LOGGER_NAME)
     started_at = datetime.now(UTC)
     log.info(
