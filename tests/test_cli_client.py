@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import pty
 import re
 import select
 import shlex
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
+from cli_harness import Server, eventually, finished, first_line, stderr_line
 from client_proxies import TcpProxy
-from conftest import ROOT, ServiceThread, kubernetes_service, local_service, write_kubeconfig
+from conftest import ROOT, kubernetes_service, local_service, write_kubeconfig
 from emulator import EmulatorThread
-from job_status import ended_status
-from test_contract import Receiver, closed_port
+from test_contract import Receiver
 from test_informer import make_pod, running, set_pod_state, utcnow
 
 from jobscheduler import client
@@ -36,67 +31,6 @@ pytestmark = pytest.mark.timeout(60)
 JOB_ID = re.compile(r"job-[a-z0-9]{10}")
 
 # --- the program against a server, both backends ---------------------------------------------------
-
-
-@dataclass
-class Server:
-    kind: str
-    service: ServiceThread
-    receiver: Receiver
-    emulator: EmulatorThread | None
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.service.port}"
-
-    def client(self) -> client.Client:
-        return client.Client(self.addr)
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "JOBSCHEDULER_ADDR": self.addr, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-
-    def run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "jobscheduler", *args],
-            env=self.env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=ROOT,
-        )
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "jobscheduler", *args],
-            env=self.env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-
-    def timer_flags(self, *, fail: bool = False, duration: int = 1) -> list[str]:
-        """A timer that succeeds, or (locally) fails at once: its report cannot be delivered."""
-        if not fail:
-            return ["--duration", f"{duration}s", "--endpoint", self.receiver.url]
-        return [
-            *("--duration", f"{duration}s", "--endpoint", f"http://127.0.0.1:{closed_port()}/"),
-            *("--env", "REPORT_MAX_ATTEMPTS=1", "--env", "REPORT_BACKOFF_SECONDS=0.05"),
-        ]
-
-    def finish(self, job_id: str, *, succeed: bool) -> None:
-        """Kubernetes: the Job controller's final status write (locally the job ends by itself)."""
-        if self.emulator is not None:
-            self.emulator.patch_job(job_id, {"status": ended_status(succeed=succeed)})
-
-    def start_running(self, job_id: str) -> None:
-        """Kubernetes: the Job controller's write when its pod starts (locally it starts by itself)."""
-        if self.emulator is not None:
-            self.emulator.patch_job(job_id, {"status": {"startTime": _now(), "active": 1, "ready": 1}})
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 @pytest.fixture(scope="module", params=["kubernetes", "local"])
@@ -119,38 +53,6 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         receiver.close()
         if emulator is not None:
             emulator.stop()
-
-
-def first_line(proc: subprocess.Popen[str], timeout: float = 15) -> str:
-    """The next line the process prints, within ``timeout`` (a reader thread: no fixed sleeps)."""
-    assert proc.stdout is not None
-    stdout = proc.stdout
-    box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(stdout.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not box:
-        proc.kill()
-        raise AssertionError(f"no line within {timeout}s")
-    return box[0]
-
-
-def finished(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str, str]:
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(f"still running after {timeout}s: {out} {err}") from None
-    return proc.returncode, out, err
-
-
-def eventually(probe: Callable[[], Any], what: str, timeout: float = 15) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := probe()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
-        time.sleep(0.05)
-    return found
 
 
 def test_submit_wait_exits_0_when_the_job_succeeds_and_get_prints_json(server: Server) -> None:
@@ -278,19 +180,6 @@ def test_watch_prints_every_phase_change_of_one_job_and_of_all(server: Server) -
     assert all(e["resume_token"] for e in events)
 
 
-def stderr_line(proc: subprocess.Popen[str], timeout: float = 15) -> str:
-    assert proc.stderr is not None
-    stderr = proc.stderr
-    box: list[str] = []
-    reader = threading.Thread(target=lambda: box.append(stderr.readline()), daemon=True)
-    reader.start()
-    reader.join(timeout)
-    if not box:
-        proc.kill()
-        raise AssertionError(f"no line on stderr within {timeout}s")
-    return box[0]
-
-
 def test_watch_resumes_after_the_connection_drops_without_losing_or_repeating(server: Server) -> None:
     if server.emulator is None:
         pytest.skip("the command's resuming does not depend on the backend: run once, on the emulator")
@@ -389,21 +278,6 @@ def test_cancel_then_get_of_a_missing_job(server: Server) -> None:
     assert missing.stderr.startswith("jobscheduler: not found: ") and missing.stderr.count("\n") == 1
 
 
-def test_an_unreachable_server_is_one_line_and_exit_5() -> None:
-    addr = f"127.0.0.1:{closed_port()}"
-    result = subprocess.run(
-        [sys.executable, "-m", "jobscheduler", "list", "--request-timeout", "5"],
-        env={**os.environ, "JOBSCHEDULER_ADDR": addr, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
-    assert result.returncode == 5, result
-    assert result.stderr.startswith(f"jobscheduler: unavailable: {addr}: ")
-    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-
-
 def test_the_readme_quick_start_runs_as_written(server: Server) -> None:
     if server.emulator is not None:
         pytest.skip("the quick start runs without a cluster: the local backend")
@@ -424,22 +298,3 @@ def test_the_readme_quick_start_runs_as_written(server: Server) -> None:
     result = server.run(*argv)
     assert result.returncode == 0, result
     assert re.search(r"^job-\w+  SUCCEEDED  attempts 1  ", result.stdout, re.M), result.stdout
-
-
-def test_the_token_comes_from_the_environment_and_a_refusal_exits_6(tmp_path: pathlib.Path) -> None:
-    token = "cli-token-0123456789"
-    tokens = tmp_path / "tokens.csv"
-    tokens.write_text(f"{token},carol\n")
-    (tmp_path / "token").write_text(token + "\n")
-    svc = local_service(tmp_path / "data", auth_mode="token", auth_token_file=str(tokens))
-    env = {**os.environ, "JOBSCHEDULER_ADDR": f"127.0.0.1:{svc.port}", "PYTHONPATH": str(ROOT)}
-    env.pop("JOBSCHEDULER_TOKEN", None)
-    argv = [sys.executable, "-m", "jobscheduler", "get", "job-0000000000"]
-    try:
-        refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
-        env["JOBSCHEDULER_TOKEN_FILE"] = str(tmp_path / "token")
-        allowed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30, cwd=ROOT)
-    finally:
-        svc.stop()
-    assert refused.returncode == 6 and refused.stderr.startswith("jobscheduler: unauthenticated: "), refused
-    assert allowed.returncode == 3 and allowed.stderr.startswith("jobscheduler: not found: "), allowed
