@@ -90,6 +90,9 @@ def _other_value(message: Any, field: Any) -> None:
     name = field.name
     if field.message_type is not None and field.message_type.GetOptions().map_entry:
         getattr(message, name)["team"] = "a"
+    elif field.is_repeated and field.message_type is not None:
+        inner = getattr(message, name).add()
+        _other_value(inner, inner.DESCRIPTOR.fields[0])
     elif field.is_repeated:
         getattr(message, name).append("job-a000000001")
     elif field.message_type is not None and field.message_type.full_name == "google.protobuf.Timestamp":

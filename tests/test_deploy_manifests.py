@@ -597,6 +597,9 @@ def exercise_every_rpc(emulator: EmulatorThread, svc: Any, namespace: str) -> se
     queues = stub.ListQueues(pb.ListQueuesRequest(), timeout=t, metadata=md).queues
     assert [q.waiting for q in queues if q.name == "default"] == [1]
     called.add("ListQueues")
+    types = stub.ListJobTypes(pb.ListJobTypesRequest(), timeout=t, metadata=md).types
+    assert "timer" in [jt.name for jt in types]
+    called.add("ListJobTypes")
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     done = {"type": "Complete", "status": "True", "reason": "CompletionsReached", "lastTransitionTime": now}
     emulator.request(

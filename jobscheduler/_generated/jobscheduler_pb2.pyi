@@ -11,6 +11,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -50,6 +51,52 @@ JOB_PRIORITY_NORMAL: JobPriority.ValueType  # 2
 JOB_PRIORITY_HIGH: JobPriority.ValueType  # 3
 JOB_PRIORITY_CRITICAL: JobPriority.ValueType  # 4
 Global___JobPriority: _TypeAlias = JobPriority  # noqa: Y015
+
+class _CompletionMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CompletionModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CompletionMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPLETION_MODE_UNSPECIFIED: _CompletionMode.ValueType  # 0
+    """Not set: NON_INDEXED."""
+    COMPLETION_MODE_NON_INDEXED: _CompletionMode.ValueType  # 1
+    COMPLETION_MODE_INDEXED: _CompletionMode.ValueType  # 2
+    """Each pod gets an index 0 .. completions-1 (JOB_COMPLETION_INDEX)."""
+
+class CompletionMode(_CompletionMode, metaclass=_CompletionModeEnumTypeWrapper): ...
+
+COMPLETION_MODE_UNSPECIFIED: CompletionMode.ValueType  # 0
+"""Not set: NON_INDEXED."""
+COMPLETION_MODE_NON_INDEXED: CompletionMode.ValueType  # 1
+COMPLETION_MODE_INDEXED: CompletionMode.ValueType  # 2
+"""Each pod gets an index 0 .. completions-1 (JOB_COMPLETION_INDEX)."""
+Global___CompletionMode: _TypeAlias = CompletionMode  # noqa: Y015
+
+class _ExitCodeAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExitCodeActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExitCodeAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXIT_CODE_ACTION_UNSPECIFIED: _ExitCodeAction.ValueType  # 0
+    EXIT_CODE_ACTION_FAIL_JOB: _ExitCodeAction.ValueType  # 1
+    """Fail the whole job at once (reason PodFailurePolicy)."""
+    EXIT_CODE_ACTION_IGNORE: _ExitCodeAction.ValueType  # 2
+    """Retry without counting towards the backoff limit."""
+    EXIT_CODE_ACTION_FAIL_INDEX: _ExitCodeAction.ValueType  # 3
+    """Indexed jobs with backoff_limit_per_index: fail that index only."""
+
+class ExitCodeAction(_ExitCodeAction, metaclass=_ExitCodeActionEnumTypeWrapper): ...
+
+EXIT_CODE_ACTION_UNSPECIFIED: ExitCodeAction.ValueType  # 0
+EXIT_CODE_ACTION_FAIL_JOB: ExitCodeAction.ValueType  # 1
+"""Fail the whole job at once (reason PodFailurePolicy)."""
+EXIT_CODE_ACTION_IGNORE: ExitCodeAction.ValueType  # 2
+"""Retry without counting towards the backoff limit."""
+EXIT_CODE_ACTION_FAIL_INDEX: ExitCodeAction.ValueType  # 3
+"""Indexed jobs with backoff_limit_per_index: fail that index only."""
+Global___ExitCodeAction: _TypeAlias = ExitCodeAction  # noqa: Y015
 
 class _JobEventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -213,6 +260,471 @@ class TimerJob(_message.Message):
 Global___TimerJob: _TypeAlias = TimerJob  # noqa: Y015
 
 @_typing.final
+class SecretKeyRef(_message.Message):
+    """A reference to one key of a Kubernetes Secret in the service's namespace. The
+    value never passes through the service: the Job's container reads it (on the
+    local backend: from LOCAL_SECRETS_DIR/<name>/<key>).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    key: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretKeyRef: _TypeAlias = SecretKeyRef  # noqa: Y015
+
+@_typing.final
+class Resources(_message.Message):
+    """CPU and memory of each container (Kubernetes quantities: "250m", "1", "256Mi").
+    Unset: the service's defaults; each is bounded by the configured maxima.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_REQUEST_FIELD_NUMBER: _builtins.int
+    MEMORY_REQUEST_FIELD_NUMBER: _builtins.int
+    CPU_LIMIT_FIELD_NUMBER: _builtins.int
+    MEMORY_LIMIT_FIELD_NUMBER: _builtins.int
+    cpu_request: _builtins.str
+    memory_request: _builtins.str
+    cpu_limit: _builtins.str
+    memory_limit: _builtins.str
+    def __init__(
+        self,
+        *,
+        cpu_request: _builtins.str = ...,
+        memory_request: _builtins.str = ...,
+        cpu_limit: _builtins.str = ...,
+        memory_limit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_limit", b"cpu_limit", "cpu_request", b"cpu_request", "memory_limit", b"memory_limit", "memory_request", b"memory_request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Resources: _TypeAlias = Resources  # noqa: Y015
+
+@_typing.final
+class ExitCodeRule(_message.Message):
+    """What an exit code of the job's container means (the Job's podFailurePolicy)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    EXIT_CODES_FIELD_NUMBER: _builtins.int
+    action: Global___ExitCodeAction.ValueType
+    @_builtins.property
+    def exit_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def __init__(
+        self,
+        *,
+        action: Global___ExitCodeAction.ValueType = ...,
+        exit_codes: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "exit_codes", b"exit_codes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExitCodeRule: _TypeAlias = ExitCodeRule  # noqa: Y015
+
+@_typing.final
+class ContainerJob(_message.Message):
+    """Batch processing: a command in a container image."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class EnvEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class EnvFromSecretsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___SecretKeyRef: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___SecretKeyRef | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    IMAGE_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    ENV_FIELD_NUMBER: _builtins.int
+    ENV_FROM_SECRETS_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    PARALLELISM_FIELD_NUMBER: _builtins.int
+    COMPLETIONS_FIELD_NUMBER: _builtins.int
+    COMPLETION_MODE_FIELD_NUMBER: _builtins.int
+    BACKOFF_LIMIT_PER_INDEX_FIELD_NUMBER: _builtins.int
+    EXIT_CODE_RULES_FIELD_NUMBER: _builtins.int
+    image: _builtins.str
+    """Required; must be allowed by ALLOWED_IMAGES."""
+    parallelism: _builtins.int
+    """Pods running at once (default 1) and successful completions needed
+    (default 1).
+    """
+    completions: _builtins.int
+    completion_mode: Global___CompletionMode.ValueType
+    backoff_limit_per_index: _builtins.int
+    """Indexed jobs: retries per index instead of for the whole job."""
+    @_builtins.property
+    def command(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def env(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def env_from_secrets(self) -> _containers.MessageMap[_builtins.str, Global___SecretKeyRef]:
+        """Environment variables read from Secrets (the value is never in our
+        annotations, logs or answers).
+        """
+
+    @_builtins.property
+    def resources(self) -> Global___Resources: ...
+    @_builtins.property
+    def exit_code_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExitCodeRule]: ...
+    def __init__(
+        self,
+        *,
+        image: _builtins.str = ...,
+        command: _abc.Iterable[_builtins.str] | None = ...,
+        args: _abc.Iterable[_builtins.str] | None = ...,
+        env: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        env_from_secrets: _abc.Mapping[_builtins.str, Global___SecretKeyRef] | None = ...,
+        resources: Global___Resources | None = ...,
+        parallelism: _builtins.int = ...,
+        completions: _builtins.int = ...,
+        completion_mode: Global___CompletionMode.ValueType = ...,
+        backoff_limit_per_index: _builtins.int = ...,
+        exit_code_rules: _abc.Iterable[Global___ExitCodeRule] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resources", b"resources"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "backoff_limit_per_index", b"backoff_limit_per_index", "command", b"command", "completion_mode", b"completion_mode", "completions", b"completions", "env", b"env", "env_from_secrets", b"env_from_secrets", "exit_code_rules", b"exit_code_rules", "image", b"image", "parallelism", b"parallelism", "resources", b"resources"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContainerJob: _TypeAlias = ContainerJob  # noqa: Y015
+
+@_typing.final
+class WebhookJob(_message.Message):
+    """One HTTP(S) request; success is a status in expected_status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class HeadersEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class HeadersFromSecretsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___SecretKeyRef: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___SecretKeyRef | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    URL_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    HEADERS_FIELD_NUMBER: _builtins.int
+    HEADERS_FROM_SECRETS_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    EXPECTED_STATUS_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RETRY_BACKOFF_SECONDS_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Required: http:// or https:// URL."""
+    method: _builtins.str
+    """GET, POST (default), PUT, PATCH or DELETE."""
+    body: _builtins.str
+    timeout_seconds: _builtins.int
+    """Per attempt (default 10, at most 300)."""
+    max_attempts: _builtins.int
+    """Attempts inside the job (default 3) and the first backoff (default 1 s,
+    doubling).
+    """
+    retry_backoff_seconds: _builtins.int
+    image: _builtins.str
+    """Optional image override (default: the service's own image)."""
+    @_builtins.property
+    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def headers_from_secrets(self) -> _containers.MessageMap[_builtins.str, Global___SecretKeyRef]: ...
+    @_builtins.property
+    def expected_status(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Default: any 2xx."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        method: _builtins.str = ...,
+        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        headers_from_secrets: _abc.Mapping[_builtins.str, Global___SecretKeyRef] | None = ...,
+        body: _builtins.str = ...,
+        timeout_seconds: _builtins.int = ...,
+        expected_status: _abc.Iterable[_builtins.int] | None = ...,
+        max_attempts: _builtins.int = ...,
+        retry_backoff_seconds: _builtins.int = ...,
+        image: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "expected_status", b"expected_status", "headers", b"headers", "headers_from_secrets", b"headers_from_secrets", "image", b"image", "max_attempts", b"max_attempts", "method", b"method", "retry_backoff_seconds", b"retry_backoff_seconds", "timeout_seconds", b"timeout_seconds", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookJob: _TypeAlias = WebhookJob  # noqa: Y015
+
+@_typing.final
+class HttpProbe(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    EXPECTED_STATUS_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    @_builtins.property
+    def expected_status(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Default: any 2xx."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        expected_status: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expected_status", b"expected_status", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HttpProbe: _TypeAlias = HttpProbe  # noqa: Y015
+
+@_typing.final
+class TcpProbe(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_FIELD_NUMBER: _builtins.int
+    PORT_FIELD_NUMBER: _builtins.int
+    host: _builtins.str
+    port: _builtins.int
+    def __init__(
+        self,
+        *,
+        host: _builtins.str = ...,
+        port: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "port", b"port"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TcpProbe: _TypeAlias = TcpProbe  # noqa: Y015
+
+@_typing.final
+class GrpcProbe(_message.Message):
+    """grpc.health.v1.Health/Check against target (host:port)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_FIELD_NUMBER: _builtins.int
+    SERVICE_FIELD_NUMBER: _builtins.int
+    TLS_FIELD_NUMBER: _builtins.int
+    target: _builtins.str
+    service: _builtins.str
+    """The service name asked about ("" : the server as a whole)."""
+    tls: _builtins.bool
+    def __init__(
+        self,
+        *,
+        target: _builtins.str = ...,
+        service: _builtins.str = ...,
+        tls: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["service", b"service", "target", b"target", "tls", b"tls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrpcProbe: _TypeAlias = GrpcProbe  # noqa: Y015
+
+@_typing.final
+class HealthCheckTarget(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    HTTP_FIELD_NUMBER: _builtins.int
+    TCP_FIELD_NUMBER: _builtins.int
+    GRPC_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Required: names the target in the report."""
+    timeout_seconds: _builtins.int
+    """Per attempt (default 5, at most 60) and further attempts (default 2)."""
+    retries: _builtins.int
+    @_builtins.property
+    def http(self) -> Global___HttpProbe: ...
+    @_builtins.property
+    def tcp(self) -> Global___TcpProbe: ...
+    @_builtins.property
+    def grpc(self) -> Global___GrpcProbe: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        http: Global___HttpProbe | None = ...,
+        tcp: Global___TcpProbe | None = ...,
+        grpc: Global___GrpcProbe | None = ...,
+        timeout_seconds: _builtins.int = ...,
+        retries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["grpc", b"grpc", "http", b"http", "probe", b"probe", "tcp", b"tcp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grpc", b"grpc", "http", b"http", "name", b"name", "probe", b"probe", "retries", b"retries", "tcp", b"tcp", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_probe: _TypeAlias = _typing.Literal["http", "tcp", "grpc"]  # noqa: Y015
+    _WhichOneofArgType_probe: _TypeAlias = _typing.Literal["probe", b"probe"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_probe) -> _WhichOneofReturnType_probe | None: ...
+
+Global___HealthCheckTarget: _TypeAlias = HealthCheckTarget  # noqa: Y015
+
+@_typing.final
+class HealthCheckJob(_message.Message):
+    """Probes each target and reports a per-target result to
+    control_plane_endpoint; fails (a distinct exit code) when one is unhealthy.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGETS_FIELD_NUMBER: _builtins.int
+    CONTROL_PLANE_ENDPOINT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    control_plane_endpoint: _builtins.str
+    image: _builtins.str
+    @_builtins.property
+    def targets(self) -> _containers.RepeatedCompositeFieldContainer[Global___HealthCheckTarget]: ...
+    def __init__(
+        self,
+        *,
+        targets: _abc.Iterable[Global___HealthCheckTarget] | None = ...,
+        control_plane_endpoint: _builtins.str = ...,
+        image: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_plane_endpoint", b"control_plane_endpoint", "image", b"image", "targets", b"targets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheckJob: _TypeAlias = HealthCheckJob  # noqa: Y015
+
+@_typing.final
+class CustomJob(_message.Message):
+    """A job type from an installed plugin package: its name and its parameters,
+    validated against the JSON Schema the plugin declares (see ListJobTypes).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    @_builtins.property
+    def params(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        type: _builtins.str = ...,
+        params: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomJob: _TypeAlias = CustomJob  # noqa: Y015
+
+@_typing.final
 class ScheduleJobRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -238,6 +750,10 @@ class ScheduleJobRequest(_message.Message):
 
     NAME_FIELD_NUMBER: _builtins.int
     TIMER_JOB_FIELD_NUMBER: _builtins.int
+    CONTAINER_JOB_FIELD_NUMBER: _builtins.int
+    WEBHOOK_JOB_FIELD_NUMBER: _builtins.int
+    HEALTHCHECK_JOB_FIELD_NUMBER: _builtins.int
+    CUSTOM_JOB_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
@@ -290,6 +806,16 @@ class ScheduleJobRequest(_message.Message):
     @_builtins.property
     def timer_job(self) -> Global___TimerJob: ...
     @_builtins.property
+    def container_job(self) -> Global___ContainerJob: ...
+    @_builtins.property
+    def webhook_job(self) -> Global___WebhookJob: ...
+    @_builtins.property
+    def healthcheck_job(self) -> Global___HealthCheckJob: ...
+    @_builtins.property
+    def custom_job(self) -> Global___CustomJob:
+        """A job type from an installed plugin package (see ListJobTypes)."""
+
+    @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Extra labels put on the Kubernetes Job (Kubernetes label syntax)."""
 
@@ -315,6 +841,10 @@ class ScheduleJobRequest(_message.Message):
         *,
         name: _builtins.str = ...,
         timer_job: Global___TimerJob | None = ...,
+        container_job: Global___ContainerJob | None = ...,
+        webhook_job: Global___WebhookJob | None = ...,
+        healthcheck_job: Global___HealthCheckJob | None = ...,
+        custom_job: Global___CustomJob | None = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         priority: Global___JobPriority.ValueType = ...,
         queue: _builtins.str = ...,
@@ -327,13 +857,13 @@ class ScheduleJobRequest(_message.Message):
         timeout_seconds: _builtins.int = ...,
         ttl_seconds_after_finished: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "job", b"job", "start_after", b"start_after", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "container_job", b"container_job", "custom_job", b"custom_job", "healthcheck_job", b"healthcheck_job", "job", b"job", "start_after", b"start_after", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "delay_seconds", b"delay_seconds", "depends_on", b"depends_on", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "start_after", b"start_after", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "container_job", b"container_job", "custom_job", b"custom_job", "delay_seconds", b"delay_seconds", "depends_on", b"depends_on", "healthcheck_job", b"healthcheck_job", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "start_after", b"start_after", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofArgType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished"]  # noqa: Y015
-    _WhichOneofReturnType_job: _TypeAlias = _typing.Literal["timer_job"]  # noqa: Y015
+    _WhichOneofReturnType_job: _TypeAlias = _typing.Literal["timer_job", "container_job", "webhook_job", "healthcheck_job", "custom_job"]  # noqa: Y015
     _WhichOneofArgType_job: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__ttl_seconds_after_finished) -> _WhichOneofReturnType__ttl_seconds_after_finished | None: ...
@@ -786,6 +1316,8 @@ class Job(_message.Message):
     DEPENDS_ON_FIELD_NUMBER: _builtins.int
     ENQUEUED_AT_FIELD_NUMBER: _builtins.int
     ADMITTED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_INDEXES_FIELD_NUMBER: _builtins.int
+    FAILED_INDEXES_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     type: _builtins.str
@@ -824,6 +1356,11 @@ class Job(_message.Message):
     retry_number: _builtins.int
     max_retries: _builtins.int
     """The request's max_retries."""
+    completed_indexes: _builtins.str
+    """Indexed jobs: the indexes that succeeded and failed, as Kubernetes writes
+    them ("0-3,7").
+    """
+    failed_indexes: _builtins.str
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -899,10 +1436,12 @@ class Job(_message.Message):
         depends_on: _abc.Iterable[_builtins.str] | None = ...,
         enqueued_at: _timestamp_pb2.Timestamp | None = ...,
         admitted_at: _timestamp_pb2.Timestamp | None = ...,
+        completed_indexes: _builtins.str = ...,
+        failed_indexes: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "admitted_at", b"admitted_at", "created_at", b"created_at", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "start_after", b"start_after", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "admitted_at", b"admitted_at", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "conditions", b"conditions", "created_at", b"created_at", "depends_on", b"depends_on", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "failed", b"failed", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "priority", b"priority", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "retry_number", b"retry_number", "retry_of", b"retry_of", "start_after", b"start_after", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "admitted_at", b"admitted_at", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "completed_indexes", b"completed_indexes", "conditions", b"conditions", "created_at", b"created_at", "depends_on", b"depends_on", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "priority", b"priority", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "retry_number", b"retry_number", "retry_of", b"retry_of", "start_after", b"start_after", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -1028,3 +1567,81 @@ class ListQueuesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListQueuesResponse: _TypeAlias = ListQueuesResponse  # noqa: Y015
+
+@_typing.final
+class ListJobTypesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobTypesRequest: _TypeAlias = ListJobTypesRequest  # noqa: Y015
+
+@_typing.final
+class JobType(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    BUILTIN_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_SCHEMA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The type's name (Job.type, and CustomJob.type for plugin types)."""
+    request_field: _builtins.str
+    """The ScheduleJobRequest member carrying its parameters (timer_job, ...,
+    custom_job for plugin types).
+    """
+    description: _builtins.str
+    builtin: _builtins.bool
+    """Built into the service, or from an installed package (name and version)."""
+    package: _builtins.str
+    version: _builtins.str
+    parameters_schema: _builtins.str
+    """The parameters' JSON Schema, as JSON text."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        request_field: _builtins.str = ...,
+        description: _builtins.str = ...,
+        builtin: _builtins.bool = ...,
+        package: _builtins.str = ...,
+        version: _builtins.str = ...,
+        parameters_schema: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["builtin", b"builtin", "description", b"description", "name", b"name", "package", b"package", "parameters_schema", b"parameters_schema", "request_field", b"request_field", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobType: _TypeAlias = JobType  # noqa: Y015
+
+@_typing.final
+class ListJobTypesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def types(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobType]: ...
+    def __init__(
+        self,
+        *,
+        types: _abc.Iterable[Global___JobType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobTypesResponse: _TypeAlias = ListJobTypesResponse  # noqa: Y015

@@ -74,6 +74,11 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesResponse.FromString,
                 _registered_method=True)
+        self.ListJobTypes = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ListJobTypes',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesResponse.FromString,
+                _registered_method=True)
 
 
 class JobSchedulerServicer:
@@ -137,6 +142,15 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobTypes(self, request, context):
+        """Every job type this service accepts (built-in and from installed plugin
+        packages): its name, the ScheduleJobRequest member carrying its parameters,
+        a description, where it comes from and its parameters' JSON Schema.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +193,11 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.ListQueues,
                     request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesRequest.FromString,
                     response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesResponse.SerializeToString,
+            ),
+            'ListJobTypes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobTypes,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +416,33 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/ListQueues',
             jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesRequest.SerializeToString,
             jobscheduler_dot___generated_dot_jobscheduler__pb2.ListQueuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobTypes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ListJobTypes',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,

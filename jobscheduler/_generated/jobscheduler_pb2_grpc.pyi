@@ -54,6 +54,11 @@ class JobSchedulerStub:
     waiting jobs. Counts are aggregate over all owners; any authenticated caller
     may read them.
     """
+    ListJobTypes: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.ListJobTypesRequest, _jobscheduler_pb2.ListJobTypesResponse]
+    """Every job type this service accepts (built-in and from installed plugin
+    packages): its name, the ScheduleJobRequest member carrying its parameters,
+    a description, where it comes from and its parameters' JSON Schema.
+    """
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -76,6 +81,11 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     """Every admission queue (QUEUES, and `default`): its limit, running, queued and
     waiting jobs. Counts are aggregate over all owners; any authenticated caller
     may read them.
+    """
+    ListJobTypes: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.ListJobTypesRequest, _jobscheduler_pb2.ListJobTypesResponse]  # type: ignore[assignment]
+    """Every job type this service accepts (built-in and from installed plugin
+    packages): its name, the ScheduleJobRequest member carrying its parameters,
+    a description, where it comes from and its parameters' JSON Schema.
     """
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
@@ -144,6 +154,17 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         """Every admission queue (QUEUES, and `default`): its limit, running, queued and
         waiting jobs. Counts are aggregate over all owners; any authenticated caller
         may read them.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJobTypes(
+        self,
+        request: _jobscheduler_pb2.ListJobTypesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.ListJobTypesResponse, _abc.Awaitable[_jobscheduler_pb2.ListJobTypesResponse]]:
+        """Every job type this service accepts (built-in and from installed plugin
+        packages): its name, the ScheduleJobRequest member carrying its parameters,
+        a description, where it comes from and its parameters' JSON Schema.
         """
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

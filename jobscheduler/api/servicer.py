@@ -164,6 +164,19 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
             queues=[convert.queue_status(q, now) for q in self._service.queues_status()]
         )
 
+    @_guarded
+    async def ListJobTypes(
+        self, request: pb.ListJobTypesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ListJobTypesResponse:
+        # What may be submitted: any authenticated caller may read it.
+        await self._caller(context)
+        return pb.ListJobTypesResponse(
+            types=[
+                pb.JobType(name=h.job_type, request_field=h.request_field, builtin=True)
+                for h in self._service.registry
+            ]
+        )
+
     @_guarded_stream
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
