@@ -5,25 +5,16 @@ from __future__ import annotations
 import os
 import pathlib
 import re
-from decimal import Decimal
-from typing import Annotated, Final, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobscheduler.core.admission import parse_queues
+from jobscheduler.core.quantity import parse_quantity
 from jobscheduler.logs import LEVELS
 from jobscheduler.version import default_image
 
-_QUANTITY = re.compile(r"([0-9]+(?:\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti|E|Ei|P|Pi)?")
-_QUANTITY_MAX_CHARS: Final = 64
-#: Multipliers of the Kubernetes quantity suffixes (decimal SI and binary IEC).
-_SUFFIXES: Final[dict[str, Decimal]] = {
-    "": Decimal(1),
-    "m": Decimal("0.001"),
-    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
-    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
-}
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -81,6 +72,15 @@ class Settings(BaseSettings):
     local_max_parallel: Annotated[int, Field(ge=1, le=1024)] = 4
     local_kill_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     local_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    #: Where the local backend reads a job's secretKeyRef env: LOCAL_SECRETS_DIR/<name>/<key>
+    #: (empty: DATA_DIR/secrets).
+    local_secrets_dir: str = ""
+    #: Whether the local backend runs container jobs' commands on this machine (empty: only
+    #: with AUTH_MODE=none, a single local user; they run as the service's own user).
+    local_allow_commands: bool | None = None
+    #: The most CPU and memory one job's container may request or be limited to (container jobs).
+    max_cpu_limit: str = "4"
+    max_memory_limit: str = "8Gi"
 
     # --- admission --------------------------------------------------------------------------
     #: Admission queues: comma-separated ``name=max_running`` (0: no limit), e.g.
@@ -175,7 +175,12 @@ class Settings(BaseSettings):
         return value.lower()
 
     @field_validator(
-        "default_cpu_request", "default_memory_request", "default_cpu_limit", "default_memory_limit"
+        "default_cpu_request",
+        "default_memory_request",
+        "default_cpu_limit",
+        "default_memory_limit",
+        "max_cpu_limit",
+        "max_memory_limit",
     )
     @classmethod
     def _quantity(cls, value: str) -> str:
@@ -244,19 +249,6 @@ class Settings(BaseSettings):
     def retention_seconds(self) -> int | None:
         seconds = parse_duration(self.history_retention)
         return seconds or None
-
-
-def parse_quantity(value: str) -> Decimal:
-    """The amount in a Kubernetes quantity: ``"500m"`` -> 0.5, ``"64Mi"`` -> 67108864, ``"2"`` -> 2.
-
-    Plain decimals with an SI (m, k, M, G, T, P, E) or binary (Ki, Mi, Gi, Ti, Pi, Ei) suffix;
-    ValueError for anything else (exponents, signs, and more than 64 characters included).
-    """
-    m = _QUANTITY.fullmatch(value) if len(value) <= _QUANTITY_MAX_CHARS else None
-    if m is None:
-        raise ValueError(f"must be a Kubernetes quantity such as 100m or 64Mi (got {value[:64]!r})")
-    number, suffix = m.groups()
-    return Decimal(number) * _SUFFIXES[suffix or ""]
 
 
 def lease_timing_problem(settings: Settings) -> str | None:

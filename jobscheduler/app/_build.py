@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from datetime import timedelta
 
 from jobscheduler import metrics
@@ -87,6 +88,7 @@ async def _local_backend(settings: Settings, why: str) -> JobBackend:
             max_parallel=settings.local_max_parallel,
             kill_grace_seconds=settings.local_kill_grace_seconds,
             backoff_seconds=settings.local_backoff_seconds,
+            secrets_dir=pathlib.Path(settings.local_secrets_dir) if settings.local_secrets_dir else None,
         )
     except OSError as exc:
         raise StartupError(f"DATA_DIR: cannot use {data}: {exc}") from None

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Final
 
 from jobscheduler.core.errors import BackendError
@@ -65,6 +66,9 @@ MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 RESERVED_LABEL_PREFIX: Final = "jobscheduler.io/"
 RESERVED_LABELS: Final = frozenset({MANAGED_BY_LABEL})
 
+_NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
+_FAIL_JOB: Final = "FailJob"
+
 #: The UID/GID job containers run as (the project image's user), so that images
 #: without a numeric USER still satisfy runAsNonRoot.
 JOB_RUN_AS_USER: Final = 10001
@@ -104,12 +108,28 @@ def job_manifest(
     command: Sequence[str],
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    secret_env: Mapping[str, tuple[str, str]] = _NOTHING,
     active_deadline_seconds: int | None = None,
     backoff_limit: int | None = None,
     permanent_exit_codes: Sequence[int] = (),
+    resources: Mapping[str, str] = _NOTHING,
+    parallelism: int | None = None,
+    completions: int | None = None,
+    completion_mode: str | None = None,
+    backoff_limit_per_index: int | None = None,
+    exit_code_rules: Sequence[tuple[str, Sequence[int]]] = (),
 ) -> dict[str, Any]:
-    """The batch/v1 Job for one job of any type (pure: same input, same dict)."""
+    """The batch/v1 Job for one job of any type (pure: same input, same dict).
+
+    ``secret_env``: variable -> (Secret name, key), rendered as ``valueFrom.secretKeyRef`` (the
+    value never passes through here). ``resources``: per-job overrides of the defaults, keys
+    ``cpu_request``, ``memory_request``, ``cpu_limit``, ``memory_limit`` (bounded by the handler).
+    ``exit_code_rules``: (FailJob | Ignore | FailIndex, exit codes), after ``permanent_exit_codes``
+    (FailJob), as ``podFailurePolicy`` rules. ``completion_mode``: NonIndexed or Indexed.
+    """
     d = ctx.defaults
+    res = {"cpu_request": d.cpu_request, "memory_request": d.memory_request}
+    res |= {"cpu_limit": d.cpu_limit, "memory_limit": d.memory_limit, **resources}
     identity = {
         MANAGED_BY_LABEL: MANAGED_BY,
         JOB_ID_LABEL: ctx.job_id,
@@ -137,10 +157,14 @@ def job_manifest(
                         "imagePullPolicy": "IfNotPresent",
                         "command": list(command),
                         "args": list(args),
-                        "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+                        "env": [{"name": k, "value": v} for k, v in (env or {}).items()]
+                        + [
+                            {"name": k, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+                            for k, (name, key) in secret_env.items()
+                        ],
                         "resources": {
-                            "requests": {"cpu": d.cpu_request, "memory": d.memory_request},
-                            "limits": {"cpu": d.cpu_limit, "memory": d.memory_limit},
+                            "requests": {"cpu": res["cpu_request"], "memory": res["memory_request"]},
+                            "limits": {"cpu": res["cpu_limit"], "memory": res["memory_limit"]},
                         },
                         "securityContext": _deep_copy(RESTRICTED_CONTAINER_SECURITY_CONTEXT),
                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
@@ -152,21 +176,33 @@ def job_manifest(
     }
     if active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = active_deadline_seconds
-    if permanent_exit_codes:
+    for key, value in (
+        ("parallelism", parallelism),
+        ("completions", completions),
+        ("completionMode", completion_mode),
+        ("backoffLimitPerIndex", backoff_limit_per_index),
+    ):
+        if value is not None:
+            spec[key] = value
+    if backoff_limit_per_index is not None and backoff_limit is None:
+        del spec["backoffLimit"]  # per index instead: the Job's own limit is then unbounded
+    rules = [(_FAIL_JOB, permanent_exit_codes)] if permanent_exit_codes else []
+    if rules or exit_code_rules:
         # Exit codes that mean "retrying cannot help" fail the Job at once (reason
         # PodFailurePolicy); evictions and other disruptions do not count as failures.
         spec["podFailurePolicy"] = {
             "rules": [
                 {
-                    "action": "FailJob",
+                    "action": action,
                     "onExitCodes": {
                         "containerName": ctx.job_type,
                         "operator": "In",
-                        "values": sorted(set(permanent_exit_codes)),
+                        "values": sorted(set(codes)),
                     },
-                },
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+                }
+                for action, codes in (*rules, *exit_code_rules)
             ]
+            + [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]
         }
     if d.ttl_seconds_after_finished is not None:
         spec["ttlSecondsAfterFinished"] = d.ttl_seconds_after_finished

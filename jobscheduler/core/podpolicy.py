@@ -68,8 +68,11 @@ _POD_SECURITY_FIELDS: Final = frozenset(
 )
 #: Volume sources a job's pod may use: scratch space only (hostPath, secrets, PVCs, ... are not).
 _VOLUME_SOURCES: Final = frozenset({"emptyDir"})
-#: env[].valueFrom sources: the pod's own fields only (not secretKeyRef / configMapKeyRef).
-_ENV_SOURCES: Final = frozenset({"fieldRef", "resourceFieldRef"})
+#: env[].valueFrom sources: the pod's own fields, and one key of a Secret in the Job's namespace
+#: (a job type's env_from_secrets). Not configMapKeyRef, and no envFrom (whole Secrets/ConfigMaps).
+_ENV_SOURCES: Final = frozenset({"fieldRef", "resourceFieldRef", "secretKeyRef"})
+#: secretKeyRef with exactly a name and a key ("optional" would hide a missing Secret).
+_SECRET_KEY_REF_FIELDS: Final = frozenset({"name", "key"})
 _SERVICE_ACCOUNTS: Final = ("", "default")
 #: Pod annotations that weaken confinement (AppArmor, the pre-1.19 seccomp ones).
 _CONFINEMENT_ANNOTATIONS: Final = (
@@ -153,8 +156,14 @@ def _container_problems(
             problems.append(f"{where}.ports[{j}].hostPort must not be set")
     for j, env in enumerate(_list(c.get("env"))):
         source = _mapping(_mapping(env).get("valueFrom"))
-        if not set(source) <= _ENV_SOURCES:
-            problems.append(f"{where}.env[{j}].valueFrom may only be a fieldRef or resourceFieldRef")
+        if len(source) > 1 or not set(source) <= _ENV_SOURCES:
+            problems.append(
+                f"{where}.env[{j}].valueFrom may only be one fieldRef, resourceFieldRef or secretKeyRef"
+            )
+        elif "secretKeyRef" in source:
+            ref = _mapping(source["secretKeyRef"])
+            if set(ref) != _SECRET_KEY_REF_FIELDS or not all(isinstance(v, str) and v for v in ref.values()):
+                problems.append(f"{where}.env[{j}].valueFrom.secretKeyRef must have exactly a name and a key")
     return problems
 
 

@@ -13,7 +13,13 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from jobscheduler.backends.local._store import JobRow, Store
-from jobscheduler.backends.local._supervisor import Supervisor, last_line, prepare, process_start
+from jobscheduler.backends.local._supervisor import (
+    Refusal,
+    Supervisor,
+    last_line,
+    prepare,
+    process_start,
+)
 from jobscheduler.core.errors import Unavailable
 from jobscheduler.core.model import JobPhase
 from jobscheduler.logs import get_logger
@@ -48,6 +54,8 @@ class Controller:
     backoff_max_seconds: float
     #: A write that failed for want of space is retried after 0.1 s, doubling up to this.
     write_retry_max_seconds: float = 5.0
+    #: Where secretKeyRef env is read from (None: data_dir/secrets).
+    secrets_dir: pathlib.Path | None = None
 
     async def durably(self, job_id: str, what: str, write: Callable[[], None]) -> None:
         """``write`` once it succeeds: a transition is never dropped because the disk is full
@@ -77,9 +85,11 @@ class Controller:
         spec = row.manifest.get("spec") or {}
         pod = (spec.get("template") or {}).get("spec") or {}
         container = (pod.get("containers") or [{}])[0]
-        launch = prepare(self.data_dir, job_id, container)
-        if isinstance(launch, str):
-            await self.finish(job_id, JobPhase.FAILED, "StartError", launch)
+        launch = prepare(
+            self.data_dir, job_id, container, secrets_dir=self.secrets_dir, namespace=row.namespace
+        )
+        if isinstance(launch, Refusal):
+            await self.finish(job_id, JobPhase.FAILED, launch.reason, launch.message)
             return
         backoff_limit = int(spec.get("backoffLimit", 6))
         deadline = spec.get("activeDeadlineSeconds")

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import re
 import signal
 import sys
 from collections.abc import Mapping
@@ -29,6 +30,20 @@ _RESERVED_NAMES: Final = frozenset({"PATH", "HOME", "TMPDIR", "BROWSER", "HOSTNA
 _RESERVED_PREFIXES: Final = ("LD_", "PYTHON", "JOBSCHEDULER_", "KUBERNETES_")
 
 
+#: Kubernetes' size limit of a Secret: a bigger file is not a secret value.
+MAX_SECRET_BYTES: Final = 1024 * 1024
+_SECRET_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_SECRET_KEY: Final = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a job's container cannot start here: the job fails with this reason and message."""
+
+    reason: str
+    message: str
+
+
 @dataclass(frozen=True, slots=True)
 class Launch:
     """How to start one attempt of a job: its command, environment and working directory."""
@@ -45,18 +60,30 @@ def reserved(name: str) -> bool:
     return upper in _RESERVED_NAMES or upper.startswith(_RESERVED_PREFIXES)
 
 
-def prepare(data_dir: pathlib.Path, job_id: str, container: Mapping[str, Any]) -> Launch | str:
+def prepare(
+    data_dir: pathlib.Path,
+    job_id: str,
+    container: Mapping[str, Any],
+    *,
+    secrets_dir: pathlib.Path | None = None,
+    namespace: str = "default",
+) -> Launch | Refusal:
     """The job's launch (its working directory created), or why it cannot run here.
 
     The environment: the inherited host variables, then the manifest's (reserved names dropped,
-    with a warning), then the backend's own (HOME, TMPDIR, HOSTNAME, the marker), so they always win.
+    with a warning; ``valueFrom.secretKeyRef`` read from ``secrets_dir/<name>/<key>``, default
+    ``data_dir/secrets``), then the backend's own (HOME, TMPDIR, HOSTNAME, the marker), so they
+    always win. A missing secret is a Refusal with Kubernetes' reason, CreateContainerConfigError.
     """
     argv = [str(a) for a in (*container.get("command", []), *container.get("args", []))]
     if not argv:
-        return "the container has no command to run locally"
+        return Refusal("StartError", "the container has no command to run locally")
     for i, arg in enumerate(argv):
         if "\0" in arg:
-            return f"the container's command line (argument {i}) contains a NUL byte; it cannot run"
+            return Refusal(
+                "StartError",
+                f"the container's command line (argument {i}) contains a NUL byte; it cannot run",
+            )
     if argv[0] == "jobscheduler":
         # Our own image's entry point: the same program, this interpreter, isolated (-I: no PYTHON*
         # variables, no user site-packages, not the working directory on sys.path).
@@ -66,8 +93,17 @@ def prepare(data_dir: pathlib.Path, job_id: str, container: Mapping[str, Any]) -
         if not isinstance(item, Mapping) or "name" not in item:
             continue
         name, value = str(item["name"]), str(item.get("value", ""))
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if isinstance(ref, Mapping):
+            found = read_secret(secrets_dir or data_dir / "secrets", ref, namespace)
+            if isinstance(found, Refusal):
+                return found
+            value = found
         if not name or "=" in name or "\0" in name or "\0" in value:
-            return f"the container's env[{name!r}] is not a valid variable (empty, '=' or a NUL byte)"
+            return Refusal(
+                "StartError",
+                f"the container's env[{name!r}] is not a valid variable (empty, '=' or a NUL byte)",
+            )
         if reserved(name):
             log.warning("reserved variable dropped from a local job's env", job_id=job_id, name=name)
             continue
@@ -78,6 +114,33 @@ def prepare(data_dir: pathlib.Path, job_id: str, container: Mapping[str, Any]) -
     env.update(requested)
     env.update({"HOME": str(workdir), "TMPDIR": str(workdir / "tmp"), "HOSTNAME": job_id, MARKER_ENV: job_id})
     return Launch(tuple(argv), env, workdir)
+
+
+def read_secret(secrets_dir: pathlib.Path, ref: Mapping[str, Any], namespace: str) -> str | Refusal:
+    """The value of ``secrets_dir/<name>/<key>`` (UTF-8, as a Secret's key would be given to the
+    container), or a Refusal that names the secret and key, never the value."""
+    name, key = str(ref.get("name", "")), str(ref.get("key", ""))
+    if not _SECRET_NAME.fullmatch(name) or not _SECRET_KEY.fullmatch(key) or key in (".", ".."):
+        return Refusal("CreateContainerConfigError", f"invalid secret reference {name!r}/{key!r}")
+    directory = secrets_dir / name
+    if not directory.is_dir():
+        return Refusal("CreateContainerConfigError", f'secret "{name}" not found (in {secrets_dir})')
+    try:
+        with open(directory / key, "rb") as f:
+            data = f.read(MAX_SECRET_BYTES + 1)
+    except OSError:
+        return Refusal("CreateContainerConfigError", f"couldn't find key {key} in Secret {namespace}/{name}")
+    try:
+        value = data.decode()
+    except UnicodeDecodeError:
+        value = ""
+    if len(data) > MAX_SECRET_BYTES or (not value and data) or "\0" in value:
+        return Refusal(
+            "CreateContainerConfigError",
+            f"key {key} of Secret {namespace}/{name} is not a usable variable value"
+            f" (UTF-8 without NUL, at most {MAX_SECRET_BYTES} bytes)",
+        )
+    return value
 
 
 class Supervisor:

@@ -75,6 +75,7 @@ class LocalBackend:
         backoff_max_seconds: float = 60.0,
         clock: Callable[[], datetime] = now,
         write_retry_max_seconds: float = 5.0,
+        secrets_dir: pathlib.Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.namespace = namespace
@@ -106,6 +107,7 @@ class LocalBackend:
             backoff_seconds=backoff_seconds,
             backoff_max_seconds=backoff_max_seconds,
             write_retry_max_seconds=write_retry_max_seconds,
+            secrets_dir=secrets_dir,
         )
         #: Finished jobs with ttlSecondsAfterFinished: when each is to be deleted.
         self._ttl = TtlSweeper(clock=clock, delete=self._delete, busy=lambda job_id: job_id in self._runners)
