@@ -70,7 +70,10 @@ def test_the_shared_options_render_a_valid_restricted_job() -> None:
     [
         ({"configMapKeyRef": {"name": "c", "key": "k"}}, "valueFrom may only be"),
         ({"secretKeyRef": {"name": "s", "key": "k", "optional": True}}, "exactly a name and a key"),
-        ({"secretKeyRef": {"name": "s", "key": "k"}, "fieldRef": {"fieldPath": "x"}}, "valueFrom may only be"),
+        (
+            {"secretKeyRef": {"name": "s", "key": "k"}, "fieldRef": {"fieldPath": "x"}},
+            "valueFrom may only be",
+        ),
     ],
 )
 def test_the_pod_policy_allows_only_plain_secret_key_refs(value_from: dict[str, Any], problem: str) -> None:
