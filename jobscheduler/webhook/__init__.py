@@ -1,0 +1,184 @@
+"""The webhook program run inside a webhook job's pod (``jobscheduler webhook`` /
+``python -m jobscheduler.webhook``).
+
+It sends one HTTP(S) request, retrying (with a doubling backoff) until the response status is
+one of the expected ones or the attempts run out, and logs each attempt's status with a bounded,
+redacted excerpt of the response body. Its configuration comes from the environment variables
+the webhook job's handler sets (see :mod:`jobscheduler.webhook._config`).
+
+Exit codes: :data:`EXIT_OK`, :data:`EXIT_CONFIG_ERROR`, :data:`EXIT_UNEXPECTED_STATUS`,
+:data:`EXIT_CONNECT_FAILED`, :data:`EXIT_CANCELLED` (SIGTERM; SIGINT: 130).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import Final
+
+import structlog
+
+from jobscheduler.logs import configure_logging, get_logger
+from jobscheduler.webhook._config import ConfigError, WebhookConfig, backoff_delay, resolve_config
+from jobscheduler.webhook._request import Outcome, attempt, redact
+
+__all__ = [
+    "EXIT_CANCELLED",
+    "EXIT_CONFIG_ERROR",
+    "EXIT_CONNECT_FAILED",
+    "EXIT_OK",
+    "EXIT_UNEXPECTED_STATUS",
+    "main",
+]
+
+#: A response with an expected status.
+EXIT_OK: Final = 0
+#: Missing or invalid configuration: nothing was sent (retrying cannot help: the Job fails at once).
+EXIT_CONFIG_ERROR: Final = 2
+#: Every attempt was answered, the last one with a status that is not expected.
+EXIT_UNEXPECTED_STATUS: Final = 3
+#: The last attempt got no response (connection refused, DNS, TLS, timeout).
+EXIT_CONNECT_FAILED: Final = 4
+#: Stopped by SIGTERM (128 + 15).
+EXIT_CANCELLED: Final = 128 + signal.SIGTERM.value
+
+LOGGER_NAME: Final = "jobscheduler.webhook"
+
+_Event = tuple[str, object]
+
+
+class _Run:
+    """The attempts, each in a worker thread, so that SIGTERM stops a request or a backoff at once."""
+
+    def __init__(self, config: WebhookConfig, log: structlog.typing.FilteringBoundLogger) -> None:
+        self.config = config
+        self.log = log
+        # SimpleQueue.put is reentrant: safe from a signal handler on the main thread.
+        self.events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.events.put(("signal", signum))
+
+    def _send(self) -> None:
+        try:
+            self.events.put(("done", attempt(self.config)))
+        except Exception as exc:  # a surprise from urllib must not bypass the exit-code contract
+            self.events.put(("done", Outcome(None, f"{type(exc).__name__}: {exc}")))
+
+    def _wait(self, timeout: float | None) -> _Event | None:
+        try:
+            return self.events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def run(self) -> int:
+        c = self.config
+        outcome = Outcome(None, "not sent")
+        for number in range(1, c.max_attempts + 1):
+            threading.Thread(target=self._send, name="webhook-attempt", daemon=True).start()
+            event = self._wait(None)
+            assert event is not None
+            if event[0] == "signal":
+                return self._cancelled(int(str(event[1])), number)
+            assert isinstance(event[1], Outcome)
+            outcome = event[1]
+            fields = {
+                "attempt": number,
+                "max_attempts": c.max_attempts,
+                "method": c.method,
+                "url": self._url(),
+            }
+            if outcome.status is not None and c.expected(outcome.status):
+                self.log.info(
+                    "webhook succeeded", http_status=outcome.status, body_excerpt=outcome.excerpt, **fields
+                )
+                return EXIT_OK
+            if outcome.status is not None:
+                self.log.warning(
+                    "webhook answered with an unexpected status",
+                    http_status=outcome.status,
+                    expected_status=sorted(c.expected_status) or "2xx",
+                    body_excerpt=outcome.excerpt,
+                    **fields,
+                )
+            else:
+                self.log.warning("webhook request failed", error=outcome.error, **fields)
+            if number < c.max_attempts:
+                delay = backoff_delay(c.retry_backoff_seconds, number)
+                self.log.info("webhook retrying", retry_in_seconds=delay, attempt=number)
+                event = self._wait(delay)
+                if event is not None and event[0] == "signal":
+                    return self._cancelled(int(str(event[1])), number)
+        if outcome.status is None:
+            self.log.error(
+                "webhook failed: could not connect",
+                attempts=c.max_attempts,
+                error=outcome.error,
+                exit_code=EXIT_CONNECT_FAILED,
+            )
+            return EXIT_CONNECT_FAILED
+        self.log.error(
+            "webhook failed: unexpected status",
+            attempts=c.max_attempts,
+            http_status=outcome.status,
+            exit_code=EXIT_UNEXPECTED_STATUS,
+        )
+        return EXIT_UNEXPECTED_STATUS
+
+    def _url(self) -> str:
+        return redact(self.config.url, self.config.secret_headers.values())
+
+    def _cancelled(self, signum: int, number: int) -> int:
+        code = 128 + signum
+        self.log.info("webhook cancelled", signal=signum, attempt=number, exit_code=code)
+        return code
+
+
+def run(config: WebhookConfig, *, install_signals: bool = True) -> int:
+    """Send the webhook and return the exit code (logging must already be configured)."""
+    runner = _Run(config, get_logger(LOGGER_NAME))
+    if install_signals and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, runner.on_signal)
+        signal.signal(signal.SIGINT, runner.on_signal)
+    runner.log.info(
+        "webhook started",
+        job_id=config.job_id,
+        method=config.method,
+        url=runner._url(),
+        headers=sorted(config.headers),
+        # Names only: the values come from secrets.
+        secret_headers=sorted(config.secret_headers),
+        body_bytes=len(config.body.encode()),
+        timeout_seconds=config.timeout_seconds,
+        max_attempts=config.max_attempts,
+    )
+    return runner.run()
+
+
+def main(argv: Sequence[str] | None = None, *, environ: Mapping[str, str] | None = None) -> int:
+    """Run the webhook program (``argv``: after ``webhook``; it takes no arguments but --help)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["-h"], ["--help"]):
+        print(__doc__)
+        return EXIT_OK
+    env = os.environ if environ is None else environ
+    configure_logging("info")
+    if args:
+        get_logger(LOGGER_NAME).error("the webhook program takes no arguments", arguments=len(args))
+        return EXIT_CONFIG_ERROR
+    try:
+        config = resolve_config(env)
+    except ConfigError as exc:
+        get_logger(LOGGER_NAME).error(
+            f"invalid webhook configuration: {redact(str(exc), ())}",
+            variables=sorted(exc.problems),
+            exit_code=EXIT_CONFIG_ERROR,
+        )
+        return EXIT_CONFIG_ERROR
+    configure_logging(config.log_level)
+    return run(config)

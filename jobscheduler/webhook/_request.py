@@ -1,0 +1,101 @@
+"""One webhook request over HTTP(S), and the redacted excerpt of its answer."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Collection
+from dataclasses import dataclass
+from email.message import Message
+from typing import IO, Final
+
+from jobscheduler.webhook._config import WebhookConfig
+
+#: What the job's output shows of a response body, at most (characters, after redaction).
+EXCERPT_CHARS: Final = 1024
+#: What is read of a response body (the excerpt is redacted over this, then cut).
+READ_BYTES: Final = 16 * 1024
+REDACTED: Final = "[REDACTED]"
+USER_AGENT: Final = "jobscheduler-webhook"
+
+# key=value, key: value, "key": "value" where the key names a credential.
+_SECRET_PAIR: Final = re.compile(
+    r"""(?ix)
+    (["']?[\w.-]*(?:token|passw(?:or)?d|pwd|secret|api[_-]?key|auth|credential|session|cookie|private[_-]?key)
+    [\w.-]*["']?\s*[:=]\s*)
+    ("[^"]*"|'[^']*'|[^\s,;&}\]<]+)
+    """
+)
+_BEARER: Final = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One attempt: the status (None: no response), an error when it could not connect, the excerpt."""
+
+    status: int | None
+    error: str | None = None
+    excerpt: str = ""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer (its status is checked like any other), never followed."""
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Message, newurl: str
+    ) -> urllib.request.Request | None:
+        return None
+
+
+_OPENER: Final = urllib.request.build_opener(_NoRedirect())
+
+
+def redact(text: str, secrets: Collection[str]) -> str:
+    """``text`` with each secret value, credential-looking key/value pair and bearer token redacted."""
+    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+    return _SECRET_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def excerpt(raw: bytes, secrets: Collection[str]) -> str:
+    """The bounded, redacted excerpt of a response body (redacted before it is cut)."""
+    text = redact(raw.decode("utf-8", errors="replace"), secrets)
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
+
+
+def _content_type(body: str) -> str:
+    try:
+        json.loads(body)
+    except ValueError:
+        return "text/plain; charset=utf-8"
+    return "application/json"
+
+
+def attempt(config: WebhookConfig) -> Outcome:
+    """Send the request once; a response of any status is an Outcome with that status."""
+    headers = {"User-Agent": USER_AGENT, **config.headers, **config.secret_headers}
+    data = config.body.encode() if config.body else None
+    if data is not None and not any(k.lower() == "content-type" for k in headers):
+        headers["Content-Type"] = _content_type(config.body)
+    request = urllib.request.Request(config.url, data=data, method=config.method, headers=headers)
+    secrets = list(config.secret_headers.values())
+    try:
+        with _OPENER.open(request, timeout=config.timeout_seconds) as response:
+            status: int = response.status
+            raw: bytes = response.read(READ_BYTES)
+    except urllib.error.HTTPError as exc:
+        try:
+            raw = exc.read(READ_BYTES)
+        except (OSError, http.client.HTTPException):
+            raw = b""
+        exc.close()
+        return Outcome(exc.code, None, excerpt(raw, secrets))
+    except urllib.error.URLError as exc:
+        return Outcome(None, redact(f"{type(exc.reason).__name__}: {exc.reason}", secrets))
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # timeouts, resets, bad answers
+        return Outcome(None, redact(f"{type(exc).__name__}: {exc}", secrets))
+    return Outcome(status, None, excerpt(raw, secrets))
