@@ -51,6 +51,34 @@ EXAMPLES: dict[str, list[pb.ScheduleJobRequest]] = {
             ),
         ),
     ],
+    "healthcheck": [
+        pb.ScheduleJobRequest(
+            name="probe-api",
+            healthcheck_job=pb.HealthCheckJob(
+                targets=[pb.HealthCheckTarget(name="api", tcp=pb.TcpProbe(host="api", port=443))],
+                control_plane_endpoint="http://control-plane:50053",
+            ),
+        ),
+        pb.ScheduleJobRequest(
+            name="probe-all",
+            labels={"team": "a"},
+            healthcheck_job=pb.HealthCheckJob(
+                targets=[
+                    pb.HealthCheckTarget(
+                        name="web",
+                        http=pb.HttpProbe(url="https://web.example/healthz", expected_status=[200, 204]),
+                        timeout_seconds=60,
+                        retries=10,
+                    ),
+                    pb.HealthCheckTarget(
+                        name="rpc", grpc=pb.GrpcProbe(target="rpc:50051", service="a.B", tls=True)
+                    ),
+                ],
+                control_plane_endpoint="https://control-plane.example:8443/report",
+                image="ghcr.io/jobscheduler/jobscheduler:v1.2.3",
+            ),
+        ),
+    ],
 }
 
 
