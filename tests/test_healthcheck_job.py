@@ -282,6 +282,7 @@ class Servers:
 
     def __init__(self) -> None:
         self.reports: list[dict[str, Any]] = []
+        self.agents: list[str] = []
         self.reported = threading.Condition()
         servers = self
 
@@ -292,6 +293,7 @@ class Servers:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
                 with servers.reported:
+                    servers.agents.append(self.headers.get("User-Agent", ""))
                     servers.reports.append(body)
                     servers.reported.notify_all()
                 self._answer(204)
@@ -399,6 +401,7 @@ def test_program_all_healthy_exits_0_and_reports_each_target(servers: Servers) -
     assert [t["detail"] for t in report["targets"]] == ["HTTP 200", "connected", "SERVING", "SERVING"]
     assert all(t["latency_seconds"] >= 0 for t in report["targets"])
     assert report["started_at"] <= report["finished_at"]
+    assert servers.agents == ["jobscheduler-healthcheck"]
     assert [ln["event"] for ln in lines if ln["event"].startswith("healthcheck")][
         -1
     ] == "healthcheck reported"
@@ -482,6 +485,29 @@ def test_local_backend_runs_it_to_succeeded_and_to_failed_when_a_target_is_down(
         assert reports[good.job_id]["status"] == "healthy"
         assert reports[bad.job_id]["status"] == "unhealthy"
         assert [t["name"] for t in reports[bad.job_id]["targets"] if not t["healthy"]] == ["down"]
+    finally:
+        svc.stop()
+
+
+def test_local_backend_cancel_stops_the_probes_and_the_report_says_cancelled(
+    servers: Servers, tmp_path: pathlib.Path
+) -> None:
+    svc = local_service(tmp_path / "data", timer_image=IMAGE)
+    try:
+        # A listener that accepts but never answers: the HTTP probe waits out its 60 s timeout.
+        with socket.create_server(("127.0.0.1", 0)) as silent:
+            slow = http_target("slow", f"http://127.0.0.1:{silent.getsockname()[1]}/", timeout_seconds=60)
+            job_id = svc.stub.ScheduleJob(request(slow, endpoint=f"{servers.base}/report"), timeout=T).job_id
+            silent.settimeout(20)
+            probe, _ = silent.accept()  # the program is probing (its signal handlers are in place)
+            with probe:
+                svc.stub.CancelJob(pb.CancelJobRequest(job_id=job_id, reason="test"), timeout=T)
+                job = watch_to_end(svc, job_id)
+        assert job.phase == pb.JOB_PHASE_CANCELLED, job
+        with servers.reported:  # the phase may be recorded before the process has reported and exited
+            assert servers.reported.wait_for(lambda: servers.reports, timeout=10)
+        [report] = [r for r in servers.reports if r["job_id"] == job_id]
+        assert (report["status"], report["targets"]) == ("cancelled", [])
     finally:
         svc.stop()
 

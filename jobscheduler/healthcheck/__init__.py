@@ -180,6 +180,7 @@ def _run(config: HealthCheckConfig, events: _Events) -> int:
         log=log,
         wait=_short_sleep if cancelled else events.sleep,
         traceparent=config.traceparent,
+        program="healthcheck",
     )
     if report.delivered:
         log.info(

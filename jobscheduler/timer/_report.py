@@ -71,10 +71,10 @@ def _retry_after(headers: Message | None) -> float | None:
 
 
 def _attempt(
-    url: str, data: bytes, timeout: float, traceparent: str | None = None
+    url: str, data: bytes, timeout: float, traceparent: str | None = None, user_agent: str = _USER_AGENT
 ) -> tuple[int, str | None, bool, float | None]:
     """One POST. Returns (http_status or 0, error or None on success, retryable, retry_after)."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _USER_AGENT}
+    headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": user_agent}
     if traceparent:
         headers["traceparent"] = traceparent
     request = urllib.request.Request(url, data=data, method="POST", headers=headers)
@@ -107,6 +107,7 @@ def post_report(
     log: structlog.typing.FilteringBoundLogger,
     wait: Callable[[float], bool],
     traceparent: str = "",
+    program: str = "timer",
 ) -> ReportResult:
     """POST ``body`` as JSON to ``url`` until a 2xx answer, a non-retryable failure or ``max_attempts``.
 
@@ -115,6 +116,7 @@ def post_report(
     ``wait(seconds)`` does the sleeping between attempts and returns True to abandon retrying.
     ``traceparent``: the job's W3C trace context (TRACEPARENT); the report continues that trace
     (a ``traceparent`` header with the job's trace id and a new parent id), else none is sent.
+    ``program`` names the sender in log events and the User-Agent (``jobscheduler-<program>``).
     """
     header = child_traceparent(traceparent)
     data = json.dumps(body, separators=(",", ":")).encode()
@@ -123,10 +125,16 @@ def post_report(
     last_status: int | None = None
     for attempt in range(1, max_attempts + 1):
         log.debug(
-            "sending timer report", status=status, endpoint=url, attempt=attempt, max_attempts=max_attempts
+            f"sending {program} report",
+            status=status,
+            endpoint=url,
+            attempt=attempt,
+            max_attempts=max_attempts,
         )
         try:
-            code, error, retryable, retry_after = _attempt(url, data, timeout_seconds, header)
+            code, error, retryable, retry_after = _attempt(
+                url, data, timeout_seconds, header, f"jobscheduler-{program}"
+            )
         except Exception as exc:  # a surprise from urllib must not bypass the exit-code contract
             code, error, retryable, retry_after = 0, f"{type(exc).__name__}: {exc}", False, None
         last_status = code or None
@@ -135,7 +143,7 @@ def post_report(
         last_error = error
         if not retryable or attempt == max_attempts:
             log.warning(
-                "timer report attempt failed",
+                f"{program} report attempt failed",
                 status=status,
                 endpoint=url,
                 attempt=attempt,
@@ -148,7 +156,7 @@ def post_report(
         if retry_after is not None:
             delay = min(MAX_BACKOFF_SECONDS, max(delay, retry_after))
         log.warning(
-            "timer report attempt failed, retrying",
+            f"{program} report attempt failed, retrying",
             status=status,
             endpoint=url,
             attempt=attempt,
