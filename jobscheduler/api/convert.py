@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from google.protobuf import json_format
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.struct_pb2 import ListValue, Struct
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -112,7 +115,7 @@ def schedule_request(request: pb.ScheduleJobRequest) -> ScheduleRequest:
     field = request.WhichOneof("job")
     params: dict[str, Any] = {}
     if field is not None:
-        params = _plain(getattr(request, field))
+        params = _plain(getattr(request, field), field)
     return ScheduleRequest(
         name=request.name,
         job_field=field,
@@ -144,16 +147,19 @@ def _priority(value: int) -> Priority | None:
     return priority
 
 
-def _plain(message: Message) -> dict[str, Any]:
+def _plain(message: Message, path: str = "job") -> dict[str, Any]:
     """A job-type message's fields as plain data, every field present (proto3 defaults included).
 
-    Scalars stay scalars, maps become dicts, repeated fields lists, nested messages dicts.
+    Scalars stay scalars, maps become dicts, repeated fields lists, nested messages dicts, a
+    google.protobuf.Struct the JSON object it stands for (:func:`struct_data`).
     (json_format.MessageToDict does the same at several times the cost, and turns int64 into str.)
     """
     out: dict[str, Any] = {}
     for fd in message.DESCRIPTOR.fields:
         value = getattr(message, fd.name)
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        if fd.message_type is not None and fd.message_type.full_name == "google.protobuf.Struct":
+            out[fd.name] = struct_data(value, f"{path}.{fd.name}") if message.HasField(fd.name) else None
+        elif fd.message_type is not None and fd.message_type.GetOptions().map_entry:
             value_fd = fd.message_type.fields_by_name["value"]
             if value_fd.message_type is not None:
                 out[fd.name] = {k: _plain(v) for k, v in value.items()}
@@ -166,6 +172,56 @@ def _plain(message: Message) -> dict[str, Any]:
         else:
             out[fd.name] = value
     return out
+
+
+#: A Struct's bounds, checked before it is converted: its size (bytes in the request) and
+#: nesting (Structs and ListValues within each other).
+MAX_STRUCT_BYTES = 64 * 1024
+MAX_STRUCT_DEPTH = 16
+
+
+def struct_data(struct: Struct, field: str) -> dict[str, Any]:
+    """A google.protobuf.Struct as plain JSON data: bounded first (MAX_STRUCT_BYTES,
+    MAX_STRUCT_DEPTH), then json_format.MessageToDict; a whole number stays an int (Struct
+    numbers are doubles). InvalidArgument naming ``field`` when it is too big or deep, or holds
+    what JSON cannot (NaN, infinities, a Value with no kind)."""
+    size = struct.ByteSize()
+    if size > MAX_STRUCT_BYTES:
+        raise InvalidArgument.field(field, f"must be at most {MAX_STRUCT_BYTES} bytes (got {size})")
+    stack: list[tuple[Struct | ListValue, int]] = [(struct, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_STRUCT_DEPTH:
+            raise InvalidArgument.field(field, f"must be nested at most {MAX_STRUCT_DEPTH} levels deep")
+        values = item.fields.values() if isinstance(item, Struct) else item.values
+        for value in values:
+            kind = value.WhichOneof("kind")
+            if kind == "struct_value":
+                stack.append((value.struct_value, depth + 1))
+            elif kind == "list_value":
+                stack.append((value.list_value, depth + 1))
+            elif kind is None:
+                raise InvalidArgument.field(field, "holds a Value with no kind set")
+            elif kind == "number_value" and not math.isfinite(value.number_value):
+                raise InvalidArgument.field(field, "numbers must be finite (JSON has no NaN or Infinity)")
+    try:
+        data = json_format.MessageToDict(struct)
+    except (json_format.Error, ValueError, RecursionError) as exc:
+        raise InvalidArgument.field(field, f"is not JSON data: {exc}") from None
+    result = _whole_numbers(data)
+    assert isinstance(result, dict)
+    return result
+
+
+def _whole_numbers(value: Any) -> Any:
+    """Floats that are whole (and exact in a double) as ints, through dicts and lists."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
 
 
 def _timestamp(value: datetime | None) -> Timestamp | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
@@ -17,9 +18,11 @@ from jobscheduler.api import convert
 from jobscheduler.api.auth import credentials, peer_address
 from jobscheduler.api.context import current_request_id, log_field
 from jobscheduler.api.errors import internal_status, to_status
+from jobscheduler.api.schemas import message_schema
 from jobscheduler.core.auth import AllowAll, Authenticator, Caller
 from jobscheduler.core.errors import JobSchedulerError, Unauthenticated
 from jobscheduler.core.limits import RateLimiter, StreamSlots
+from jobscheduler.core.registry import JobHandler
 from jobscheduler.core.service import JobService
 from jobscheduler.logs import get_logger
 
@@ -172,8 +175,16 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         await self._caller(context)
         return pb.ListJobTypesResponse(
             types=[
-                pb.JobType(name=h.job_type, request_field=h.request_field, builtin=True)
-                for h in self._service.registry
+                pb.JobType(
+                    name=h.job_type,
+                    request_field=h.request_field,
+                    description=h.description,
+                    builtin=h.builtin,
+                    package=h.package,
+                    version=h.version,
+                    parameters_schema=json.dumps(_parameters_schema(h), sort_keys=True, ensure_ascii=False),
+                )
+                for h in sorted(self._service.registry, key=lambda h: (not h.builtin, h.job_type))
             ]
         )
 
@@ -214,3 +225,12 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         with self._streams.hold(caller.identity) if request.follow else nullcontext():
             async for line in lines:
                 yield convert.log_line(line)
+
+
+def _parameters_schema(handler: JobHandler[Any]) -> dict[str, Any]:
+    """The handler's own schema; a built-in type declaring none: its request message's."""
+    if handler.builtin and type(handler).parameters_schema is JobHandler.parameters_schema:
+        field = pb.ScheduleJobRequest.DESCRIPTOR.fields_by_name.get(handler.request_field)
+        if field is not None and field.message_type is not None:
+            return message_schema(field.message_type)
+    return handler.parameters_schema()

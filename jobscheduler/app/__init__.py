@@ -33,7 +33,7 @@ from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import RateLimiter, StreamSlots
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.service import JobService
-from jobscheduler.jobtypes import builtin_registry
+from jobscheduler.jobtypes import PluginError, builtin_registry, load_plugins
 from jobscheduler.logs import get_logger
 from jobscheduler.ops.http import OpsHTTPServer
 from jobscheduler.ops.readiness import Readiness
@@ -127,6 +127,11 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
     tests' in-process server both start here); StartupError when AUTH_MODE cannot be set up."""
     authenticator = await build_authenticator(settings, backend)
     registry = builtin_registry(timer_image=settings.timer_image)
+    try:
+        for p in load_plugins(registry):
+            log.info("job type plugin loaded", job_type=p.job_type, package=p.package, version=p.version)
+    except PluginError as exc:
+        raise StartupError(str(exc)) from None
     book = QueueBook(index, parse_queues(settings.queues))
     metrics.QUEUES.bind(book.status, asyncio.get_running_loop())  # scrapes read it on this loop
     service = JobService(
@@ -148,7 +153,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         streams=StreamSlots(settings.max_streams_per_caller, settings.max_streams),
         auth_failures=RateLimiter(settings.auth_failure_rps, settings.auth_failure_burst),
     )
-    controllers = build_controllers(settings, backend, index, book)
+    controllers = build_controllers(settings, backend, index, book, registry)
     return Assembly(service, authenticator, server, controllers, book)
 
 

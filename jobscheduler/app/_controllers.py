@@ -23,6 +23,7 @@ from jobscheduler.core.index import JobIndex
 from jobscheduler.core.jobstats import JobObserver
 from jobscheduler.core.model import JobRecord
 from jobscheduler.core.ports import JobBackend
+from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.retries import RetryController
 from jobscheduler.jobtypes import builtin_registry
 from jobscheduler.logs import get_logger
@@ -51,7 +52,11 @@ def lease_identity(settings: Settings) -> str:
 
 
 def build_controllers(
-    settings: Settings, backend: JobBackend, index: JobIndex, book: QueueBook
+    settings: Settings,
+    backend: JobBackend,
+    index: JobIndex,
+    book: QueueBook,
+    registry: HandlerRegistry | None = None,
 ) -> list[Controller]:
     """Job retries (every replica: idempotent) and the admission loop (one replica at a time:
     the Lease holder, with the Kubernetes backend and LEADER_ELECTION; the local backend is
@@ -60,7 +65,8 @@ def build_controllers(
         backend,
         index,
         # What ScheduleJob uses: a retry is rendered from the stored request and checked again.
-        registry=builtin_registry(timer_image=settings.timer_image),
+        # ScheduleJob's registry (plugin types included); else the built-in types.
+        registry=registry if registry is not None else builtin_registry(timer_image=settings.timer_image),
         defaults=job_defaults(settings),
         images=image_policy(settings),
         on_refused=lambda record, why: log.warning(

@@ -1,8 +1,11 @@
 """The job-type handler registry.
 
 A handler validates one job type's parameters and renders them into a
-batch/v1 Job manifest. Adding a type is one module that defines a handler
-plus one proto message; see README "Adding a job type".
+batch/v1 Job manifest. Adding a built-in type is one module that defines a
+handler plus one proto message; a plugin type is an installed package whose
+entry point (group ``jobscheduler.job_types``) becomes a handler for the
+``custom_job`` member, picked by ``custom_job.type`` (``dispatch_key``). Both
+are JobHandler instances here; see README "Adding a job type".
 
 There is no import-time global state: the composition root builds a
 registry (``jobscheduler.jobtypes.builtin_registry``), tests build their
@@ -15,7 +18,7 @@ import abc
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from jobscheduler.core.errors import InvalidArgument
+from jobscheduler.core.errors import InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext
 
 P = TypeVar("P")
@@ -28,6 +31,23 @@ class JobHandler(abc.ABC, Generic[P]):
     job_type: str
     #: The ScheduleJobRequest ``job`` oneof member carrying its parameters (``timer_job``).
     request_field: str
+    #: What ListJobTypes says the type does (one or two sentences).
+    description: str = ""
+    #: The distribution the type comes from and its version; empty for a built-in type.
+    package: str = ""
+    version: str = ""
+    #: For a request field shared by several types (``custom_job``): the parameter naming the
+    #: type (``type``); None when the request field is the type's alone.
+    dispatch_key: str | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return not self.package
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """The parameters' JSON Schema (Draft 2020-12) as ListJobTypes reports it; handlers
+        override this default, which says no more than "an object"."""
+        return {"type": "object"}
 
     @abc.abstractmethod
     def parse(self, params: Mapping[str, Any]) -> P:
@@ -52,28 +72,58 @@ class JobHandler(abc.ABC, Generic[P]):
 
 
 class HandlerRegistry:
-    """Handlers by job type and by request field."""
+    """Handlers by job type and by request field (a shared field: by its dispatch key too)."""
 
     def __init__(self) -> None:
         self._by_type: dict[str, JobHandler[Any]] = {}
         self._by_field: dict[str, JobHandler[Any]] = {}
+        #: Shared request fields: field -> (dispatch key, {type: handler}).
+        self._shared: dict[str, tuple[str, dict[str, JobHandler[Any]]]] = {}
 
     def register(self, handler: JobHandler[Any]) -> JobHandler[Any]:
-        if handler.job_type in self._by_type:
-            raise ValueError(f"job type {handler.job_type!r} is registered already")
-        if handler.request_field in self._by_field:
-            raise ValueError(f"request field {handler.request_field!r} is registered already")
-        self._by_type[handler.job_type] = handler
-        self._by_field[handler.request_field] = handler
+        """Add ``handler``; ValueError when its type is taken, or its request field is another
+        type's (a shared field takes several types, all with the same dispatch key)."""
+        name, field, key = handler.job_type, handler.request_field, handler.dispatch_key
+        if name in self._by_type:
+            raise ValueError(f"job type {name!r} is registered already")
+        if field in self._by_field:
+            raise ValueError(f"request field {field!r} is registered already")
+        if key is None and field in self._shared:
+            raise ValueError(
+                f"request field {field!r} is shared by types picked by {self._shared[field][0]!r}"
+            )
+        if key is not None and self._shared.get(field, (key, {}))[0] != key:
+            raise ValueError(
+                f"request field {field!r} picks its type by {self._shared[field][0]!r}, not {key!r}"
+            )
+        self._by_type[name] = handler
+        if key is None:
+            self._by_field[field] = handler
+        else:
+            self._shared.setdefault(field, (key, {}))[1][name] = handler
         return handler
 
-    def for_request_field(self, request_field: str | None) -> JobHandler[Any]:
+    def for_request_field(
+        self, request_field: str | None, params: Mapping[str, Any] | None = None
+    ) -> JobHandler[Any]:
+        """The handler for a request's job member and its parameters (plain data; a shared
+        member's dispatch key picks among its types); InvalidArgument naming what is wrong."""
         handler = self._by_field.get(request_field or "")
-        if handler is None:
-            fields = ", ".join(sorted(self._by_field)) or "none registered"
+        if handler is not None:
+            return handler
+        shared = self._shared.get(request_field or "")
+        if shared is None:
+            fields = ", ".join(sorted([*self._by_field, *self._shared])) or "none registered"
             if request_field:
                 raise InvalidArgument.field("job", f"job type {request_field!r} is not supported ({fields})")
             raise InvalidArgument.field("job", f"exactly one job type must be set ({fields})")
+        key, handlers = shared
+        name = (params or {}).get(key)
+        handler = handlers.get(name) if isinstance(name, str) else None
+        if handler is None:
+            known = ", ".join(sorted(handlers))
+            what = f"unknown type {brief(name)}" if name else "must name a job type"
+            raise InvalidArgument.field(f"{request_field}.{key}", f"{what} (known: {known})")
         return handler
 
     def for_type(self, job_type: str) -> JobHandler[Any] | None:

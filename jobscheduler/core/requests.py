@@ -210,7 +210,7 @@ def parse_work(
     registry: HandlerRegistry, request: ScheduleRequest, images: ImagePolicy | None
 ) -> tuple[JobHandler[Any], Any]:
     """The handler and its validated parameters (handler.parse, then ALLOWED_IMAGES); InvalidArgument."""
-    handler = registry.for_request_field(request.job_field)
+    handler = registry.for_request_field(request.job_field, request.params)
     params = handler.parse(request.params)
     violations = image_violations(handler, params, images)
     if violations:

@@ -111,7 +111,7 @@ class JobService:
             *_scheduling_violations(request),
             *self._queue_violations(request),
         ]
-        handler = self.registry.for_request_field(request.job_field)
+        handler = self.registry.for_request_field(request.job_field, request.params)
         try:
             params = handler.parse(request.params)
         except InvalidArgument as exc:

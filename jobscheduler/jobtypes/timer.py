@@ -53,6 +53,7 @@ class TimerParams:
 class TimerHandler(JobHandler[TimerParams]):
     job_type = "timer"
     request_field = "timer_job"
+    description = "Waits duration_seconds, then reports its completion to control_plane_endpoint."
 
     def __init__(self, default_image: str) -> None:
         self.default_image = default_image

@@ -88,6 +88,10 @@ def prepare(
         # Our own image's entry point: the same program, this interpreter, isolated (-I: no PYTHON*
         # variables, no user site-packages, not the working directory on sys.path).
         argv = [sys.executable, "-I", "-m", "jobscheduler", *argv[1:]]
+    elif argv[0] in ("python", "python3"):
+        # The image's Python (a plugin job type's `python -I -m its.module`): this interpreter,
+        # where the plugin package is installed.
+        argv = [sys.executable, *argv[1:]]
     requested: dict[str, str] = {}
     for item in container.get("env", []):
         if not isinstance(item, Mapping) or "name" not in item:
