@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     #: the API server (as client-go's QPS/Burst). 0 disables the limit.
     kube_api_qps: Annotated[float, Field(ge=0, le=100_000)] = 50.0
     kube_api_burst: Annotated[int, Field(ge=1, le=100_000)] = 100
-    max_message_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 4 * 1024 * 1024
+    #: The largest request accepted. The largest valid request is well under 256 KiB, and every
+    #: byte of a larger one is decoded before anything can refuse it (answers may be larger).
+    max_message_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
     shutdown_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     #: How often readiness re-checks that the backend is reachable.
     readiness_interval_seconds: Annotated[float, Field(gt=0, le=300)] = 5.0

@@ -440,6 +440,29 @@ def test_failed_authentications_are_limited_per_peer_before_any_review(
         svc.stop()
 
 
+def test_a_concurrent_wave_of_garbage_tokens_costs_at_most_the_peers_budget(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    """Sent all at once (the reviews are slow), 30 different garbage tokens from one peer may not
+    all pass the check before the first failure is counted: each is charged before its review."""
+    emulator.add_token("sa-token", SA)
+    svc = kubernetes_service(kubeconfig, auth_mode="kubernetes", auth_failure_rps=0.001, auth_failure_burst=3)
+    try:
+        stub = svc.stub
+        emulator.delay("POST", TOKENREVIEWS_PATH, 0.5)
+        emulator.trim_log()
+        calls = [
+            stub.ListJobs.future(pb.ListJobsRequest(), metadata=auth(f"wave-{i}"), timeout=T)
+            for i in range(30)
+        ]
+        codes = [call.exception().code() for call in calls if call.exception() is not None]
+        assert len(codes) == 30
+        assert codes.count(grpc.StatusCode.UNAUTHENTICATED) == 3, codes
+        assert reviews(emulator) == 3
+    finally:
+        svc.stop()
+
+
 # --- limits ----------------------------------------------------------------------------------------
 
 
@@ -539,6 +562,19 @@ def test_request_limits_reject_and_the_server_keeps_serving(kubeconfig: pathlib.
         assert stub.ScheduleJob(timer_request("fine"), timeout=T).job_id
     finally:
         svc.stop()
+
+
+def test_a_request_over_256_kib_is_refused_before_it_is_decoded(service: ServiceThread) -> None:
+    """The default MAX_MESSAGE_BYTES: a 4 MB request used to be decoded whole (125 ms of event
+    loop) before any check, also for callers that were not even authenticated."""
+    big = pb.ScheduleJobRequest(
+        name="big", timer_job=timer_request().timer_job, labels={f"k{i}": "v" * 60 for i in range(5000)}
+    )
+    assert big.ByteSize() > 256 * 1024
+    with pytest.raises(grpc.RpcError) as err:
+        service.stub.ScheduleJob(big, timeout=T)
+    assert err.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert service.stub.ScheduleJob(timer_request("fine"), timeout=T).job_id
 
 
 # --- mtls mode: the client certificate is the identity ---------------------------------------------

@@ -28,7 +28,8 @@ MISSING_DEPENDENCY = "job-zzzzzzzzzz"
 
 @pytest.fixture(scope="module")
 def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
-    service = local_service(tmp_path_factory.mktemp("hostile") / "data")
+    # The largest MAX_MESSAGE_BYTES allowed, so that oversized fields reach the checks.
+    service = local_service(tmp_path_factory.mktemp("hostile") / "data", max_message_bytes=4 * 1024 * 1024)
     try:
         yield service
     finally:

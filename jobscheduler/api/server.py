@@ -41,11 +41,15 @@ class Health:
         await self.servicer.enter_graceful_shutdown()
 
 
+#: The largest answer sent.
+_MAX_ANSWER_BYTES = 4 * 1024 * 1024
+
+
 def build_server(
     service: JobService,
     health: Health,
     *,
-    max_message_bytes: int = 4 * 1024 * 1024,
+    max_message_bytes: int = 256 * 1024,
     authenticator: Authenticator | None = None,
     limiter: RateLimiter | None = None,
     streams: StreamSlots | None = None,
@@ -54,7 +58,8 @@ def build_server(
     """A server with every service added and no port bound yet (``add_insecure_port``, then ``start``)."""
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
+        # Answers (a ListJobs page of 1,000 jobs) may be larger than any request needs to be.
+        ("grpc.max_send_message_length", max(max_message_bytes, _MAX_ANSWER_BYTES)),
         ("grpc.so_reuseport", 0),
     ]
     # The OpenTelemetry interceptor (when tracing is on) comes first, so the RPC's span is active

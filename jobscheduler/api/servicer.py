@@ -19,8 +19,8 @@ from jobscheduler.api.auth import credentials, peer_address
 from jobscheduler.api.context import current_request_id, log_field
 from jobscheduler.api.errors import internal_status, to_status
 from jobscheduler.api.schemas import message_schema
-from jobscheduler.core.auth import AllowAll, Authenticator, Caller
-from jobscheduler.core.errors import JobSchedulerError, Unauthenticated
+from jobscheduler.core.auth import AllowAll, Authenticator, Caller, token_digest
+from jobscheduler.core.errors import JobSchedulerError
 from jobscheduler.core.limits import RateLimiter, StreamSlots
 from jobscheduler.core.registry import JobHandler
 from jobscheduler.core.service import JobService
@@ -96,19 +96,34 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
         self._streams = streams or StreamSlots(0, 0)
         #: Failed authentications per peer address, checked before authenticating.
         self._auth_failures = auth_failures or RateLimiter(0, 1)
+        #: (peer, token digest, certificate identity) -> calls checking those credentials now
+        self._checking: dict[tuple[str, str, str], int] = {}
 
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """Who calls (UNAUTHENTICATED without valid credentials), within their rate limit.
 
         A peer address with too many failed attempts is RESOURCE_EXHAUSTED before its
-        credentials are looked at: garbage tokens do not each cost a TokenReview."""
+        credentials are looked at: garbage tokens do not each cost a TokenReview. The first
+        call with given credentials from a peer is charged *before* they are checked and
+        refunded when they pass, so a wave of concurrent calls with different garbage tokens
+        cannot all pass the check (calls with the same credentials meanwhile share one review
+        and are not charged again); a check that fails for any reason (a refused token, or the
+        API server not answering) stays charged."""
         peer = peer_address(context)
         self._auth_failures.check(peer, "failed authentications")
-        try:
-            caller = await self._authenticator.authenticate(credentials(context))
-        except Unauthenticated:
+        presented = credentials(context)
+        key = (peer, token_digest(presented.bearer_token or ""), presented.peer_identity or "")
+        first = key not in self._checking
+        if first:
             self._auth_failures.charge(peer)
-            raise
+        self._checking[key] = self._checking.get(key, 0) + 1
+        try:
+            caller = await self._authenticator.authenticate(presented)
+        finally:
+            if (left := self._checking.pop(key) - 1) > 0:
+                self._checking[key] = left
+        if first:
+            self._auth_failures.refund(peer)
         log_field(caller=caller.identity)
         self._limiter.acquire(caller.identity)
         return caller
@@ -128,7 +143,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     async def GetJobStatus(
         self, request: pb.GetJobStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetJobStatusResponse:
-        log_field(job_id=request.job_id)
+        log_field(job_id=request.job_id[:64])  # logged before it is validated: bounded
         caller = await self._caller(context)
         record = await self._service.get(request.job_id, caller)
         return pb.GetJobStatusResponse(job=convert.job_message(record))
@@ -151,7 +166,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
-        log_field(job_id=request.job_id)
+        log_field(job_id=request.job_id[:64])  # logged before it is validated: bounded
         caller = await self._caller(context)
         record = await self._service.cancel(request.job_id, request.reason, caller)
         return pb.CancelJobResponse(job=convert.job_message(record))
@@ -192,7 +207,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.JobEvent]:
-        log_field(job_id=request.job_id)
+        log_field(job_id=request.job_id[:64])  # logged before it is validated: bounded
         caller = await self._caller(context)
         with self._streams.hold(caller.identity):
             async for event in self._service.watch_job(request.job_id, caller):
@@ -212,7 +227,7 @@ class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
     async def GetJobLogs(
         self, request: pb.GetJobLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.LogLine]:
-        log_field(job_id=request.job_id)
+        log_field(job_id=request.job_id[:64])  # logged before it is validated: bounded
         caller = await self._caller(context)
         lines = self._service.logs(
             request.job_id,

@@ -9,7 +9,7 @@ from typing import Final
 
 from jobscheduler.core.errors import ResourceExhausted
 
-#: Buckets kept at most; idle ones (full again) are dropped first, so memory stays bounded.
+#: Buckets kept at most; the least recently used are dropped first, so memory stays bounded.
 MAX_BUCKETS: Final = 100_000
 
 
@@ -31,16 +31,14 @@ class RateLimiter:
         tokens, then = self._buckets.get(identity, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.rate)
         if tokens < 1.0:
-            self._buckets[identity] = (tokens, now)
+            self._store(identity, (tokens, now))
             wait = (1.0 - tokens) / self.rate
             raise ResourceExhausted(
                 f"rate limit of {self.rate:g} requests/s (burst {self.burst}) exceeded for {identity!r};"
                 f" retry in {wait:.2f}s",
                 retry_after_seconds=wait,
             )
-        self._buckets[identity] = (tokens - 1.0, now)
-        if len(self._buckets) > MAX_BUCKETS:
-            self._prune(now)
+        self._store(identity, (tokens - 1.0, now))
 
     def check(self, key: str, what: str) -> None:
         """Raise ResourceExhausted (naming ``what``) while ``key``'s bucket is empty; take nothing.
@@ -70,16 +68,22 @@ class RateLimiter:
         now = self._clock()
         tokens, then = self._buckets.get(key, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.rate)
-        self._buckets[key] = (max(-float(self.burst), tokens - 1.0), now)
-        if len(self._buckets) > MAX_BUCKETS:
-            self._prune(now)
+        self._store(key, (max(-float(self.burst), tokens - 1.0), now))
 
-    def _prune(self, now: float) -> None:
-        full_after = 2 * self.burst / self.rate  # from a debt of -burst (``charge``)
-        for key, (_, then) in list(self._buckets.items()):
-            if now - then >= full_after:
-                del self._buckets[key]
-        while len(self._buckets) > MAX_BUCKETS:  # all busy: forget the oldest (dicts keep order)
+    def refund(self, key: str) -> None:
+        """Give back what ``charge`` took for work that did not fail after all."""
+        if self.rate <= 0 or (bucket := self._buckets.get(key)) is None:
+            return
+        tokens, then = bucket
+        self._store(key, (min(float(self.burst), tokens + 1.0), then))
+
+    def _store(self, key: str, bucket: tuple[float, float]) -> None:
+        """Keep ``key``'s bucket as the most recently used (dicts keep insertion order), and at
+        most MAX_BUCKETS of them: the least recently used goes first, in constant time (a scan
+        of every bucket per call would itself be the cost an attacker with many keys wants)."""
+        self._buckets.pop(key, None)
+        self._buckets[key] = bucket
+        while len(self._buckets) > MAX_BUCKETS:
             del self._buckets[next(iter(self._buckets))]
 
 
