@@ -1,0 +1,333 @@
+"""Plugin job types: loading (entry points, at the importlib.metadata edge), refusals at start,
+schema validation before the plugin's own checks, retries, and the example weather plugin
+(examples/weather-plugin, installed by scripts/test) end to end on the local backend."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import pytest
+from conftest import ServiceThread, local_service
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler.api.server import Health
+from jobscheduler.app import StartupError, assemble, build_backend, build_index
+from jobscheduler.config import Settings
+from jobscheduler.jobtypes import PluginError, builtin_registry, load_plugins
+
+T = 30
+GROUP = "jobscheduler.job_types"
+TERMINAL = (pb.JOB_PHASE_SUCCEEDED, pb.JOB_PHASE_FAILED, pb.JOB_PHASE_CANCELLED)
+
+ECHO = """
+from jobscheduler.core.errors import InvalidArgument
+from jobscheduler.core.manifests import job_manifest
+
+class Echo:
+    name = "echo"
+    description = "Exits with params.code."
+    version = "1.2.3"
+    parameters_schema = {
+        "type": "object",
+        "properties": {
+            "code": {"type": "integer", "minimum": 0, "maximum": 3},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}},
+        },
+        "required": ["code"],
+        "additionalProperties": False,
+    }
+    parsed = []
+
+    def parse(self, params):
+        Echo.parsed.append(params)
+        if params["code"] == 3:
+            raise InvalidArgument.field("custom_job.params.code", "3 is unlucky")
+        return params["code"]
+
+    def render(self, code, ctx):
+        command = ("python", "-I", "-c", f"raise SystemExit({code})")
+        return job_manifest(ctx, image="example.com/echo:1", command=command, backoff_limit=0)
+
+    def default_images(self):
+        return ("example.com/echo:1",)
+
+plugin = Echo()
+clash = Echo()
+clash.name = "timer"
+not_a_plugin = object()
+bad_schema = Echo()
+bad_schema.parameters_schema = {"type": 5}
+bad_name = Echo()
+bad_name.name = "Not_A_Label"
+"""
+
+
+@pytest.fixture
+def plugins(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Make ``importlib.metadata.entry_points(group=...)`` list the given ``name=module:attr``
+    entry points (modules fake_echo and fake_broken written to ``tmp_path``)."""
+    (tmp_path / "fake_echo.py").write_text(textwrap.dedent(ECHO))
+    (tmp_path / "fake_broken.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = importlib.metadata.entry_points
+
+    def use(*specs: str) -> None:
+        eps = [importlib.metadata.EntryPoint(s.split("=")[0], s.split("=")[1], GROUP) for s in specs]
+
+        def entry_points(**params: Any) -> Any:
+            return eps if params.get("group") == GROUP else real(**params)
+
+        monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+
+    return use
+
+
+def test_a_plugin_becomes_a_handler_of_custom_job(plugins: Callable[..., None]) -> None:
+    plugins("echo=fake_echo:plugin")
+    registry = builtin_registry(timer_image="img")
+    [handler] = load_plugins(registry)
+    assert (handler.job_type, handler.request_field, handler.package, handler.version) == (
+        "echo",
+        "custom_job",
+        "fake_echo",
+        "1.2.3",
+    )
+    assert registry.for_request_field("custom_job", {"type": "echo", "params": {}}) is handler
+    assert handler.default_images() == ("example.com/echo:1",)
+
+
+@pytest.mark.parametrize(
+    ("specs", "message"),
+    [
+        (["timer=fake_echo:clash"], "job type 'timer' clashes with a built-in type"),
+        (["echo=fake_echo:plugin", "echo2=fake_echo:plugin"], "clashes with package fake_echo"),
+        (["broken=fake_broken:plugin"], "cannot be loaded: RuntimeError: boom at import"),
+        (["gone=fake_missing:plugin"], "cannot be loaded: ModuleNotFoundError"),
+        (["odd=fake_echo:not_a_plugin"], "does not implement the plugin protocol"),
+        (["schema=fake_echo:bad_schema"], "is not a valid JSON Schema"),
+        (["name=fake_echo:bad_name"], "is not a valid job type name"),
+    ],
+)
+def test_a_plugin_that_cannot_be_used_is_refused(
+    plugins: Callable[..., None], specs: list[str], message: str
+) -> None:
+    plugins(*specs)
+    with pytest.raises(PluginError, match=message):
+        load_plugins(builtin_registry(timer_image="img"))
+
+
+def test_the_service_refuses_to_start_on_a_clash(
+    plugins: Callable[..., None], tmp_path: pathlib.Path
+) -> None:
+    plugins("timer=fake_echo:clash")
+
+    async def start() -> None:
+        settings = Settings(backend="local", data_dir=str(tmp_path / "data"))
+        backend = await build_backend(settings)
+        index = build_index(settings)
+        await backend.start(index)
+        try:
+            await assemble(settings, backend, index, Health())
+        finally:
+            await backend.close()
+
+    with pytest.raises(StartupError, match="clashes with a built-in type"):
+        asyncio.run(start())
+
+
+def test_serve_exits_2_naming_a_broken_plugin(tmp_path: pathlib.Path) -> None:
+    """A real installed distribution (a dist-info on PYTHONPATH) whose entry point fails."""
+    site = tmp_path / "site"
+    info = site / "broken_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{GROUP}]\nbroken = broken_plugin:plugin\n")
+    (site / "broken_plugin.py").write_text("raise ImportError('no such thing')\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(site),
+        "BACKEND": "local",
+        "DATA_DIR": str(tmp_path / "data"),
+        "GRPC_HOST": "127.0.0.1",
+        "GRPC_PORT": "0",
+        "HEALTH_PORT": "0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "jobscheduler", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    out = done.stdout + done.stderr
+    assert "job type plugin 'broken'" in out and "broken-plugin 0.1" in out
+    assert "ImportError: no such thing" in out
+
+
+def refused(call: Callable[[], Any]) -> dict[str, str]:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT, (err.value.code(), err.value.details())
+    status = rpc_status.from_call(err.value)  # type: ignore[arg-type]
+    assert status is not None
+    fields: dict[str, str] = {}
+    for detail in status.details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields.update({v.field: v.description for v in bad.field_violations})
+    return fields
+
+
+def custom(job_type: str, params: dict[str, Any], **extra: Any) -> pb.ScheduleJobRequest:
+    request = pb.ScheduleJobRequest(name=f"{job_type}-job", custom_job=pb.CustomJob(type=job_type), **extra)
+    request.custom_job.params.update(params)
+    return request
+
+
+def final(svc: ServiceThread, job_id: str) -> pb.Job:
+    for event in svc.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=T):
+        if event.job.phase in TERMINAL:
+            return event.job
+    raise AssertionError(f"{job_id}: no final phase")
+
+
+@pytest.fixture
+def echo_service(plugins: Callable[..., None], tmp_path: pathlib.Path) -> Iterator[ServiceThread]:
+    plugins("echo=fake_echo:plugin")
+    svc = local_service(tmp_path / "data")
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def test_a_plugin_type_is_listed_validated_run_and_retried(echo_service: ServiceThread) -> None:
+    svc = echo_service
+    import fake_echo  # type: ignore[import-not-found]  # written by the plugins fixture
+
+    types = {t.name: t for t in svc.stub.ListJobTypes(pb.ListJobTypesRequest(), timeout=T).types}
+    echo = types["echo"]
+    assert (echo.request_field, echo.builtin, echo.package, echo.version) == (
+        "custom_job",
+        False,
+        "fake_echo",
+        "1.2.3",
+    )
+    assert echo.description == "Exits with params.code."
+    assert json.loads(echo.parameters_schema)["required"] == ["code"]
+
+    # The schema first, every violation under custom_job.params; the plugin is not asked.
+    fake_echo.Echo.parsed.clear()
+    assert refused(lambda: svc.stub.ScheduleJob(custom("echo", {}), timeout=T)) == {
+        "custom_job.params.code": "is required"
+    }
+    bad = {"code": "0", "tags": ["ok", "too long"], "extra": 1}
+    fields = refused(lambda: svc.stub.ScheduleJob(custom("echo", bad), timeout=T))
+    assert set(fields) == {"custom_job.params.code", "custom_job.params.tags[1]", "custom_job.params"}
+    assert "extra" in fields["custom_job.params"]
+    assert fake_echo.Echo.parsed == []
+    # Then the plugin's own checks.
+    assert refused(lambda: svc.stub.ScheduleJob(custom("echo", {"code": 3}), timeout=T)) == {
+        "custom_job.params.code": "3 is unlucky"
+    }
+    fields = refused(lambda: svc.stub.ScheduleJob(custom("nope", {"code": 0}), timeout=T))
+    assert "echo" in fields["custom_job.type"]
+
+    ok = svc.stub.ScheduleJob(custom("echo", {"code": 0}), timeout=T)
+    assert ok.job.type == "echo"
+    done = final(svc, ok.job_id)
+    assert (done.phase, done.exit_code, done.type) == (pb.JOB_PHASE_SUCCEEDED, 0, "echo")
+
+    # A retry is rendered again from the stored request: the plugin type is found by custom_job.type.
+    request = custom("echo", {"code": 1}, max_retries=1, retry_backoff_seconds=1)
+    failing = svc.stub.ScheduleJob(request, timeout=T)
+    assert final(svc, failing.job_id).phase == pb.JOB_PHASE_FAILED
+    events = svc.stub.WatchJobs(pb.WatchJobsRequest(filter=pb.JobFilter(type="echo")), timeout=T)
+    for event in events:
+        if event.job.retry_of == failing.job_id:
+            assert (event.job.type, event.job.retry_number) == ("echo", 1)
+            events.cancel()  # type: ignore[no-untyped-call]
+            break
+
+
+class _Weather(BaseHTTPRequestHandler):
+    reports: list[dict[str, Any]]
+    reported: threading.Event
+
+    def do_GET(self) -> None:
+        body = json.dumps({"temperature_c": 21.5, "conditions": "sunny"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        type(self).reports.append(json.loads(self.rfile.read(length)))
+        type(self).reported.set()
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def weather_server() -> Iterator[tuple[str, type[_Weather]]]:
+    handler = type("Weather", (_Weather,), {"reports": [], "reported": threading.Event()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_example_weather_plugin_end_to_end(
+    tmp_path: pathlib.Path, weather_server: tuple[str, type[_Weather]]
+) -> None:
+    eps = [ep for ep in importlib.metadata.entry_points(group=GROUP) if ep.name == "weather"]
+    assert eps, "install the example plugin: .venv/bin/python -m pip install -e examples/weather-plugin"
+    base, sink = weather_server
+    svc = local_service(tmp_path / "data")
+    try:
+        types = {t.name: t for t in svc.stub.ListJobTypes(pb.ListJobTypesRequest(), timeout=T).types}
+        weather = types["weather"]
+        assert (weather.builtin, weather.package, weather.version, weather.request_field) == (
+            False,
+            "jobscheduler-weather-plugin",
+            "0.1.0",
+            "custom_job",
+        )
+        assert "city" in json.loads(weather.parameters_schema)["properties"]
+
+        params = {"city": "Oslo", "url": f"{base}/reading", "control_plane_endpoint": f"{base}/report"}
+        fields = refused(lambda: svc.stub.ScheduleJob(custom("weather", {**params, "city": ""}), timeout=T))
+        assert list(fields) == ["custom_job.params.city"]
+        fields = refused(
+            lambda: svc.stub.ScheduleJob(custom("weather", {**params, "url": "http://:1/"}), timeout=T)
+        )
+        assert list(fields) == ["custom_job.params.url"]
+
+        job = svc.stub.ScheduleJob(custom("weather", params), timeout=T)
+        done = final(svc, job.job_id)
+        assert (done.phase, done.exit_code, done.type) == (pb.JOB_PHASE_SUCCEEDED, 0, "weather"), done
+        assert sink.reported.is_set()
+        [report] = sink.reports
+        assert report["job_id"] == job.job_id and report["city"] == "Oslo"
+        assert report["reading"] == {"temperature_c": 21.5, "conditions": "sunny"}
+    finally:
+        svc.stop()
