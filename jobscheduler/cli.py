@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("version", help="print the version")
     sub.add_parser("version-full", help="print version, git commit, build date and Python version")
     sub.add_parser("timer", help="run the timer job program (what timer jobs run in their pods)")
+    sub.add_parser("webhook", help="run the webhook job program (what webhook jobs run in their pods)")
     sub.add_parser("healthcheck", help="run the health-check job program (what health-check jobs run)")
     sub.add_parser("report-sink", help="receive and print timer reports (a stand-in control plane)")
     return parser
@@ -70,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         from jobscheduler.timer import main as timer_main
 
         return timer_main(args[1:])
+    if args and args[0] == "webhook":  # configured by its environment
+        from jobscheduler.webhook import main as webhook_main
+
+        return webhook_main(args[1:])
     if args and args[0] == "healthcheck":  # configured by its environment
         from jobscheduler.healthcheck import main as healthcheck_main
 

@@ -12,6 +12,7 @@ from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.jobtypes.custom import ENTRY_POINT_GROUP, JobTypePlugin, PluginError, PluginHandler
 from jobscheduler.jobtypes.healthcheck import HealthCheckHandler
 from jobscheduler.jobtypes.timer import TimerHandler, TimerParams
+from jobscheduler.jobtypes.webhook import WebhookHandler
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -30,6 +31,7 @@ def builtin_registry(*, timer_image: str) -> HandlerRegistry:
     registry = HandlerRegistry()
     registry.register(TimerHandler(default_image=timer_image))
     registry.register(HealthCheckHandler(default_image=timer_image))
+    registry.register(WebhookHandler(default_image=timer_image))
     return registry
 
 
