@@ -1,21 +1,33 @@
 """The container job (batch processing) and the shared pieces every job type renders through:
 secretKeyRef env, per-job resources, parallelism/completions/Indexed, podFailurePolicy rules;
-on the local backend: secrets from LOCAL_SECRETS_DIR, N processes at once, JOB_COMPLETION_INDEX."""
+on the local backend: secrets from LOCAL_SECRETS_DIR, N processes at once, JOB_COMPLETION_INDEX;
+on the Kubernetes emulator: the rendered Job is what is created, its status indexes are reported."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 from typing import Any
 
 import kubernetes_validate
 import pytest
-from local_harness import job, running_backend, wait_phase
+from emulator import EmulatorThread
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from local_harness import wait_record
 from pod_security import check_object
 
-from jobscheduler.core.errors import BackendError
+from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler.api.convert import schedule_request
+from jobscheduler.app._build import build_backend, image_policy
+from jobscheduler.config import Settings
+from jobscheduler.core.errors import BackendError, InvalidArgument
+from jobscheduler.core.index import JobIndex
+from jobscheduler.core.limits import ImagePolicy
 from jobscheduler.core.manifests import RenderContext, job_manifest, validate_job_manifest
-from jobscheduler.core.model import JobPhase
-from jobscheduler.core.quantity import resource_problems
+from jobscheduler.core.quantity import fill_resources, resource_problems
+from jobscheduler.core.requests import image_violations
+from jobscheduler.jobtypes.container import ContainerHandler
 
 pytestmark = pytest.mark.timeout(60)
 K8S_VERSION = "1.31.0"
@@ -84,45 +96,210 @@ def test_the_pod_policy_allows_only_plain_secret_key_refs(value_from: dict[str, 
 
 
 def test_resource_bounds() -> None:
-    defaults = {"cpu_request": "100m", "memory_request": "64Mi", "cpu_limit": "500m", "memory_limit": "128Mi"}
     maxima = {"cpu": "4", "memory": "8Gi"}
-    assert resource_problems({"cpu_limit": "4", "memory_limit": "8Gi"}, defaults, maxima) == {}
-    assert set(resource_problems({"cpu_limit": "5"}, defaults, maxima)) == {"cpu_limit"}
-    assert set(resource_problems({"memory_request": "9Gi"}, defaults, maxima)) == {"memory_request"}
-    assert set(resource_problems({"cpu_request": "1"}, defaults, maxima)) == {"cpu_request"}  # > 500m
-    assert set(resource_problems({"cpu_limit": "1e3", "memory_limit": "0"}, defaults, maxima)) == {
+    assert resource_problems({"cpu_limit": "4", "memory_limit": "8Gi"}, maxima) == {}
+    assert set(resource_problems({"cpu_limit": "5"}, maxima)) == {"cpu_limit"}
+    assert set(resource_problems({"memory_request": "9Gi"}, maxima)) == {"memory_request"}
+    assert set(resource_problems({"cpu_request": "2", "cpu_limit": "1"}, maxima)) == {"cpu_request"}
+    assert set(resource_problems({"cpu_limit": "1e3", "memory_limit": "0"}, maxima)) == {
         "cpu_limit",
         "memory_limit",
     }
+    defaults = {"cpu_request": "100m", "memory_request": "64Mi", "cpu_limit": "500m", "memory_limit": "128Mi"}
+    assert fill_resources({"cpu_limit": "50m", "memory_request": "1Gi"}, defaults) == {
+        "cpu_request": "50m",
+        "cpu_limit": "50m",
+        "memory_request": "1Gi",
+        "memory_limit": "1Gi",
+    }
 
 
-def secret_job(name: str, key: str) -> dict[str, Any]:
-    m = job(["sh", "-c", 'test "$TOKEN" = s3cr3t'])
-    container = m["spec"]["template"]["spec"]["containers"][0]
-    container["env"] = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}]
-    return m
+# --- the handler ---------------------------------------------------------------------------------
+
+HANDLER = ContainerHandler()
+IMAGE = "ghcr.io/example/batch:1"
+
+
+def parse_request(**fields: Any) -> Any:
+    """The handler's parameters for a ContainerJob message (decoded as ScheduleJob does)."""
+    fields.setdefault("image", IMAGE)
+    decoded = schedule_request(pb.ScheduleJobRequest(name="batch", container_job=pb.ContainerJob(**fields)))
+    assert decoded.job_field == "container_job"
+    return HANDLER.parse(decoded.params)
+
+
+def violations(**fields: Any) -> dict[str, str]:
+    with pytest.raises(InvalidArgument) as info:
+        parse_request(**fields)
+    return {v.field: v.description for v in info.value.violations}
+
+
+def render(params: Any, job_id: str = "job-abcdefghij") -> dict[str, Any]:
+    return HANDLER.render(params, RenderContext(job_id=job_id, name="batch", job_type="container"))
+
+
+def test_a_full_request_renders_a_valid_restricted_job_within_allowed_images() -> None:
+    params = parse_request(
+        command=["python", "-c", "print(1)"],
+        args=["--x"],
+        env={"MODE": "fast"},
+        env_from_secrets={"TOKEN": pb.SecretKeyRef(name="api-creds", key="token")},
+        resources=pb.Resources(cpu_limit="2", memory_request="256Mi"),
+        parallelism=2,
+        completions=4,
+        completion_mode=pb.COMPLETION_MODE_INDEXED,
+        backoff_limit_per_index=2,
+        exit_code_rules=[
+            pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_FAIL_INDEX, exit_codes=[3]),
+            pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_FAIL_JOB, exit_codes=[42, 43]),
+        ],
+    )
+    m = render(params)
+    kubernetes_validate.validate(m, K8S_VERSION, strict=True)
+    assert check_object(m) == []
+    validate_job_manifest(m, images=ImagePolicy(("ghcr.io/example",)))
+    with pytest.raises(BackendError, match="ALLOWED_IMAGES"):
+        validate_job_manifest(m, images=ImagePolicy(("ghcr.io/other",)))
+    c = m["spec"]["template"]["spec"]["containers"][0]
+    assert (c["image"], c["command"], c["args"]) == (IMAGE, ["python", "-c", "print(1)"], ["--x"])
+    assert c["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "256Mi"},  # the default 128Mi limit raised to the request
+    }
+    assert {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api-creds", "key": "token"}}} in c["env"]
+    assert m["spec"]["completionMode"] == "Indexed" and m["spec"]["backoffLimitPerIndex"] == 2
+    plain = render(parse_request(command=["true"]))
+    kubernetes_validate.validate(plain, K8S_VERSION, strict=True)
+    assert "completionMode" not in plain["spec"] and plain["spec"]["completions"] == 1
+
+
+def test_the_image_is_checked_against_allowed_images_by_default_only_the_timer_images() -> None:
+    params = parse_request(command=["true"])
+    default = image_policy(Settings(timer_image="ghcr.io/jobscheduler/jobscheduler:1.0"))
+    [violation] = image_violations(HANDLER, params, default)
+    assert violation.field == "container_job.image" and "ALLOWED_IMAGES" in violation.description
+    assert image_violations(HANDLER, params, image_policy(Settings(allowed_images="ghcr.io/example"))) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"image": ""}, "container_job.image"),
+        ({"image": "Not An Image"}, "container_job.image"),
+        ({"env": {"LD_PRELOAD": "/x.so"}}, "container_job.env[LD_PRELOAD]"),
+        ({"env": {"JOB_COMPLETION_INDEX": "1"}}, "container_job.env[JOB_COMPLETION_INDEX]"),
+        (
+            {"env_from_secrets": {"PYTHONPATH": pb.SecretKeyRef(name="s", key="k")}},
+            "container_job.env_from_secrets[PYTHONPATH]",
+        ),
+        (
+            {"env_from_secrets": {"T": pb.SecretKeyRef(name="Bad_Name", key="k")}},
+            "container_job.env_from_secrets[T].name",
+        ),
+        (
+            {"env_from_secrets": {"T": pb.SecretKeyRef(name="s", key="../etc")}},
+            "container_job.env_from_secrets[T].key",
+        ),
+        ({"args": ["a\0b"]}, "container_job.args[0]"),
+        ({"command": ["x"] * 300}, "container_job.command"),
+        ({"resources": pb.Resources(cpu_limit="5")}, "container_job.resources.cpu_limit"),
+        ({"resources": pb.Resources(memory_limit="9Gi")}, "container_job.resources.memory_limit"),
+        ({"resources": pb.Resources(cpu_request="2", cpu_limit="1")}, "container_job.resources.cpu_request"),
+        ({"resources": pb.Resources(memory_limit="lots")}, "container_job.resources.memory_limit"),
+        ({"completions": 101}, "container_job.completions"),
+        ({"parallelism": -1}, "container_job.parallelism"),
+        ({"backoff_limit_per_index": 1}, "container_job.backoff_limit_per_index"),
+        (
+            {"exit_code_rules": [pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_FAIL_INDEX, exit_codes=[3])]},
+            "container_job.exit_code_rules",
+        ),
+        (
+            {"exit_code_rules": [pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_IGNORE, exit_codes=[0])]},
+            "container_job.exit_code_rules[0].exit_codes",
+        ),
+        ({"exit_code_rules": [pb.ExitCodeRule(exit_codes=[1])]}, "container_job.exit_code_rules[0].action"),
+    ],
+)
+def test_bad_fields_are_invalid_argument_naming_the_field(fields: dict[str, Any], field: str) -> None:
+    assert field in violations(**fields)
+
+
+def test_the_configured_maxima_bound_resources() -> None:
+    handler = ContainerHandler(max_cpu_limit="500m", max_memory_limit="1Gi")
+    with pytest.raises(InvalidArgument, match="500m"):
+        handler.parse({"image": IMAGE, "resources": {"cpu_limit": "1"}})
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+_keys = st.sampled_from(
+    [
+        "image",
+        "command",
+        "args",
+        "env",
+        "env_from_secrets",
+        "resources",
+        "parallelism",
+        "completions",
+        "completion_mode",
+        "backoff_limit_per_index",
+        "exit_code_rules",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(_keys, _json, max_size=11))
+def test_any_parameters_are_accepted_and_render_or_are_invalid_argument(params: dict[str, Any]) -> None:
+    try:
+        parsed = HANDLER.parse(params)
+    except InvalidArgument as exc:
+        assert all(v.field.startswith("container_job") for v in exc.violations)
+        return
+    validate_job_manifest(render(parsed))
+
+
+# --- the Kubernetes emulator ---------------------------------------------------------------------
 
 
 @pytest.mark.asyncio
-async def test_local_secret_env_is_read_from_the_secrets_dir_and_a_missing_one_fails_the_job(
-    tmp_path: pathlib.Path,
+async def test_kubernetes_creates_the_rendered_job_and_reports_its_indexes(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
 ) -> None:
-    secrets_dir = tmp_path / "secrets"
-    (secrets_dir / "api").mkdir(parents=True)
-    (secrets_dir / "api" / "token").write_text("s3cr3t")
-    async with running_backend(tmp_path / "data", secrets_dir=secrets_dir) as (backend, index):
-        ok, no_key, no_secret, escape = (
-            secret_job("api", "token"),
-            secret_job("api", "other"),
-            secret_job("missing", "token"),
-            secret_job("api", ".."),
-        )
-        for m in (ok, no_key, no_secret, escape):
-            await backend.create(m)
-        records = [await wait_phase(index, m["metadata"]["name"]) for m in (ok, no_key, no_secret, escape)]
-    assert records[0].phase is JobPhase.SUCCEEDED, records[0]
-    for record in records[1:]:
-        assert (record.phase, record.reason) == (JobPhase.FAILED, "CreateContainerConfigError"), record
-        assert "s3cr3t" not in record.message
-    assert "couldn't find key other in Secret default/api" in records[1].message
-    assert 'secret "missing" not found' in records[2].message
+    backend = await build_backend(
+        Settings(backend="kubernetes", in_cluster=False, kubeconfig=str(kubeconfig))
+    )
+    index = JobIndex()
+    manifest = render(
+        parse_request(
+            command=["work"],
+            completions=3,
+            parallelism=3,
+            completion_mode=pb.COMPLETION_MODE_INDEXED,
+            backoff_limit_per_index=0,
+        ),
+        "job-k8sidx0000",
+    )
+    try:
+        await backend.start(index)
+        await backend.create(manifest)
+        created = await asyncio.to_thread(emulator.job, "job-k8sidx0000")
+        assert created["spec"]["completionMode"] == "Indexed"
+        assert created["spec"]["template"]["spec"]["containers"][0]["command"] == ["work"]
+        status = {
+            "startTime": "2030-01-02T10:00:00Z",
+            "active": 1,
+            "succeeded": 1,
+            "failed": 1,
+            "completedIndexes": "0",
+            "failedIndexes": "2",
+        }
+        await asyncio.to_thread(emulator.patch_job, "job-k8sidx0000", {"status": status})
+        record = await wait_record(index, "job-k8sidx0000", lambda r: r.completed_indexes == "0")
+    finally:
+        await backend.close()
+    assert (record.completed_indexes, record.failed_indexes) == ("0", "2")

@@ -51,6 +51,27 @@ EXAMPLES: dict[str, list[pb.ScheduleJobRequest]] = {
             ),
         ),
     ],
+    "container": [
+        pb.ScheduleJobRequest(
+            name="batch", container_job=pb.ContainerJob(image="ghcr.io/acme/batch:1", command=["run"])
+        ),
+        pb.ScheduleJobRequest(
+            name="batch-indexed",
+            container_job=pb.ContainerJob(
+                image="ghcr.io/acme/batch:1",
+                command=["run"],
+                args=["--fast"],
+                env={"MODE": "all"},
+                env_from_secrets={"TOKEN": pb.SecretKeyRef(name="api", key="token")},
+                resources=pb.Resources(cpu_request="1", cpu_limit="4", memory_limit="8Gi"),
+                parallelism=3,
+                completions=10,
+                completion_mode=pb.COMPLETION_MODE_INDEXED,
+                backoff_limit_per_index=2,
+                exit_code_rules=[pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_FAIL_INDEX, exit_codes=[3])],
+            ),
+        ),
+    ],
     "healthcheck": [
         pb.ScheduleJobRequest(
             name="probe-api",

@@ -270,6 +270,8 @@ def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
         depends_on=list(record.depends_on),
         enqueued_at=_timestamp(record.enqueued_at),
         admitted_at=_timestamp(record.admitted_at),
+        completed_indexes=record.completed_indexes,
+        failed_indexes=record.failed_indexes,
     )
     for c in record.conditions:
         job.conditions.add(

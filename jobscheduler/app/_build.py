@@ -89,6 +89,11 @@ async def _local_backend(settings: Settings, why: str) -> JobBackend:
             kill_grace_seconds=settings.local_kill_grace_seconds,
             backoff_seconds=settings.local_backoff_seconds,
             secrets_dir=pathlib.Path(settings.local_secrets_dir) if settings.local_secrets_dir else None,
+            allow_commands=(
+                settings.local_allow_commands
+                if settings.local_allow_commands is not None
+                else settings.auth_mode == "none"
+            ),
         )
     except OSError as exc:
         raise StartupError(f"DATA_DIR: cannot use {data}: {exc}") from None

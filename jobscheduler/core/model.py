@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -109,6 +109,10 @@ class JobRecord:
     depends_on: tuple[str, ...] = ()
     enqueued_at: datetime | None = None
     admitted_at: datetime | None = None
+    #: Indexed jobs: the indexes that succeeded, and (with a backoff limit per index) those
+    #: that failed, as the Job's status has them ("0-2,5"; "" for none).
+    completed_indexes: str = ""
+    failed_indexes: str = ""
 
     @property
     def attempts(self) -> int:
@@ -208,3 +212,14 @@ class ScheduleRequest:
     queue: str = ""
     priority: Priority | None = None
     depends_on: tuple[str, ...] = ()
+
+
+def format_indexes(indexes: Iterable[int]) -> str:
+    """Completion indexes as a Job's status lists them: ascending, runs as ranges ("0-2,5")."""
+    runs: list[list[int]] = []
+    for i in sorted(set(indexes)):
+        if runs and runs[-1][1] == i - 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)

@@ -38,13 +38,11 @@ def parse_quantity(value: str) -> Decimal:
     return Decimal(number) * _SUFFIXES[suffix or ""]
 
 
-def resource_problems(
-    resources: Mapping[str, str], defaults: Mapping[str, str], maxima: Mapping[str, str]
-) -> dict[str, str]:
+def resource_problems(resources: Mapping[str, str], maxima: Mapping[str, str]) -> dict[str, str]:
     """What is wrong with a job's ``resources`` (key -> problem; empty: nothing).
 
-    Each given value must be a quantity above zero and at most ``maxima[cpu|memory]``; each
-    request, with the defaults filling in what is not given, at most its limit.
+    Each given value must be a quantity above zero and at most ``maxima[cpu|memory]``; a given
+    request at most the given limit of the same resource.
     """
     problems: dict[str, str] = {}
     amounts: dict[str, Decimal] = {}
@@ -65,12 +63,23 @@ def resource_problems(
         else:
             amounts[key] = amount
     for kind in ("cpu", "memory"):
-        request, limit = f"{kind}_request", f"{kind}_limit"
-        if request not in amounts and limit not in amounts:
-            continue
-        req = amounts.get(request) if request in resources else parse_quantity(defaults[request])
-        lim = amounts.get(limit) if limit in resources else parse_quantity(defaults[limit])
-        if req is not None and lim is not None and req > lim:
-            problems[request] = f"must not be above {limit} ({resources.get(request, defaults[request])} >"
-            problems[request] += f" {resources.get(limit, defaults[limit])})"
+        asked, bound = amounts.get(f"{kind}_request"), amounts.get(f"{kind}_limit")
+        if asked is not None and bound is not None and asked > bound:
+            given = f"{resources[f'{kind}_request']} > {resources[f'{kind}_limit']}"
+            problems[f"{kind}_request"] = f"must not be above {kind}_limit ({given})"
     return problems
+
+
+def fill_resources(given: Mapping[str, str], defaults: Mapping[str, str]) -> dict[str, str]:
+    """The four resources of a job's container: the given ones, the rest from ``defaults``, kept
+    consistent (a default request above a given limit is lowered to it; a default limit below a
+    given request is raised to it), as the API server refuses a request above its limit."""
+    out = {key: given.get(key) or defaults[key] for key in RESOURCE_KEYS}
+    for kind in ("cpu", "memory"):
+        request, limit = f"{kind}_request", f"{kind}_limit"
+        if parse_quantity(out[request]) > parse_quantity(out[limit]):
+            if given.get(limit):
+                out[request] = out[limit]
+            else:
+                out[limit] = out[request]
+    return out

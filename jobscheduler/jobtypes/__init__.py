@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from jobscheduler.core.registry import HandlerRegistry
+from jobscheduler.jobtypes.container import ContainerHandler
 from jobscheduler.jobtypes.custom import ENTRY_POINT_GROUP, JobTypePlugin, PluginError, PluginHandler
 from jobscheduler.jobtypes.healthcheck import HealthCheckHandler
 from jobscheduler.jobtypes.timer import TimerHandler, TimerParams
@@ -26,11 +27,14 @@ __all__ = [
 ]
 
 
-def builtin_registry(*, timer_image: str) -> HandlerRegistry:
-    """A fresh registry holding every built-in job type."""
+def builtin_registry(
+    *, timer_image: str, max_cpu_limit: str = "4", max_memory_limit: str = "8Gi"
+) -> HandlerRegistry:
+    """A fresh registry holding every built-in job type (``max_*``: MAX_CPU_LIMIT, MAX_MEMORY_LIMIT)."""
     registry = HandlerRegistry()
     registry.register(TimerHandler(default_image=timer_image))
     registry.register(HealthCheckHandler(default_image=timer_image))
+    registry.register(ContainerHandler(max_cpu_limit=max_cpu_limit, max_memory_limit=max_memory_limit))
     registry.register(WebhookHandler(default_image=timer_image))
     return registry
 

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from jobscheduler.core.manifests import (
     CANCEL_REASON_ANNOTATION,
@@ -185,8 +185,22 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         succeeded=succeeded,
         failed=failed,
         backoff_limit=backoff_limit,
+        completed_indexes=_indexes(status.get("completedIndexes")),
+        failed_indexes=_indexes(status.get("failedIndexes")),
         **from_annotations,
     )
+
+
+_MAX_INDEXES_CHARS: Final = 2048
+_INDEX_CHARS: Final = frozenset("0123456789,-")
+
+
+def _indexes(value: Any) -> str:
+    """An Indexed Job's status.completedIndexes / failedIndexes ("0-2,5"); anything else, or
+    more than 2048 characters (a Job has at most 100000 completions), reads as none."""
+    if not isinstance(value, str) or len(value) > _MAX_INDEXES_CHARS or not set(value) <= _INDEX_CHARS:
+        return ""
+    return value
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, Final
+
 from jobscheduler.backends.local._store import JobRow
 from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION, record_fields
-from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
+from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, format_indexes
+
+#: An attempt's reason when a podFailurePolicy FailIndex rule matched its exit code.
+FAIL_INDEX_REASON: Final = "FailIndex"
 
 
 def job_record(row: JobRow) -> JobRecord:
@@ -22,6 +28,7 @@ def job_record(row: JobRow) -> JobRecord:
         conditions = (JobCondition("Complete", "True", row.reason, row.message, row.finished_at),)
     elif phase in (JobPhase.FAILED, JobPhase.CANCELLED):
         conditions = (JobCondition("Failed", "True", row.reason, row.message, row.finished_at),)
+    indexes = _indexes(spec, row)
     return JobRecord(
         job_id=row.job_id,
         name=str(annotations.get(JOB_NAME_ANNOTATION, "")),
@@ -42,5 +49,28 @@ def job_record(row: JobRow) -> JobRecord:
         pod_names=tuple(f"{row.job_id}-{a.number}" for a in row.attempts),
         termination_reason=last.reason if last is not None else "",
         exit_code=last.exit_code if last is not None else None,
+        completed_indexes=indexes[0],
+        failed_indexes=indexes[1],
         **record_fields(annotations),
     )
+
+
+def _indexes(spec: Mapping[str, Any], row: JobRow) -> tuple[str, str]:
+    """An Indexed job's completed and failed indexes, from its attempts, as the Job controller
+    reports them: an index succeeded once one of its attempts did; with backoffLimitPerIndex it
+    failed when a FailIndex rule matched or its counted failures exceeded that limit."""
+    if spec.get("completionMode") != "Indexed":
+        return "", ""
+    done = {a.completion_index for a in row.attempts if a.exit_code == 0 and a.completion_index is not None}
+    failed: set[int] = set()
+    per_index = spec.get("backoffLimitPerIndex")
+    if isinstance(per_index, int):
+        counts: dict[int, int] = {}
+        for a in row.attempts:
+            i = a.completion_index
+            if i is None or i in done or a.finished_at is None or a.exit_code == 0 or a.ignored:
+                continue
+            counts[i] = counts.get(i, 0) + 1
+            if a.reason == FAIL_INDEX_REASON or counts[i] > per_index:
+                failed.add(i)
+    return format_indexes(done), format_indexes(failed)

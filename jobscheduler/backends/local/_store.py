@@ -55,6 +55,8 @@ _ADDED_COLUMNS = (
     # The attempt's process group and its leader's start time: how recovery recognises leftovers.
     ("attempts", "pgid", "INTEGER"),
     ("attempts", "process_start", "TEXT"),
+    # Indexed jobs: the completion index the attempt ran (JOB_COMPLETION_INDEX).
+    ("attempts", "completion_index", "INTEGER"),
 )
 
 
@@ -85,6 +87,8 @@ class AttemptRow:
     pgid: int | None = None
     #: The leader's start time (see _supervisor.process_start); None where it cannot be read.
     process_start: str | None = None
+    #: Indexed jobs: the attempt's completion index; None otherwise.
+    completion_index: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,12 +199,14 @@ class Store:
         *,
         pgid: int | None = None,
         process_start: str | None = None,
+        completion_index: int | None = None,
     ) -> None:
         with self._writing():
             self._db.execute(
-                "INSERT INTO attempts (job_id, number, pid, started_at, log_path, pgid, process_start)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (job_id, number, pid, _ts(started_at), log_path, pgid, process_start),
+                "INSERT INTO attempts"
+                " (job_id, number, pid, started_at, log_path, pgid, process_start, completion_index)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, number, pid, _ts(started_at), log_path, pgid, process_start, completion_index),
             )
 
     def finish_attempt(
@@ -247,6 +253,7 @@ class Store:
                 ignored=bool(a["ignored"]),
                 pgid=a["pgid"],
                 process_start=a["process_start"],
+                completion_index=a["completion_index"],
             )
             for a in self._db.execute(
                 "SELECT * FROM attempts WHERE job_id = ? ORDER BY number", (r["job_id"],)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
 
+from jobscheduler.core.manifests import JOB_TYPE_LABEL
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.local")
@@ -58,6 +59,17 @@ def reserved(name: str) -> bool:
     (the dynamic loader's, Python's, the shell's search path, ...) or pose as the backend's own."""
     upper = name.upper()
     return upper in _RESERVED_NAMES or upper.startswith(_RESERVED_PREFIXES)
+
+
+#: Job types whose command the caller chooses (not the service's own program or an installed plugin's).
+CALLER_COMMAND_TYPES: Final = frozenset({"container"})
+
+
+def runs_callers_command(manifest: Mapping[str, Any]) -> bool:
+    """Whether the Job runs a command its caller chose (a container job), rather than this service's
+    own program (timer, webhook, healthcheck) or an installed plugin's, which the operator chose."""
+    labels = (manifest.get("metadata") or {}).get("labels") or {}
+    return labels.get(JOB_TYPE_LABEL) in CALLER_COMMAND_TYPES
 
 
 def prepare(

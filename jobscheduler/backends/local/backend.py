@@ -26,13 +26,14 @@ from datetime import datetime
 from typing import Any
 
 from jobscheduler import tracing
-from jobscheduler.backends.local._controller import Controller, warn_about_pod_failure_policy
+from jobscheduler.backends.local._controller import Controller
 from jobscheduler.backends.local._lock import DataDirLock
 from jobscheduler.backends.local._logs import attempt_logs
+from jobscheduler.backends.local._policy import warn_about_pod_failure_policy
 from jobscheduler.backends.local._records import job_record
 from jobscheduler.backends.local._recovery import recover
 from jobscheduler.backends.local._store import JobRow, Store, now
-from jobscheduler.backends.local._supervisor import Supervisor
+from jobscheduler.backends.local._supervisor import Supervisor, runs_callers_command
 from jobscheduler.backends.local._ttl import TtlSweeper, ttl_seconds
 from jobscheduler.core.errors import (
     AlreadyExists,
@@ -76,8 +77,11 @@ class LocalBackend:
         clock: Callable[[], datetime] = now,
         write_retry_max_seconds: float = 5.0,
         secrets_dir: pathlib.Path | None = None,
+        allow_commands: bool = True,
     ) -> None:
         self.data_dir = data_dir
+        #: Whether container jobs (the caller's command) may run here (LOCAL_ALLOW_COMMANDS).
+        self.allow_commands = allow_commands
         self.namespace = namespace
         self.max_parallel = max_parallel
         self.kill_grace_seconds = kill_grace_seconds
@@ -140,6 +144,13 @@ class LocalBackend:
 
     async def create(self, manifest: Mapping[str, Any]) -> JobRecord:
         job_id = str(manifest["metadata"]["name"])
+        if not self.allow_commands and runs_callers_command(manifest):
+            raise FailedPrecondition(
+                "container jobs are off on the local backend: it would run the caller's command as a"
+                " process of the service's own user, on this machine (LOCAL_ALLOW_COMMANDS, off by"
+                " default unless AUTH_MODE=none); use the Kubernetes backend, or set"
+                " LOCAL_ALLOW_COMMANDS=true if every caller may run commands here"
+            )
         warn_about_pod_failure_policy(job_id, manifest)
         held = bool((manifest.get("spec") or {}).get("suspend"))
         if held:

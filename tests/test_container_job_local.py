@@ -1,0 +1,126 @@
+"""The container job on the local backend: N processes at once, JOB_COMPLETION_INDEX, completed and
+failed indexes, exit codes and reasons, cancel, LOCAL_ALLOW_COMMANDS; secret env (secretKeyRef)
+read from LOCAL_SECRETS_DIR for every job type."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from local_harness import job, running_backend, wait_phase, wait_record
+from test_container_job import parse_request, render
+
+from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler.api.convert import job_message
+from jobscheduler.config import Settings
+from jobscheduler.core.errors import FailedPrecondition
+from jobscheduler.core.model import JobPhase
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def secret_job(name: str, key: str) -> dict[str, Any]:
+    m = job(["sh", "-c", 'test "$TOKEN" = s3cr3t'])
+    container = m["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}]
+    return m
+
+
+@pytest.mark.asyncio
+async def test_local_secret_env_is_read_from_the_secrets_dir_and_a_missing_one_fails_the_job(
+    tmp_path: pathlib.Path,
+) -> None:
+    secrets_dir = tmp_path / "secrets"
+    (secrets_dir / "api").mkdir(parents=True)
+    (secrets_dir / "api" / "token").write_text("s3cr3t")
+    async with running_backend(tmp_path / "data", secrets_dir=secrets_dir) as (backend, index):
+        ok, no_key, no_secret, escape = (
+            secret_job("api", "token"),
+            secret_job("api", "other"),
+            secret_job("missing", "token"),
+            secret_job("api", ".."),
+        )
+        for m in (ok, no_key, no_secret, escape):
+            await backend.create(m)
+        records = [await wait_phase(index, m["metadata"]["name"]) for m in (ok, no_key, no_secret, escape)]
+    assert records[0].phase is JobPhase.SUCCEEDED, records[0]
+    for record in records[1:]:
+        assert (record.phase, record.reason) == (JobPhase.FAILED, "CreateContainerConfigError"), record
+        assert "s3cr3t" not in record.message
+    assert "couldn't find key other in Secret default/api" in records[1].message
+    assert 'secret "missing" not found' in records[2].message
+
+
+# --- the local backend ---------------------------------------------------------------------------
+
+
+def local_job(job_id: str, script: str, **fields: Any) -> dict[str, Any]:
+    """A container job's manifest, as ScheduleJob renders it, running ``python -c script``."""
+    return render(parse_request(command=[sys.executable, "-c", script], **fields), job_id)
+
+
+@pytest.mark.asyncio
+async def test_local_success_failure_indexes_and_cancel(tmp_path: pathlib.Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    indexed = (
+        "import os, pathlib; i = os.environ['JOB_COMPLETION_INDEX'];"
+        f" pathlib.Path({str(out)!r}, i).write_text(str(os.getpid()))"
+    )
+    flaky = "import os, sys; sys.exit(3 if os.environ['JOB_COMPLETION_INDEX'] == '1' else 0)"
+    async with running_backend(tmp_path / "data") as (backend, index):
+        jobs = {
+            "job-ok00000000": local_job("job-ok00000000", "print('done')"),
+            "job-bad0000000": local_job("job-bad0000000", "import sys; print('boom'); sys.exit(7)"),
+            "job-idx0000000": local_job(
+                "job-idx0000000",
+                indexed,
+                parallelism=2,
+                completions=3,
+                completion_mode=pb.COMPLETION_MODE_INDEXED,
+            ),
+            "job-fix0000000": local_job(
+                "job-fix0000000",
+                flaky,
+                parallelism=3,
+                completions=3,
+                completion_mode=pb.COMPLETION_MODE_INDEXED,
+                backoff_limit_per_index=1,
+                exit_code_rules=[pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_FAIL_INDEX, exit_codes=[3])],
+            ),
+            "job-stop000000": local_job(
+                "job-stop000000", "import time; time.sleep(60)", parallelism=2, completions=2
+            ),
+        }
+        for m in jobs.values():
+            await backend.create(m)
+        ok, bad, idx, fix = [await wait_phase(index, j) for j in list(jobs)[:4]]
+        await wait_record(index, "job-stop000000", lambda r: r.active == 2)
+        await backend.cancel("job-stop000000", reason="test", at=datetime.now(UTC))
+        stop = await wait_record(index, "job-stop000000", lambda r: r.active == 0)
+        pids = [a.pid for a in backend.get_row("job-stop000000").attempts]
+    assert (ok.phase, ok.exit_code) == (JobPhase.SUCCEEDED, 0), ok
+    assert (bad.phase, bad.reason, bad.exit_code) == (JobPhase.FAILED, "BackoffLimitExceeded", 7), bad
+    assert "exited with code 7: boom" in bad.message
+    assert idx.phase is JobPhase.SUCCEEDED, idx
+    assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2"]
+    assert (idx.completed_indexes, idx.failed_indexes, idx.succeeded) == ("0-2", "", 3)
+    assert job_message(idx).completed_indexes == "0-2"
+    assert (fix.phase, fix.reason) == (JobPhase.FAILED, "FailedIndexes"), fix
+    assert (fix.completed_indexes, fix.failed_indexes) == ("0,2", "1")
+    assert stop.phase is JobPhase.CANCELLED and len(pids) == 2, stop
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # both processes are gone (and reaped)
+
+
+@pytest.mark.asyncio
+async def test_local_container_jobs_are_refused_unless_commands_are_allowed(tmp_path: pathlib.Path) -> None:
+    async with running_backend(tmp_path / "data", allow_commands=False) as (backend, _):
+        with pytest.raises(FailedPrecondition, match="LOCAL_ALLOW_COMMANDS"):
+            await backend.create(local_job("job-no00000000", "print(1)"))
+    assert Settings(auth_mode="token", auth_token_file="x").local_allow_commands is None
