@@ -122,6 +122,20 @@ def test_control_character_problem_points_at_the_character() -> None:
     assert problem is not None and "position 2" in problem
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["a\u2028b", "reason\u202e", "http://ex\u200bample.com/", "\ufeffx", "x\u2066y", "lone \ud800"],
+)
+def test_invisible_and_direction_changing_characters_are_refused(value: str) -> None:
+    """Zero-width, bidi and separator characters make text read as something it is not."""
+    assert control_character_problem(value) is not None
+    assert control_character_problem(value, multiline=True) is not None
+
+
+def test_ordinary_unicode_is_allowed() -> None:
+    assert control_character_problem("café ünïcode 😀 日本") is None
+
+
 # --- item 7: bounded before any work -----------------------------------------------------------
 
 

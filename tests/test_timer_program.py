@@ -442,6 +442,15 @@ def test_sigterm_while_retrying_the_completion_report_stops_promptly(receiver: R
 # --- configuration ------------------------------------------------------------------------------
 
 
+def test_backoff_delay_is_capped_for_any_number_of_failures() -> None:
+    from jobscheduler.timer._report import MAX_BACKOFF_SECONDS, backoff_delay
+
+    assert backoff_delay(0.5, 1) == 0.5
+    assert backoff_delay(0.5, 2) == 1.0
+    assert backoff_delay(0.5, 1025) == MAX_BACKOFF_SECONDS  # was OverflowError (2.0 ** 1024)
+    assert backoff_delay(0.0, 10**9) == 0.0
+
+
 @pytest.mark.parametrize(
     ("overrides", "variable"),
     [
@@ -453,6 +462,8 @@ def test_sigterm_while_retrying_the_completion_report_stops_promptly(receiver: R
         ({"TIMER_NAME": ""}, "TIMER_NAME"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL"),
         ({"REPORT_MAX_ATTEMPTS": "0"}, "REPORT_MAX_ATTEMPTS"),
+        # Set through a request's env: a bounded number of reports, not a flood of them.
+        ({"REPORT_MAX_ATTEMPTS": "100000000"}, "REPORT_MAX_ATTEMPTS"),
         ({"REPORT_TIMEOUT_SECONDS": "0"}, "REPORT_TIMEOUT_SECONDS"),
     ],
 )

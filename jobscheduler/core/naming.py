@@ -20,10 +20,14 @@ _DNS1123_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9
 _LABEL_NAME: Final = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV_NAME_LENGTH: Final = 256
-#: C0 controls (NUL included), DEL and C1 controls.
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Invisible or direction-changing Unicode (zero-width characters, bidi marks, embeddings,
+#: overrides and isolates, line and paragraph separators, BOM) and lone surrogates: text that
+#: reads as something other than what it is in a log, a terminal or a URL.
+_INVISIBLE: Final = r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\ud800-\udfff"
+#: C0 controls (NUL included), DEL, C1 controls and the invisible characters above.
+_CONTROL: Final = re.compile(rf"[\x00-\x1f\x7f-\x9f{_INVISIBLE}]")
 #: The same, but tab, line feed and carriage return allowed (multi-line values).
-_CONTROL_BUT_WHITESPACE: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_BUT_WHITESPACE: Final = re.compile(rf"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_INVISIBLE}]")
 
 #: Environment variables no request may set, for any job type: they change how the job's
 #: program (or the dynamic loader, interpreter or shell starting it) runs, where it finds

@@ -16,6 +16,8 @@ LOG_LEVELS: Final[tuple[str, ...]] = ("trace", "debug", "info", "warn", "error")
 
 DEFAULT_LOG_LEVEL: Final = "info"
 DEFAULT_REPORT_MAX_ATTEMPTS: Final = 5
+#: A job's env may set REPORT_MAX_ATTEMPTS: bounded, so one job cannot become a flood of reports.
+MAX_REPORT_ATTEMPTS: Final = 20
 DEFAULT_REPORT_BACKOFF_SECONDS: Final = 0.5
 DEFAULT_REPORT_TIMEOUT_SECONDS: Final = 5.0
 
@@ -192,8 +194,10 @@ def _attempts(args: argparse.Namespace, environ: Mapping[str, str], problems: di
         value = int(raw)
     except ValueError:
         value = 0
-    if value < 1:
-        problems[setting.env] = f"{setting.label} must be a positive integer, got {raw!r}"
+    if not 1 <= value <= MAX_REPORT_ATTEMPTS:
+        problems[setting.env] = (
+            f"{setting.label} must be an integer from 1 to {MAX_REPORT_ATTEMPTS}, got {raw!r}"
+        )
     return value
 
 

@@ -54,7 +54,8 @@ _OPENER: Final = urllib.request.build_opener(_NoRedirect())
 
 def backoff_delay(initial: float, failed_attempts: int) -> float:
     """Delay after the ``failed_attempts``-th failure: initial, 2x, 4x, ... capped at MAX_BACKOFF_SECONDS."""
-    return min(MAX_BACKOFF_SECONDS, initial * 2.0 ** (failed_attempts - 1))
+    # The exponent is bounded: 2.0 ** 1024 is an OverflowError, not a long delay.
+    return min(MAX_BACKOFF_SECONDS, initial * 2.0 ** min(max(failed_attempts - 1, 0), 30))
 
 
 def _retry_after(headers: Message | None) -> float | None:
