@@ -166,6 +166,12 @@ BAD: list[tuple[pb.ScheduleJobRequest, str, str]] = [
         "DNS name",
     ),
     (
+        request(pb.HealthCheckTarget(name="a", tcp=pb.TcpProbe(host="fe80::1%a b\x00", port=1))),
+        f"{T0}.tcp.host",
+        "without a zone",
+    ),
+    (request(http_target("a", "http://[fe80::1%25x]/")), f"{T0}.http.url", "DNS name or an IP"),
+    (
         request(pb.HealthCheckTarget(name="a", tcp=pb.TcpProbe(host="1.2.3.999", port=1))),
         f"{T0}.tcp.host",
         "DNS",
@@ -214,7 +220,19 @@ def test_bad_parameters_are_invalid_argument_naming_the_field(
 _text = st.one_of(
     st.text(max_size=40),
     st.sampled_from(
-        ["http://a/", "https://127.0.0.1:8/x", "db", "::1", "[::1]:5", "h:0", "h:65536", "a" * 300]
+        [
+            "fe80::1%x y",
+            "http://[::1]/",
+            "[::1]:1",
+            "http://a/",
+            "https://127.0.0.1:8/x",
+            "db",
+            "::1",
+            "[::1]:5",
+            "h:0",
+            "h:65536",
+            "a" * 300,
+        ]
     ),
 )
 _targets = st.builds(
@@ -246,6 +264,8 @@ def test_any_request_is_ok_or_invalid_argument_naming_its_fields(
     manifest = render(request(*targets, endpoint=endpoint, image=image))
     assert check_object(manifest) == []
     assert 1 <= len(params.targets) <= 32
+    for t in params.targets:  # nothing that reaches a socket, a URL or a log line unchecked
+        assert all(c.isprintable() and not c.isspace() for c in t.host + t.url + t.target + t.service)
 
 
 _json = st.recursive(

@@ -40,6 +40,7 @@ KINDS: Final = ("http", "tcp", "grpc")
 
 _DNS_LABEL: Final = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _SERVICE: Final = re.compile(r"[A-Za-z0-9_.\-/]*")
+_HOST_CHARACTERS: Final = re.compile(r"[A-Za-z0-9.:-]+")
 
 #: (field path, what is wrong)
 Problem = tuple[str, str]
@@ -98,6 +99,9 @@ def host_problem(host: str) -> str | None:
         return "must name a host"
     if len(host) > MAX_HOST_LENGTH:
         return f"host must be at most {MAX_HOST_LENGTH} characters (got {len(host)})"
+    if not _HOST_CHARACTERS.fullmatch(host):
+        # ip_address() takes an IPv6 zone (%...) of any characters: NUL and spaces too.
+        return f"host must be a DNS name or an IP address, without a zone (got {brief(host)})"
     try:
         ipaddress.ip_address(host)
     except ValueError:
