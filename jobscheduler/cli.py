@@ -1,5 +1,6 @@
 """The ``jobscheduler`` command: serve, version, version-full, timer, report-sink, and the client
-commands (submit, get, list, watch, logs, cancel, queues, completion: :mod:`jobscheduler.commands`)."""
+commands (submit, get, list, watch, logs, cancel, queues, types, completion:
+:mod:`jobscheduler.commands`)."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from conftest import ServiceThread, local_service
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from jobscheduler import client
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.api.server import Health
 from jobscheduler.app import StartupError, assemble, build_backend, build_index
@@ -331,3 +332,50 @@ def test_the_example_weather_plugin_end_to_end(
         assert report["reading"] == {"temperature_c": 21.5, "conditions": "sunny"}
     finally:
         svc.stop()
+
+
+def test_the_clients_and_the_command_line_list_the_types(echo_service: ServiceThread) -> None:
+    addr = f"127.0.0.1:{echo_service.port}"
+    with client.Client(addr) as c:
+        types = {t.name: t for t in c.types()}
+    assert types["echo"] == client.JobTypeInfo(
+        name="echo",
+        request_field="custom_job",
+        description="Exits with params.code.",
+        builtin=False,
+        package="fake_echo",
+        version="1.2.3",
+        parameters_schema=types["echo"].parameters_schema,
+    )
+    assert types["echo"].parameters_schema["required"] == ["code"]
+    assert types["timer"].builtin and "duration_seconds" in types["timer"].parameters_schema["properties"]
+
+    async def listed() -> list[str]:
+        async with client.AsyncClient(addr) as c:
+            return [t.name for t in await c.types()]
+
+    assert asyncio.run(listed()) == list(types)
+
+    env = {**os.environ, "JOBSCHEDULER_ADDR": addr, "NO_COLOR": "1"}
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "jobscheduler", "types", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=T,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    table = run().splitlines()
+    assert table[0].split() == ["NAME", "SOURCE", "DESCRIPTION"]
+    [echo_row] = [line for line in table if line.startswith("echo ")]
+    assert "fake_echo 1.2.3" in echo_row and "Exits with params.code." in echo_row
+    assert any(line.startswith("timer ") and " builtin " in line for line in table)
+    assert "code,tags" in run("-o", "wide")
+    data = json.loads(run("-o", "json"))
+    [echo] = [t for t in data["types"] if t["name"] == "echo"]
+    assert echo["parameters_schema"]["properties"]["code"]["maximum"] == 3
+    assert run("-o", "name").split() == list(types)

@@ -13,8 +13,9 @@
 iterators for the streams). Both are typed (``py.typed``) and mypy --strict clean.
 
 Value types: the methods return the frozen dataclasses of this package (:class:`Job`,
-:class:`JobEvent`, :class:`JobPage`, :class:`LogLine`, :class:`QueueStatus`), not generated protobuf
-messages: enums are :class:`enum.StrEnum` (``JobPhase.RUNNING == "RUNNING"``), times are
+:class:`JobEvent`, :class:`JobPage`, :class:`LogLine`, :class:`QueueStatus`,
+:class:`JobTypeInfo`), not generated protobuf messages: enums are :class:`enum.StrEnum`
+(``JobPhase.RUNNING == "RUNNING"``), times are
 timezone-aware UTC datetimes (None when unset), durations ``datetime.timedelta``; ``to_dict()``
 gives JSON-ready data. The generated modules (``jobscheduler._generated``) are private; a caller
 in another language generates its own stubs from the ``.proto`` shipped in the package
@@ -74,6 +75,7 @@ from jobscheduler.client._types import (
     JobPage,
     JobPhase,
     JobSpec,
+    JobTypeInfo,
     LogLine,
     Priority,
     QueueStatus,
@@ -110,6 +112,7 @@ __all__ = [
     "JobPhase",
     "JobSchedulerError",
     "JobSpec",
+    "JobTypeInfo",
     "LogLine",
     "NotFound",
     "OutOfRange",

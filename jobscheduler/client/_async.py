@@ -26,7 +26,16 @@ from jobscheduler.client._retry import (
     backoff,
     retryable,
 )
-from jobscheduler.client._types import Job, JobEvent, JobPage, JobSpec, LogLine, Priority, QueueStatus
+from jobscheduler.client._types import (
+    Job,
+    JobEvent,
+    JobPage,
+    JobSpec,
+    JobTypeInfo,
+    LogLine,
+    Priority,
+    QueueStatus,
+)
 
 _Resp = TypeVar("_Resp")
 
@@ -233,6 +242,13 @@ class AsyncClient:
             self._stub.ListQueues, pb.ListQueuesRequest(), timeout
         )
         return [convert.queue(q) for q in response.queues]
+
+    async def types(self, *, timeout: float | None = None) -> builtins.list[JobTypeInfo]:
+        """Every job type the service accepts: built-in ones first, then plugin types."""
+        response: pb.ListJobTypesResponse = await self._unary(
+            self._stub.ListJobTypes, pb.ListJobTypesRequest(), timeout
+        )
+        return [convert.job_type(t) for t in response.types]
 
     # --- streams --------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from jobscheduler.client._types import (
     JobPage,
     JobPhase,
     JobSpec,
+    JobTypeInfo,
     LogLine,
     Priority,
     QueueStatus,
@@ -138,6 +140,22 @@ def page(m: pb.ListJobsResponse) -> JobPage:
 
 def log_line(m: pb.LogLine) -> LogLine:
     return LogLine(m.line, m.attempt, m.pod_name)
+
+
+def job_type(m: pb.JobType) -> JobTypeInfo:
+    try:
+        schema = json.loads(m.parameters_schema) if m.parameters_schema else {}
+    except ValueError:
+        schema = {}
+    return JobTypeInfo(
+        name=m.name,
+        request_field=m.request_field,
+        description=m.description,
+        builtin=m.builtin,
+        package=m.package,
+        version=m.version,
+        parameters_schema=schema if isinstance(schema, dict) else {},
+    )
 
 
 def queue(m: pb.QueueStatus) -> QueueStatus:

@@ -25,7 +25,16 @@ from jobscheduler.client._retry import (
     backoff,
     retryable,
 )
-from jobscheduler.client._types import Job, JobEvent, JobPage, JobSpec, LogLine, Priority, QueueStatus
+from jobscheduler.client._types import (
+    Job,
+    JobEvent,
+    JobPage,
+    JobSpec,
+    JobTypeInfo,
+    LogLine,
+    Priority,
+    QueueStatus,
+)
 
 _Resp = TypeVar("_Resp")
 
@@ -213,6 +222,13 @@ class Client:
         """Every admission queue: its limit, running, queued and waiting jobs."""
         response: pb.ListQueuesResponse = self._unary(self._stub.ListQueues, pb.ListQueuesRequest(), timeout)
         return [convert.queue(q) for q in response.queues]
+
+    def types(self, *, timeout: float | None = None) -> builtins.list[JobTypeInfo]:
+        """Every job type the service accepts: built-in ones first, then plugin types."""
+        response: pb.ListJobTypesResponse = self._unary(
+            self._stub.ListJobTypes, pb.ListJobTypesRequest(), timeout
+        )
+        return [convert.job_type(t) for t in response.types]
 
     # --- streams --------------------------------------------------------------------------------
 

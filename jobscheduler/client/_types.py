@@ -175,6 +175,21 @@ class LogLine(_Plain):
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class JobTypeInfo(_Plain):
+    """One job type the service accepts (``types()``, ListJobTypes): built in, or from an installed
+    plugin ``package`` at ``version`` (submitted as ``custom_job`` with ``type=name``);
+    ``parameters_schema`` is the JSON Schema of its parameters."""
+
+    name: str
+    request_field: str
+    description: str = ""
+    builtin: bool = True
+    package: str = ""
+    version: str = ""
+    parameters_schema: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class QueueStatus(_Plain):
     """One admission queue as the answering replica sees it; ``max_running`` 0 means no limit."""
 

@@ -120,6 +120,28 @@ QUEUE_COLUMNS: Final[tuple[Column, ...]] = (
 )
 QUEUE_WIDE: Final[tuple[Column, ...]] = (("QUEUED BY PRIORITY", lambda q, now: _by_priority(q)),)
 
+
+def _source(t: Row) -> str:
+    return "builtin" if t.get("builtin") else f"{_text(t.get('package'))} {_text(t.get('version'))}"
+
+
+def _parameters(t: Row) -> str:
+    schema = t.get("parameters_schema")
+    properties = schema.get("properties") if isinstance(schema, Mapping) else None
+    names = [str(n) for n in properties] if isinstance(properties, Mapping) else []
+    return _text(",".join(names))
+
+
+TYPE_COLUMNS: Final[tuple[Column, ...]] = (
+    ("NAME", lambda t, now: _text(t.get("name"))),
+    ("SOURCE", lambda t, now: _source(t)),
+    ("DESCRIPTION", lambda t, now: _text(t.get("description"))),
+)
+TYPE_WIDE: Final[tuple[Column, ...]] = (
+    ("REQUEST FIELD", lambda t, now: _text(t.get("request_field"))),
+    ("PARAMETERS", lambda t, now: _parameters(t)),
+)
+
 EVENT_COLUMNS: Final[tuple[Column, ...]] = (
     ("EVENT", lambda e, now: short(e.get("type"), "JOB_EVENT_TYPE_")),
     *((title, (lambda f: lambda e, now: f(e.get("job") or {}, now))(fn)) for title, fn in JOB_COLUMNS),
@@ -133,6 +155,7 @@ def columns_for(kind: str, wide: bool) -> tuple[Column, ...]:
     base, extra = {
         "job": (JOB_COLUMNS, JOB_WIDE),
         "queue": (QUEUE_COLUMNS, QUEUE_WIDE),
+        "type": (TYPE_COLUMNS, TYPE_WIDE),
         "event": (EVENT_COLUMNS, EVENT_WIDE),
     }[kind]
     return base + extra if wide else base

@@ -1,4 +1,5 @@
-"""The client commands' flags (argparse): submit, get, list, watch, logs, cancel, queues, completion."""
+"""The client commands' flags (argparse): submit, get, list, watch, logs, cancel, queues, types,
+completion."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from jobscheduler.commands import _connect
 
 #: Output formats of -o (the first one is the default, chosen by leaving -o out).
 FORMATS: Final = ("table", "wide", "json", "yaml", "name")
-COMMANDS: Final = ("submit", "get", "list", "watch", "logs", "cancel", "queues", "completion")
+COMMANDS: Final = ("submit", "get", "list", "watch", "logs", "cancel", "queues", "types", "completion")
 PHASES: Final = ("pending", "running", "succeeded", "failed", "cancelled", "queued", "scheduled", "waiting")
 PRIORITIES: Final = ("low", "normal", "high", "critical")
 
@@ -129,6 +130,14 @@ def add_parsers(sub: Any) -> None:
     _common(p)
 
     p = sub.add_parser("queues", help="list the admission queues", description="Every admission queue.")
+    _common(p)
+
+    p = sub.add_parser(
+        "types",
+        help="list the job types the service accepts",
+        description="Every job type: built in or from a plugin package (name, version), what it does;"
+        " -o wide adds its parameters, -o json|yaml their JSON Schema.",
+    )
     _common(p)
 
     p = sub.add_parser(

@@ -85,6 +85,12 @@ def _queues(c: client.Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _types(c: client.Client, args: argparse.Namespace) -> int:
+    rows = [t.to_dict() for t in c.types()]
+    output.emit({"types": rows}, fmt=args.output or "table", rows=rows, kind="type", name_key="name")
+    return EXIT_OK
+
+
 def _logs(c: client.Client, args: argparse.Namespace) -> int:
     tail = values.integer("--tail", args.tail, 0, 1_000_000) or 0
     attempt = values.integer("--attempt", args.attempt, 1, 1000) or 0
@@ -110,6 +116,8 @@ def _dispatch(c: client.Client, args: argparse.Namespace) -> int:
         return _follow.watch(c, args, filters)
     if command == "logs":
         return _logs(c, args)
+    if command == "types":
+        return _types(c, args)
     return _queues(c, args)
 
 
