@@ -102,7 +102,13 @@ def _probe_all(config: HealthCheckConfig, events: _Events, log: Log) -> dict[str
     """Each target in its own thread; returns when all are done or a stop signal arrives."""
 
     def run(index: int) -> None:
-        result = probe(config.targets[index], events.stopping.wait)
+        target = config.targets[index]
+        try:
+            result = probe(target, events.stopping.wait)
+        except BaseException as exc:  # a bug must not leave the main thread waiting for this target
+            result = ProbeResult(
+                target.name, target.kind, False, 0, 0.0, f"probe failed: {type(exc).__name__}"
+            )
         events.queue.put(("result", result))
 
     for i in range(len(config.targets)):
