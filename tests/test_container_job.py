@@ -19,7 +19,7 @@ from pod_security import check_object
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.api.convert import schedule_request
-from jobscheduler.app._build import build_backend, image_policy
+from jobscheduler.app._build import build_backend, builtin_types, image_policy
 from jobscheduler.config import Settings
 from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.index import JobIndex
@@ -225,9 +225,12 @@ def test_bad_fields_are_invalid_argument_naming_the_field(fields: dict[str, Any]
 
 
 def test_the_configured_maxima_bound_resources() -> None:
-    handler = ContainerHandler(max_cpu_limit="500m", max_memory_limit="1Gi")
+    handler = builtin_types(Settings(max_cpu_limit="500m", max_memory_limit="1Gi")).for_type("container")
+    assert handler is not None
     with pytest.raises(InvalidArgument, match="500m"):
         handler.parse({"image": IMAGE, "resources": {"cpu_limit": "1"}})
+    with pytest.raises(InvalidArgument, match="1Gi"):
+        handler.parse({"image": IMAGE, "resources": {"memory_request": "2Gi"}})
 
 
 _json = st.recursive(

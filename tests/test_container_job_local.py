@@ -10,7 +10,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 import pytest
+from conftest import local_service
 from local_harness import job, running_backend, wait_phase, wait_record
 from test_container_job import parse_request, render
 
@@ -124,3 +126,45 @@ async def test_local_container_jobs_are_refused_unless_commands_are_allowed(tmp_
         with pytest.raises(FailedPrecondition, match="LOCAL_ALLOW_COMMANDS"):
             await backend.create(local_job("job-no00000000", "print(1)"))
     assert Settings(auth_mode="token", auth_token_file="x").local_allow_commands is None
+
+
+# --- through ScheduleJob -------------------------------------------------------------------------
+
+
+def test_schedule_job_runs_an_indexed_container_job_and_refuses_what_the_settings_forbid(
+    tmp_path: pathlib.Path,
+) -> None:
+    svc = local_service(tmp_path / "data", allowed_images="ghcr.io/example", max_cpu_limit="1")
+
+    def schedule(**fields: Any) -> pb.ScheduleJobResponse:
+        fields.setdefault("image", "ghcr.io/example/batch:1")
+        request = pb.ScheduleJobRequest(name="batch", container_job=pb.ContainerJob(**fields))
+        response: pb.ScheduleJobResponse = svc.stub.ScheduleJob(request, timeout=10)
+        return response
+
+    def refused(**fields: Any) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.RpcError) as info:
+            schedule(**fields)
+        err: Any = info.value
+        return err.code(), err.details()
+
+    try:
+        job_id = schedule(
+            command=[sys.executable, "-c", "import os; print(os.environ['JOB_COMPLETION_INDEX'])"],
+            parallelism=2,
+            completions=3,
+            completion_mode=pb.COMPLETION_MODE_INDEXED,
+        ).job_id
+        last = None
+        for event in svc.stub.WatchJob(pb.WatchJobRequest(job_id=job_id), timeout=30):
+            last = event.job
+        assert last is not None and last.type == "container"
+        assert (last.phase, last.exit_code, last.completed_indexes) == (pb.JOB_PHASE_SUCCEEDED, 0, "0-2"), (
+            last
+        )
+        code, details = refused(image="docker.io/evil/miner:1", command=["x"])
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "container_job.image" in details
+        code, details = refused(command=["x"], resources=pb.Resources(cpu_limit="2"))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "container_job.resources.cpu_limit" in details
+    finally:
+        svc.stop()

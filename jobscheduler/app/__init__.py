@@ -19,6 +19,7 @@ from jobscheduler.app._build import (
     build_authenticator,
     build_backend,
     build_index,
+    builtin_types,
     image_policy,
     job_defaults,
     rate_limiter,
@@ -33,7 +34,7 @@ from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import RateLimiter, StreamSlots
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.service import JobService
-from jobscheduler.jobtypes import PluginError, builtin_registry, load_plugins
+from jobscheduler.jobtypes import PluginError, load_plugins
 from jobscheduler.logs import get_logger
 from jobscheduler.ops.http import OpsHTTPServer
 from jobscheduler.ops.readiness import Readiness
@@ -126,7 +127,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
     """The core service, its gRPC server and its controllers, as settings say (``serve`` and the
     tests' in-process server both start here); StartupError when AUTH_MODE cannot be set up."""
     authenticator = await build_authenticator(settings, backend)
-    registry = builtin_registry(timer_image=settings.timer_image)
+    registry = builtin_types(settings)
     try:
         for p in load_plugins(registry):
             log.info("job type plugin loaded", job_type=p.job_type, package=p.package, version=p.version)

@@ -30,6 +30,8 @@ from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy, RateLimiter, image_repository
 from jobscheduler.core.manifests import JobDefaults
 from jobscheduler.core.ports import JobBackend
+from jobscheduler.core.registry import HandlerRegistry
+from jobscheduler.jobtypes import builtin_registry
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.app")
@@ -108,6 +110,15 @@ async def _local_backend(settings: Settings, why: str) -> JobBackend:
         note="jobs run as local processes; images are not pulled",
     )
     return backend
+
+
+def builtin_types(settings: Settings) -> HandlerRegistry:
+    """The built-in job types, configured (TIMER_IMAGE; MAX_CPU_LIMIT, MAX_MEMORY_LIMIT)."""
+    return builtin_registry(
+        timer_image=settings.timer_image,
+        max_cpu_limit=settings.max_cpu_limit,
+        max_memory_limit=settings.max_memory_limit,
+    )
 
 
 def image_policy(settings: Settings) -> ImagePolicy:

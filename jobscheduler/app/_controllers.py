@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from jobscheduler import metrics
-from jobscheduler.app._build import image_policy, job_defaults
+from jobscheduler.app._build import builtin_types, image_policy, job_defaults
 from jobscheduler.app._errors import StartupError
 from jobscheduler.backends.kubernetes import (
     KubernetesBackend,
@@ -25,7 +25,6 @@ from jobscheduler.core.model import JobRecord
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.retries import RetryController
-from jobscheduler.jobtypes import builtin_registry
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.app")
@@ -66,7 +65,7 @@ def build_controllers(
         index,
         # What ScheduleJob uses: a retry is rendered from the stored request and checked again.
         # ScheduleJob's registry (plugin types included); else the built-in types.
-        registry=registry if registry is not None else builtin_registry(timer_image=settings.timer_image),
+        registry=registry if registry is not None else builtin_types(settings),
         defaults=job_defaults(settings),
         images=image_policy(settings),
         on_refused=lambda record, why: log.warning(
