@@ -546,11 +546,18 @@ def test_kubernetes_schedule_creates_the_rendered_job(
         env = {e["name"]: e["value"] for e in container["env"]}
         assert [t["name"] for t in json.loads(env["HEALTHCHECK_TARGETS"])] == ["web", "db", "grpc"]
         assert job["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] == [2, 4]
-        with pytest.raises(grpc.RpcError) as info:
-            svc.stub.ScheduleJob(request(http_target("a", "http://a b/")), timeout=T)
-        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-        assert "healthcheck_job.targets[0].http.url" in str(info.value.details()) + str(
-            info.value.trailing_metadata()
-        )
+        target = http_target("a", "http://a/")
+        for bad, field in [
+            (request(http_target("a", "http://a b/")), "healthcheck_job.targets[0].http.url"),
+            (
+                request(target, image="docker.io/someone/else:1"),
+                "healthcheck_job.image",
+            ),  # not ALLOWED_IMAGES
+        ]:
+            with pytest.raises(grpc.RpcError) as info:
+                svc.stub.ScheduleJob(bad, timeout=T)
+            assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert field in str(info.value.details()) + str(info.value.trailing_metadata())
+        assert len(emulator.jobs()) == 1
     finally:
         svc.stop()
