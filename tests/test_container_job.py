@@ -218,6 +218,10 @@ def test_the_image_is_checked_against_allowed_images_by_default_only_the_timer_i
             "container_job.exit_code_rules[0].exit_codes",
         ),
         ({"exit_code_rules": [pb.ExitCodeRule(exit_codes=[1])]}, "container_job.exit_code_rules[0].action"),
+        (  # podFailurePolicy takes 20 rules, one of them ours (DisruptionTarget)
+            {"exit_code_rules": [pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_IGNORE, exit_codes=[1])] * 20},
+            "container_job.exit_code_rules",
+        ),
     ],
 )
 def test_bad_fields_are_invalid_argument_naming_the_field(fields: dict[str, Any], field: str) -> None:

@@ -98,12 +98,14 @@ async def test_local_success_failure_indexes_and_cancel(tmp_path: pathlib.Path) 
                 "job-stop000000", "import time; time.sleep(60)", parallelism=2, completions=2
             ),
         }
-        for m in jobs.values():
+        no_command = render(parse_request(args=["--all"]), "job-args000000")
+        for m in [*jobs.values(), no_command]:
             await backend.create(m)
         ok, bad, idx, fix = [await wait_phase(index, j) for j in list(jobs)[:4]]
         await wait_record(index, "job-stop000000", lambda r: r.active == 2)
         await backend.cancel("job-stop000000", reason="test", at=datetime.now(UTC))
         stop = await wait_record(index, "job-stop000000", lambda r: r.active == 0)
+        args_only = await wait_phase(index, "job-args000000")
         pids = [a.pid for a in backend.get_row("job-stop000000").attempts]
     assert (ok.phase, ok.exit_code) == (JobPhase.SUCCEEDED, 0), ok
     assert (bad.phase, bad.reason, bad.exit_code) == (JobPhase.FAILED, "BackoffLimitExceeded", 7), bad
@@ -115,6 +117,8 @@ async def test_local_success_failure_indexes_and_cancel(tmp_path: pathlib.Path) 
     assert (fix.phase, fix.reason) == (JobPhase.FAILED, "FailedIndexes"), fix
     assert (fix.completed_indexes, fix.failed_indexes) == ("0,2", "1")
     assert stop.phase is JobPhase.CANCELLED and len(pids) == 2, stop
+    assert (args_only.phase, args_only.reason) == (JobPhase.FAILED, "StartError"), args_only
+    assert "entry point" in args_only.message
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # both processes are gone (and reaped)

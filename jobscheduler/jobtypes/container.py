@@ -35,7 +35,8 @@ MAX_SECRET_ENV: Final = 32
 MAX_COMPLETIONS: Final = 100
 MAX_PARALLELISM: Final = 100
 MAX_BACKOFF_LIMIT_PER_INDEX: Final = 10
-MAX_EXIT_CODE_RULES: Final = 20
+#: podFailurePolicy takes at most 20 rules; one is the DisruptionTarget rule job_manifest adds.
+MAX_EXIT_CODE_RULES: Final = 19
 MAX_EXIT_CODES_PER_RULE: Final = 255
 #: Set by the Job controller (and the local backend) for Indexed jobs; no request may set it.
 RESERVED_ENV: Final = frozenset({"JOB_COMPLETION_INDEX"})

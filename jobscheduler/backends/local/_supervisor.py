@@ -88,8 +88,12 @@ def prepare(
     always win. A missing secret is a Refusal with Kubernetes' reason, CreateContainerConfigError.
     """
     argv = [str(a) for a in (*container.get("command", []), *container.get("args", []))]
-    if not argv:
-        return Refusal("StartError", "the container has no command to run locally")
+    if not container.get("command"):
+        # Kubernetes would run the image's entry point (with the args): no image here to know it by.
+        return Refusal(
+            "StartError",
+            "the container has no command to run locally (the image's entry point is not known here)",
+        )
     for i, arg in enumerate(argv):
         if "\0" in arg:
             return Refusal(
