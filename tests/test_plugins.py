@@ -13,15 +13,23 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import grpc
+import kubernetes_validate
 import pytest
 from conftest import ServiceThread, local_service
+from emulator import EmulatorThread
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from job_status import ended_status
+from pod_security import check_object
 
 from jobscheduler import client
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -33,6 +41,8 @@ from jobscheduler.jobtypes import PluginError, builtin_registry, load_plugins
 T = 30
 GROUP = "jobscheduler.job_types"
 TERMINAL = (pb.JOB_PHASE_SUCCEEDED, pb.JOB_PHASE_FAILED, pb.JOB_PHASE_CANCELLED)
+#: Fuzzed jobs that are accepted wait (SCHEDULED) until cancelled: none runs.
+FAR = Timestamp(seconds=int(time.time()) + 300 * 86400)
 
 ECHO = """
 from jobscheduler.core.errors import InvalidArgument
@@ -379,3 +389,82 @@ def test_the_clients_and_the_command_line_list_the_types(echo_service: ServiceTh
     [echo] = [t for t in data["types"] if t["name"] == "echo"]
     assert echo["parameters_schema"]["properties"]["code"]["maximum"] == 3
     assert run("-o", "name").split() == list(types)
+
+
+WEATHER = {"city": "Oslo", "url": "http://127.0.0.1:9/r", "control_plane_endpoint": "http://127.0.0.1:9/s"}
+
+
+def weather_installed() -> None:
+    eps = [ep for ep in importlib.metadata.entry_points(group=GROUP) if ep.name == "weather"]
+    assert eps, "install the example plugin: .venv/bin/python -m pip install -e examples/weather-plugin"
+
+
+def test_the_weather_job_on_kubernetes_is_a_valid_restricted_job(
+    emulator: EmulatorThread, service: ServiceThread
+) -> None:
+    weather_installed()
+    resp = service.stub.ScheduleJob(custom("weather", WEATHER), timeout=T)
+    assert resp.job.type == "weather"
+    manifest = emulator.job(resp.job_id)
+    assert manifest["metadata"]["labels"]["jobscheduler.io/job-type"] == "weather"
+    kubernetes_validate.validate(manifest, "1.31.0", strict=True)
+    assert check_object(manifest) == []
+    [container] = manifest["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["python", "-I", "-m", "weather_plugin.run"]
+    assert {e["name"]: e.get("value") for e in container["env"]}["WEATHER_CITY"] == "Oslo"
+    emulator.patch_job(resp.job_id, {"status": ended_status(succeed=True)})
+    assert final(service, resp.job_id).phase == pb.JOB_PHASE_SUCCEEDED
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**40), 2**40)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
+    max_leaves=12,
+)
+weather_changes = st.fixed_dictionaries(
+    {},
+    optional={
+        "city": st.text(max_size=20) | json_values,
+        "url": st.sampled_from(["http://127.0.0.1:9/r", "ftp://x", "http://:0/", "http://[::1"])
+        | json_values,
+        "control_plane_endpoint": st.just("http://127.0.0.1:9/s") | json_values,
+        "timeout_seconds": st.integers(-5, 100) | json_values,
+        "extra": json_values,
+    },
+)
+
+
+#: Valid parameters with some changed (often still valid), or only the changes.
+weather_params = st.builds(
+    lambda base, changes: {**base, **changes}, st.sampled_from([WEATHER, {}]), weather_changes
+)
+
+
+@pytest.fixture(scope="module")
+def weather_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
+    weather_installed()
+    svc = local_service(tmp_path_factory.mktemp("weather") / "data")
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=weather_params, job_type=st.sampled_from(["weather", "weather", "nope", ""]))
+def test_any_custom_job_is_ok_or_invalid_argument(
+    weather_service: ServiceThread, params: dict[str, Any], job_type: str
+) -> None:
+    request = pb.ScheduleJobRequest(name="fuzz", custom_job=pb.CustomJob(type=job_type), start_after=FAR)
+    request.custom_job.params.update(params)
+    try:
+        resp = weather_service.stub.ScheduleJob(request, timeout=T)
+    except grpc.RpcError as exc:
+        assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT, (exc.code(), exc.details())
+        return
+    assert resp.job.type == "weather"
+    weather_service.stub.CancelJob(pb.CancelJobRequest(job_id=resp.job_id), timeout=T)
