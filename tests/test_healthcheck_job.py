@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -455,6 +456,27 @@ def test_program_one_unhealthy_target_exits_4_and_the_report_says_which(servers:
         down
     ]
     assert by_name["bad"]["detail"].startswith(expected)
+
+
+def test_program_sigterm_while_probing_reports_cancelled_and_exits_143(servers: Servers) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        target = f"127.0.0.1:{silent.getsockname()[1]}"
+        slow = pb.HealthCheckTarget(name="slow", grpc=pb.GrpcProbe(target=target), timeout_seconds=60)
+        env = program_env(request(slow, servers.healthy_targets()[1], endpoint=f"{servers.base}/report"))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobscheduler", "healthcheck"], env=env, stdout=subprocess.DEVNULL
+        )
+        try:
+            silent.settimeout(20)
+            conn, _ = silent.accept()  # the gRPC probe is under way (signal handlers are in place)
+            with conn:
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+        finally:
+            proc.kill()
+    [report] = servers.reports
+    assert report["status"] == "cancelled"
+    assert "slow" not in [t["name"] for t in report["targets"]]
 
 
 def test_program_bad_configuration_exits_2_without_probing(servers: Servers) -> None:

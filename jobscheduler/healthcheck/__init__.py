@@ -60,6 +60,8 @@ JOB_TYPE: Final = "healthcheck"
 CANCEL_REPORT_MAX_ATTEMPTS: Final = 2
 CANCEL_REPORT_TIMEOUT_SECONDS: Final = 2.0
 CANCEL_REPORT_BACKOFF_SECONDS: Final = 0.2
+STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
+SIGNAL_POLL_SECONDS: Final = 0.5
 
 Log = structlog.typing.FilteringBoundLogger
 
@@ -81,7 +83,7 @@ class _Events:
 
     def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in STOP_SIGNALS:
                 signal.signal(signum, self._handle)
 
     def sleep(self, seconds: float) -> bool:
@@ -102,6 +104,8 @@ def _probe_all(config: HealthCheckConfig, events: _Events, log: Log) -> dict[str
     """Each target in its own thread; returns when all are done or a stop signal arrives."""
 
     def run(index: int) -> None:
+        # Stop signals go to the main thread: this thread and those it starts (gRPC's) block them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         target = config.targets[index]
         try:
             result = probe(target, events.stopping.wait)
@@ -115,7 +119,12 @@ def _probe_all(config: HealthCheckConfig, events: _Events, log: Log) -> dict[str
         threading.Thread(target=run, args=(i,), name=f"probe-{i}", daemon=True).start()
     results: dict[str, ProbeResult] = {}
     while len(results) < len(config.targets):
-        kind, value = events.queue.get()
+        try:
+            # A timeout, so that a pending signal handler runs even if the kernel picked another
+            # thread for the signal (a blocked wait is not interrupted then).
+            kind, value = events.queue.get(timeout=SIGNAL_POLL_SECONDS)
+        except queue.Empty:
+            continue
         if kind == "signal":
             events.signum = int(value)
             events.stopping.set()
