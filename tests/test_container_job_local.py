@@ -39,22 +39,27 @@ async def test_local_secret_env_is_read_from_the_secrets_dir_and_a_missing_one_f
     secrets_dir = tmp_path / "secrets"
     (secrets_dir / "api").mkdir(parents=True)
     (secrets_dir / "api" / "token").write_text("s3cr3t")
+    os.mkfifo(secrets_dir / "api" / "fifo")  # opening it for reading would block
+    (secrets_dir / "api" / "dir").mkdir()
     async with running_backend(tmp_path / "data", secrets_dir=secrets_dir) as (backend, index):
-        ok, no_key, no_secret, escape = (
+        manifests = [
             secret_job("api", "token"),
             secret_job("api", "other"),
             secret_job("missing", "token"),
             secret_job("api", ".."),
-        )
-        for m in (ok, no_key, no_secret, escape):
+            secret_job("api", "fifo"),
+            secret_job("api", "dir"),
+        ]
+        for m in manifests:
             await backend.create(m)
-        records = [await wait_phase(index, m["metadata"]["name"]) for m in (ok, no_key, no_secret, escape)]
+        records = [await wait_phase(index, m["metadata"]["name"]) for m in manifests]
     assert records[0].phase is JobPhase.SUCCEEDED, records[0]
     for record in records[1:]:
         assert (record.phase, record.reason) == (JobPhase.FAILED, "CreateContainerConfigError"), record
         assert "s3cr3t" not in record.message
     assert "couldn't find key other in Secret default/api" in records[1].message
     assert 'secret "missing" not found' in records[2].message
+    assert "couldn't find key fifo" in records[4].message and "couldn't find key dir" in records[5].message
 
 
 # --- the local backend ---------------------------------------------------------------------------
@@ -74,6 +79,12 @@ async def test_local_success_failure_indexes_and_cancel(tmp_path: pathlib.Path) 
         f" pathlib.Path({str(out)!r}, i).write_text(str(os.getpid()))"
     )
     flaky = "import os, sys; sys.exit(3 if os.environ['JOB_COMPLETION_INDEX'] == '1' else 0)"
+    # Index 0 fails once then succeeds, index 1 always fails, index 2 succeeds.
+    per_index = (
+        "import os, pathlib, sys; i = os.environ['JOB_COMPLETION_INDEX'];"
+        f" first = pathlib.Path({str(out)!r}, 'tried-' + i);"
+        " failed = i == '1' or (i == '0' and not first.exists()); first.touch(); sys.exit(5 if failed else 0)"
+    )
     async with running_backend(tmp_path / "data") as (backend, index):
         jobs = {
             "job-ok00000000": local_job("job-ok00000000", "print('done')"),
@@ -94,6 +105,14 @@ async def test_local_success_failure_indexes_and_cancel(tmp_path: pathlib.Path) 
                 backoff_limit_per_index=1,
                 exit_code_rules=[pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_FAIL_INDEX, exit_codes=[3])],
             ),
+            "job-per0000000": local_job(
+                "job-per0000000",
+                per_index,
+                parallelism=2,
+                completions=3,
+                completion_mode=pb.COMPLETION_MODE_INDEXED,
+                backoff_limit_per_index=1,
+            ),
             "job-stop000000": local_job(
                 "job-stop000000", "import time; time.sleep(60)", parallelism=2, completions=2
             ),
@@ -101,7 +120,8 @@ async def test_local_success_failure_indexes_and_cancel(tmp_path: pathlib.Path) 
         no_command = render(parse_request(args=["--all"]), "job-args000000")
         for m in [*jobs.values(), no_command]:
             await backend.create(m)
-        ok, bad, idx, fix = [await wait_phase(index, j) for j in list(jobs)[:4]]
+        ok, bad, idx, fix, per = [await wait_phase(index, j) for j in list(jobs)[:5]]
+        per_attempts = sorted(a.completion_index for a in backend.get_row("job-per0000000").attempts)
         await wait_record(index, "job-stop000000", lambda r: r.active == 2)
         await backend.cancel("job-stop000000", reason="test", at=datetime.now(UTC))
         stop = await wait_record(index, "job-stop000000", lambda r: r.active == 0)
@@ -111,11 +131,13 @@ async def test_local_success_failure_indexes_and_cancel(tmp_path: pathlib.Path) 
     assert (bad.phase, bad.reason, bad.exit_code) == (JobPhase.FAILED, "BackoffLimitExceeded", 7), bad
     assert "exited with code 7: boom" in bad.message
     assert idx.phase is JobPhase.SUCCEEDED, idx
-    assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2"]
+    assert sorted(p.name for p in out.iterdir() if p.name.isdigit()) == ["0", "1", "2"]
     assert (idx.completed_indexes, idx.failed_indexes, idx.succeeded) == ("0-2", "", 3)
     assert job_message(idx).completed_indexes == "0-2"
     assert (fix.phase, fix.reason) == (JobPhase.FAILED, "FailedIndexes"), fix
     assert (fix.completed_indexes, fix.failed_indexes) == ("0,2", "1")
+    assert (per.phase, per.reason, per.exit_code) == (JobPhase.FAILED, "FailedIndexes", 5), per
+    assert (per.completed_indexes, per.failed_indexes, per_attempts) == ("0,2", "1", [0, 0, 1, 1, 2])
     assert stop.phase is JobPhase.CANCELLED and len(pids) == 2, stop
     assert (args_only.phase, args_only.reason) == (JobPhase.FAILED, "StartError"), args_only
     assert "entry point" in args_only.message

@@ -22,7 +22,10 @@ def job_record(row: JobRow) -> JobRecord:
     succeeded = sum(1 for a in row.attempts if a.exit_code == 0)
     active = sum(1 for a in row.attempts if a.finished_at is None)
     finished = [a for a in row.attempts if a.finished_at is not None]
-    last = finished[-1] if finished else None
+    # A failed job reports its last failed attempt (other pods may have succeeded after it).
+    failures = [a for a in finished if a.exit_code not in (0, None)] if phase is JobPhase.FAILED else []
+    chosen = failures or finished
+    last = chosen[-1] if chosen else None
     conditions: tuple[JobCondition, ...] = ()
     if phase is JobPhase.SUCCEEDED:
         conditions = (JobCondition("Complete", "True", row.reason, row.message, row.finished_at),)

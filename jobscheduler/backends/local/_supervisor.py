@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 import signal
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -146,7 +147,11 @@ def read_secret(secrets_dir: pathlib.Path, ref: Mapping[str, Any], namespace: st
     if not directory.is_dir():
         return Refusal("CreateContainerConfigError", f'secret "{name}" not found (in {secrets_dir})')
     try:
-        with open(directory / key, "rb") as f:
+        # Non-blocking, and a regular file only: a FIFO or device here must not hang the backend.
+        fd = os.open(directory / key, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise IsADirectoryError(key)
             data = f.read(MAX_SECRET_BYTES + 1)
     except OSError:
         return Refusal("CreateContainerConfigError", f"couldn't find key {key} in Secret {namespace}/{name}")
