@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final, Protocol, runtime_checkable
 
 import jsonschema
@@ -100,9 +100,7 @@ class PluginHandler(JobHandler[Any]):
         self.package = package or "unknown"
         self.version = str(getattr(plugin, "version", "") or version)
         self._schema = dict(schema)
-        self._validator = jsonschema.Draft202012Validator(
-            self._schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-        )
+        self._validator = _Validator(self._schema, format_checker=_Validator.FORMAT_CHECKER)
 
     def parameters_schema(self) -> dict[str, Any]:
         return self._schema
@@ -127,6 +125,30 @@ class PluginHandler(JobHandler[Any]):
     def render(self, params: Any, ctx: RenderContext) -> dict[str, Any]:
         manifest: dict[str, Any] = self.plugin.render(params, ctx)
         return manifest
+
+
+def _unique_items(
+    validator: jsonschema.protocols.Validator, unique: Any, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[jsonschema.ValidationError]:
+    """``uniqueItems`` in linear time (jsonschema's compares every pair of unhashable items: 3,000
+    distinct objects, 38 KB of params, took 10 s). Items are compared as canonical JSON, which is
+    JSON Schema's equality here: params come from a Struct (whole numbers already ints) or the
+    stored request, and true is not 1."""
+    if not unique or not validator.is_type(instance, "array"):
+        return
+    seen: set[str] = set()
+    for item in instance:
+        key = json.dumps(item, sort_keys=True, separators=(",", ":"))
+        if key in seen:
+            yield jsonschema.ValidationError(f"has non-unique elements ({clip(key, 64)} is repeated)")
+            return
+        seen.add(key)
+
+
+#: Draft 2020-12 with a linear ``uniqueItems``.
+_Validator: Final = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator, {"uniqueItems": _unique_items}
+)
 
 
 def params_problem(value: Any) -> str | None:
