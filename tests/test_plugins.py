@@ -309,6 +309,39 @@ def test_the_clients_and_the_command_line_list_the_types(echo_service: ServiceTh
     assert run("-o", "name").split() == list(types)
 
 
+def test_plugin_types_are_submitted_from_the_clients_and_the_command_line(
+    echo_service: ServiceThread,
+) -> None:
+    addr = f"127.0.0.1:{echo_service.port}"
+    with client.Client(addr) as c:
+        job = c.schedule("echo-client", client.CustomJob("echo", {"code": 0, "tags": ["a"]}))
+        assert job.type == "echo"
+        assert c.wait(job.job_id, timeout=T).phase is client.JobPhase.SUCCEEDED
+        with pytest.raises(client.InvalidArgument) as err:
+            c.schedule("echo-client", client.CustomJob("echo", {"code": "0"}))
+        assert [v.field for v in err.value.field_violations] == ["custom_job.params.code"]
+        with pytest.raises(client.InvalidArgument) as err:  # not JSON data: refused before sending
+            c.schedule("echo-client", client.CustomJob("echo", {"code": {1, 2}}))
+        assert [v.field for v in err.value.field_violations] == ["custom_job.params"]
+
+    env = {**os.environ, "JOBSCHEDULER_ADDR": addr, "NO_COLOR": "1"}
+
+    def submit(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "jobscheduler", "submit", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=T)
+
+    done = submit("echo", "--param", "code=0", "--param", 'tags=["x", "y"]', "--wait", "-o", "name")
+    assert done.returncode == 0, done.stderr
+    done = submit("echo", "--param", "code=1", "--wait")
+    assert done.returncode == 1, done.stderr
+    done = submit("echo", "--param", "code=zero")
+    assert done.returncode == 4 and "custom_job.params.code: must be an integer" in done.stderr
+    done = submit("echo", "--param", "code=0", "--param", "tags=[1, 2]")
+    assert done.returncode == 4 and "custom_job.params.tags[0]" in done.stderr, done.stderr
+    done = submit("nope")
+    assert done.returncode == 4 and "known: " in done.stderr and "echo" in done.stderr, done.stderr
+
+
 class Tags:
     name = "tags"
     description = "Unique tags."

@@ -68,6 +68,7 @@ from jobscheduler.client._retry import DEFAULT_RETRIES, DEFAULT_TIMEOUT, JobFilt
 from jobscheduler.client._sync import Client
 from jobscheduler.client._types import (
     JOB_TYPES,
+    CustomJob,
     EventType,
     Job,
     JobCondition,
@@ -97,6 +98,7 @@ __all__ = [
     "AsyncClient",
     "Cancelled",
     "Client",
+    "CustomJob",
     "DataLoss",
     "DeadlineExceeded",
     "EventType",

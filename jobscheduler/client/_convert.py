@@ -13,6 +13,7 @@ from google.protobuf import duration_pb2, timestamp_pb2
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.client._errors import FieldViolation, InvalidArgument
 from jobscheduler.client._types import (
+    CustomJob,
     EventType,
     Job,
     JobCondition,
@@ -225,6 +226,12 @@ def schedule_request(
                 env=dict(spec.env),
             )
         )
+    elif isinstance(spec, CustomJob):
+        request.custom_job.type = spec.type
+        try:
+            request.custom_job.params.update(dict(spec.params))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _invalid("custom_job.params", f"must be JSON data (str keys; {exc})") from None
     else:  # pragma: no cover - a new job type must be added here
         raise TypeError(f"unsupported job type {type(spec).__name__}")
     if start_after is not None:

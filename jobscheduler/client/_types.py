@@ -90,8 +90,19 @@ class TimerJob(_Plain):
     TYPE = "timer"
 
 
-#: Every job type the client can schedule: the type name -> its parameter class.
-JobSpec = TimerJob
+@dataclasses.dataclass(frozen=True, slots=True)
+class CustomJob(_Plain):
+    """A job of a plugin type (``types()`` lists them, with their parameters' JSON Schema):
+    ``type`` names it, ``params`` are JSON data (sent as a google.protobuf.Struct: numbers
+    become doubles, whole ones arrive as integers), checked by the service against the schema."""
+
+    type: str
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+#: Every job type the client can schedule: the type name -> its parameter class (plugin types:
+#: :class:`CustomJob`).
+JobSpec = TimerJob | CustomJob
 JOB_TYPES: Mapping[str, type[JobSpec]] = {"timer": TimerJob}
 
 

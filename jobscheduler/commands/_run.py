@@ -46,7 +46,10 @@ def _one(job: client.Job, fmt: str | None) -> None:
 
 
 def _submit(c: client.Client, args: argparse.Namespace) -> int:
-    name, spec, kwargs = schedule_arguments(args)
+    plugin_types = None
+    if args.job_type.strip().lower() not in client.JOB_TYPES:  # perhaps a plugin type: ask the server
+        plugin_types = {t.name: t for t in c.types() if not t.builtin}
+    name, spec, kwargs = schedule_arguments(args, plugin_types)
     job = c.schedule(name, spec, **kwargs)
     fmt = args.output
     if fmt == "name":

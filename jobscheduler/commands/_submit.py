@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
 from jobscheduler import client
 from jobscheduler.commands import _values as values
+from jobscheduler.commands._custom import custom_spec
 from jobscheduler.commands._params import BadValue, build_spec, pairs
 from jobscheduler.commands._time import ValueProblem, parse_seconds
 
@@ -37,12 +39,16 @@ def _timer_params(args: argparse.Namespace) -> list[str]:
     return items
 
 
-def schedule_arguments(args: argparse.Namespace) -> tuple[str, Any, dict[str, Any]]:
-    """(name, job spec, keyword arguments of ``Client.schedule``) from submit's flags."""
+def schedule_arguments(
+    args: argparse.Namespace, plugin_types: Mapping[str, client.JobTypeInfo] | None = None
+) -> tuple[str, Any, dict[str, Any]]:
+    """(name, job spec, keyword arguments of ``Client.schedule``) from submit's flags;
+    ``plugin_types``: the server's plugin types (``Client.types()``), for a TYPE not built in."""
     job_type = args.job_type.strip().lower()
     spec_class = client.JOB_TYPES.get(job_type)
-    if spec_class is None:
-        known = ", ".join(sorted(client.JOB_TYPES))
+    plugin = (plugin_types or {}).get(args.job_type.strip())
+    if spec_class is None and plugin is None:
+        known = ", ".join(sorted({*client.JOB_TYPES, *(plugin_types or {})}))
         raise BadValue("TYPE", f"{args.job_type[:80]!r} is not a job type (known: {known})")
     params = values.repeated("--param", args.param)
     if job_type == "timer":
@@ -56,7 +62,11 @@ def schedule_arguments(args: argparse.Namespace) -> tuple[str, Any, dict[str, An
                 given[0] if given else "--env", f"is a timer flag; use --param for {job_type} jobs"
             )
     name = args.name if args.name is not None else job_type
-    spec = build_spec(job_type, spec_class, params, {"timer_name": name})
+    if spec_class is not None:
+        spec: Any = build_spec(job_type, spec_class, params, {"timer_name": name})
+    else:
+        assert plugin is not None
+        spec = custom_spec(plugin, params)
     retries = values.integer("--retries", args.retries, 0, 10)
     kwargs: dict[str, Any] = {
         "labels": pairs(values.repeated("--label", args.label), "--label"),
