@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     #: Per-request image overrides must start with one of these (comma-separated prefixes);
     #: empty: only TIMER_IMAGE's repository.
     allowed_images: str = ""
+    #: Secrets of the namespace that jobs may read (env_from_secrets, headers_from_secrets),
+    #: comma-separated; empty: none.
+    allowed_secrets: str = ""
     #: Requests per second per caller identity (0: unlimited), with bursts up to RATE_LIMIT_BURST.
     rate_limit_rps: Annotated[float, Field(ge=0, le=1_000_000)] = 100.0
     rate_limit_burst: Annotated[int, Field(ge=1, le=1_000_000)] = 200

@@ -54,6 +54,7 @@ def local(tmp_path: pathlib.Path) -> Iterator[ServiceThread]:
     svc = local_service(
         tmp_path / "data",
         local_secrets_dir=str(secrets_dir),
+        allowed_secrets="hook-creds",
         local_backoff_seconds=0.1,
         local_kill_grace_seconds=2,
         timer_image=IMAGE,
@@ -107,7 +108,7 @@ def test_local_success_failure_and_cancel(local: ServiceThread, server: Server) 
 def test_kubernetes_job_carries_the_secret_header_by_reference(
     kubeconfig: pathlib.Path, emulator: EmulatorThread
 ) -> None:
-    svc = kubernetes_service(kubeconfig, timer_image=IMAGE)
+    svc = kubernetes_service(kubeconfig, timer_image=IMAGE, allowed_secrets="hook-creds")
     try:
         created = svc.stub.ScheduleJob(
             request(

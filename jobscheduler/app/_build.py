@@ -122,9 +122,10 @@ def builtin_types(settings: Settings) -> HandlerRegistry:
 
 
 def image_policy(settings: Settings) -> ImagePolicy:
-    """ALLOWED_IMAGES, or by default only other tags of TIMER_IMAGE's repository."""
+    """ALLOWED_IMAGES, or by default only other tags of TIMER_IMAGE's repository; ALLOWED_SECRETS."""
     prefixes = tuple(p.strip() for p in settings.allowed_images.split(",") if p.strip())
-    return ImagePolicy(prefixes or (image_repository(settings.timer_image),))
+    secrets = frozenset(s.strip() for s in settings.allowed_secrets.split(",") if s.strip())
+    return ImagePolicy(prefixes or (image_repository(settings.timer_image),), secrets)
 
 
 def rate_limiter(settings: Settings) -> RateLimiter:

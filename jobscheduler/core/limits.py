@@ -141,14 +141,21 @@ def image_repository(image: str) -> str:
 
 
 class ImagePolicy:
-    """Which images a request may choose (ALLOWED_IMAGES prefixes).
+    """Which images (ALLOWED_IMAGES prefixes) and Secrets (ALLOWED_SECRETS) a request may name.
 
     A prefix matches at a boundary: ``ghcr.io/acme`` allows ``ghcr.io/acme/tool:1`` and
-    ``ghcr.io/acme:2`` but not ``ghcr.io/acme-evil/tool``.
+    ``ghcr.io/acme:2`` but not ``ghcr.io/acme-evil/tool``. ``secrets`` None: any Secret (for
+    tests and embedders); the service passes ALLOWED_SECRETS, empty by default: a job may read
+    no Secret of the service's namespace (which holds the service's own token file and keys)
+    until an operator lists the ones jobs may use.
     """
 
-    def __init__(self, prefixes: tuple[str, ...]) -> None:
+    def __init__(self, prefixes: tuple[str, ...], secrets: frozenset[str] | None = None) -> None:
         self.prefixes = tuple(p for p in prefixes if p)
+        self.secrets = secrets
+
+    def allows_secret(self, name: str) -> bool:
+        return self.secrets is None or name in self.secrets
 
     def allows(self, image: str) -> bool:
         for prefix in self.prefixes:

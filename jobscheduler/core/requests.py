@@ -257,5 +257,28 @@ def render_request(
 
 
 def check_manifest(manifest: dict[str, Any], handler: JobHandler[Any], images: ImagePolicy | None) -> None:
-    """validate_job_manifest with ALLOWED_IMAGES, the handler's own (configured) images trusted."""
+    """validate_job_manifest with ALLOWED_IMAGES, the handler's own (configured) images trusted;
+    a Secret the manifest reads that ALLOWED_SECRETS does not list is the request's fault
+    (InvalidArgument on the job type's field, naming the Secret)."""
+    if images is not None:
+        refused = sorted({name for name in secret_names(manifest) if not images.allows_secret(name)})
+        if refused:
+            allowed = ", ".join(sorted(images.secrets or ())) or "none"
+            raise InvalidArgument.field(
+                handler.request_field,
+                f"Secret(s) {', '.join(refused)} may not be read by jobs (ALLOWED_SECRETS: {allowed})",
+            )
     validate_job_manifest(manifest, images=images, trusted_images=handler.default_images())
+
+
+def secret_names(manifest: Mapping[str, Any]) -> set[str]:
+    """The Secrets a Job's containers read (env valueFrom.secretKeyRef)."""
+    pod = ((manifest.get("spec") or {}).get("template") or {}).get("spec") or {}
+    names: set[str] = set()
+    for group in ("initContainers", "containers"):
+        for container in pod.get(group) or ():
+            for env in container.get("env") or ():
+                ref = ((env.get("valueFrom") or {}).get("secretKeyRef") or {}).get("name")
+                if ref is not None:
+                    names.add(str(ref))
+    return names
