@@ -71,10 +71,21 @@ def test_registering_refuses_a_taken_name_or_field() -> None:
         registry.register(Fake("timer2", "timer_job"))
 
 
-def test_without_plugin_types_custom_job_is_not_supported() -> None:
+def test_without_plugin_types_custom_job_names_its_type() -> None:
+    registry = builtin_registry(timer_image="img")
     with pytest.raises(InvalidArgument) as err:
-        builtin_registry(timer_image="img").for_request_field("custom_job", {"type": "weather"})
-    assert err.value.violations[0].field == "job"
+        registry.for_request_field("custom_job", {"type": "weather"})
+    assert err.value.violations[0].field == "job"  # not a shared field (yet)
+    registry.share("custom_job", "type")
+    with pytest.raises(InvalidArgument) as err:
+        registry.for_request_field("custom_job", {"type": "weather"})
+    [violation] = err.value.violations
+    assert violation.field == "custom_job.type"
+    assert "no plugin job types are installed" in violation.description
+    with pytest.raises(ValueError, match="picks its type by 'type'"):
+        registry.share("custom_job", "kind")
+    with pytest.raises(ValueError, match="registered already"):
+        registry.share("timer_job", "type")
 
 
 def custom(params: Any) -> pb.ScheduleJobRequest:
@@ -194,5 +205,4 @@ def test_a_custom_job_of_no_installed_type_is_invalid_argument_naming_the_type(s
     with pytest.raises(grpc.RpcError) as err:
         svc.stub.ScheduleJob(request, timeout=T)
     assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    details = err.value.details() or ""
-    assert "custom_job.type" in details or "job" in details
+    assert "custom_job.type: unknown type 'no-such-type' (known: " in (err.value.details() or "")

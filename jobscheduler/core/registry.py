@@ -103,6 +103,16 @@ class HandlerRegistry:
             self._shared.setdefault(field, (key, {}))[1][name] = handler
         return handler
 
+    def share(self, request_field: str, dispatch_key: str) -> None:
+        """Declare ``request_field`` shared by types picked by ``dispatch_key`` before any is
+        registered, so that a request naming none of them is told so on ``<field>.<key>``."""
+        if request_field in self._by_field:
+            raise ValueError(f"request field {request_field!r} is registered already")
+        if self._shared.setdefault(request_field, (dispatch_key, {}))[0] != dispatch_key:
+            raise ValueError(
+                f"request field {request_field!r} picks its type by {self._shared[request_field][0]!r}"
+            )
+
     def for_request_field(
         self, request_field: str | None, params: Mapping[str, Any] | None = None
     ) -> JobHandler[Any]:
@@ -121,7 +131,7 @@ class HandlerRegistry:
         name = (params or {}).get(key)
         handler = handlers.get(name) if isinstance(name, str) else None
         if handler is None:
-            known = ", ".join(sorted(handlers))
+            known = ", ".join(sorted(handlers)) or "none: no plugin job types are installed"
             what = f"unknown type {brief(name)}" if name else "must name a job type"
             raise InvalidArgument.field(f"{request_field}.{key}", f"{what} (known: {known})")
         return handler

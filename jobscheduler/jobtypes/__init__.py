@@ -47,6 +47,7 @@ def load_plugins(
     PluginError when one cannot be imported, is no plugin, or its type's name is taken (by a
     built-in type or another plugin)."""
     loaded: list[PluginHandler] = []
+    registry.share(PluginHandler.request_field, "type")
     found = (entry_points or importlib.metadata.entry_points)(group=ENTRY_POINT_GROUP)
     for ep in sorted(found, key=lambda e: (e.name, e.value)):
         dist = getattr(ep, "dist", None)
