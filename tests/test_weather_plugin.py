@@ -98,6 +98,10 @@ def test_the_example_weather_plugin_end_to_end(
             lambda: svc.stub.ScheduleJob(custom("weather", {**params, "url": "http://:1/"}), timeout=T)
         )
         assert list(fields) == ["custom_job.params.url"]
+        fields = refused(
+            lambda: svc.stub.ScheduleJob(custom("weather", {**params, "url": "http://a/\x00"}), timeout=T)
+        )
+        assert list(fields) == ["custom_job.params.url"]
 
         job = svc.stub.ScheduleJob(custom("weather", params), timeout=T)
         done = final(svc, job.job_id)

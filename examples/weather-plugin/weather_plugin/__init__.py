@@ -94,6 +94,8 @@ class WeatherPlugin:
 
 
 def _url_problem(url: str) -> str | None:
+    if not url.isprintable():
+        return "must not contain control characters"
     try:
         parts = urllib.parse.urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
