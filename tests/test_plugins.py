@@ -150,14 +150,20 @@ def test_the_service_refuses_to_start_on_a_clash(
         asyncio.run(start())
 
 
-def test_serve_exits_2_naming_a_broken_plugin(tmp_path: pathlib.Path) -> None:
-    """A real installed distribution (a dist-info on PYTHONPATH) whose entry point fails."""
+def test_serve_logs_each_plugin_and_exits_2_naming_a_broken_one(tmp_path: pathlib.Path) -> None:
+    """Real installed distributions (dist-infos on PYTHONPATH), one whose entry point fails."""
     site = tmp_path / "site"
     info = site / "broken_plugin-0.1.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[{GROUP}]\nbroken = broken_plugin:plugin\n")
     (site / "broken_plugin.py").write_text("raise ImportError('no such thing')\n")
+    # Loaded first (entry points in name order) and logged, before the broken one stops the start.
+    good = site / "good_plugin-2.0.dist-info"
+    good.mkdir()
+    (good / "METADATA").write_text("Metadata-Version: 2.1\nName: good-plugin\nVersion: 2.0\n")
+    (good / "entry_points.txt").write_text(f"[{GROUP}]\na_good = fake_echo:plugin\n")
+    (site / "fake_echo.py").write_text(textwrap.dedent(ECHO).replace('version = "1.2.3"', ""))
     env = {
         **os.environ,
         "PYTHONPATH": str(site),
@@ -174,6 +180,8 @@ def test_serve_exits_2_naming_a_broken_plugin(tmp_path: pathlib.Path) -> None:
     out = done.stdout + done.stderr
     assert "job type plugin 'broken'" in out and "broken-plugin 0.1" in out
     assert "ImportError: no such thing" in out
+    [loaded] = [json.loads(line) for line in done.stdout.splitlines() if "job type plugin loaded" in line]
+    assert (loaded["job_type"], loaded["package"], loaded["version"]) == ("echo", "good-plugin", "2.0")
 
 
 def refused(call: Callable[[], Any]) -> dict[str, str]:

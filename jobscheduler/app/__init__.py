@@ -129,8 +129,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
     authenticator = await build_authenticator(settings, backend)
     registry = builtin_types(settings)
     try:
-        for p in load_plugins(registry):
-            log.info("job type plugin loaded", job_type=p.job_type, package=p.package, version=p.version)
+        load_plugins(registry)  # each logged as it is loaded
     except PluginError as exc:
         raise StartupError(str(exc)) from None
     book = QueueBook(index, parse_queues(settings.queues))

@@ -14,6 +14,9 @@ from jobscheduler.jobtypes.custom import ENTRY_POINT_GROUP, JobTypePlugin, Plugi
 from jobscheduler.jobtypes.healthcheck import HealthCheckHandler
 from jobscheduler.jobtypes.timer import TimerHandler, TimerParams
 from jobscheduler.jobtypes.webhook import WebhookHandler
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.jobtypes")
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -43,7 +46,8 @@ def load_plugins(
     registry: HandlerRegistry,
     entry_points: Callable[..., Iterable[importlib.metadata.EntryPoint]] | None = None,
 ) -> list[PluginHandler]:
-    """Load every entry point in ``jobscheduler.job_types`` into ``registry`` (in name order);
+    """Load every entry point in ``jobscheduler.job_types`` into ``registry`` (in name order,
+    each logged: ``job type plugin loaded`` with its name, package and version);
     PluginError when one cannot be imported, is no plugin, or its type's name is taken (by a
     built-in type or another plugin)."""
     loaded: list[PluginHandler] = []
@@ -70,4 +74,10 @@ def load_plugins(
             raise PluginError(f"{where}: job type {handler.job_type!r} clashes with {owner}")
         registry.register(handler)
         loaded.append(handler)
+        log.info(
+            "job type plugin loaded",
+            job_type=handler.job_type,
+            package=handler.package,
+            version=handler.version,
+        )
     return loaded
