@@ -74,6 +74,8 @@ bad_schema = Echo()
 bad_schema.parameters_schema = {"type": 5}
 bad_name = Echo()
 bad_name.name = "Not_A_Label"
+not_json = Echo()
+not_json.parameters_schema = {"type": "object", "default": {1, 2}}
 """
 
 
@@ -121,6 +123,7 @@ def test_a_plugin_becomes_a_handler_of_custom_job(plugins: Callable[..., None]) 
         (["odd=fake_echo:not_a_plugin"], "does not implement the plugin protocol"),
         (["schema=fake_echo:bad_schema"], "is not a valid JSON Schema"),
         (["name=fake_echo:bad_name"], "is not a valid job type name"),
+        (["json=fake_echo:not_json"], "parameters_schema is not JSON data"),
     ],
 )
 def test_a_plugin_that_cannot_be_used_is_refused(

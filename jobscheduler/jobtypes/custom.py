@@ -89,6 +89,10 @@ class PluginHandler(JobHandler[Any]):
         if not isinstance(schema, Mapping):
             raise PluginError(f"{where}: {name}.parameters_schema must be a JSON Schema object")
         try:
+            json.dumps(schema, allow_nan=False)  # ListJobTypes sends it as JSON text
+        except (TypeError, ValueError) as exc:
+            raise PluginError(f"{where}: {name}.parameters_schema is not JSON data ({exc})") from None
+        try:
             jsonschema.Draft202012Validator.check_schema(schema)
         except jsonschema.SchemaError as exc:
             raise PluginError(
