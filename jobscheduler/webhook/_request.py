@@ -21,13 +21,13 @@ READ_BYTES: Final = 16 * 1024
 REDACTED: Final = "[REDACTED]"
 USER_AGENT: Final = "jobscheduler-webhook"
 
-# key=value, key: value, "key": "value" where the key names a credential.
-_SECRET_PAIR: Final = re.compile(
-    r"""(?ix)
-    (["']?[\w.-]*(?:token|passw(?:or)?d|pwd|secret|api[_-]?key|auth|credential|session|cookie|private[_-]?key)
-    [\w.-]*["']?\s*[:=]\s*)
-    ("[^"]*"|'[^']*'|[^\s,;&}\]<]+)
-    """
+# key=value, key: value, "key": "value": a key at a word's start (linear: no quadratic
+# backtracking over a long body), redacted when it names a credential.
+_PAIR: Final = re.compile(r"""(?<![\w.-])(["']?)([\w.-]{1,128})\1[ \t]{0,8}[:=][ \t]{0,8}""")
+_VALUE: Final = re.compile(r""""[^"]*"|'[^']*'|[^\s,;&}\]<>"']+""")
+_CREDENTIAL: Final = re.compile(
+    r"token|passw(?:or)?d|pwd|secret|api[_-]?key|auth|credential|session|cookie|private[_-]?key",
+    re.IGNORECASE,
 )
 _BEARER: Final = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 
@@ -58,7 +58,16 @@ def redact(text: str, secrets: Collection[str]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-    return _SECRET_PAIR.sub(lambda m: m.group(1) + REDACTED, text)
+    out: list[str] = []
+    pos = 0
+    while (pair := _PAIR.search(text, pos)) is not None:
+        out.append(text[pos : pair.end()])
+        pos = pair.end()
+        if _CREDENTIAL.search(pair.group(2)) and (value := _VALUE.match(text, pos)) is not None:
+            out.append(REDACTED)
+            pos = value.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def excerpt(raw: bytes, secrets: Collection[str]) -> str:
