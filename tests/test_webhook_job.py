@@ -32,6 +32,7 @@ from jobscheduler.webhook import (
     EXIT_UNEXPECTED_STATUS,
     main,
 )
+from jobscheduler.webhook._config import resolve_config
 from jobscheduler.webhook._request import EXCERPT_CHARS, READ_BYTES, excerpt
 
 pytestmark = pytest.mark.timeout(60)
@@ -100,6 +101,8 @@ def test_defaults_and_rendered_job() -> None:
         ({"url": "http://exa mple.com"}, "webhook_job.url"),
         ({"url": "http://user:pw@example.com"}, "webhook_job.url"),
         ({"url": "http:///path"}, "webhook_job.url"),
+        ({"url": "http://example.com/caf\u00e9"}, "webhook_job.url"),
+        ({"headers": {"X-Name": "\u0416"}}, "webhook_job.headers[X-Name]"),
         ({"method": "TRACE"}, "webhook_job.method"),
         ({"headers": {"Host": "evil"}}, "webhook_job.headers[Host]"),
         ({"headers": {"transfer-encoding": "chunked"}}, "webhook_job.headers[transfer-encoding]"),
@@ -163,6 +166,11 @@ def test_any_parameters_parse_and_render_or_are_refused_naming_the_field(params:
         return
     m = h.render(parsed, CTX)
     validate_job_manifest(m, trusted_images=(IMAGE, parsed.image))
+    # What the handler accepts, the program accepts (a secret header's value stands in as "v").
+    env = {e["name"]: e.get("value", "v") for e in container(m)["env"]}
+    config = resolve_config(env)
+    assert (config.url, config.method, dict(config.headers)) == (parsed.url, parsed.method, parsed.headers)
+    assert config.expected_status == frozenset(parsed.expected_status)
 
 
 # --- the program against a local HTTP server ---------------------------------------------------------

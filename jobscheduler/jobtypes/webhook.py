@@ -241,6 +241,8 @@ def _url_problem(url: str) -> str | None:
         return problem
     if any(ch.isspace() for ch in url):
         return f"must be an http(s) URL without whitespace (got {brief(url)})"
+    if not url.isascii():
+        return "must be ASCII (percent-encode the path and query, give the host in punycode)"
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -300,6 +302,8 @@ def _headers(path: str, raw: Any, violations: list[FieldViolation]) -> dict[str,
             )
         elif (problem := control_character_problem(value.replace("\t", " "))) is not None:
             violations.append(FieldViolation(where, f"value {problem}"))
+        elif any(ord(ch) > 0xFF for ch in value):
+            violations.append(FieldViolation(where, "value must be Latin-1 text (as HTTP sends it)"))
         else:
             out[name] = value
         seen.add(name.lower())

@@ -75,7 +75,8 @@ def backoff_delay(initial: float, failed_attempts: int) -> float:
 
 
 def _header_value_ok(value: str) -> bool:
-    return not any(ch in value for ch in "\r\n\0")
+    """No CR, LF or NUL, and Latin-1 (what HTTP can send)."""
+    return not any(ch in "\r\n\0" or ord(ch) > 0xFF for ch in value)
 
 
 def _seconds(environ: Mapping[str, str], name: str, default: float, problems: dict[str, str]) -> float:
@@ -104,7 +105,7 @@ def _headers(environ: Mapping[str, str], problems: dict[str, str]) -> dict[str, 
         isinstance(k, str) and _HEADER_NAME.fullmatch(k) and isinstance(v, str) and _header_value_ok(v)
         for k, v in value.items()
     ):
-        problems[HEADERS_ENV] = "must be a JSON object of header names to values (no CR, LF or NUL)"
+        problems[HEADERS_ENV] = "must be a JSON object of header names to values (Latin-1, no CR, LF or NUL)"
         return {}
     return value
 
@@ -122,7 +123,7 @@ def _secret_headers(environ: Mapping[str, str], problems: dict[str, str]) -> dic
             problems[value_env] = f"is not set (the value of header {name})"
         elif not _header_value_ok(environ[value_env]) or not environ[value_env].strip():
             # Never the value itself: it is a secret.
-            problems[value_env] = f"the value of header {name} is empty or contains CR, LF or NUL"
+            problems[value_env] = f"header {name}: empty, not Latin-1, or has CR, LF or NUL"
         else:
             out[name] = environ[value_env].strip()
     return out
@@ -138,7 +139,7 @@ def resolve_config(environ: Mapping[str, str]) -> WebhookConfig:
         valid = parts.scheme in ("http", "https") and bool(parts.hostname)
     except ValueError:
         valid = False
-    if not valid or any(ch.isspace() or ch == "\0" for ch in url):
+    if not valid or not url.isascii() or any(ch.isspace() or ch == "\0" for ch in url):
         problems[URL_ENV] = f"must be an http:// or https:// URL with a host, got {url[:80]!r}"
     method = (environ.get(METHOD_ENV, "").strip() or "POST").upper()
     if method not in METHODS:
