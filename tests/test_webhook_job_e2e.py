@@ -3,11 +3,13 @@ cancel) and on the Kubernetes emulator (the Job as created, the secret header by
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import jsonschema
 import pytest
 from conftest import ServiceThread, kubernetes_service, local_service
 from emulator import EmulatorThread
@@ -133,5 +135,11 @@ def test_kubernetes_job_carries_the_secret_header_by_reference(
             svc.stub.ScheduleJob(request("https://x.example.com", headers={"Host": "y"}), timeout=T)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "webhook_job.headers[Host]" in (info.value.details() or "")
+        types = svc.stub.ListJobTypes(pb.ListJobTypesRequest(), timeout=T).types
+        [webhook] = [t for t in types if t.name == "webhook"]
+        assert (webhook.request_field, webhook.builtin) == ("webhook_job", True)
+        schema = json.loads(webhook.parameters_schema)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["properties"]["max_attempts"]["maximum"] == 10
     finally:
         svc.stop()

@@ -133,6 +133,7 @@ class WebhookHandler(JobHandler[WebhookParams]):
                 "image": {"type": "string"},
             },
             "required": ["url"],
+            "additionalProperties": False,
         }
 
     def parse(self, params: Mapping[str, Any]) -> WebhookParams:
