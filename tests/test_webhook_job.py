@@ -293,6 +293,12 @@ def test_sigterm_stops_a_request_that_gets_no_answer(server: Server) -> None:
     assert json.loads(out.splitlines()[-1])["event"] == "webhook cancelled"
 
 
+def test_a_secret_is_redacted_percent_encoded_and_json_escaped_too() -> None:
+    secret = 'k/"y z'
+    body = f'{{"a": "{json.dumps(secret)[1:-1]}", "u": "https://x/?k=k%2F%22y%20z"}}'.encode()
+    assert excerpt(body, [secret]) == '{"a": "[REDACTED]", "u": "https://x/?k=[REDACTED]"}'
+
+
 def test_the_excerpt_is_redacted_before_it_is_cut_and_in_linear_time() -> None:
     # A secret across the 1 KiB cut leaves no prefix of itself behind.
     cut = excerpt(b"x" * (EXCERPT_CHARS - 4) + SECRET.encode(), [SECRET])

@@ -6,6 +6,7 @@ import http.client
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -55,7 +56,9 @@ _OPENER: Final = urllib.request.build_opener(_NoRedirect())
 
 def redact(text: str, secrets: Collection[str]) -> str:
     """``text`` with each secret value, credential-looking key/value pair and bearer token redacted."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
+    # As given, percent-encoded and JSON-escaped: the forms an endpoint most likely echoes it in.
+    forms = {f for s in secrets if s for f in (s, urllib.parse.quote(s, safe=""), json.dumps(s)[1:-1])}
+    for secret in sorted(forms, key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     out: list[str] = []
