@@ -84,6 +84,7 @@ def test_defaults_and_rendered_job() -> None:
     # 3 attempts of 10 s, backoffs 1 + 2 s, and the grace.
     assert deadline_seconds(params) == 33
     assert m["spec"]["activeDeadlineSeconds"] == 33 + CTX.defaults.deadline_grace_seconds
+    assert m["spec"]["backoffLimit"] == 0
     [fail_job, _] = m["spec"]["podFailurePolicy"]["rules"]
     assert fail_job["onExitCodes"]["values"] == [EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS]
     assert h.image_override(params) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from pod_security import check_object
 from webhook_server import Server, serve
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
-from jobscheduler.webhook import EXIT_UNEXPECTED_STATUS
+from jobscheduler.webhook import EXIT_CONNECT_FAILED, EXIT_UNEXPECTED_STATUS
 
 pytestmark = pytest.mark.timeout(60)
 IMAGE = "jobscheduler:test"
@@ -30,6 +31,13 @@ TERMINAL = (pb.JOB_PHASE_SUCCEEDED, pb.JOB_PHASE_FAILED, pb.JOB_PHASE_CANCELLED)
 def server() -> Iterator[Server]:
     with serve() as srv:
         yield srv
+
+
+def closed_port_url() -> str:
+    """A 127.0.0.1 URL on a port just bound and released: nothing listens there."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}/"
 
 
 def container(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +105,15 @@ def test_local_success_failure_and_cancel(local: ServiceThread, server: Server) 
         EXIT_UNEXPECTED_STATUS,
     ), job
     assert job.attempts == 1
+
+    refused = local.stub.ScheduleJob(request(closed_port_url(), max_attempts=1), timeout=T).job
+    job = final(local, refused.job_id)
+    assert (job.phase, job.reason, job.exit_code) == (
+        pb.JOB_PHASE_FAILED,
+        "BackoffLimitExceeded",
+        EXIT_CONNECT_FAILED,
+    ), job
+    assert job.attempts == 1  # not run again: the program retried already
 
     server.answer.clear()
     server.arrived.clear()

@@ -227,8 +227,9 @@ class WebhookHandler(JobHandler[WebhookParams]):
             env=env,
             secret_env=secret_env,
             active_deadline_seconds=deadline_seconds(params) + ctx.defaults.deadline_grace_seconds,
-            # The job retried already: a bad configuration or an answer with the wrong status
-            # fails the Job at once; a connection failure may go away on another node.
+            # The program retries (max_attempts); a new pod would send the (maybe not idempotent)
+            # request that many times again. An evicted pod is still replaced (DisruptionTarget).
+            backoff_limit=0,
             permanent_exit_codes=(EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS),
         )
 
