@@ -100,6 +100,24 @@ EXAMPLES: dict[str, list[pb.ScheduleJobRequest]] = {
             ),
         ),
     ],
+    "webhook": [
+        pb.ScheduleJobRequest(name="hook", webhook_job=pb.WebhookJob(url="https://hooks.example/x")),
+        pb.ScheduleJobRequest(
+            name="hook-all",
+            webhook_job=pb.WebhookJob(
+                url="http://hooks.example:8080/deploy?ref=main",
+                method="PUT",
+                headers={"X-Team": "ops"},
+                headers_from_secrets={"Authorization": pb.SecretKeyRef(name="hook-creds", key="token")},
+                body='{"ref": "main"}',
+                timeout_seconds=300,
+                expected_status=[200, 202],
+                max_attempts=10,
+                retry_backoff_seconds=60,
+                image="ghcr.io/jobscheduler/jobscheduler:v1.2.3",
+            ),
+        ),
+    ],
 }
 
 
