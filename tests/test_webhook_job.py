@@ -254,6 +254,19 @@ def test_a_retry_that_gets_the_expected_status_succeeds(
     assert len(server.requests) == 3
 
 
+def test_an_answer_that_never_completes_is_given_up_after_the_timeout(
+    server: Server, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server.drip = True  # a byte every 0.1 s: no socket operation ever times out
+    started = time.monotonic()
+    code, lines, _ = run_program(
+        capsys, WEBHOOK_URL=server.url, WEBHOOK_TIMEOUT_SECONDS="1", WEBHOOK_MAX_ATTEMPTS="1"
+    )
+    assert code == EXIT_CONNECT_FAILED
+    assert lines[-1]["error"] == "no complete answer within 1 s"
+    assert time.monotonic() - started < 10
+
+
 def test_connection_refused_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -20,6 +20,9 @@ class Server:
     #: Set: answer; clear: hold every request until the server stops (a slow endpoint).
     answer: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Event = field(default_factory=threading.Event)
+    #: True: the answer's body comes a byte every 0.1 s until the server stops (it never times out).
+    drip: bool = False
+    stopped: threading.Event = field(default_factory=threading.Event)
 
 
 @contextlib.contextmanager
@@ -36,9 +39,12 @@ def serve() -> Iterator[Server]:
                 return
             status = srv.statuses.pop(0) if len(srv.statuses) > 1 else (srv.statuses or [200])[0]
             self.send_response(status)
-            self.send_header("Content-Length", str(len(srv.body)))
+            self.send_header("Content-Length", str(10**6 if srv.drip else len(srv.body)))
             self.end_headers()
             self.wfile.write(srv.body)
+            while srv.drip and not srv.stopped.wait(0.1):
+                self.wfile.write(b"x")
+                self.wfile.flush()
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
 
@@ -54,6 +60,7 @@ def serve() -> Iterator[Server]:
     try:
         yield srv
     finally:
+        srv.stopped.set()
         srv.answer.set()
         httpd.shutdown()
         httpd.server_close()

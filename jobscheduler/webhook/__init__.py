@@ -17,6 +17,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Final
@@ -49,7 +50,12 @@ EXIT_CANCELLED: Final = 128 + signal.SIGTERM.value
 
 LOGGER_NAME: Final = "jobscheduler.webhook"
 
-_Event = tuple[str, object]
+#: ("signal", signum, None) from a signal handler, ("done", attempt number, outcome) from an attempt.
+_Event = tuple[str, int, Outcome | None]
+#: An attempt as a whole (connecting, the answer's headers and body) may take this much longer
+#: than its timeout, which urllib applies to each socket operation (a body sent a byte at a time
+#: would never time out).
+ATTEMPT_MARGIN_SECONDS: Final = 1.0
 
 
 class _Run:
@@ -62,31 +68,38 @@ class _Run:
         self.events: queue.SimpleQueue[_Event] = queue.SimpleQueue()
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.events.put(("signal", signum))
+        self.events.put(("signal", signum, None))
 
-    def _send(self) -> None:
+    def _send(self, number: int) -> None:
         try:
-            self.events.put(("done", attempt(self.config)))
+            self.events.put(("done", number, attempt(self.config)))
         except Exception as exc:  # a surprise from urllib must not bypass the exit-code contract
-            self.events.put(("done", Outcome(None, f"{type(exc).__name__}: {exc}")))
+            self.events.put(("done", number, Outcome(None, f"{type(exc).__name__}: {exc}")))
 
-    def _wait(self, timeout: float | None) -> _Event | None:
-        try:
-            return self.events.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    def _next(self, seconds: float, number: int | None = None) -> _Event | None:
+        """A signal, or attempt ``number``'s outcome, within ``seconds``; None when time is up.
+        The outcome of an attempt given up on earlier is dropped."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            try:
+                event = self.events.get(timeout=left)
+            except queue.Empty:
+                return None
+            if event[0] == "signal" or event[1] == number:
+                return event
+        return None
 
     def run(self) -> int:
         c = self.config
         outcome = Outcome(None, "not sent")
         for number in range(1, c.max_attempts + 1):
-            threading.Thread(target=self._send, name="webhook-attempt", daemon=True).start()
-            event = self._wait(None)
-            assert event is not None
-            if event[0] == "signal":
-                return self._cancelled(int(str(event[1])), number)
-            assert isinstance(event[1], Outcome)
-            outcome = event[1]
+            # A daemon thread: one given up on (too slow) does not keep the process alive.
+            threading.Thread(target=self._send, args=(number,), name="webhook-attempt", daemon=True).start()
+            event = self._next(c.timeout_seconds + ATTEMPT_MARGIN_SECONDS, number)
+            if event is not None and event[0] == "signal":
+                return self._cancelled(event[1], number)
+            no_answer = Outcome(None, f"no complete answer within {c.timeout_seconds:g} s")
+            outcome = event[2] if event is not None and event[2] is not None else no_answer
             fields = {
                 "attempt": number,
                 "max_attempts": c.max_attempts,
@@ -111,9 +124,8 @@ class _Run:
             if number < c.max_attempts:
                 delay = backoff_delay(c.retry_backoff_seconds, number)
                 self.log.info("webhook retrying", retry_in_seconds=delay, attempt=number)
-                event = self._wait(delay)
-                if event is not None and event[0] == "signal":
-                    return self._cancelled(int(str(event[1])), number)
+                if (event := self._next(delay)) is not None:
+                    return self._cancelled(event[1], number)
         if outcome.status is None:
             self.log.error(
                 "webhook failed: could not connect",
