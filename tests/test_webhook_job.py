@@ -81,9 +81,9 @@ def test_defaults_and_rendered_job() -> None:
         "name": "WEBHOOK_SECRET_HEADER_0",
         "valueFrom": {"secretKeyRef": {"name": "hook-creds", "key": "token"}},
     }
-    # 3 attempts of 10 s, backoffs 1 + 2 s, and the grace.
-    assert deadline_seconds(params) == 33
-    assert m["spec"]["activeDeadlineSeconds"] == 33 + CTX.defaults.deadline_grace_seconds
+    # 3 attempts of 10 s (+ 1 s margin each), backoffs 1 + 2 s, and the grace.
+    assert deadline_seconds(params) == 36
+    assert m["spec"]["activeDeadlineSeconds"] == 36 + CTX.defaults.deadline_grace_seconds
     assert m["spec"]["backoffLimit"] == 0
     [fail_job, _] = m["spec"]["podFailurePolicy"]["rules"]
     assert fail_job["onExitCodes"]["values"] == [EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS]

@@ -17,7 +17,7 @@ from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.naming import control_character_problem
 from jobscheduler.core.registry import JobHandler
-from jobscheduler.webhook import EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS
+from jobscheduler.webhook import ATTEMPT_MARGIN_SECONDS, EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS
 from jobscheduler.webhook import _config as program
 
 METHODS: Final = program.METHODS
@@ -69,11 +69,12 @@ class WebhookParams:
 
 
 def deadline_seconds(params: WebhookParams) -> int:
-    """Every attempt's timeout plus every backoff between them (one pod's worst case)."""
+    """Every attempt's timeout (and the program's margin) plus every backoff between them."""
     backoffs = sum(
         program.backoff_delay(params.retry_backoff_seconds, n) for n in range(1, params.max_attempts)
     )
-    return params.max_attempts * params.timeout_seconds + int(backoffs + 0.999)
+    per_attempt = params.timeout_seconds + ATTEMPT_MARGIN_SECONDS
+    return int(params.max_attempts * per_attempt + backoffs + 0.999)
 
 
 class WebhookHandler(JobHandler[WebhookParams]):

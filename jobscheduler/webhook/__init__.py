@@ -29,6 +29,7 @@ from jobscheduler.webhook._config import ConfigError, WebhookConfig, backoff_del
 from jobscheduler.webhook._request import Outcome, attempt, redact
 
 __all__ = [
+    "ATTEMPT_MARGIN_SECONDS",
     "EXIT_CANCELLED",
     "EXIT_CONFIG_ERROR",
     "EXIT_CONNECT_FAILED",
