@@ -195,7 +195,10 @@ def restore_logging() -> Iterator[None]:
 
 
 def run_program(capsys: pytest.CaptureFixture[str], **env: str) -> tuple[int, list[dict[str, Any]], str]:
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)]
     code = main([], environ={"WEBHOOK_RETRY_BACKOFF_SECONDS": "0.01", **env})
+    # In this process too: the program's signal handlers went with its run.
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)] == handlers
     out = capsys.readouterr().out
     return code, [json.loads(line) for line in out.splitlines() if line.startswith("{")], out
 

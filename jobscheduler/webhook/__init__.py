@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -155,9 +155,19 @@ class _Run:
 def run(config: WebhookConfig, *, install_signals: bool = True) -> int:
     """Send the webhook and return the exit code (logging must already be configured)."""
     runner = _Run(config, get_logger(LOGGER_NAME))
+    previous: dict[signal.Signals, Any] = {}
     if install_signals and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, runner.on_signal)
-        signal.signal(signal.SIGINT, runner.on_signal)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, runner.on_signal)
+    try:
+        return _start(runner)
+    finally:  # the handlers go when the run ends (a test, or an embedding program, keeps its own)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _start(runner: _Run) -> int:
+    config = runner.config
     runner.log.info(
         "webhook started",
         job_id=config.job_id,
