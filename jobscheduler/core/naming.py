@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import re
 import secrets
 import string
@@ -142,3 +143,25 @@ def control_character_problem(value: str, *, multiline: bool = False) -> str | N
     if match is None:
         return None
     return f"must not contain control characters (found {match.group()!r} at position {match.start()})"
+
+
+#: Host names of cloud instance-metadata services (their addresses are link-local).
+_METADATA_HOSTS: Final = frozenset({"metadata", "metadata.google.internal", "metadata.azure.internal"})
+
+
+def metadata_host_problem(host: str) -> str | None:
+    """Why a job may not send requests to ``host``, or None: link-local addresses (169.254.0.0/16,
+    fe80::/10, where cloud instance metadata and its credentials are served) and metadata host
+    names. A job's requests come from the cluster (or locally, from the service's own machine),
+    not from the caller. (A DNS name resolving there is for an egress NetworkPolicy to stop.)"""
+    name = host.strip("[]").lower().removesuffix(".")
+    if name in _METADATA_HOSTS:
+        return f"must not be a cloud metadata host (got {name!r})"
+    try:
+        address = ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    if address.is_link_local or (mapped is not None and mapped.is_link_local):
+        return f"must not be a link-local address, where instance metadata is served (got {name})"
+    return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from jobscheduler.core.errors import brief
-from jobscheduler.core.naming import control_character_problem
+from jobscheduler.core.naming import control_character_problem, metadata_host_problem
 
 MAX_TARGETS: Final = 32
 MAX_NAME_LENGTH: Final = 63
@@ -107,10 +107,10 @@ def host_problem(host: str) -> str | None:
     except ValueError:
         pass
     else:
-        return None
+        return metadata_host_problem(host)
     labels = host.removesuffix(".").split(".")
     if all(_DNS_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit():
-        return None
+        return metadata_host_problem(host)
     return f"host must be a DNS name or an IP address (got {brief(host)})"
 
 

@@ -14,7 +14,12 @@ from typing import Any, Final
 
 from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
-from jobscheduler.core.naming import control_character_problem, env_name_problem, reserved_env_problem
+from jobscheduler.core.naming import (
+    control_character_problem,
+    env_name_problem,
+    metadata_host_problem,
+    reserved_env_problem,
+)
 from jobscheduler.core.registry import JobHandler
 from jobscheduler.timer import EXIT_CONFIG_ERROR
 
@@ -190,4 +195,4 @@ def _endpoint_problem(endpoint: str) -> str | None:
         return f"must name a host (got {brief(endpoint)})"
     if port == 0:
         return "port must be 1-65535"
-    return None
+    return metadata_host_problem(url.hostname)

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
-from jobscheduler.core.naming import control_character_problem
+from jobscheduler.core.naming import control_character_problem, metadata_host_problem
 from jobscheduler.core.registry import JobHandler
 from jobscheduler.webhook import ATTEMPT_MARGIN_SECONDS, EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS
 from jobscheduler.webhook import _config as program
@@ -259,7 +259,7 @@ def _url_problem(url: str) -> str | None:
         return "port must be 1-65535"
     if parts.username is not None or parts.password is not None:
         return "must not contain credentials (send them as headers_from_secrets)"
-    return None
+    return metadata_host_problem(parts.hostname)
 
 
 def _header_name_problem(name: str) -> str | None:
