@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from jobscheduler.core.tracecontext import TRACEPARENT_ENV
-from jobscheduler.healthcheck._targets import Target, parse_targets, url_problem
+from jobscheduler.core.urls import url_problem
+from jobscheduler.healthcheck._targets import Target, parse_targets
 from jobscheduler.timer._config import (
     DEFAULT_REPORT_BACKOFF_SECONDS,
     DEFAULT_REPORT_MAX_ATTEMPTS,

@@ -16,20 +16,18 @@ from typing import Any, Final
 from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.registry import JobHandler
+from jobscheduler.core.urls import MAX_HOST_LENGTH, MAX_URL_LENGTH, url_problem
 from jobscheduler.healthcheck import EXIT_CONFIG_ERROR, EXIT_UNHEALTHY
 from jobscheduler.healthcheck._config import TARGETS_ENV
 from jobscheduler.healthcheck._targets import (
     MAX_EXPECTED_STATUSES,
-    MAX_HOST_LENGTH,
     MAX_NAME_LENGTH,
     MAX_RETRIES,
     MAX_SERVICE_LENGTH,
     MAX_TARGETS,
     MAX_TIMEOUT_SECONDS,
-    MAX_URL_LENGTH,
     Target,
     parse_targets,
-    url_problem,
     worst_case_seconds,
 )
 from jobscheduler.jobtypes.timer import _IMAGE_REF

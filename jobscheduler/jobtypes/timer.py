@@ -7,7 +7,6 @@ from TIMER_IMAGE, which defaults to this project's own image.
 from __future__ import annotations
 
 import re
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -17,10 +16,10 @@ from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.naming import (
     control_character_problem,
     env_name_problem,
-    metadata_host_problem,
     reserved_env_problem,
 )
 from jobscheduler.core.registry import JobHandler
+from jobscheduler.core.urls import url_problem
 from jobscheduler.timer import EXIT_CONFIG_ERROR
 
 MAX_DURATION_SECONDS: Final = 86400
@@ -176,23 +175,4 @@ def _env_violations(field: str, env: Mapping[Any, Any]) -> list[FieldViolation]:
 
 
 def _endpoint_problem(endpoint: str) -> str | None:
-    if not endpoint:
-        return "must not be empty"
-    if len(endpoint) > 2048:
-        return f"must be at most 2048 characters (got {len(endpoint)})"
-    if (problem := control_character_problem(endpoint)) is not None:
-        return problem
-    if any(ch.isspace() for ch in endpoint):
-        return f"must be an http(s) URL without whitespace (got {brief(endpoint)})"
-    try:
-        url = urllib.parse.urlsplit(endpoint)
-        port = url.port
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if url.scheme not in ("http", "https"):
-        return f"must be an http:// or https:// URL (got {brief(endpoint)})"
-    if not url.hostname:
-        return f"must name a host (got {brief(endpoint)})"
-    if port == 0:
-        return "port must be 1-65535"
-    return metadata_host_problem(url.hostname)
+    return url_problem(endpoint)

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
-from jobscheduler.core.naming import control_character_problem, metadata_host_problem
+from jobscheduler.core.naming import control_character_problem
 from jobscheduler.core.registry import JobHandler
+from jobscheduler.core.urls import url_problem
 from jobscheduler.webhook import ATTEMPT_MARGIN_SECONDS, EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS
 from jobscheduler.webhook import _config as program
 
@@ -236,30 +236,11 @@ class WebhookHandler(JobHandler[WebhookParams]):
 
 
 def _url_problem(url: str) -> str | None:
-    if not url:
-        return "must not be empty"
-    if len(url) > MAX_URL_LENGTH:
-        return f"must be at most {MAX_URL_LENGTH} characters (got {len(url)})"
-    if (problem := control_character_problem(url)) is not None:
-        return problem
-    if any(ch.isspace() for ch in url):
-        return f"must be an http(s) URL without whitespace (got {brief(url)})"
-    if not url.isascii():
-        return "must be ASCII (percent-encode the path and query, give the host in punycode)"
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https"):
-        return f"must be an http:// or https:// URL (got {brief(url)})"
-    if not parts.hostname:
-        return f"must name a host (got {brief(url)})"
-    if port == 0:
-        return "port must be 1-65535"
-    if parts.username is not None or parts.password is not None:
-        return "must not contain credentials (send them as headers_from_secrets)"
-    return metadata_host_problem(parts.hostname)
+    if (problem := url_problem(url)) is not None:
+        return problem.replace(
+            "carry credentials (user:password@)", "carry credentials (send them as headers_from_secrets)"
+        )
+    return None
 
 
 def _header_name_problem(name: str) -> str | None:
