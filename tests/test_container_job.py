@@ -310,3 +310,19 @@ async def test_kubernetes_creates_the_rendered_job_and_reports_its_indexes(
     finally:
         await backend.close()
     assert (record.completed_indexes, record.failed_indexes) == ("0", "2")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"args": ["\ud800"]},
+        {"command": ["sh", "\udfff"]},
+        {"env": {"A": "\ud800"}},
+        {"env": {"\ud800": "x"}},
+    ],
+)
+def test_lone_surrogates_from_a_stored_request_are_invalid_argument(params: dict[str, Any]) -> None:
+    """A retry reads the stored request back with json.loads, which makes "\\ud800" a lone
+    surrogate (gRPC never delivers one): an InvalidArgument, not a UnicodeEncodeError."""
+    with pytest.raises(InvalidArgument):
+        HANDLER.parse({"image": IMAGE, **params})

@@ -12,7 +12,17 @@ from jobscheduler.jobtypes import builtin_registry
 
 REGISTRY = builtin_registry(timer_image="ghcr.io/jobscheduler/jobscheduler:1")
 SINK = "http://127.0.0.1:50053"
-BAD_HOSTS = ["169.254.169.254", "[fe80::1]", "metadata.google.internal", "[::ffff:169.254.169.254]"]
+BAD_HOSTS = [
+    "169.254.169.254",
+    "[fe80::1]",
+    "metadata.google.internal",
+    "[::ffff:169.254.169.254]",
+    # What the C resolver also reads as 169.254.169.254 (hex, octal, a single number).
+    "0xa9fea9fe",
+    "0xa9.0xfe.0xa9.0xfe",
+    "0251.0376.0251.0376",
+    "2852039166",
+]
 
 
 def cases(host: str) -> list[tuple[str, dict[str, Any], str]]:
@@ -53,3 +63,17 @@ def test_loopback_and_ordinary_hosts_stay_allowed() -> None:
     for host in ["127.0.0.1", "example.com", "10.0.0.7"]:
         for field, params, _ in cases(host):
             REGISTRY.for_request_field(field, params).parse(params)
+
+
+def test_the_example_plugin_uses_the_same_rules() -> None:
+    """The weather plugin (the README's template for plugins) fetched any URL, metadata too."""
+    from weather_plugin import plugin
+
+    from jobscheduler.jobtypes import PluginHandler
+
+    handler = PluginHandler(plugin, package="jobscheduler-weather-plugin", version="0.1.0")
+    for host in BAD_HOSTS:
+        params = {"city": "x", "url": f"http://{host}/latest/", "control_plane_endpoint": SINK}
+        with pytest.raises(InvalidArgument) as info:
+            handler.parse({"type": "weather", "params": params})
+        assert [v.field for v in info.value.violations] == ["custom_job.params.url"], host

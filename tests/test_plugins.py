@@ -377,3 +377,42 @@ def test_unique_items_takes_linear_time() -> None:
             handler.parse({"type": "tags", "params": {"xs": repeated}})
         assert [v.field for v in err.value.violations] == ["custom_job.params.xs"]
     assert handler.parse({"type": "tags", "params": {"xs": [1, True, "1", [1], {"1": 1}]}})
+
+
+class Formats:
+    name = "formats"
+    description = "Formats whose full checks are costly."
+    parameters_schema = {
+        "type": "object",
+        "properties": {
+            "iri": {"type": "string", "format": "iri"},
+            "re": {"type": "string", "format": "regex"},
+        },
+    }
+
+    def parse(self, params: dict[str, Any]) -> dict[str, Any]:
+        return params
+
+    def render(self, params: Any, ctx: Any) -> dict[str, Any]:
+        return {}
+
+
+def test_costly_formats_are_not_checked_and_nothing_escapes_as_an_internal_error() -> None:
+    """An `iri` check of a 60 KB string took 7-34 s; a `regex` check of nested parentheses raised
+    RecursionError (INTERNAL). Only cheap formats are checked."""
+    handler = PluginHandler(Formats(), package="p", version="1")
+    started = time.monotonic()
+    handler.parse({"type": "formats", "params": {"iri": "http://" + "a." * 30000}})
+    handler.parse({"type": "formats", "params": {"re": "(" * 10000 + ")" * 10000}})
+    assert time.monotonic() - started < 2
+
+
+class RemoteRef(Tags):
+    name = "remote"
+    parameters_schema = {"type": "object", "properties": {"x": {"$ref": "https://example.com/s.json"}}}
+
+
+def test_a_schema_that_refers_outside_itself_is_refused_at_load() -> None:
+    with pytest.raises(PluginError) as err:
+        PluginHandler(RemoteRef(), package="p", version="1")
+    assert "https://example.com/s.json" in str(err.value)

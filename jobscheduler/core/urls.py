@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import urllib.parse
 from typing import Final
 
@@ -35,6 +36,10 @@ def host_problem(host: str) -> str | None:
         pass
     else:
         return metadata_host_problem(host)
+    if _legacy_ipv4(host):
+        # 0xa9fea9fe, 0251.0376.0251.0376, 2852039166: the C resolver reads these as addresses
+        # (169.254.169.254 here), so they would get past the checks on addresses.
+        return f"host must be a DNS name or an IP address in dotted-decimal form (got {brief(host)})"
     labels = host.removesuffix(".").split(".")
     if all(_DNS_LABEL.fullmatch(label) for label in labels) and not labels[-1].isdigit():
         return metadata_host_problem(host)
@@ -93,3 +98,13 @@ def split_host_port(target: str) -> tuple[str, int] | str:
     if (problem := host_problem(host)) is not None:
         return problem
     return host, port
+
+
+def _legacy_ipv4(host: str) -> bool:
+    """Whether the C library's inet_aton takes ``host`` as an IPv4 address (hex, octal or fewer
+    than four parts) that ``ipaddress`` does not."""
+    try:
+        socket.inet_aton(host.removesuffix("."))
+    except (OSError, ValueError):
+        return False
+    return True

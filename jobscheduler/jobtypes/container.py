@@ -139,7 +139,7 @@ class ContainerHandler(JobHandler[ContainerParams]):
         argv: dict[str, tuple[str, ...]] = {}
         for name in ("command", "args"):
             argv[name] = _strings(params.get(name), f"{f}.{name}", violations)
-        total = sum(len(a.encode()) for a in (*argv["command"], *argv["args"]))
+        total = sum(len(a.encode(errors="surrogatepass")) for a in (*argv["command"], *argv["args"]))
         if total > MAX_ARGV_BYTES:
             bad("args", f"command and args together must be at most {MAX_ARGV_BYTES} bytes (got {total})")
         env = _mapping(params.get("env"), f"{f}.env", violations)
@@ -267,7 +267,9 @@ def _env_violations(where: str, env: Mapping[Any, Any]) -> list[FieldViolation]:
         return [FieldViolation(where, f"at most {MAX_ENV_VARS} variables (got {len(env)})")]
     if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
         return [FieldViolation(where, "must map names to string values")]
-    total = sum(len(k.encode()) + len(v.encode()) for k, v in env.items())
+    total = sum(
+        len(k.encode(errors="surrogatepass")) + len(v.encode(errors="surrogatepass")) for k, v in env.items()
+    )
     if total > MAX_ENV_TOTAL_BYTES:
         return [
             FieldViolation(where, f"names and values together must be at most {MAX_ENV_TOTAL_BYTES} bytes")

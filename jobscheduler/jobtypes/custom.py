@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 import jsonschema
 
-from jobscheduler.core.errors import FieldViolation, InvalidArgument, clip
+from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief, clip
 from jobscheduler.core.manifests import RenderContext
 from jobscheduler.core.naming import dns1123_label_problem
 from jobscheduler.core.registry import JobHandler
@@ -98,13 +98,19 @@ class PluginHandler(JobHandler[Any]):
             raise PluginError(
                 f"{where}: {name}.parameters_schema is not a valid JSON Schema: {exc.message}"
             ) from None
+        if (ref := _external_ref(schema)) is not None:
+            raise PluginError(
+                f"{where}: {name}.parameters_schema refers outside itself ($ref {ref!r}): nothing is fetched"
+            )
         self.plugin = plugin
         self.job_type = name
         self.description = clip(str(plugin.description), MAX_DESCRIPTION_CHARS)
         self.package = package or "unknown"
         self.version = str(getattr(plugin, "version", "") or version)
         self._schema = dict(schema)
-        self._validator = _Validator(self._schema, format_checker=_Validator.FORMAT_CHECKER)
+        # Only formats whose checks cost little: some checkers (iri, regex) take seconds or
+        # recurse without bound on a 60 KB string.
+        self._validator = _Validator(self._schema, format_checker=_CHEAP_FORMATS)
 
     def parameters_schema(self) -> dict[str, Any]:
         return self._schema
@@ -186,7 +192,14 @@ def schema_violations(
     """The first MAX_SCHEMA_VIOLATIONS schema errors as field paths under ``custom_job.params``
     (a missing required property: its own path)."""
     out: dict[tuple[str, str], None] = {}
-    for error in itertools.islice(validator.iter_errors(params), MAX_SCHEMA_VIOLATIONS):
+    try:
+        errors = list(itertools.islice(validator.iter_errors(params), MAX_SCHEMA_VIOLATIONS))
+    except Exception as exc:  # RecursionError, an unresolvable reference: the params' fault or
+        # the schema's, never an internal error of the service
+        return [
+            FieldViolation(PARAMS_FIELD, f"could not be checked against the type's schema ({brief(exc)})")
+        ]
+    for error in errors:
         path = field_path(PARAMS_FIELD, error.absolute_path)
         required = error.validator_value
         if error.validator == "required" and isinstance(error.instance, dict) and isinstance(required, list):
@@ -207,3 +220,28 @@ def field_path(base: str, parts: Sequence[Any] | Any) -> str:
         else:
             path += f"[{clip(str(part), 64)}]"
     return path
+
+
+#: The formats checked (FormatChecker's full set includes checks that take seconds).
+_CHEAP_FORMATS: Final = jsonschema.FormatChecker(
+    formats=("date", "time", "date-time", "email", "ipv4", "ipv6", "uuid")
+)
+
+
+def _external_ref(schema: Any, depth: int = 0) -> str | None:
+    """The first ``$ref`` that is not a reference within the schema itself (``#...``), or None."""
+    if depth > 64:
+        return "(nested too deeply)"
+    if isinstance(schema, Mapping):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return ref
+        values: Any = schema.values()
+    elif isinstance(schema, list):
+        values = schema
+    else:
+        return None
+    for value in values:
+        if (found := _external_ref(value, depth + 1)) is not None:
+            return found
+    return None

@@ -8,13 +8,13 @@ calls ``parse`` (the checks a schema cannot express) and ``render`` (the batch/v
 from __future__ import annotations
 
 import os
-import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from jobscheduler.core.errors import FieldViolation, InvalidArgument
 from jobscheduler.core.manifests import RenderContext, job_manifest
+from jobscheduler.core.urls import url_problem
 
 FIELD: Final = "custom_job.params"
 #: The image that has this package installed (the service's environment variable at start).
@@ -94,16 +94,8 @@ class WeatherPlugin:
 
 
 def _url_problem(url: str) -> str | None:
-    if not url.isprintable():
-        return "must not contain control characters"
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if not parts.hostname:
-        return "must name a host"
-    return None
+    """The service's own rules for URLs a job is given (no metadata hosts, no credentials, ...)."""
+    return url_problem(url)
 
 
 plugin = WeatherPlugin()

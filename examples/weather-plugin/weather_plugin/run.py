@@ -16,6 +16,16 @@ import urllib.error
 import urllib.request
 from typing import Any, Final
 
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an answer, not an instruction: following it could reach what the URL
+    checks refused (instance metadata, say)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER: Final = urllib.request.build_opener(_NoRedirect())
 #: At most this much of the reading is read and reported.
 MAX_READING_BYTES: Final = 16 * 1024
 ATTEMPTS: Final = 3
@@ -45,7 +55,7 @@ def _retrying(what: str, call: Any) -> Any:
 
 
 def fetch(url: str, timeout: float) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+    with _OPENER.open(url, timeout=timeout) as response:
         body = response.read(MAX_READING_BYTES)
     text = body.decode("utf-8", "replace")
     try:
@@ -59,7 +69,7 @@ def report(endpoint: str, payload: dict[str, Any], timeout: float) -> int:
     request = urllib.request.Request(
         endpoint, data=data, method="POST", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    with _OPENER.open(request, timeout=timeout) as response:
         return int(response.status)
 
 
