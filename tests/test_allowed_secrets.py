@@ -98,3 +98,30 @@ def test_check_manifest_reads_the_secrets_of_every_container() -> None:
     with pytest.raises(InvalidArgument) as info:
         check_manifest(manifest, handler, ImagePolicy(("ghcr.io/example",), frozenset({"s1"})))
     assert "s2" in info.value.message and "s1" not in info.value.message.split("(")[0]
+
+
+@pytest.mark.parametrize("name", ["a..b", "a.-b", "-a", "A", "a" * 254])
+def test_secret_names_are_dns_subdomains_for_every_type(name: str) -> None:
+    """A name Kubernetes refuses at create would be INTERNAL there: refused here, naming it."""
+    from jobscheduler.jobtypes import builtin_registry
+
+    registry = builtin_registry(timer_image="ghcr.io/jobscheduler/jobscheduler:1")
+    ref = {"name": name, "key": "k"}
+    cases = {
+        "container_job": (
+            {
+                "image": "ghcr.io/jobscheduler/jobscheduler:1",
+                "command": ["true"],
+                "env_from_secrets": {"T": ref},
+            },
+            "container_job.env_from_secrets[T]",
+        ),
+        "webhook_job": (
+            {"url": "http://127.0.0.1:9/", "headers_from_secrets": {"X-A": ref}},
+            "webhook_job.headers_from_secrets[X-A]",
+        ),
+    }
+    for field, (params, path) in cases.items():
+        with pytest.raises(InvalidArgument) as info:
+            registry.for_request_field(field, params).parse(params)
+        assert any(v.field.startswith(path) for v in info.value.violations), info.value.violations

@@ -165,3 +165,13 @@ def metadata_host_problem(host: str) -> str | None:
     if address.is_link_local or (mapped is not None and mapped.is_link_local):
         return f"must not be a link-local address, where instance metadata is served (got {name})"
     return None
+
+
+def secret_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a Secret's name (a DNS-1123 subdomain), or None."""
+    if not name or len(name) > 253:
+        return "must be a Secret's name (1-253 characters)"
+    for part in name.split("."):
+        if (problem := dns1123_label_problem(part)) is not None:
+            return f"must be a Secret's name (a DNS-1123 subdomain): {problem}"
+    return None

@@ -16,9 +16,9 @@ from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.naming import (
     control_character_problem,
-    dns1123_label_problem,
     env_name_problem,
     reserved_env_problem,
+    secret_name_problem,
 )
 from jobscheduler.core.quantity import RESOURCE_KEYS, fill_resources, resource_problems
 from jobscheduler.core.registry import JobHandler
@@ -312,7 +312,7 @@ def _secret_env(
             continue
         ref = ref if isinstance(ref, Mapping) else {}
         secret, key = ref.get("name"), ref.get("key")
-        if not isinstance(secret, str) or (problem := _secret_name_problem(secret)) is not None:
+        if not isinstance(secret, str) or (problem := secret_name_problem(secret)) is not None:
             violations.append(FieldViolation(f"{path}.name", problem or "must be a Secret's name"))
         elif not isinstance(key, str) or not key or len(key) > 253 or not set(key) <= _SECRET_KEY_CHARS:
             violations.append(
@@ -325,16 +325,6 @@ def _secret_env(
         else:
             out[name] = (secret, key)
     return out
-
-
-def _secret_name_problem(name: str) -> str | None:
-    """A DNS-1123 subdomain (what a Secret's name must be)."""
-    if not name or len(name) > 253:
-        return "must be a Secret's name (1-253 characters)"
-    for part in name.split("."):
-        if (problem := dns1123_label_problem(part)) is not None:
-            return f"must be a Secret's name (a DNS-1123 subdomain): {problem}"
-    return None
 
 
 def _exit_code_rules(

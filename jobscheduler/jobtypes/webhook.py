@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
-from jobscheduler.core.naming import control_character_problem
+from jobscheduler.core.naming import control_character_problem, secret_name_problem
 from jobscheduler.core.registry import JobHandler
 from jobscheduler.core.urls import url_problem
 from jobscheduler.webhook import ATTEMPT_MARGIN_SECONDS, EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS
@@ -42,7 +42,6 @@ RESERVED_HEADERS: Final = frozenset(("host", "content-length", "transfer-encodin
 COMMAND: Final = ("jobscheduler", "webhook")
 
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_SECRET_NAME: Final = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 _SECRET_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
 # registry/repo[:tag][@digest] (as the timer's image check).
 _IMAGE_REF: Final = re.compile(
@@ -318,7 +317,7 @@ def _secret_headers(path: str, raw: Any, violations: list[FieldViolation]) -> di
             violations.append(FieldViolation(where, "must be a secret key reference (name, key)"))
             continue
         secret, key = ref.get("name", ""), ref.get("key", "")
-        if not isinstance(secret, str) or len(secret) > 253 or not _SECRET_NAME.fullmatch(secret):
+        if not isinstance(secret, str) or secret_name_problem(secret) is not None:
             violations.append(
                 FieldViolation(
                     f"{where}.name", f"must be a Secret's name (DNS-1123 subdomain; got {brief(str(secret))})"
