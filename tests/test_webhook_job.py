@@ -327,3 +327,15 @@ def test_the_excerpt_is_redacted_before_it_is_cut_and_in_linear_time() -> None:
     assert time.monotonic() - started < 2
     assert "k-123" not in excerpt(body[-200:], [])
     assert len(text) == EXCERPT_CHARS + 3
+
+
+def test_a_secret_cut_off_at_the_end_of_what_is_read_is_redacted_too() -> None:
+    """Redaction ran on the first 16 KiB: a long secret echoed there, cut off at its end, matched
+    none of its forms, and its start showed in the excerpt once earlier copies had shrunk."""
+    from jobscheduler.webhook._request import READ_BYTES, excerpt
+
+    secret = "tok_" + "Zq9" * 2000
+    body = json.dumps({"echo": [secret, secret, secret]}).encode()
+    assert len(body) > READ_BYTES
+    out = excerpt(body[:READ_BYTES], [secret], cut=True)
+    assert "tok_" not in out and "Zq9Zq9" not in out, out[:200]

@@ -56,9 +56,7 @@ _OPENER: Final = urllib.request.build_opener(_NoRedirect())
 
 def redact(text: str, secrets: Collection[str]) -> str:
     """``text`` with each secret value, credential-looking key/value pair and bearer token redacted."""
-    # As given, percent-encoded and JSON-escaped: the forms an endpoint most likely echoes it in.
-    forms = {f for s in secrets if s for f in (s, urllib.parse.quote(s, safe=""), json.dumps(s)[1:-1])}
-    for secret in sorted(forms, key=len, reverse=True):
+    for secret in sorted(_forms(secrets), key=len, reverse=True):
         text = text.replace(secret, REDACTED)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     out: list[str] = []
@@ -73,10 +71,34 @@ def redact(text: str, secrets: Collection[str]) -> str:
     return "".join(out)
 
 
-def excerpt(raw: bytes, secrets: Collection[str]) -> str:
-    """The bounded, redacted excerpt of a response body (redacted before it is cut)."""
+def excerpt(raw: bytes, secrets: Collection[str], *, cut: bool = False) -> str:
+    """The bounded, redacted excerpt of a response body (redacted before it is cut). ``cut``: the
+    body went on past ``raw``, so it may end with the start of a secret, which no whole form
+    matches: such an end is redacted too."""
     text = redact(raw.decode("utf-8", errors="replace"), secrets)
+    if cut:
+        text = _redact_cut_end(text, _forms(secrets))
     return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
+
+
+def _forms(secrets: Collection[str]) -> set[str]:
+    """Each secret as given, percent-encoded and JSON-escaped: the forms an endpoint most likely
+    echoes it in."""
+    return {f for s in secrets if s for f in (s, urllib.parse.quote(s, safe=""), json.dumps(s)[1:-1])}
+
+
+def _redact_cut_end(text: str, forms: Collection[str]) -> str:
+    """``text`` with an end that is the start (4 characters or more) of one of ``forms`` redacted."""
+    for form in sorted(forms, key=len, reverse=True):
+        head = form[:4]
+        if len(head) < 4:
+            continue
+        i = text.find(head, max(0, len(text) - len(form)))
+        while i != -1:
+            if form.startswith(text[i:]):
+                return text[:i] + REDACTED
+            i = text.find(head, i + 1)
+    return text
 
 
 def _content_type(body: str) -> str:
@@ -105,9 +127,9 @@ def attempt(config: WebhookConfig) -> Outcome:
         except (OSError, http.client.HTTPException):
             raw = b""
         exc.close()
-        return Outcome(exc.code, None, excerpt(raw, secrets))
+        return Outcome(exc.code, None, excerpt(raw, secrets, cut=len(raw) >= READ_BYTES))
     except urllib.error.URLError as exc:
         return Outcome(None, redact(f"{type(exc.reason).__name__}: {exc.reason}", secrets))
     except (OSError, http.client.HTTPException, ValueError) as exc:  # timeouts, resets, bad answers
         return Outcome(None, redact(f"{type(exc).__name__}: {exc}", secrets))
-    return Outcome(status, None, excerpt(raw, secrets))
+    return Outcome(status, None, excerpt(raw, secrets, cut=len(raw) >= READ_BYTES))
