@@ -147,6 +147,38 @@ async def test_local_success_failure_indexes_and_cancel(tmp_path: pathlib.Path) 
 
 
 @pytest.mark.asyncio
+async def test_a_pod_stopped_because_the_job_failed_is_not_its_failure(tmp_path: pathlib.Path) -> None:
+    """Index 1 fails the job (FailJob on exit 3) while index 0's retry runs: the job reports exit
+    code 3 (not the stopped pod's -15), and index 0 (one counted failure, limit 1) is not failed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = (
+        "import os, pathlib, sys, time; i = os.environ['JOB_COMPLETION_INDEX'];"
+        f" first = pathlib.Path({str(out)!r}, 'tried-' + i); again = first.exists(); first.touch()\n"
+        "if i == '1': time.sleep(1.0); sys.exit(3)\n"
+        "if not again: sys.exit(5)\n"
+        "time.sleep(60)"
+    )
+    async with running_backend(tmp_path / "data") as (backend, index):
+        await backend.create(
+            local_job(
+                "job-kill000000",
+                script,
+                parallelism=2,
+                completions=2,
+                completion_mode=pb.COMPLETION_MODE_INDEXED,
+                backoff_limit_per_index=1,
+                exit_code_rules=[pb.ExitCodeRule(action=pb.EXIT_CODE_ACTION_FAIL_JOB, exit_codes=[3])],
+            )
+        )
+        record = await wait_phase(index, "job-kill000000")
+        codes = [a.exit_code for a in backend.get_row("job-kill000000").attempts]
+    assert (record.phase, record.reason, record.exit_code) == (JobPhase.FAILED, "PodFailurePolicy", 3), record
+    assert record.failed_indexes == "", record
+    assert all(code is None or code >= 0 for code in codes), codes  # a signal is 128 + N
+
+
+@pytest.mark.asyncio
 async def test_local_container_jobs_are_refused_unless_commands_are_allowed(tmp_path: pathlib.Path) -> None:
     async with running_backend(tmp_path / "data", allow_commands=False) as (backend, _):
         with pytest.raises(FailedPrecondition, match="LOCAL_ALLOW_COMMANDS"):

@@ -226,6 +226,8 @@ async def _ended(
     """Record an ended pod and what it means for the job; a delay before the next pod starts when
     it failed and is to be retried (None otherwise)."""
     code = pod.proc.returncode
+    if code is not None and code < 0:
+        code = 128 - code  # killed by signal N: 128 + N, as a container runtime reports it
     name = str(container.get("name", ""))
     stopped = state.verdict is not None
     rule = None

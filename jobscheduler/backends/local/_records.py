@@ -13,6 +13,10 @@ from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, format_in
 FAIL_INDEX_REASON: Final = "FailIndex"
 
 
+#: Attempts the backend ended itself (the job failed, was cancelled or ran out of time).
+_STOPPED: Final = frozenset({"Terminated", "Cancelled", "DeadlineExceeded"})
+
+
 def job_record(row: JobRow) -> JobRecord:
     meta = row.manifest.get("metadata") or {}
     spec = row.manifest.get("spec") or {}
@@ -23,7 +27,12 @@ def job_record(row: JobRow) -> JobRecord:
     active = sum(1 for a in row.attempts if a.finished_at is None)
     finished = [a for a in row.attempts if a.finished_at is not None]
     # A failed job reports its last failed attempt (other pods may have succeeded after it).
-    failures = [a for a in finished if a.exit_code not in (0, None)] if phase is JobPhase.FAILED else []
+    # Not a pod the backend stopped itself because the job had already failed (or was cancelled).
+    failures = (
+        [a for a in finished if a.exit_code not in (0, None) and a.reason not in _STOPPED]
+        if phase is JobPhase.FAILED
+        else []
+    )
     chosen = failures or finished
     last = chosen[-1] if chosen else None
     conditions: tuple[JobCondition, ...] = ()
@@ -73,6 +82,8 @@ def _indexes(spec: Mapping[str, Any], row: JobRow) -> tuple[str, str]:
             i = a.completion_index
             if i is None or i in done or a.finished_at is None or a.exit_code == 0 or a.ignored:
                 continue
+            if a.reason in _STOPPED:
+                continue  # stopped by the backend once the job had failed: not the index's failure
             counts[i] = counts.get(i, 0) + 1
             if a.reason == FAIL_INDEX_REASON or counts[i] > per_index:
                 failed.add(i)
