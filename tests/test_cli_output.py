@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 from typing import Any
@@ -244,3 +245,50 @@ def test_an_unreadable_connection_file_is_a_usage_error_naming_it(
     missing = tmp_path / "ca.pem"
     assert cli.main(["get", "job-x", "--addr", "127.0.0.1:1", "--ca-file", str(missing)]) == 2
     assert capsys.readouterr().err == f"jobscheduler: cannot read {missing}: No such file or directory\n"
+
+
+def test_wait_prints_the_end_of_a_retry_that_had_ended_before_it_was_watched(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The first job ended FAILED, and so had its retry by the time --wait watched it: the retry's
+    FAILED line was not printed (its phase equalled the previous job's last one)."""
+    from jobscheduler import client
+    from jobscheduler.commands._follow import wait
+
+    first = client.Job(
+        "job-first00000",
+        "t",
+        "timer",
+        client.JobPhase.FAILED,
+        reason="BackoffLimitExceeded",
+        max_retries=1,
+        attempts=1,
+    )
+    retry = client.Job(
+        "job-retry00000",
+        "t",
+        "timer",
+        client.JobPhase.FAILED,
+        reason="BackoffLimitExceeded",
+        max_retries=1,
+        retry_number=1,
+        retry_of=first.job_id,
+        attempts=1,
+    )
+
+    class Fake:
+        def watch(self, job_id: str) -> Any:
+            job = first if job_id == first.job_id else retry
+            return iter([client.JobEvent(client.EventType.FAILED, job)])
+
+        def list_page(self, **_: Any) -> Any:
+            return client.JobPage(jobs=(), next_page_token="", resume_token="")
+
+        def list(self, **_: Any) -> Any:
+            return iter([retry])
+
+    last = wait(Fake(), first, None)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert last is retry
+    assert f"{retry.job_id}  retry 1 of 1 of {first.job_id}" in out
+    assert re.search(rf"^{retry.job_id}\s+FAILED\s+attempts 1", out, re.M), out

@@ -86,6 +86,7 @@ def wait(c: client.Client, job: client.Job, fmt: str | None) -> client.Job:
                     f"{retry.job_id}  retry {retry.retry_number} of {retry.max_retries} of {current.job_id}"
                 )
             line.job_id, current = retry.job_id, retry
+            last_phase = None  # a new job: its first phase is news, even if its last one was FAILED
 
 
 def watch(c: client.Client, args: argparse.Namespace, filters: dict[str, Any]) -> int:
