@@ -12,7 +12,6 @@ from grpc_reflection.v1alpha import reflection
 from jobscheduler import tracing
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
-from jobscheduler.api.decoding import guarded
 from jobscheduler.api.interceptors import ObservabilityInterceptor
 from jobscheduler.api.servicer import JobSchedulerServicer
 from jobscheduler.core.auth import Authenticator
@@ -66,8 +65,9 @@ def build_server(
     # in everything it wraps: the access log line, the handler, the backend's Kubernetes calls.
     interceptors = [*tracing.server_interceptors(), ObservabilityInterceptor()]
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    # (guarded: an undecodable request body is INVALID_ARGUMENT, not grpc's UNKNOWN)
-    guarded(pb_grpc.add_JobSchedulerServicer_to_server)(
+    # (an undecodable request body is INVALID_ARGUMENT, not grpc's UNKNOWN: the interceptor
+    # decodes each request itself, for every service on the port)
+    pb_grpc.add_JobSchedulerServicer_to_server(
         JobSchedulerServicer(service, authenticator, limiter, streams, auth_failures), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
