@@ -175,3 +175,20 @@ def secret_name_problem(name: str) -> str | None:
         if (problem := dns1123_label_problem(part)) is not None:
             return f"must be a Secret's name (a DNS-1123 subdomain): {problem}"
     return None
+
+
+MAX_IMAGE_REFERENCE_LENGTH: Final = 512
+# registry/repo[:tag][@digest]; deliberately simple, containerd rejects the rest.
+_IMAGE_REF: Final = re.compile(
+    r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?"  # registry host or first path component
+    r"(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"  # more path components
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # tag
+    r"(@sha256:[0-9a-f]{64})?"  # digest
+)
+
+
+def image_reference_problem(image: str) -> str | None:
+    """Why ``image`` is not a container image reference (``registry/repo[:tag][@digest]``), or None."""
+    if len(image) > MAX_IMAGE_REFERENCE_LENGTH or not _IMAGE_REF.fullmatch(image):
+        return f"is not a valid container image reference (got {brief(image)})"
+    return None

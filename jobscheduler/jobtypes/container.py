@@ -17,12 +17,12 @@ from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.naming import (
     control_character_problem,
     env_name_problem,
+    image_reference_problem,
     reserved_env_problem,
     secret_name_problem,
 )
 from jobscheduler.core.quantity import RESOURCE_KEYS, fill_resources, resource_problems
 from jobscheduler.core.registry import JobHandler
-from jobscheduler.jobtypes.timer import _IMAGE_REF
 
 MAX_ARGS: Final = 256
 MAX_ARG_LENGTH: Final = 4096
@@ -134,8 +134,8 @@ class ContainerHandler(JobHandler[ContainerParams]):
         if not isinstance(image, str) or not image:
             bad("image", "must name a container image (allowed by ALLOWED_IMAGES)")
             image = ""
-        elif len(image) > 512 or not _IMAGE_REF.fullmatch(image):
-            bad("image", f"is not a valid container image reference (got {brief(image)})")
+        elif (problem := image_reference_problem(image)) is not None:
+            bad("image", problem)
         argv: dict[str, tuple[str, ...]] = {}
         for name in ("command", "args"):
             argv[name] = _strings(params.get(name), f"{f}.{name}", violations)

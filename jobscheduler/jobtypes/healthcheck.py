@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
+from jobscheduler.core.errors import FieldViolation, InvalidArgument
 from jobscheduler.core.manifests import RenderContext, job_manifest
+from jobscheduler.core.naming import image_reference_problem
 from jobscheduler.core.registry import JobHandler
 from jobscheduler.core.urls import MAX_HOST_LENGTH, MAX_URL_LENGTH, url_problem
 from jobscheduler.healthcheck import EXIT_CONFIG_ERROR, EXIT_UNHEALTHY
@@ -30,7 +31,6 @@ from jobscheduler.healthcheck._targets import (
     parse_targets,
     worst_case_seconds,
 )
-from jobscheduler.jobtypes.timer import _IMAGE_REF
 
 COMMAND: Final = ("jobscheduler", "healthcheck")
 
@@ -133,10 +133,8 @@ class HealthCheckHandler(JobHandler[HealthCheckParams]):
         if not isinstance(image, str):
             violations.append(FieldViolation(f"{f}.image", "must be a string"))
             image = ""
-        elif image and (len(image) > 512 or not _IMAGE_REF.fullmatch(image)):
-            violations.append(
-                FieldViolation(f"{f}.image", f"is not a valid container image reference (got {brief(image)})")
-            )
+        elif image and (problem := image_reference_problem(image)) is not None:
+            violations.append(FieldViolation(f"{f}.image", problem))
 
         if violations:
             raise InvalidArgument(violations)

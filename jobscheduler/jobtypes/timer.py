@@ -6,7 +6,6 @@ from TIMER_IMAGE, which defaults to this project's own image.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -16,6 +15,7 @@ from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.naming import (
     control_character_problem,
     env_name_problem,
+    image_reference_problem,
     reserved_env_problem,
 )
 from jobscheduler.core.registry import JobHandler
@@ -34,14 +34,6 @@ RESERVED_ENV: Final = frozenset(
     {"TIMER_NAME", "DURATION_SECONDS", "CONTROL_PLANE_ENDPOINT", "LOG_LEVEL", "JOB_ID"}
 )
 COMMAND: Final = ("jobscheduler", "timer")
-
-# registry/repo[:tag][@digest]; deliberately simple, containerd rejects the rest.
-_IMAGE_REF: Final = re.compile(
-    r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?"  # registry host or first path component
-    r"(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"  # more path components
-    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # tag
-    r"(@sha256:[0-9a-f]{64})?"  # digest
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +91,8 @@ class TimerHandler(JobHandler[TimerParams]):
             bad("control_plane_endpoint", problem)
 
         image = str(params.get("image", ""))
-        if image and (len(image) > 512 or not _IMAGE_REF.fullmatch(image)):
-            bad("image", f"is not a valid container image reference (got {brief(image)})")
+        if image and (problem := image_reference_problem(image)) is not None:
+            bad("image", problem)
 
         log_level = str(params.get("log_level", "") or "info")
         if log_level.lower() not in LOG_LEVELS:

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
-from jobscheduler.core.naming import control_character_problem, secret_name_problem
+from jobscheduler.core.naming import control_character_problem, image_reference_problem, secret_name_problem
 from jobscheduler.core.registry import JobHandler
 from jobscheduler.core.urls import url_problem
 from jobscheduler.webhook import ATTEMPT_MARGIN_SECONDS, EXIT_CONFIG_ERROR, EXIT_UNEXPECTED_STATUS
@@ -43,13 +43,6 @@ COMMAND: Final = ("jobscheduler", "webhook")
 
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _SECRET_KEY: Final = re.compile(r"[-._a-zA-Z0-9]+")
-# registry/repo[:tag][@digest] (as the timer's image check).
-_IMAGE_REF: Final = re.compile(
-    r"[a-z0-9]([a-z0-9._-]*[a-z0-9])?(:[0-9]+)?"
-    r"(/[a-z0-9]([a-z0-9._-]*[a-z0-9])?)*"
-    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
-    r"(@sha256:[0-9a-f]{64})?"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +176,8 @@ class WebhookHandler(JobHandler[WebhookParams]):
         if not isinstance(image, str):
             bad("image", "must be a string")
             image = ""
-        elif image and (len(image) > 512 or not _IMAGE_REF.fullmatch(image)):
-            bad("image", f"is not a valid container image reference (got {brief(image)})")
+        elif image and (problem := image_reference_problem(image)) is not None:
+            bad("image", problem)
 
         if violations:
             raise InvalidArgument(violations)
