@@ -7,9 +7,9 @@ a description are cut short (core.errors.brief).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from jobscheduler.core.errors import FieldViolation, InvalidArgument
 from jobscheduler.core.manifests import RESERVED_LABEL_PREFIX, RESERVED_LABELS
@@ -17,12 +17,19 @@ from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.naming import (
     control_character_problem,
     dns1123_label_problem,
+    env_name_problem,
     label_key_problem,
     label_value_problem,
+    reserved_env_problem,
 )
 from jobscheduler.core.retries import MAX_RETRIES, MAX_RETRY_BACKOFF_SECONDS, MAX_RETRY_DELAY_SECONDS
 
 MAX_LABELS: Final = 32
+#: A job's env (every job type that takes one).
+MAX_ENV_VARS: Final = 64
+MAX_ENV_VALUE_LENGTH: Final = 4096
+#: Names plus values, in bytes (UTF-8).
+MAX_ENV_TOTAL_BYTES: Final = 32 * 1024
 MAX_REQUEST_ID: Final = 128
 MAX_CANCEL_REASON: Final = 256
 MAX_TIMEOUT_SECONDS: Final = 7 * 86400
@@ -125,3 +132,44 @@ def label_violations(labels: Mapping[str, str]) -> list[FieldViolation]:
         elif (problem := label_value_problem(value)) is not None:
             out.append(FieldViolation(field, f"value {problem}"))
     return out
+
+
+def env_violations(
+    field: str, env: Mapping[Any, Any], own: Collection[str] = (), own_reason: str = ""
+) -> list[FieldViolation]:
+    """A request's env: sizes first (nothing else is looked at when they are exceeded), then each
+    name (syntax; the job type's ``own`` variables, refused with ``own_reason``; the names that
+    steer a process: core.naming.RESERVED_ENV_NAMES) and value (no NUL or other control
+    characters but tab and line breaks)."""
+    if len(env) > MAX_ENV_VARS:
+        return [FieldViolation(field, f"at most {MAX_ENV_VARS} variables (got {len(env)})")]
+    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
+        return [FieldViolation(field, "must map names to string values")]
+    # Lone surrogates (a stored request read back for a retry) are counted, not an error here.
+    total = sum(len(f"{k}{v}".encode(errors="surrogatepass")) for k, v in env.items())
+    if total > MAX_ENV_TOTAL_BYTES:
+        return [
+            FieldViolation(
+                field, f"names and values together must be at most {MAX_ENV_TOTAL_BYTES} bytes (got {total})"
+            )
+        ]
+    out: list[FieldViolation] = []
+    for name, value in env.items():
+        path = f"{field}[{name}]"
+        if (problem := env_name_refusal(name, own, own_reason)) is not None:
+            out.append(FieldViolation(path, problem))
+        elif len(value) > MAX_ENV_VALUE_LENGTH:
+            out.append(FieldViolation(path, f"value must be at most {MAX_ENV_VALUE_LENGTH} characters"))
+        elif (problem := control_character_problem(value, multiline=True)) is not None:
+            out.append(FieldViolation(path, f"value {problem}"))
+    return out
+
+
+def env_name_refusal(name: str, own: Collection[str] = (), own_reason: str = "") -> str | None:
+    """Why a request may not set variable ``name``: its syntax, one of the job type's ``own``
+    (``own_reason``), or a name that steers a process (core.naming.RESERVED_ENV_NAMES)."""
+    if (problem := env_name_problem(name)) is not None:
+        return problem
+    if name in own:
+        return own_reason
+    return reserved_env_problem(name)

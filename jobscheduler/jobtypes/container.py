@@ -16,21 +16,17 @@ from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.naming import (
     control_character_problem,
-    env_name_problem,
     image_reference_problem,
-    reserved_env_problem,
     secret_name_problem,
 )
 from jobscheduler.core.quantity import RESOURCE_KEYS, fill_resources, resource_problems
 from jobscheduler.core.registry import JobHandler
+from jobscheduler.core.validation import env_name_refusal, env_violations
 
 MAX_ARGS: Final = 256
 MAX_ARG_LENGTH: Final = 4096
 #: command plus args, in bytes (UTF-8).
 MAX_ARGV_BYTES: Final = 64 * 1024
-MAX_ENV_VARS: Final = 64
-MAX_ENV_VALUE_LENGTH: Final = 4096
-MAX_ENV_TOTAL_BYTES: Final = 32 * 1024
 MAX_SECRET_ENV: Final = 32
 MAX_COMPLETIONS: Final = 100
 MAX_PARALLELISM: Final = 100
@@ -40,6 +36,7 @@ MAX_EXIT_CODE_RULES: Final = 19
 MAX_EXIT_CODES_PER_RULE: Final = 255
 #: Set by the Job controller (and the local backend) for Indexed jobs; no request may set it.
 RESERVED_ENV: Final = frozenset({"JOB_COMPLETION_INDEX"})
+INDEXED_ENV_REASON: Final = "is set for Indexed jobs by the Job controller and cannot be overridden"
 COMPLETION_MODES: Final = {0: "NonIndexed", 1: "NonIndexed", 2: "Indexed"}
 _MODE_NAMES: Final = {
     "COMPLETION_MODE_UNSPECIFIED": 0,
@@ -143,7 +140,7 @@ class ContainerHandler(JobHandler[ContainerParams]):
         if total > MAX_ARGV_BYTES:
             bad("args", f"command and args together must be at most {MAX_ARGV_BYTES} bytes (got {total})")
         env = _mapping(params.get("env"), f"{f}.env", violations)
-        violations.extend(_env_violations(f"{f}.env", env))
+        violations.extend(env_violations(f"{f}.env", env, RESERVED_ENV, INDEXED_ENV_REASON))
         secrets = _mapping(params.get("env_from_secrets"), f"{f}.env_from_secrets", violations)
         secret_env = _secret_env(f"{f}.env_from_secrets", secrets, env, violations)
         raw_resources = _mapping(params.get("resources"), f"{f}.resources", violations)
@@ -262,38 +259,6 @@ def _enum(value: Any, names: Mapping[str, int], where: str, violations: list[Fie
     return 0
 
 
-def _env_violations(where: str, env: Mapping[Any, Any]) -> list[FieldViolation]:
-    if len(env) > MAX_ENV_VARS:
-        return [FieldViolation(where, f"at most {MAX_ENV_VARS} variables (got {len(env)})")]
-    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
-        return [FieldViolation(where, "must map names to string values")]
-    total = sum(
-        len(k.encode(errors="surrogatepass")) + len(v.encode(errors="surrogatepass")) for k, v in env.items()
-    )
-    if total > MAX_ENV_TOTAL_BYTES:
-        return [
-            FieldViolation(where, f"names and values together must be at most {MAX_ENV_TOTAL_BYTES} bytes")
-        ]
-    out: list[FieldViolation] = []
-    for name, value in env.items():
-        path = f"{where}[{name}]"
-        if (problem := _name_problem(name)) is not None:
-            out.append(FieldViolation(path, problem))
-        elif len(value) > MAX_ENV_VALUE_LENGTH:
-            out.append(FieldViolation(path, f"value must be at most {MAX_ENV_VALUE_LENGTH} characters"))
-        elif (problem := control_character_problem(value, multiline=True)) is not None:
-            out.append(FieldViolation(path, f"value {problem}"))
-    return out
-
-
-def _name_problem(name: str) -> str | None:
-    if (problem := env_name_problem(name)) is not None:
-        return problem
-    if name in RESERVED_ENV:
-        return "is set for Indexed jobs by the Job controller and cannot be overridden"
-    return reserved_env_problem(name)
-
-
 def _secret_env(
     where: str, refs: Mapping[Any, Any], env: Mapping[Any, Any], violations: list[FieldViolation]
 ) -> dict[str, tuple[str, str]]:
@@ -303,7 +268,11 @@ def _secret_env(
     out: dict[str, tuple[str, str]] = {}
     for name, ref in refs.items():
         path = f"{where}[{name}]"
-        problem = _name_problem(name) if isinstance(name, str) else "must be a variable name"
+        problem = (
+            env_name_refusal(name, RESERVED_ENV, INDEXED_ENV_REASON)
+            if isinstance(name, str)
+            else "must be a variable name"
+        )
         if problem is not None:
             violations.append(FieldViolation(path, problem))
             continue

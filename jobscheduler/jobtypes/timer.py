@@ -13,21 +13,15 @@ from typing import Any, Final
 from jobscheduler.core.errors import FieldViolation, InvalidArgument, brief
 from jobscheduler.core.manifests import RenderContext, job_manifest
 from jobscheduler.core.naming import (
-    control_character_problem,
-    env_name_problem,
     image_reference_problem,
-    reserved_env_problem,
 )
 from jobscheduler.core.registry import JobHandler
 from jobscheduler.core.urls import url_problem
+from jobscheduler.core.validation import env_violations
 from jobscheduler.timer import EXIT_CONFIG_ERROR
 
 MAX_DURATION_SECONDS: Final = 86400
 MAX_TIMER_NAME_LENGTH: Final = 253
-MAX_ENV_VARS: Final = 64
-MAX_ENV_VALUE_LENGTH: Final = 4096
-#: Names plus values of the request's env, in bytes (UTF-8).
-MAX_ENV_TOTAL_BYTES: Final = 32 * 1024
 LOG_LEVELS: Final = ("trace", "debug", "info", "warn", "error")
 #: Environment variables the handler sets itself; the request's env may not override them.
 RESERVED_ENV: Final = frozenset(
@@ -103,7 +97,14 @@ class TimerHandler(JobHandler[TimerParams]):
         if not isinstance(env, Mapping):
             bad("env", "must be a map of names to values")
             env = {}
-        violations.extend(_env_violations(f"{f}.env", env))
+        violations.extend(
+            env_violations(
+                f"{f}.env",
+                {str(k): str(v) for k, v in env.items()},
+                RESERVED_ENV,
+                "is set by the timer job itself and cannot be overridden",
+            )
+        )
 
         if violations:
             raise InvalidArgument(violations)
@@ -134,36 +135,6 @@ class TimerHandler(JobHandler[TimerParams]):
             # A configuration error will not go away on retry; an undeliverable report might.
             permanent_exit_codes=(EXIT_CONFIG_ERROR,),
         )
-
-
-def _env_violations(field: str, env: Mapping[Any, Any]) -> list[FieldViolation]:
-    """The request's env: sizes first (nothing else is looked at when they are exceeded), then
-    each name (syntax, reserved: see core.naming.RESERVED_ENV_NAMES) and value (no NUL or
-    other control characters but tab and line breaks)."""
-    if len(env) > MAX_ENV_VARS:
-        return [FieldViolation(field, f"at most {MAX_ENV_VARS} variables (got {len(env)})")]
-    total = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in env.items())
-    if total > MAX_ENV_TOTAL_BYTES:
-        return [
-            FieldViolation(
-                field, f"names and values together must be at most {MAX_ENV_TOTAL_BYTES} bytes (got {total})"
-            )
-        ]
-    out: list[FieldViolation] = []
-    for name, value in env.items():
-        name, value = str(name), str(value)
-        path = f"{field}[{name}]"
-        if (problem := env_name_problem(name)) is not None:
-            out.append(FieldViolation(path, problem))
-        elif name in RESERVED_ENV:
-            out.append(FieldViolation(path, "is set by the timer job itself and cannot be overridden"))
-        elif (problem := reserved_env_problem(name)) is not None:
-            out.append(FieldViolation(path, problem))
-        elif len(value) > MAX_ENV_VALUE_LENGTH:
-            out.append(FieldViolation(path, f"value must be at most {MAX_ENV_VALUE_LENGTH} characters"))
-        elif (problem := control_character_problem(value, multiline=True)) is not None:
-            out.append(FieldViolation(path, f"value {problem}"))
-    return out
 
 
 def _endpoint_problem(endpoint: str) -> str | None:
