@@ -49,7 +49,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER: Final = urllib.request.build_opener(_NoRedirect())
+#: Sends a request as given: a redirect is an answer, never followed (shared by the job programs).
+NO_REDIRECTS: Final = urllib.request.build_opener(_NoRedirect())
 
 
 def backoff_delay(initial: float, failed_attempts: int) -> float:
@@ -80,7 +81,7 @@ def _attempt(
         headers["traceparent"] = traceparent
     request = urllib.request.Request(url, data=data, method="POST", headers=headers)
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with NO_REDIRECTS.open(request, timeout=timeout) as response:
             status: int = response.status
             response.read(64 * 1024)
     except urllib.error.HTTPError as exc:

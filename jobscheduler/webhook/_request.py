@@ -10,9 +10,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Collection
 from dataclasses import dataclass
-from email.message import Message
-from typing import IO, Final
+from typing import Final
 
+from jobscheduler.timer._report import NO_REDIRECTS  # a redirect is an answer, never followed
 from jobscheduler.webhook._config import WebhookConfig
 
 #: What the job's output shows of a response body, at most (characters, after redaction).
@@ -40,18 +40,6 @@ class Outcome:
     status: int | None
     error: str | None = None
     excerpt: str = ""
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an answer (its status is checked like any other), never followed."""
-
-    def redirect_request(
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: Message, newurl: str
-    ) -> urllib.request.Request | None:
-        return None
-
-
-_OPENER: Final = urllib.request.build_opener(_NoRedirect())
 
 
 def redact(text: str, secrets: Collection[str]) -> str:
@@ -118,7 +106,7 @@ def attempt(config: WebhookConfig) -> Outcome:
     request = urllib.request.Request(config.url, data=data, method=config.method, headers=headers)
     secrets = list(config.secret_headers.values())
     try:
-        with _OPENER.open(request, timeout=config.timeout_seconds) as response:
+        with NO_REDIRECTS.open(request, timeout=config.timeout_seconds) as response:
             status: int = response.status
             raw: bytes = response.read(READ_BYTES)
     except urllib.error.HTTPError as exc:
