@@ -50,6 +50,8 @@ OTHER: dict[str, Any] = {
     "queue": "batch",
     "priority": Priority.HIGH,
     "depends_on": ("job-a000000001",),
+    "template": "nightly",
+    "template_version": 2,
 }
 
 

@@ -193,6 +193,42 @@ succeed.
 """
 Global___JobPhase: _TypeAlias = JobPhase  # noqa: Y015
 
+class _ConcurrencyPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConcurrencyPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConcurrencyPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONCURRENCY_POLICY_UNSPECIFIED: _ConcurrencyPolicy.ValueType  # 0
+    """Not set: ALLOW."""
+    CONCURRENCY_POLICY_ALLOW: _ConcurrencyPolicy.ValueType  # 1
+    """Start the new job anyway."""
+    ALLOW: _ConcurrencyPolicy.ValueType  # 1
+    CONCURRENCY_POLICY_FORBID: _ConcurrencyPolicy.ValueType  # 2
+    """Skip this run."""
+    FORBID: _ConcurrencyPolicy.ValueType  # 2
+    CONCURRENCY_POLICY_REPLACE: _ConcurrencyPolicy.ValueType  # 3
+    """Cancel the unfinished job, then start the new one."""
+    REPLACE: _ConcurrencyPolicy.ValueType  # 3
+
+class ConcurrencyPolicy(_ConcurrencyPolicy, metaclass=_ConcurrencyPolicyEnumTypeWrapper):
+    """What a schedule does when it is due while a job it made is still
+    unfinished (queued, waiting or running).
+    """
+
+CONCURRENCY_POLICY_UNSPECIFIED: ConcurrencyPolicy.ValueType  # 0
+"""Not set: ALLOW."""
+CONCURRENCY_POLICY_ALLOW: ConcurrencyPolicy.ValueType  # 1
+"""Start the new job anyway."""
+ALLOW: ConcurrencyPolicy.ValueType  # 1
+CONCURRENCY_POLICY_FORBID: ConcurrencyPolicy.ValueType  # 2
+"""Skip this run."""
+FORBID: ConcurrencyPolicy.ValueType  # 2
+CONCURRENCY_POLICY_REPLACE: ConcurrencyPolicy.ValueType  # 3
+"""Cancel the unfinished job, then start the new one."""
+REPLACE: ConcurrencyPolicy.ValueType  # 3
+Global___ConcurrencyPolicy: _TypeAlias = ConcurrencyPolicy  # noqa: Y015
+
 @_typing.final
 class TimerJob(_message.Message):
     """A timer job: waits `duration_seconds`, then reports completion to
@@ -765,6 +801,8 @@ class ScheduleJobRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_AFTER_FINISHED_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Human-readable job name (required); becomes a label value, so at most
     63 characters of [A-Za-z0-9_.-], starting and ending alphanumeric.
@@ -803,6 +841,15 @@ class ScheduleJobRequest(_message.Message):
     """How long the finished job is kept (ttlSecondsAfterFinished). Unset:
     HISTORY_RETENTION; 0: kept until deleted.
     """
+    template: _builtins.str
+    """A job template (CreateJobTemplate) this request starts from: the
+    template's request, with every field this request sets laid over it
+    (scalars replace, labels and job parameters merge key by key, a
+    different job type replaces the template's). The job records the
+    template's name and version.
+    """
+    template_version: _builtins.int
+    """The template version; 0: the latest."""
     @_builtins.property
     def timer_job(self) -> Global___TimerJob: ...
     @_builtins.property
@@ -856,10 +903,12 @@ class ScheduleJobRequest(_message.Message):
         request_id: _builtins.str = ...,
         timeout_seconds: _builtins.int = ...,
         ttl_seconds_after_finished: _builtins.int | None = ...,
+        template: _builtins.str = ...,
+        template_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "container_job", b"container_job", "custom_job", b"custom_job", "healthcheck_job", b"healthcheck_job", "job", b"job", "start_after", b"start_after", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "container_job", b"container_job", "custom_job", b"custom_job", "delay_seconds", b"delay_seconds", "depends_on", b"depends_on", "healthcheck_job", b"healthcheck_job", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "start_after", b"start_after", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished", "container_job", b"container_job", "custom_job", b"custom_job", "delay_seconds", b"delay_seconds", "depends_on", b"depends_on", "healthcheck_job", b"healthcheck_job", "job", b"job", "labels", b"labels", "max_retries", b"max_retries", "name", b"name", "priority", b"priority", "queue", b"queue", "request_id", b"request_id", "retry_backoff_seconds", b"retry_backoff_seconds", "start_after", b"start_after", "template", b"template", "template_version", b"template_version", "timeout_seconds", b"timeout_seconds", "timer_job", b"timer_job", "ttl_seconds_after_finished", b"ttl_seconds_after_finished", "webhook_job", b"webhook_job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["ttl_seconds_after_finished"]  # noqa: Y015
     _WhichOneofArgType__ttl_seconds_after_finished: _TypeAlias = _typing.Literal["_ttl_seconds_after_finished", b"_ttl_seconds_after_finished"]  # noqa: Y015
@@ -948,6 +997,9 @@ class JobFilter(_message.Message):
     CREATED_BEFORE_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
     QUEUE_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    RERUN_OF_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """Job type, e.g. "timer"."""
     label_selector: _builtins.str
@@ -960,6 +1012,12 @@ class JobFilter(_message.Message):
     """
     queue: _builtins.str
     """Jobs of this admission queue ("default" for jobs scheduled without one)."""
+    schedule: _builtins.str
+    """Jobs made by this schedule (its name)."""
+    rerun_of: _builtins.str
+    """Reruns of this job (RerunJob)."""
+    template: _builtins.str
+    """Jobs made from this job template (its name)."""
     @_builtins.property
     def phases(self) -> _containers.RepeatedScalarFieldContainer[Global___JobPhase.ValueType]:
         """Any of these phases."""
@@ -981,10 +1039,13 @@ class JobFilter(_message.Message):
         created_before: _timestamp_pb2.Timestamp | None = ...,
         owner: _builtins.str = ...,
         queue: _builtins.str = ...,
+        schedule: _builtins.str = ...,
+        rerun_of: _builtins.str = ...,
+        template: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "label_selector", b"label_selector", "name_prefix", b"name_prefix", "owner", b"owner", "phases", b"phases", "queue", b"queue", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before", "label_selector", b"label_selector", "name_prefix", b"name_prefix", "owner", b"owner", "phases", b"phases", "queue", b"queue", "rerun_of", b"rerun_of", "schedule", b"schedule", "template", b"template", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1318,6 +1379,11 @@ class Job(_message.Message):
     ADMITTED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_INDEXES_FIELD_NUMBER: _builtins.int
     FAILED_INDEXES_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    SCHEDULED_AT_FIELD_NUMBER: _builtins.int
+    TEMPLATE_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    RERUN_OF_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     name: _builtins.str
     type: _builtins.str
@@ -1361,6 +1427,13 @@ class Job(_message.Message):
     them ("0-3,7").
     """
     failed_indexes: _builtins.str
+    schedule: _builtins.str
+    """The schedule that made the job (its name), and the time it was due then."""
+    template: _builtins.str
+    """The job template (and its version) the job was made from."""
+    template_version: _builtins.int
+    rerun_of: _builtins.str
+    """For a rerun (RerunJob): the job it reruns."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1401,6 +1474,8 @@ class Job(_message.Message):
         for jobs that were never held.
         """
 
+    @_builtins.property
+    def scheduled_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1438,10 +1513,15 @@ class Job(_message.Message):
         admitted_at: _timestamp_pb2.Timestamp | None = ...,
         completed_indexes: _builtins.str = ...,
         failed_indexes: _builtins.str = ...,
+        schedule: _builtins.str = ...,
+        scheduled_at: _timestamp_pb2.Timestamp | None = ...,
+        template: _builtins.str = ...,
+        template_version: _builtins.int = ...,
+        rerun_of: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "admitted_at", b"admitted_at", "created_at", b"created_at", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "start_after", b"start_after", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "admitted_at", b"admitted_at", "created_at", b"created_at", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "finished_at", b"finished_at", "scheduled_at", b"scheduled_at", "start_after", b"start_after", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "admitted_at", b"admitted_at", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "completed_indexes", b"completed_indexes", "conditions", b"conditions", "created_at", b"created_at", "depends_on", b"depends_on", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "priority", b"priority", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "retry_number", b"retry_number", "retry_of", b"retry_of", "start_after", b"start_after", "started_at", b"started_at", "succeeded", b"succeeded", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code", "active", b"active", "admitted_at", b"admitted_at", "attempts", b"attempts", "backoff_limit", b"backoff_limit", "completed_indexes", b"completed_indexes", "conditions", b"conditions", "created_at", b"created_at", "depends_on", b"depends_on", "duration", b"duration", "enqueued_at", b"enqueued_at", "exit_code", b"exit_code", "failed", b"failed", "failed_indexes", b"failed_indexes", "finished_at", b"finished_at", "job_id", b"job_id", "labels", b"labels", "max_retries", b"max_retries", "message", b"message", "name", b"name", "namespace", b"namespace", "owner", b"owner", "phase", b"phase", "pod_names", b"pod_names", "priority", b"priority", "queue", b"queue", "reason", b"reason", "request_id", b"request_id", "rerun_of", b"rerun_of", "retry_number", b"retry_number", "retry_of", b"retry_of", "schedule", b"schedule", "scheduled_at", b"scheduled_at", "start_after", b"start_after", "started_at", b"started_at", "succeeded", b"succeeded", "template", b"template", "template_version", b"template_version", "termination_reason", b"termination_reason", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__exit_code: _TypeAlias = _typing.Literal["exit_code"]  # noqa: Y015
     _WhichOneofArgType__exit_code: _TypeAlias = _typing.Literal["_exit_code", b"_exit_code"]  # noqa: Y015
@@ -1645,3 +1725,732 @@ class ListJobTypesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListJobTypesResponse: _TypeAlias = ListJobTypesResponse  # noqa: Y015
+
+@_typing.final
+class RerunJobRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    OVERRIDES_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """A finished or cancelled job of the caller's."""
+    request_id: _builtins.str
+    """As ScheduleJobRequest.request_id: the same request_id returns the same
+    rerun.
+    """
+    @_builtins.property
+    def overrides(self) -> Global___ScheduleJobRequest:
+        """Laid over the original job's stored request, as over a template (the
+        job type's member, labels, priority, queue, timeout, ...).
+        """
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        overrides: Global___ScheduleJobRequest | None = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["overrides", b"overrides"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "overrides", b"overrides", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunJobRequest: _TypeAlias = RerunJobRequest  # noqa: Y015
+
+@_typing.final
+class RerunJobResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    RERUN_OF_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The new job."""
+    rerun_of: _builtins.str
+    """The original job."""
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        job: Global___Job | None = ...,
+        rerun_of: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "job_id", b"job_id", "rerun_of", b"rerun_of"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RerunJobResponse: _TypeAlias = RerunJobResponse  # noqa: Y015
+
+@_typing.final
+class Schedule(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_POLICY_FIELD_NUMBER: _builtins.int
+    STARTING_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    SUSPEND_FIELD_NUMBER: _builtins.int
+    SUCCESSFUL_JOBS_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAILED_JOBS_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    LAST_SCHEDULE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_SUCCESSFUL_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_RUN_TIME_FIELD_NUMBER: _builtins.int
+    ACTIVE_JOB_IDS_FIELD_NUMBER: _builtins.int
+    MISSED_RUNS_FIELD_NUMBER: _builtins.int
+    LAST_MISSED_TIME_FIELD_NUMBER: _builtins.int
+    SKIPPED_RUNS_FIELD_NUMBER: _builtins.int
+    TEMPLATE_VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """1-52 characters of [a-z0-9-], starting with a letter, ending
+    alphanumeric; unique per owner.
+    """
+    cron: _builtins.str
+    """Five fields (minute hour day-of-month month day-of-week) or a macro:
+    @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly.
+    """
+    time_zone: _builtins.str
+    """An IANA time zone ("Europe/Berlin"); unset: UTC."""
+    concurrency_policy: Global___ConcurrencyPolicy.ValueType
+    starting_deadline_seconds: _builtins.int
+    """A run missed by more than this many seconds (the service or the
+    cluster was down) is skipped and counted in missed_runs; unset: no
+    limit (still at most one catch-up run).
+    """
+    suspend: _builtins.bool
+    """No runs while set (TriggerSchedule still makes one)."""
+    successful_jobs_history_limit: _builtins.int
+    """How many finished jobs of the schedule are kept (unset: 3 succeeded,
+    1 failed, as a CronJob keeps).
+    """
+    failed_jobs_history_limit: _builtins.int
+    description: _builtins.str
+    owner: _builtins.str
+    """Status (read only)."""
+    missed_runs: _builtins.int
+    """Runs skipped because they were missed by more than
+    starting_deadline_seconds, and the last of them.
+    """
+    skipped_runs: _builtins.int
+    """Runs skipped by concurrency_policy FORBID."""
+    template_version: _builtins.int
+    """The template version the schedule's job was resolved with (when
+    job.template is set).
+    """
+    @_builtins.property
+    def job(self) -> Global___ScheduleJobRequest:
+        """The job each run makes (any job type; queue, priority, retries, timeout,
+        labels, template). Not allowed: request_id, start_after, delay_seconds,
+        depends_on.
+        """
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_schedule_time(self) -> _timestamp_pb2.Timestamp:
+        """When the schedule last made a job (as it was due), and when one of its
+        jobs last succeeded.
+        """
+
+    @_builtins.property
+    def last_successful_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def next_run_time(self) -> _timestamp_pb2.Timestamp:
+        """When it is due next (unset while suspended)."""
+
+    @_builtins.property
+    def active_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its unfinished jobs."""
+
+    @_builtins.property
+    def last_missed_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        job: Global___ScheduleJobRequest | None = ...,
+        concurrency_policy: Global___ConcurrencyPolicy.ValueType = ...,
+        starting_deadline_seconds: _builtins.int | None = ...,
+        suspend: _builtins.bool = ...,
+        successful_jobs_history_limit: _builtins.int | None = ...,
+        failed_jobs_history_limit: _builtins.int | None = ...,
+        description: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+        last_schedule_time: _timestamp_pb2.Timestamp | None = ...,
+        last_successful_time: _timestamp_pb2.Timestamp | None = ...,
+        next_run_time: _timestamp_pb2.Timestamp | None = ...,
+        active_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        missed_runs: _builtins.int = ...,
+        last_missed_time: _timestamp_pb2.Timestamp | None = ...,
+        skipped_runs: _builtins.int = ...,
+        template_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_failed_jobs_history_limit", b"_failed_jobs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_jobs_history_limit", b"_successful_jobs_history_limit", "created_at", b"created_at", "failed_jobs_history_limit", b"failed_jobs_history_limit", "job", b"job", "last_missed_time", b"last_missed_time", "last_schedule_time", b"last_schedule_time", "last_successful_time", b"last_successful_time", "next_run_time", b"next_run_time", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_jobs_history_limit", b"successful_jobs_history_limit", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failed_jobs_history_limit", b"_failed_jobs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_jobs_history_limit", b"_successful_jobs_history_limit", "active_job_ids", b"active_job_ids", "concurrency_policy", b"concurrency_policy", "created_at", b"created_at", "cron", b"cron", "description", b"description", "failed_jobs_history_limit", b"failed_jobs_history_limit", "job", b"job", "last_missed_time", b"last_missed_time", "last_schedule_time", b"last_schedule_time", "last_successful_time", b"last_successful_time", "missed_runs", b"missed_runs", "name", b"name", "next_run_time", b"next_run_time", "owner", b"owner", "skipped_runs", b"skipped_runs", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_jobs_history_limit", b"successful_jobs_history_limit", "suspend", b"suspend", "template_version", b"template_version", "time_zone", b"time_zone", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__failed_jobs_history_limit: _TypeAlias = _typing.Literal["failed_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__failed_jobs_history_limit: _TypeAlias = _typing.Literal["_failed_jobs_history_limit", b"_failed_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofReturnType__starting_deadline_seconds: _TypeAlias = _typing.Literal["starting_deadline_seconds"]  # noqa: Y015
+    _WhichOneofArgType__starting_deadline_seconds: _TypeAlias = _typing.Literal["_starting_deadline_seconds", b"_starting_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__successful_jobs_history_limit: _TypeAlias = _typing.Literal["successful_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__successful_jobs_history_limit: _TypeAlias = _typing.Literal["_successful_jobs_history_limit", b"_successful_jobs_history_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_jobs_history_limit) -> _WhichOneofReturnType__failed_jobs_history_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__starting_deadline_seconds) -> _WhichOneofReturnType__starting_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__successful_jobs_history_limit) -> _WhichOneofReturnType__successful_jobs_history_limit | None: ...
+
+Global___Schedule: _TypeAlias = Schedule  # noqa: Y015
+
+@_typing.final
+class CreateScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_POLICY_FIELD_NUMBER: _builtins.int
+    STARTING_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    SUSPEND_FIELD_NUMBER: _builtins.int
+    SUCCESSFUL_JOBS_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAILED_JOBS_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    cron: _builtins.str
+    time_zone: _builtins.str
+    concurrency_policy: Global___ConcurrencyPolicy.ValueType
+    starting_deadline_seconds: _builtins.int
+    suspend: _builtins.bool
+    successful_jobs_history_limit: _builtins.int
+    failed_jobs_history_limit: _builtins.int
+    description: _builtins.str
+    @_builtins.property
+    def job(self) -> Global___ScheduleJobRequest: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cron: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
+        job: Global___ScheduleJobRequest | None = ...,
+        concurrency_policy: Global___ConcurrencyPolicy.ValueType = ...,
+        starting_deadline_seconds: _builtins.int | None = ...,
+        suspend: _builtins.bool = ...,
+        successful_jobs_history_limit: _builtins.int | None = ...,
+        failed_jobs_history_limit: _builtins.int | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_failed_jobs_history_limit", b"_failed_jobs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_jobs_history_limit", b"_successful_jobs_history_limit", "failed_jobs_history_limit", b"failed_jobs_history_limit", "job", b"job", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_jobs_history_limit", b"successful_jobs_history_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failed_jobs_history_limit", b"_failed_jobs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_jobs_history_limit", b"_successful_jobs_history_limit", "concurrency_policy", b"concurrency_policy", "cron", b"cron", "description", b"description", "failed_jobs_history_limit", b"failed_jobs_history_limit", "job", b"job", "name", b"name", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_jobs_history_limit", b"successful_jobs_history_limit", "suspend", b"suspend", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__failed_jobs_history_limit: _TypeAlias = _typing.Literal["failed_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__failed_jobs_history_limit: _TypeAlias = _typing.Literal["_failed_jobs_history_limit", b"_failed_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofReturnType__starting_deadline_seconds: _TypeAlias = _typing.Literal["starting_deadline_seconds"]  # noqa: Y015
+    _WhichOneofArgType__starting_deadline_seconds: _TypeAlias = _typing.Literal["_starting_deadline_seconds", b"_starting_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__successful_jobs_history_limit: _TypeAlias = _typing.Literal["successful_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__successful_jobs_history_limit: _TypeAlias = _typing.Literal["_successful_jobs_history_limit", b"_successful_jobs_history_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_jobs_history_limit) -> _WhichOneofReturnType__failed_jobs_history_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__starting_deadline_seconds) -> _WhichOneofReturnType__starting_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__successful_jobs_history_limit) -> _WhichOneofReturnType__successful_jobs_history_limit | None: ...
+
+Global___CreateScheduleRequest: _TypeAlias = CreateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class GetScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetScheduleRequest: _TypeAlias = GetScheduleRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    NAME_PREFIX_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1..1000; 0 means 50."""
+    page_token: _builtins.str
+    owner: _builtins.str
+    """Admins only: another owner's schedules."""
+    name_prefix: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        owner: _builtins.str = ...,
+        name_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name_prefix", b"name_prefix", "owner", b"owner", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesRequest: _TypeAlias = ListSchedulesRequest  # noqa: Y015
+
+@_typing.final
+class ListSchedulesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def schedules(self) -> _containers.RepeatedCompositeFieldContainer[Global___Schedule]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        schedules: _abc.Iterable[Global___Schedule] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "schedules", b"schedules"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSchedulesResponse: _TypeAlias = ListSchedulesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateScheduleRequest(_message.Message):
+    """Changes the fields that are set; the others keep their values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    CONCURRENCY_POLICY_FIELD_NUMBER: _builtins.int
+    STARTING_DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
+    SUSPEND_FIELD_NUMBER: _builtins.int
+    SUCCESSFUL_JOBS_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    FAILED_JOBS_HISTORY_LIMIT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CLEAR_STARTING_DEADLINE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    cron: _builtins.str
+    time_zone: _builtins.str
+    concurrency_policy: Global___ConcurrencyPolicy.ValueType
+    starting_deadline_seconds: _builtins.int
+    suspend: _builtins.bool
+    successful_jobs_history_limit: _builtins.int
+    failed_jobs_history_limit: _builtins.int
+    description: _builtins.str
+    clear_starting_deadline: _builtins.bool
+    """Removes starting_deadline_seconds (no limit)."""
+    @_builtins.property
+    def job(self) -> Global___ScheduleJobRequest:
+        """Replaces the job the schedule makes."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cron: _builtins.str | None = ...,
+        time_zone: _builtins.str | None = ...,
+        job: Global___ScheduleJobRequest | None = ...,
+        concurrency_policy: Global___ConcurrencyPolicy.ValueType | None = ...,
+        starting_deadline_seconds: _builtins.int | None = ...,
+        suspend: _builtins.bool | None = ...,
+        successful_jobs_history_limit: _builtins.int | None = ...,
+        failed_jobs_history_limit: _builtins.int | None = ...,
+        description: _builtins.str | None = ...,
+        clear_starting_deadline: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_concurrency_policy", b"_concurrency_policy", "_cron", b"_cron", "_description", b"_description", "_failed_jobs_history_limit", b"_failed_jobs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_jobs_history_limit", b"_successful_jobs_history_limit", "_suspend", b"_suspend", "_time_zone", b"_time_zone", "concurrency_policy", b"concurrency_policy", "cron", b"cron", "description", b"description", "failed_jobs_history_limit", b"failed_jobs_history_limit", "job", b"job", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_jobs_history_limit", b"successful_jobs_history_limit", "suspend", b"suspend", "time_zone", b"time_zone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_concurrency_policy", b"_concurrency_policy", "_cron", b"_cron", "_description", b"_description", "_failed_jobs_history_limit", b"_failed_jobs_history_limit", "_starting_deadline_seconds", b"_starting_deadline_seconds", "_successful_jobs_history_limit", b"_successful_jobs_history_limit", "_suspend", b"_suspend", "_time_zone", b"_time_zone", "clear_starting_deadline", b"clear_starting_deadline", "concurrency_policy", b"concurrency_policy", "cron", b"cron", "description", b"description", "failed_jobs_history_limit", b"failed_jobs_history_limit", "job", b"job", "name", b"name", "starting_deadline_seconds", b"starting_deadline_seconds", "successful_jobs_history_limit", b"successful_jobs_history_limit", "suspend", b"suspend", "time_zone", b"time_zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__concurrency_policy: _TypeAlias = _typing.Literal["concurrency_policy"]  # noqa: Y015
+    _WhichOneofArgType__concurrency_policy: _TypeAlias = _typing.Literal["_concurrency_policy", b"_concurrency_policy"]  # noqa: Y015
+    _WhichOneofReturnType__cron: _TypeAlias = _typing.Literal["cron"]  # noqa: Y015
+    _WhichOneofArgType__cron: _TypeAlias = _typing.Literal["_cron", b"_cron"]  # noqa: Y015
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__failed_jobs_history_limit: _TypeAlias = _typing.Literal["failed_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__failed_jobs_history_limit: _TypeAlias = _typing.Literal["_failed_jobs_history_limit", b"_failed_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofReturnType__starting_deadline_seconds: _TypeAlias = _typing.Literal["starting_deadline_seconds"]  # noqa: Y015
+    _WhichOneofArgType__starting_deadline_seconds: _TypeAlias = _typing.Literal["_starting_deadline_seconds", b"_starting_deadline_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__successful_jobs_history_limit: _TypeAlias = _typing.Literal["successful_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofArgType__successful_jobs_history_limit: _TypeAlias = _typing.Literal["_successful_jobs_history_limit", b"_successful_jobs_history_limit"]  # noqa: Y015
+    _WhichOneofReturnType__suspend: _TypeAlias = _typing.Literal["suspend"]  # noqa: Y015
+    _WhichOneofArgType__suspend: _TypeAlias = _typing.Literal["_suspend", b"_suspend"]  # noqa: Y015
+    _WhichOneofReturnType__time_zone: _TypeAlias = _typing.Literal["time_zone"]  # noqa: Y015
+    _WhichOneofArgType__time_zone: _TypeAlias = _typing.Literal["_time_zone", b"_time_zone"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__concurrency_policy) -> _WhichOneofReturnType__concurrency_policy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cron) -> _WhichOneofReturnType__cron | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_jobs_history_limit) -> _WhichOneofReturnType__failed_jobs_history_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__starting_deadline_seconds) -> _WhichOneofReturnType__starting_deadline_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__successful_jobs_history_limit) -> _WhichOneofReturnType__successful_jobs_history_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__suspend) -> _WhichOneofReturnType__suspend | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_zone) -> _WhichOneofReturnType__time_zone | None: ...
+
+Global___UpdateScheduleRequest: _TypeAlias = UpdateScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CANCEL_JOBS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    cancel_jobs: _builtins.bool
+    """Also cancel its unfinished jobs (default: they run on and stay visible)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        cancel_jobs: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_jobs", b"cancel_jobs", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleRequest: _TypeAlias = DeleteScheduleRequest  # noqa: Y015
+
+@_typing.final
+class DeleteScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    CANCELLED_JOB_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule(self) -> Global___Schedule:
+        """The schedule as it was."""
+
+    @_builtins.property
+    def cancelled_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        schedule: Global___Schedule | None = ...,
+        cancelled_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule", b"schedule"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled_job_ids", b"cancelled_job_ids", "schedule", b"schedule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteScheduleResponse: _TypeAlias = DeleteScheduleResponse  # noqa: Y015
+
+@_typing.final
+class TriggerScheduleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerScheduleRequest: _TypeAlias = TriggerScheduleRequest  # noqa: Y015
+
+@_typing.final
+class TriggerScheduleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    @_builtins.property
+    def job(self) -> Global___Job: ...
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        job: Global___Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TriggerScheduleResponse: _TypeAlias = TriggerScheduleResponse  # noqa: Y015
+
+@_typing.final
+class JobTemplate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    FIRST_CREATED_AT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """1-52 characters of [a-z0-9-], starting with a letter, ending
+    alphanumeric; unique per owner.
+    """
+    description: _builtins.str
+    version: _builtins.int
+    """1, 2, ... (UpdateJobTemplate adds one)."""
+    owner: _builtins.str
+    @_builtins.property
+    def job(self) -> Global___ScheduleJobRequest:
+        """The partial request: a job type member is required; its name
+        defaults to the template's name.
+        """
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """When this version was stored, and when version 1 was."""
+
+    @_builtins.property
+    def first_created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        job: Global___ScheduleJobRequest | None = ...,
+        version: _builtins.int = ...,
+        owner: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        first_created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "first_created_at", b"first_created_at", "job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "first_created_at", b"first_created_at", "job", b"job", "name", b"name", "owner", b"owner", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobTemplate: _TypeAlias = JobTemplate  # noqa: Y015
+
+@_typing.final
+class CreateJobTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def job(self) -> Global___ScheduleJobRequest: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        job: Global___ScheduleJobRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "job", b"job", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateJobTemplateRequest: _TypeAlias = CreateJobTemplateRequest  # noqa: Y015
+
+@_typing.final
+class GetJobTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    version: _builtins.int
+    """0: the latest."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetJobTemplateRequest: _TypeAlias = GetJobTemplateRequest  # noqa: Y015
+
+@_typing.final
+class ListJobTemplatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NAME_PREFIX_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1..1000; 0 means 50."""
+    page_token: _builtins.str
+    name_prefix: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        name_prefix: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name_prefix", b"name_prefix", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobTemplatesRequest: _TypeAlias = ListJobTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class ListJobTemplatesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPLATES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def templates(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTemplate]:
+        """The latest version of each, by name."""
+
+    def __init__(
+        self,
+        *,
+        templates: _abc.Iterable[Global___JobTemplate] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "templates", b"templates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListJobTemplatesResponse: _TypeAlias = ListJobTemplatesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateJobTemplateRequest(_message.Message):
+    """Stores version N+1: `job` replaces the request (unset: the latest
+    version's), `description` if set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    JOB_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def job(self) -> Global___ScheduleJobRequest: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str | None = ...,
+        job: Global___ScheduleJobRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "description", b"description", "job", b"job", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+
+Global___UpdateJobTemplateRequest: _TypeAlias = UpdateJobTemplateRequest  # noqa: Y015
+
+@_typing.final
+class DeleteJobTemplateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobTemplateRequest: _TypeAlias = DeleteJobTemplateRequest  # noqa: Y015
+
+@_typing.final
+class DeleteJobTemplateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERSIONS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    versions: _builtins.int
+    """How many versions were deleted."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        versions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "versions", b"versions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteJobTemplateResponse: _TypeAlias = DeleteJobTemplateResponse  # noqa: Y015

@@ -79,6 +79,66 @@ class JobSchedulerStub:
                 request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesRequest.SerializeToString,
                 response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesResponse.FromString,
                 _registered_method=True)
+        self.RerunJob = channel.unary_unary(
+                '/jobscheduler.JobScheduler/RerunJob',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.RerunJobRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.RerunJobResponse.FromString,
+                _registered_method=True)
+        self.CreateSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/CreateSchedule',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.CreateScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.GetSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/GetSchedule',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.GetScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.ListSchedules = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ListSchedules',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListSchedulesRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListSchedulesResponse.FromString,
+                _registered_method=True)
+        self.UpdateSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/UpdateSchedule',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.UpdateScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.FromString,
+                _registered_method=True)
+        self.DeleteSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/DeleteSchedule',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteScheduleResponse.FromString,
+                _registered_method=True)
+        self.TriggerSchedule = channel.unary_unary(
+                '/jobscheduler.JobScheduler/TriggerSchedule',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.TriggerScheduleRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.TriggerScheduleResponse.FromString,
+                _registered_method=True)
+        self.CreateJobTemplate = channel.unary_unary(
+                '/jobscheduler.JobScheduler/CreateJobTemplate',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.CreateJobTemplateRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.FromString,
+                _registered_method=True)
+        self.GetJobTemplate = channel.unary_unary(
+                '/jobscheduler.JobScheduler/GetJobTemplate',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobTemplateRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.FromString,
+                _registered_method=True)
+        self.ListJobTemplates = channel.unary_unary(
+                '/jobscheduler.JobScheduler/ListJobTemplates',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTemplatesRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTemplatesResponse.FromString,
+                _registered_method=True)
+        self.UpdateJobTemplate = channel.unary_unary(
+                '/jobscheduler.JobScheduler/UpdateJobTemplate',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.UpdateJobTemplateRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.FromString,
+                _registered_method=True)
+        self.DeleteJobTemplate = channel.unary_unary(
+                '/jobscheduler.JobScheduler/DeleteJobTemplate',
+                request_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteJobTemplateRequest.SerializeToString,
+                response_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteJobTemplateResponse.FromString,
+                _registered_method=True)
 
 
 class JobSchedulerServicer:
@@ -151,6 +211,92 @@ class JobSchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RerunJob(self, request, context):
+        """A new job from a finished (or cancelled) job's stored request, with
+        optional overrides; the new job's rerun_of names the original.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSchedule(self, request, context):
+        """Recurring schedules: a cron expression in a time zone that makes a job
+        from its ScheduleJobRequest each time it fires (Kubernetes backend: a
+        batch/v1 CronJob; local backend: SQLite and a due-time loop). Schedules
+        are owner-scoped like jobs and addressed by `name`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSchedule(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSchedules(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSchedule(self, request, context):
+        """Changes the set fields (cron, time zone, suspend, the job it makes, ...).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSchedule(self, request, context):
+        """Deletes the schedule; its jobs are kept, or cancelled with cancel_jobs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TriggerSchedule(self, request, context):
+        """One run now, whatever the cron expression says.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateJobTemplate(self, request, context):
+        """Job templates: named, versioned, owner-scoped partial ScheduleJobRequests
+        that ScheduleJobRequest.template (and schedules) start from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJobTemplate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListJobTemplates(self, request, context):
+        """The latest version of each template.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateJobTemplate(self, request, context):
+        """Stores a new version; jobs keep the version they were made from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteJobTemplate(self, request, context):
+        """Deletes every version of the template.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobSchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +344,66 @@ def add_JobSchedulerServicer_to_server(servicer, server):
                     servicer.ListJobTypes,
                     request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesRequest.FromString,
                     response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesResponse.SerializeToString,
+            ),
+            'RerunJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunJob,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.RerunJobRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.RerunJobResponse.SerializeToString,
+            ),
+            'CreateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSchedule,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.CreateScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.SerializeToString,
+            ),
+            'GetSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSchedule,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.GetScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.SerializeToString,
+            ),
+            'ListSchedules': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSchedules,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListSchedulesRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListSchedulesResponse.SerializeToString,
+            ),
+            'UpdateSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSchedule,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.UpdateScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.SerializeToString,
+            ),
+            'DeleteSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSchedule,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteScheduleResponse.SerializeToString,
+            ),
+            'TriggerSchedule': grpc.unary_unary_rpc_method_handler(
+                    servicer.TriggerSchedule,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.TriggerScheduleRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.TriggerScheduleResponse.SerializeToString,
+            ),
+            'CreateJobTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateJobTemplate,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.CreateJobTemplateRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.SerializeToString,
+            ),
+            'GetJobTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJobTemplate,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobTemplateRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.SerializeToString,
+            ),
+            'ListJobTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobTemplates,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTemplatesRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTemplatesResponse.SerializeToString,
+            ),
+            'UpdateJobTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJobTemplate,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.UpdateJobTemplateRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.SerializeToString,
+            ),
+            'DeleteJobTemplate': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJobTemplate,
+                    request_deserializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteJobTemplateRequest.FromString,
+                    response_serializer=jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteJobTemplateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -443,6 +649,330 @@ class JobScheduler:
             '/jobscheduler.JobScheduler/ListJobTypes',
             jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesRequest.SerializeToString,
             jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/RerunJob',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.RerunJobRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.RerunJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/CreateSchedule',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.CreateScheduleRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/GetSchedule',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.GetScheduleRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSchedules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ListSchedules',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.ListSchedulesRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.ListSchedulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/UpdateSchedule',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.UpdateScheduleRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.Schedule.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/DeleteSchedule',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteScheduleRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TriggerSchedule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/TriggerSchedule',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.TriggerScheduleRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.TriggerScheduleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateJobTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/CreateJobTemplate',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.CreateJobTemplateRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJobTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/GetJobTemplate',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.GetJobTemplateRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/ListJobTemplates',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTemplatesRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.ListJobTemplatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJobTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/UpdateJobTemplate',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.UpdateJobTemplateRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.JobTemplate.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJobTemplate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobscheduler.JobScheduler/DeleteJobTemplate',
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteJobTemplateRequest.SerializeToString,
+            jobscheduler_dot___generated_dot_jobscheduler__pb2.DeleteJobTemplateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,6 +59,35 @@ class JobSchedulerStub:
     packages): its name, the ScheduleJobRequest member carrying its parameters,
     a description, where it comes from and its parameters' JSON Schema.
     """
+    RerunJob: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.RerunJobRequest, _jobscheduler_pb2.RerunJobResponse]
+    """A new job from a finished (or cancelled) job's stored request, with
+    optional overrides; the new job's rerun_of names the original.
+    """
+    CreateSchedule: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.CreateScheduleRequest, _jobscheduler_pb2.Schedule]
+    """Recurring schedules: a cron expression in a time zone that makes a job
+    from its ScheduleJobRequest each time it fires (Kubernetes backend: a
+    batch/v1 CronJob; local backend: SQLite and a due-time loop). Schedules
+    are owner-scoped like jobs and addressed by `name`.
+    """
+    GetSchedule: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.GetScheduleRequest, _jobscheduler_pb2.Schedule]
+    ListSchedules: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.ListSchedulesRequest, _jobscheduler_pb2.ListSchedulesResponse]
+    UpdateSchedule: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.UpdateScheduleRequest, _jobscheduler_pb2.Schedule]
+    """Changes the set fields (cron, time zone, suspend, the job it makes, ...)."""
+    DeleteSchedule: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.DeleteScheduleRequest, _jobscheduler_pb2.DeleteScheduleResponse]
+    """Deletes the schedule; its jobs are kept, or cancelled with cancel_jobs."""
+    TriggerSchedule: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.TriggerScheduleRequest, _jobscheduler_pb2.TriggerScheduleResponse]
+    """One run now, whatever the cron expression says."""
+    CreateJobTemplate: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.CreateJobTemplateRequest, _jobscheduler_pb2.JobTemplate]
+    """Job templates: named, versioned, owner-scoped partial ScheduleJobRequests
+    that ScheduleJobRequest.template (and schedules) start from.
+    """
+    GetJobTemplate: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.GetJobTemplateRequest, _jobscheduler_pb2.JobTemplate]
+    ListJobTemplates: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.ListJobTemplatesRequest, _jobscheduler_pb2.ListJobTemplatesResponse]
+    """The latest version of each template."""
+    UpdateJobTemplate: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.UpdateJobTemplateRequest, _jobscheduler_pb2.JobTemplate]
+    """Stores a new version; jobs keep the version they were made from."""
+    DeleteJobTemplate: _grpc.UnaryUnaryMultiCallable[_jobscheduler_pb2.DeleteJobTemplateRequest, _jobscheduler_pb2.DeleteJobTemplateResponse]
+    """Deletes every version of the template."""
 
 @_typing.type_check_only
 class JobSchedulerAsyncStub(JobSchedulerStub):
@@ -87,6 +116,35 @@ class JobSchedulerAsyncStub(JobSchedulerStub):
     packages): its name, the ScheduleJobRequest member carrying its parameters,
     a description, where it comes from and its parameters' JSON Schema.
     """
+    RerunJob: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.RerunJobRequest, _jobscheduler_pb2.RerunJobResponse]  # type: ignore[assignment]
+    """A new job from a finished (or cancelled) job's stored request, with
+    optional overrides; the new job's rerun_of names the original.
+    """
+    CreateSchedule: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.CreateScheduleRequest, _jobscheduler_pb2.Schedule]  # type: ignore[assignment]
+    """Recurring schedules: a cron expression in a time zone that makes a job
+    from its ScheduleJobRequest each time it fires (Kubernetes backend: a
+    batch/v1 CronJob; local backend: SQLite and a due-time loop). Schedules
+    are owner-scoped like jobs and addressed by `name`.
+    """
+    GetSchedule: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.GetScheduleRequest, _jobscheduler_pb2.Schedule]  # type: ignore[assignment]
+    ListSchedules: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.ListSchedulesRequest, _jobscheduler_pb2.ListSchedulesResponse]  # type: ignore[assignment]
+    UpdateSchedule: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.UpdateScheduleRequest, _jobscheduler_pb2.Schedule]  # type: ignore[assignment]
+    """Changes the set fields (cron, time zone, suspend, the job it makes, ...)."""
+    DeleteSchedule: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.DeleteScheduleRequest, _jobscheduler_pb2.DeleteScheduleResponse]  # type: ignore[assignment]
+    """Deletes the schedule; its jobs are kept, or cancelled with cancel_jobs."""
+    TriggerSchedule: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.TriggerScheduleRequest, _jobscheduler_pb2.TriggerScheduleResponse]  # type: ignore[assignment]
+    """One run now, whatever the cron expression says."""
+    CreateJobTemplate: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.CreateJobTemplateRequest, _jobscheduler_pb2.JobTemplate]  # type: ignore[assignment]
+    """Job templates: named, versioned, owner-scoped partial ScheduleJobRequests
+    that ScheduleJobRequest.template (and schedules) start from.
+    """
+    GetJobTemplate: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.GetJobTemplateRequest, _jobscheduler_pb2.JobTemplate]  # type: ignore[assignment]
+    ListJobTemplates: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.ListJobTemplatesRequest, _jobscheduler_pb2.ListJobTemplatesResponse]  # type: ignore[assignment]
+    """The latest version of each template."""
+    UpdateJobTemplate: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.UpdateJobTemplateRequest, _jobscheduler_pb2.JobTemplate]  # type: ignore[assignment]
+    """Stores a new version; jobs keep the version they were made from."""
+    DeleteJobTemplate: _aio.UnaryUnaryMultiCallable[_jobscheduler_pb2.DeleteJobTemplateRequest, _jobscheduler_pb2.DeleteJobTemplateResponse]  # type: ignore[assignment]
+    """Deletes every version of the template."""
 
 class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -166,5 +224,106 @@ class JobSchedulerServicer(metaclass=_abc_1.ABCMeta):
         packages): its name, the ScheduleJobRequest member carrying its parameters,
         a description, where it comes from and its parameters' JSON Schema.
         """
+
+    @_abc_1.abstractmethod
+    def RerunJob(
+        self,
+        request: _jobscheduler_pb2.RerunJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.RerunJobResponse, _abc.Awaitable[_jobscheduler_pb2.RerunJobResponse]]:
+        """A new job from a finished (or cancelled) job's stored request, with
+        optional overrides; the new job's rerun_of names the original.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSchedule(
+        self,
+        request: _jobscheduler_pb2.CreateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.Schedule, _abc.Awaitable[_jobscheduler_pb2.Schedule]]:
+        """Recurring schedules: a cron expression in a time zone that makes a job
+        from its ScheduleJobRequest each time it fires (Kubernetes backend: a
+        batch/v1 CronJob; local backend: SQLite and a due-time loop). Schedules
+        are owner-scoped like jobs and addressed by `name`.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSchedule(
+        self,
+        request: _jobscheduler_pb2.GetScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.Schedule, _abc.Awaitable[_jobscheduler_pb2.Schedule]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSchedules(
+        self,
+        request: _jobscheduler_pb2.ListSchedulesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.ListSchedulesResponse, _abc.Awaitable[_jobscheduler_pb2.ListSchedulesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateSchedule(
+        self,
+        request: _jobscheduler_pb2.UpdateScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.Schedule, _abc.Awaitable[_jobscheduler_pb2.Schedule]]:
+        """Changes the set fields (cron, time zone, suspend, the job it makes, ...)."""
+
+    @_abc_1.abstractmethod
+    def DeleteSchedule(
+        self,
+        request: _jobscheduler_pb2.DeleteScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.DeleteScheduleResponse, _abc.Awaitable[_jobscheduler_pb2.DeleteScheduleResponse]]:
+        """Deletes the schedule; its jobs are kept, or cancelled with cancel_jobs."""
+
+    @_abc_1.abstractmethod
+    def TriggerSchedule(
+        self,
+        request: _jobscheduler_pb2.TriggerScheduleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.TriggerScheduleResponse, _abc.Awaitable[_jobscheduler_pb2.TriggerScheduleResponse]]:
+        """One run now, whatever the cron expression says."""
+
+    @_abc_1.abstractmethod
+    def CreateJobTemplate(
+        self,
+        request: _jobscheduler_pb2.CreateJobTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.JobTemplate, _abc.Awaitable[_jobscheduler_pb2.JobTemplate]]:
+        """Job templates: named, versioned, owner-scoped partial ScheduleJobRequests
+        that ScheduleJobRequest.template (and schedules) start from.
+        """
+
+    @_abc_1.abstractmethod
+    def GetJobTemplate(
+        self,
+        request: _jobscheduler_pb2.GetJobTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.JobTemplate, _abc.Awaitable[_jobscheduler_pb2.JobTemplate]]: ...
+
+    @_abc_1.abstractmethod
+    def ListJobTemplates(
+        self,
+        request: _jobscheduler_pb2.ListJobTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.ListJobTemplatesResponse, _abc.Awaitable[_jobscheduler_pb2.ListJobTemplatesResponse]]:
+        """The latest version of each template."""
+
+    @_abc_1.abstractmethod
+    def UpdateJobTemplate(
+        self,
+        request: _jobscheduler_pb2.UpdateJobTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.JobTemplate, _abc.Awaitable[_jobscheduler_pb2.JobTemplate]]:
+        """Stores a new version; jobs keep the version they were made from."""
+
+    @_abc_1.abstractmethod
+    def DeleteJobTemplate(
+        self,
+        request: _jobscheduler_pb2.DeleteJobTemplateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_jobscheduler_pb2.DeleteJobTemplateResponse, _abc.Awaitable[_jobscheduler_pb2.DeleteJobTemplateResponse]]:
+        """Deletes every version of the template."""
 
 def add_JobSchedulerServicer_to_server(servicer: JobSchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

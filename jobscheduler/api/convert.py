@@ -95,6 +95,9 @@ def job_filter(message: pb.JobFilter, field: str = "filter") -> JobFilter:
         created_before=timestamp(message, "created_before", f"{field}.created_before"),
         owner=message.owner,
         queue=message.queue,
+        schedule=message.schedule,
+        rerun_of=message.rerun_of,
+        template=message.template,
     )
 
 
@@ -133,6 +136,8 @@ def schedule_request(request: pb.ScheduleJobRequest) -> ScheduleRequest:
         queue=request.queue,
         priority=_priority(request.priority),
         depends_on=tuple(request.depends_on),
+        template=request.template,
+        template_version=request.template_version,
     )
 
 
@@ -272,6 +277,11 @@ def job_message(record: JobRecord, now: datetime | None = None) -> pb.Job:
         admitted_at=_timestamp(record.admitted_at),
         completed_indexes=record.completed_indexes,
         failed_indexes=record.failed_indexes,
+        schedule=record.schedule,
+        scheduled_at=_timestamp(record.scheduled_at),
+        template=record.template,
+        template_version=record.template_version,
+        rerun_of=record.rerun_of,
     )
     for c in record.conditions:
         job.conditions.add(

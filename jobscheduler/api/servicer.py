@@ -18,7 +18,9 @@ from jobscheduler.api import convert
 from jobscheduler.api.auth import credentials, peer_address
 from jobscheduler.api.context import current_request_id, log_field
 from jobscheduler.api.errors import internal_status, to_status
+from jobscheduler.api.schedules import ScheduleRpcs
 from jobscheduler.api.schemas import message_schema
+from jobscheduler.api.templates import TemplateRpcs
 from jobscheduler.core.auth import AllowAll, Authenticator, Caller, token_digest
 from jobscheduler.core.errors import JobSchedulerError
 from jobscheduler.core.limits import RateLimiter, StreamSlots
@@ -81,7 +83,7 @@ def _guarded_stream(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp
     return wrapper
 
 
-class JobSchedulerServicer(pb_grpc.JobSchedulerServicer):
+class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServicer):
     def __init__(
         self,
         service: JobService,

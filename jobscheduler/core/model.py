@@ -113,6 +113,14 @@ class JobRecord:
     #: that failed, as the Job's status has them ("0-2,5"; "" for none).
     completed_indexes: str = ""
     failed_indexes: str = ""
+    #: The schedule that made the job (its name; "" for none) and the time it was due then.
+    schedule: str = ""
+    scheduled_at: datetime | None = None
+    #: The job template (name, version) the job was made from ("", 0: none).
+    template: str = ""
+    template_version: int = 0
+    #: For a rerun (RerunJob): the job it reruns.
+    rerun_of: str = ""
 
     @property
     def attempts(self) -> int:
@@ -176,6 +184,10 @@ class JobFilter:
     created_before: datetime | None = None
     owner: str = ""
     queue: str = ""
+    #: Jobs made by this schedule / reruns of this job / jobs made from this template.
+    schedule: str = ""
+    rerun_of: str = ""
+    template: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +224,9 @@ class ScheduleRequest:
     queue: str = ""
     priority: Priority | None = None
     depends_on: tuple[str, ...] = ()
+    #: A job template to start from (ScheduleJobRequest.template) and its version (0: latest).
+    template: str = ""
+    template_version: int = 0
 
 
 def format_indexes(indexes: Iterable[int]) -> str:

@@ -18,7 +18,15 @@ MAX_PAGE_SIZE = 1000
 #: Page tokens this service issues are ~120 characters; anything much longer is not one.
 MAX_PAGE_TOKEN_CHARS = 1024
 #: The filter's plain strings (a longer one could match nothing anyway).
-_MAX_FILTER_STRINGS = {"type": 63, "name_prefix": 63, "owner": 1024, "queue": 63}
+_MAX_FILTER_STRINGS = {
+    "type": 63,
+    "name_prefix": 63,
+    "owner": 1024,
+    "queue": 63,
+    "schedule": 63,
+    "rerun_of": 63,
+    "template": 63,
+}
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -51,6 +59,12 @@ def compile_filter(f: JobFilter, field: str = "filter") -> Callable[[JobRecord],
             return False
         if f.queue and r.queue != f.queue:
             return False
+        if f.schedule and r.schedule != f.schedule:
+            return False
+        if f.rerun_of and r.rerun_of != f.rerun_of:
+            return False
+        if f.template and r.template != f.template:
+            return False
         created = r.created_at or _EPOCH
         if f.created_after is not None and created < f.created_after:
             return False
@@ -75,7 +89,11 @@ def _filter_digest(f: JobFilter) -> str:
             f.created_after.isoformat() if f.created_after else None,
             f.created_before.isoformat() if f.created_before else None,
             f.owner,
-            *([f.queue] if f.queue else []),  # (page tokens without a queue stay valid)
+            # (fields added later only when set: page tokens without them stay valid)
+            *([f.queue] if f.queue else []),
+            *([f"schedule={f.schedule}"] if f.schedule else []),
+            *([f"rerun_of={f.rerun_of}"] if f.rerun_of else []),
+            *([f"template={f.template}"] if f.template else []),
         ]
     )
     return hashlib.sha256(raw.encode()).hexdigest()[:12]

@@ -50,7 +50,9 @@ STORED_FIELDS: Final = (
     "priority",
 )
 #: This submission only (digested, not stored): a retry starts when it is due, with no dependencies.
-SUBMISSION_FIELDS: Final = frozenset({"start_after", "delay_seconds", "depends_on"})
+SUBMISSION_FIELDS: Final = frozenset(
+    {"start_after", "delay_seconds", "depends_on", "template", "template_version"}
+)
 #: The stored request's JSON, at most (Kubernetes allows 256 KiB for all annotations together).
 MAX_STORED_REQUEST_BYTES: Final = 128 * 1024
 
