@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from jobscheduler.core.errors import BackendError
 from jobscheduler.core.limits import ImagePolicy
-from jobscheduler.core.model import DEFAULT_QUEUE, JobPhase, Priority
+from jobscheduler.core.model import DEFAULT_QUEUE, JobOrigin, JobPhase, Priority
 from jobscheduler.core.naming import dns1123_label_problem, label_key_problem, label_value_problem
 from jobscheduler.core.podpolicy import RESTRICTED_CONTAINER_SECURITY_CONTEXT, pod_template_problems
 
@@ -59,6 +59,18 @@ ADMITTED_AT_ANNOTATION: Final = "jobscheduler.io/admitted-at"
 FAILURE_REASON_ANNOTATION: Final = "jobscheduler.io/failure-reason"
 FAILURE_MESSAGE_ANNOTATION: Final = "jobscheduler.io/failure-message"
 FAILED_AT_ANNOTATION: Final = "jobscheduler.io/failed-at"
+#: Where a job came from (also labels, for selectors): the schedule that made it and the time
+#: it was due (Kubernetes' CronJob controller writes its own annotation for that), the job
+#: template and version it was made from, the job it reruns.
+SCHEDULE_ANNOTATION: Final = "jobscheduler.io/schedule"
+SCHEDULE_LABEL: Final = "jobscheduler.io/schedule"
+SCHEDULED_AT_ANNOTATION: Final = "jobscheduler.io/scheduled-at"
+CRONJOB_SCHEDULED_ANNOTATION: Final = "batch.kubernetes.io/cronjob-scheduled-timestamp"
+TEMPLATE_ANNOTATION: Final = "jobscheduler.io/template"
+TEMPLATE_LABEL: Final = "jobscheduler.io/template"
+TEMPLATE_VERSION_ANNOTATION: Final = "jobscheduler.io/template-version"
+RERUN_OF_ANNOTATION: Final = "jobscheduler.io/rerun-of"
+RERUN_OF_LABEL: Final = "jobscheduler.io/rerun-of"
 
 #: The label selector that finds every Job this service manages.
 MANAGED_SELECTOR: Final = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
@@ -333,6 +345,38 @@ def record_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
         "start_after": start_after(annotations),
         **_retry_fields(annotations),
         **_admission_fields(annotations),
+        **_origin_fields(annotations),
+    }
+
+
+def origin_metadata(origin: JobOrigin) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) that record ``origin`` on a Job; read back by record_fields."""
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    if origin.schedule:
+        labels[SCHEDULE_LABEL] = annotations[SCHEDULE_ANNOTATION] = origin.schedule
+    if origin.scheduled_at is not None:
+        annotations[SCHEDULED_AT_ANNOTATION] = format_time(origin.scheduled_at)
+    if origin.template:
+        labels[TEMPLATE_LABEL] = annotations[TEMPLATE_ANNOTATION] = origin.template
+        annotations[TEMPLATE_VERSION_ANNOTATION] = str(origin.template_version)
+    if origin.rerun_of:
+        labels[RERUN_OF_LABEL] = annotations[RERUN_OF_ANNOTATION] = origin.rerun_of
+    return labels, annotations
+
+
+def _origin_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
+    """Where the job came from: its schedule (and when it was due), template, rerun link."""
+    version = str(annotations.get(TEMPLATE_VERSION_ANNOTATION, ""))
+    return {
+        "schedule": sys.intern(str(annotations.get(SCHEDULE_ANNOTATION, ""))),
+        "scheduled_at": _annotation_time(annotations, SCHEDULED_AT_ANNOTATION)
+        or _annotation_time(annotations, CRONJOB_SCHEDULED_ANNOTATION),
+        "template": sys.intern(str(annotations.get(TEMPLATE_ANNOTATION, ""))),
+        "template_version": int(version)
+        if version.isascii() and version.isdigit() and len(version) <= _MAX_NUMBER_DIGITS
+        else 0,
+        "rerun_of": str(annotations.get(RERUN_OF_ANNOTATION, "")),
     }
 
 

@@ -229,6 +229,20 @@ class ScheduleRequest:
     template_version: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class JobOrigin:
+    """Where a new job comes from besides its request: the schedule that makes it (and the time
+    it is due), the job template (and version) it was made from, the job it reruns. Rendered as
+    annotations and labels (core.manifests: SCHEDULE_*, TEMPLATE_*, RERUN_OF_*), read back into
+    the JobRecord's fields of the same names."""
+
+    schedule: str = ""
+    scheduled_at: datetime | None = None
+    template: str = ""
+    template_version: int = 0
+    rerun_of: str = ""
+
+
 def format_indexes(indexes: Iterable[int]) -> str:
     """Completion indexes as a Job's status lists them: ascending, runs as ranges ("0-2,5")."""
     runs: list[list[int]] = []

@@ -30,12 +30,14 @@ from jobscheduler.core.manifests import (
     START_AFTER_ANNOTATION,
     JobDefaults,
     format_precise_time,
+    origin_metadata,
 )
 from jobscheduler.core.model import (
     DEFAULT_QUEUE,
     JobEvent,
     JobEventType,
     JobFilter,
+    JobOrigin,
     JobPhase,
     JobRecord,
     LogLine,
@@ -101,10 +103,16 @@ class JobService:
         self._clock = clock
 
     async def schedule(
-        self, request: ScheduleRequest, caller: Caller = ANONYMOUS, *, traceparent: str = ""
+        self,
+        request: ScheduleRequest,
+        caller: Caller = ANONYMOUS,
+        *,
+        traceparent: str = "",
+        origin: JobOrigin | None = None,
     ) -> JobRecord:
         """``traceparent``: the W3C trace context of the call (the API layer's), stored on the Job
-        and given to its containers (core.tracecontext); not part of the request's digest."""
+        and given to its containers (core.tracecontext); not part of the request's digest.
+        ``origin``: the schedule, template or job the new job comes from (labels, annotations)."""
         violations = [
             *_name_violations(request.name),
             *_label_violations(request.labels),
@@ -147,6 +155,10 @@ class JobService:
             if held is not None:
                 manifest["spec"]["suspend"] = True  # admitted by core.admission
             manifest["metadata"]["annotations"].update({**annotations, **(more or {})})
+            if origin is not None:
+                origin_labels, origin_annotations = origin_metadata(origin)
+                manifest["metadata"]["labels"].update(origin_labels)
+                manifest["metadata"]["annotations"].update(origin_annotations)
             apply_trace_context(manifest, traceparent)
             check_manifest(manifest, handler, self.images)
             return manifest
