@@ -437,7 +437,7 @@ def in_process_memory(jobs: int, template: dict[str, Any], max_events: int) -> d
     gc.collect()
     with_log, _ = tracemalloc.get_traced_memory()
     snapshot = tracemalloc.take_snapshot()
-    index._events.clear()
+    index.log.clear()
     gc.collect()
     records_only, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()

@@ -1,26 +1,19 @@
-"""The live index: every job's latest record, a numbered log of changes, and subscriptions.
+"""The live index: every job's latest record, and (core/changelog.py) a numbered log of changes.
 
 Backends feed it (the Kubernetes backend from its watches, the local backend
 from its own state changes); reads, lists and watch streams are served from
 it. It holds compact records, never API objects. Everything runs on one
 event loop, so there are no locks.
-
-Resume tokens name a position in the change log of this index instance:
-``<epoch>.<seq>``. A token from another replica or an earlier run, or one
-older than the retained window, is OUT_OF_RANGE: the client re-lists and
-watches afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-import collections
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
-from jobscheduler.core.errors import InvalidArgument, OutOfRange, ResourceExhausted
+from jobscheduler.core.changelog import ChangeLog, Subscription
 from jobscheduler.core.model import JobEvent, JobEventType, JobPhase, JobRecord
 from jobscheduler.core.query import order_key
 
@@ -45,76 +38,6 @@ def classify(previous: JobRecord | None, current: JobRecord) -> JobEventType | N
     return JobEventType.UPDATED
 
 
-class Subscription:
-    """One stream's view of the change log.
-
-    It first replays retained events after its start point, read from the log as the
-    consumer asks (so catching up never counts as falling behind), then hands out live
-    events from a bounded buffer. A consumer that lets the buffer fill has fallen behind:
-    the stream ends with ResourceExhausted naming the token to resume from.
-    """
-
-    def __init__(
-        self,
-        index: JobIndex,
-        predicate: Callable[[JobRecord], bool],
-        maxsize: int,
-        last_seq: int,
-        replay_until: int,
-    ) -> None:
-        self._index = index
-        self._predicate = predicate
-        self._maxsize = maxsize
-        self._buffer: collections.deque[JobEvent] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._overflowed = False
-        self._replayed = last_seq
-        self._replay_until = replay_until
-        #: The seq of the last event handed to the consumer (its resume point).
-        self.last_seq = last_seq
-
-    def offer(self, event: JobEvent) -> None:
-        if self._overflowed or not event.concerns(self._predicate):
-            return
-        if len(self._buffer) >= self._maxsize:
-            self._overflowed = True
-            self._buffer.clear()
-        else:
-            self._buffer.append(event)
-        self._wakeup.set()
-
-    async def next(self) -> JobEvent:
-        while self._replayed < self._replay_until:
-            event = self._index._event_after(self._replayed)
-            if event is None or event.seq > self._replay_until:
-                self._replayed = self._replay_until
-                break
-            self._replayed = event.seq
-            if event.concerns(self._predicate):
-                self.last_seq = event.seq
-                return event
-        while not self._buffer:
-            if self._overflowed:
-                raise ResourceExhausted(
-                    f"this stream fell more than {self._maxsize} events behind and was ended;"
-                    f" resume with resume_token {self._index.token(self.last_seq)!r}"
-                )
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        event = self._buffer.popleft()
-        self.last_seq = event.seq
-        return event
-
-    def close(self) -> None:
-        self._index._subscriptions.discard(self)
-
-    def __enter__(self) -> Subscription:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 class JobIndex:
     def __init__(
         self,
@@ -124,17 +47,12 @@ class JobIndex:
         stream_buffer: int = 1000,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.retention = retention
-        self.max_events = max_events
-        self.stream_buffer = stream_buffer
-        self._clock = clock
-        self.epoch = secrets.token_hex(4)
+        self.log = ChangeLog(
+            retention=retention, max_events=max_events, stream_buffer=stream_buffer, clock=clock
+        )
         self._records: dict[str, JobRecord] = {}
         #: (created, job id) of every record, ascending: ListJobs pages walk it from a cursor.
         self._order: list[tuple[datetime, str]] = []
-        self._events: collections.deque[JobEvent] = collections.deque()
-        self._seq = 0
-        self._subscriptions: set[Subscription] = set()
         self._listeners: list[Callable[[JobEvent], None]] = []
         self._synced = asyncio.Event()
 
@@ -166,7 +84,7 @@ class JobIndex:
 
     @property
     def subscriptions(self) -> int:
-        return len(self._subscriptions)
+        return len(self.log.subscriptions)
 
     # --- changes ----------------------------------------------------------------------
 
@@ -207,14 +125,7 @@ class JobIndex:
             self.remove(job_id)
 
     def _publish(self, kind: JobEventType, record: JobRecord, previous: JobRecord | None = None) -> JobEvent:
-        self._seq += 1
-        event = JobEvent(seq=self._seq, type=kind, record=record, time=self._clock(), previous=previous)
-        self._events.append(event)
-        horizon = event.time - self.retention
-        while self._events and (len(self._events) > self.max_events or self._events[0].time < horizon):
-            self._events.popleft()
-        for subscription in list(self._subscriptions):
-            subscription.offer(event)
+        event = self.log.publish(kind, record, previous)
         for listener in list(self._listeners):
             listener(event)
         return event
@@ -226,53 +137,21 @@ class JobIndex:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    # --- streams ----------------------------------------------------------------------
+    # --- streams (the change log) ---------------------------------------------------------
+
+    @property
+    def epoch(self) -> str:
+        return self.log.epoch
 
     def token(self, seq: int) -> str:
-        return f"{self.epoch}.{seq}"
+        return self.log.token(seq)
 
     def current_token(self) -> str:
         """The position after the last change so far: watching from it misses nothing after now."""
-        return self.token(self._seq)
+        return self.log.current_token()
 
     def subscribe(
         self, predicate: Callable[[JobRecord], bool], resume_token: str = "", *, field: str = "resume_token"
     ) -> Subscription:
         """Live events matching ``predicate``; after ``resume_token``'s event if one is given."""
-        after = self._seq
-        if resume_token:
-            after = self._resume_point(resume_token, field)
-        subscription = Subscription(self, predicate, self.stream_buffer, after, self._seq)
-        self._subscriptions.add(subscription)
-        return subscription
-
-    def _event_after(self, seq: int) -> JobEvent | None:
-        """The retained event following ``seq``; OutOfRange if it has been dropped meanwhile."""
-        if not self._events:
-            return None
-        oldest = self._events[0].seq
-        if seq + 1 < oldest:
-            raise OutOfRange(
-                "the stream fell behind the retained window while catching up; list and watch again"
-            )
-        position = seq + 1 - oldest
-        return self._events[position] if position < len(self._events) else None
-
-    def _resume_point(self, token: str, field: str) -> int:
-        epoch, _, raw = token.partition(".")
-        # (bounded first: a token is ~20 characters, and int() of thousands of digits raises)
-        if len(token) > 100 or not epoch or not raw.isascii() or not raw.isdigit():
-            raise InvalidArgument.field(field, "is not a resume token from this service")
-        seq = int(raw)
-        if epoch != self.epoch or seq > self._seq:
-            raise OutOfRange(
-                "the resume token comes from another replica or an earlier run of the service;"
-                " list the jobs and watch again"
-            )
-        oldest = self._events[0].seq if self._events else self._seq + 1
-        if seq < oldest - 1:
-            raise OutOfRange(
-                f"the resume token is older than the retained window ({self.retention.total_seconds():g} s"
-                f" or {self.max_events} events); list the jobs and watch again"
-            )
-        return seq
+        return self.log.subscribe(predicate, resume_token, field=field)
