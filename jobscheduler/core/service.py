@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from jobscheduler.core.admission import QueueBook, parse_queues, waiting_phase
@@ -12,7 +12,6 @@ from jobscheduler.core.auth import ANONYMOUS, Caller
 from jobscheduler.core.errors import (
     AlreadyExists,
     FailedPrecondition,
-    FieldViolation,
     InvalidArgument,
     NotFound,
     NotReady,
@@ -46,10 +45,10 @@ from jobscheduler.core.model import (
 )
 from jobscheduler.core.naming import (
     derived_job_id,
-    dns1123_label_problem,
     new_job_id,
 )
 from jobscheduler.core.ports import JobBackend
+from jobscheduler.core.prepared import PreparedJob, check_dependencies, queue_violations, start_time
 from jobscheduler.core.query import Page, compile_filter, paginate, paginate_newest_first
 from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.requests import check_manifest, image_violations, render_request, request_digest
@@ -65,9 +64,6 @@ _ID_ATTEMPTS = 3
 #: How long a watch waits for the index's first sync before answering UNAVAILABLE.
 _SYNC_WAIT_SECONDS = 5.0
 _MAX_TAIL_LINES = 100_000
-_MAX_DEPENDENCIES = 32
-#: How many jobs a dependency-cycle check walks at most.
-_MAX_DEPENDENCY_WALK = 10_000
 
 
 class JobService:
@@ -110,14 +106,40 @@ class JobService:
         traceparent: str = "",
         origin: JobOrigin | None = None,
     ) -> JobRecord:
-        """``traceparent``: the W3C trace context of the call (the API layer's), stored on the Job
+        """ScheduleJob: :meth:`prepare`, then create the job (once per request_id)."""
+        prepared = await self.prepare(request, caller, traceparent=traceparent, origin=origin)
+        return await self.create(prepared)
+
+    async def create(self, prepared: PreparedJob) -> JobRecord:
+        """Create the job ``prepared`` describes: under the id its request_id derives (idempotent),
+        else under a fresh id."""
+        if prepared.request.request_id:
+            return await self._schedule_once(prepared, self.defaults.namespace)
+        for attempt in range(_ID_ATTEMPTS):
+            try:
+                return self._created(await self.backend.create(prepared.render(self._new_id())))
+            except AlreadyExists:
+                if attempt == _ID_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def prepare(
+        self,
+        request: ScheduleRequest,
+        caller: Caller = ANONYMOUS,
+        *,
+        traceparent: str = "",
+        origin: JobOrigin | None = None,
+    ) -> PreparedJob:
+        """Validate ``request`` and decide how its job starts (held or not), creating nothing.
+        ``traceparent``: the W3C trace context of the call (the API layer's), stored on the Job
         and given to its containers (core.tracecontext); not part of the request's digest.
         ``origin``: the schedule, template or job the new job comes from (labels, annotations)."""
         violations = [
             *_name_violations(request.name),
             *_label_violations(request.labels),
             *_scheduling_violations(request),
-            *self._queue_violations(request),
+            *queue_violations(request, self.queues),
         ]
         handler = self.registry.for_request_field(request.job_field, request.params)
         try:
@@ -131,7 +153,7 @@ class JobService:
         now = self._clock()
         # The work's annotations (queue, priority, retries, the stored request): render_request's.
         annotations: dict[str, str] = {}
-        start = _start_time(request, now)
+        start = start_time(request, now)
         if start is not None:
             annotations[START_AFTER_ANNOTATION] = format_precise_time(start)  # never a moment early
         queue = request.queue or DEFAULT_QUEUE
@@ -146,15 +168,15 @@ class JobService:
             annotations[ADMISSION_ANNOTATION] = ADMISSION_STATES_BY_PHASE[held]
             annotations[ENQUEUED_AT_ANNOTATION] = format_precise_time(now)
 
-        def render(job_id: str, more: Mapping[str, str] | None = None) -> dict[str, Any]:
+        def render(job_id: str, extra_annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
             """The handler's manifest for ``job_id``, with what the request adds to any job type."""
-            self._check_dependencies(job_id, request.depends_on, caller.identity)
+            check_dependencies(self.index, job_id, request.depends_on, caller.identity)
             manifest = render_request(
                 handler, params, request, job_id=job_id, owner=caller.identity, defaults=self.defaults
             )
             if held is not None:
                 manifest["spec"]["suspend"] = True  # admitted by core.admission
-            manifest["metadata"]["annotations"].update({**annotations, **(more or {})})
+            manifest["metadata"]["annotations"].update({**annotations, **(extra_annotations or {})})
             if origin is not None:
                 origin_labels, origin_annotations = origin_metadata(origin)
                 manifest["metadata"]["labels"].update(origin_labels)
@@ -163,32 +185,19 @@ class JobService:
             check_manifest(manifest, handler, self.images)
             return manifest
 
-        if request.request_id:
-            return await self._schedule_once(request, caller, self.defaults.namespace, render)
-        for attempt in range(_ID_ATTEMPTS):
-            try:
-                return self._created(await self.backend.create(render(self._new_id())))
-            except AlreadyExists:
-                if attempt == _ID_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        return PreparedJob(request=request, caller=caller, held=held, origin=origin, render=render)
 
-    async def _schedule_once(
-        self,
-        request: ScheduleRequest,
-        caller: Caller,
-        namespace: str,
-        render: Callable[[str, Mapping[str, str]], dict[str, Any]],
-    ) -> JobRecord:
+    async def _schedule_once(self, prepared: PreparedJob, namespace: str) -> JobRecord:
         """ScheduleJob with a request_id: the job id is derived from (namespace, caller, request_id),
         so retries and races (on any replica) meet at one Kubernetes name; the API server's
         create-if-absent decides, and the stored request digest tells a retry from a reuse."""
+        request, caller = prepared.request, prepared.caller
         job_id = request_job_id(namespace, caller.identity, request.request_id)
         digest = request_digest(request)
         known = self.index.get(job_id) if self.index.synced else None
         if known is not None:
             return _same_request(known, request, caller, digest)
-        manifest = render(
+        manifest = prepared.render(
             job_id, {REQUEST_ID_ANNOTATION: request.request_id, REQUEST_HASH_ANNOTATION: digest}
         )
         try:
@@ -196,47 +205,6 @@ class JobService:
         except AlreadyExists:
             existing = await self.backend.get(job_id)
             return _same_request(existing, request, caller, digest)
-
-    def _queue_violations(self, request: ScheduleRequest) -> list[FieldViolation]:
-        out: list[FieldViolation] = []
-        if request.queue and request.queue not in self.queues.queues:
-            known = ", ".join(sorted(self.queues.queues))
-            out.append(FieldViolation("queue", f"no queue {request.queue!r} (QUEUES has: {known})"))
-        if len(request.depends_on) > _MAX_DEPENDENCIES:
-            out.append(FieldViolation("depends_on", f"at most {_MAX_DEPENDENCIES} jobs"))
-            return out  # (the entries are not looked at)
-        seen: set[str] = set()
-        for i, dep in enumerate(request.depends_on):
-            if (problem := dns1123_label_problem(dep)) is not None:
-                out.append(FieldViolation(f"depends_on[{i}]", f"is not a job id: {problem}"))
-            elif dep in seen:
-                out.append(FieldViolation(f"depends_on[{i}]", f"names {dep} twice"))
-            seen.add(dep)
-        return out
-
-    def _check_dependencies(self, job_id: str, depends_on: tuple[str, ...], owner: str) -> None:
-        """INVALID_ARGUMENT if the new job would be its own dependency, directly or through
-        others (possible with request_id, whose job ids can be known before they exist). Only
-        the owner's jobs are followed: another owner's is one that does not exist."""
-        path: dict[str, str] = {}  # job -> the job that depends on it (back to the new one)
-        todo = [(dep, job_id) for dep in depends_on]
-        walked = 0
-        while todo and walked < _MAX_DEPENDENCY_WALK:
-            dep, via = todo.pop()
-            if dep in path:
-                continue
-            path[dep] = via
-            walked += 1
-            if dep == job_id:
-                back, current = [], via  # "via" depends on the new job: walk back to it
-                while current != job_id:
-                    back.append(current)
-                    current = path[current]
-                cycle = " -> ".join([job_id, *reversed(back), job_id])
-                raise InvalidArgument.field("depends_on", f"dependency cycle: {cycle}")
-            record = self.index.get(dep)
-            if record is not None and record.owner == owner:
-                todo.extend((d, dep) for d in record.depends_on)
 
     def queues_status(self) -> list[QueueStatus]:
         """ListQueues: every queue's limit, running and queued jobs (from this replica's cache)."""
@@ -343,17 +311,6 @@ class JobService:
 def request_job_id(namespace: str, owner: str, request_id: str) -> str:
     """The job id of a request_id: ``job-`` + 10 base32 characters of a SHA-256 digest."""
     return derived_job_id(namespace, owner, request_id)
-
-
-def _start_time(request: ScheduleRequest, now: datetime) -> datetime | None:
-    """When a job asked to start later should start; None: now (a time in the past is now)."""
-    if request.start_after is not None:
-        start = request.start_after
-    elif request.delay_seconds:
-        start = now + timedelta(seconds=request.delay_seconds)
-    else:
-        return None
-    return start if start > now else None
 
 
 def _same_request(existing: JobRecord, request: ScheduleRequest, caller: Caller, digest: str) -> JobRecord:
