@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     #: Where the local backend keeps its SQLite state, job working directories and logs.
     data_dir: str = ""
     local_max_parallel: Annotated[int, Field(ge=1, le=1024)] = 4
+    #: A schedule may not fire more often than this (seconds between two runs, over its next 200).
+    min_schedule_interval: Annotated[int, Field(ge=1, le=86400)] = 60
     local_kill_grace_seconds: Annotated[float, Field(ge=0, le=300)] = 10.0
     local_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
     #: Where the local backend reads a job's secretKeyRef env: LOCAL_SECRETS_DIR/<name>/<key>

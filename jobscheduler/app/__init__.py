@@ -26,6 +26,7 @@ from jobscheduler.app._build import (
 )
 from jobscheduler.app._controllers import Controller, LeaderOnly, build_controllers, lease_identity
 from jobscheduler.app._errors import StartupError
+from jobscheduler.app._schedules import build_schedules
 from jobscheduler.config import Settings
 from jobscheduler.core.admission import QueueBook, parse_queues
 from jobscheduler.core.auth import Authenticator
@@ -153,7 +154,8 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         streams=StreamSlots(settings.max_streams_per_caller, settings.max_streams),
         auth_failures=RateLimiter(settings.auth_failure_rps, settings.auth_failure_burst),
     )
-    controllers = build_controllers(settings, backend, index, book, registry)
+    controllers: list[Controller] = [*build_controllers(settings, backend, index, book, registry)]
+    controllers.extend(build_schedules(settings, backend, service))
     return Assembly(service, authenticator, server, controllers, book)
 
 

@@ -32,6 +32,7 @@ from jobscheduler.backends.local._logs import attempt_logs
 from jobscheduler.backends.local._policy import warn_about_pod_failure_policy
 from jobscheduler.backends.local._records import job_record
 from jobscheduler.backends.local._recovery import recover
+from jobscheduler.backends.local._schedules import LocalScheduleStore
 from jobscheduler.backends.local._store import JobRow, Store, now
 from jobscheduler.backends.local._supervisor import Supervisor, runs_callers_command
 from jobscheduler.backends.local._ttl import TtlSweeper, ttl_seconds
@@ -93,6 +94,7 @@ class LocalBackend:
         self._lock.acquire()
         try:
             self._store = Store(data_dir / "jobscheduler.db")
+            self.schedules = LocalScheduleStore(data_dir / "jobscheduler.db")  # core.schedules' ScheduleStore
         except BaseException:
             self._lock.release()
             raise
@@ -277,6 +279,7 @@ class LocalBackend:
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
         self._store.close()
+        self.schedules.close()
         self._lock.release()
 
     # --- the state of jobs (the controller's Jobs) ------------------------------------------

@@ -72,6 +72,9 @@ class ScheduleStatus:
     last_missed_time: datetime | None = None
     #: Runs skipped by ConcurrencyPolicy.FORBID.
     skipped_runs: int = 0
+    #: The loop's cursor (local backend): the last due time it dealt with (ran, skipped or
+    #: missed); None: none yet (due times count from creation).
+    handled_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

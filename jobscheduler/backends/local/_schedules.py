@@ -1,0 +1,106 @@
+"""The local backend's schedules: one SQLite table next to the jobs (its own connection to the
+same database file, WAL mode); fired by core's ScheduleLoop (``fires_itself = False``).
+
+Calls are short single-row statements run inline, as the job store's are."""
+
+from __future__ import annotations
+
+import pathlib
+import sqlite3
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from jobscheduler.core.errors import AlreadyExists, NotFound
+from jobscheduler.core.schedules.codec import spec_from_json, spec_to_json, status_from_json, status_to_json
+from jobscheduler.core.schedules.model import Schedule
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedules (
+    owner      TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    spec       TEXT NOT NULL,   -- core.schedules.codec
+    status     TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (owner, name)
+);
+"""
+
+
+def _row(row: sqlite3.Row) -> Schedule:
+    return Schedule(
+        spec=spec_from_json(row["spec"]),
+        owner=row["owner"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+        status=status_from_json(row["status"]),
+    )
+
+
+class LocalScheduleStore:
+    """ScheduleStore in SQLite; the job template is not kept (the loop renders each run anew)."""
+
+    fires_itself = False
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def create(self, schedule: Schedule, job_template: Mapping[str, Any]) -> Schedule:
+        try:
+            self._db.execute(
+                "INSERT INTO schedules (owner, name, spec, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    schedule.owner,
+                    schedule.name,
+                    spec_to_json(schedule.spec),
+                    status_to_json(schedule.status),
+                    schedule.created_at.isoformat(),
+                    schedule.updated_at.isoformat(),
+                ),
+            )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(f"schedule {schedule.name!r} already exists") from None
+        return schedule
+
+    async def get(self, owner: str, name: str) -> Schedule:
+        row = self._db.execute(
+            "SELECT * FROM schedules WHERE owner = ? AND name = ?", (owner, name)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"schedule {name!r} not found")
+        return _row(row)
+
+    async def list(self, owner: str | None = None) -> list[Schedule]:
+        if owner is None:
+            rows = self._db.execute("SELECT * FROM schedules").fetchall()
+        else:
+            rows = self._db.execute("SELECT * FROM schedules WHERE owner = ?", (owner,)).fetchall()
+        return [_row(row) for row in rows]
+
+    async def update(self, schedule: Schedule, job_template: Mapping[str, Any]) -> Schedule:
+        cursor = self._db.execute(
+            "UPDATE schedules SET spec = ?, status = ?, updated_at = ? WHERE owner = ? AND name = ?",
+            (
+                spec_to_json(schedule.spec),
+                status_to_json(schedule.status),
+                schedule.updated_at.isoformat(),
+                schedule.owner,
+                schedule.name,
+            ),
+        )
+        if cursor.rowcount == 0:
+            raise NotFound(f"schedule {schedule.name!r} not found")
+        return schedule
+
+    async def delete(self, owner: str, name: str) -> Schedule:
+        schedule = await self.get(owner, name)
+        self._db.execute("DELETE FROM schedules WHERE owner = ? AND name = ?", (owner, name))
+        return schedule

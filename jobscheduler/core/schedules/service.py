@@ -1,0 +1,201 @@
+"""ScheduleService: what the schedule RPCs mean, over a ScheduleStore and the JobService.
+
+Schedules are owner-scoped like jobs: a caller addresses only its own by name (another owner's
+is NOT_FOUND); admins may list another owner's (or, with no owner given, every owner's).
+Every create and update validates the whole schedule: its own fields (core.schedules.spec),
+cron and time zone (core.schedules.cron, MIN_SCHEDULE_INTERVAL) and its job, through
+``JobService.prepare`` exactly as ScheduleJob would (violations named ``job.<field>``); the
+rendered, held Job is the store's ``job_template``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from jobscheduler.core.auth import Caller
+from jobscheduler.core.errors import InvalidArgument, PermissionDenied
+from jobscheduler.core.model import JobOrigin, JobPhase, JobRecord
+from jobscheduler.core.schedules import cron, pages
+from jobscheduler.core.schedules.model import Schedule, ScheduleSpec, ScheduleView
+from jobscheduler.core.schedules.ports import ScheduleStore
+from jobscheduler.core.schedules.spec import ScheduleChanges, check_name, spec_violations
+from jobscheduler.core.service import JobService
+
+#: The job id the job template is rendered with (each run's job gets its own).
+TEMPLATE_JOB_ID = "job-schedule-template"
+MAX_NAME_PREFIX_CHARS = 52
+
+
+def job_groups(records: Iterable[JobRecord]) -> dict[tuple[str, str], list[JobRecord]]:
+    """Jobs made by schedules, by (owner, schedule name), oldest first."""
+    groups: dict[tuple[str, str], list[JobRecord]] = {}
+    for record in records:
+        if record.schedule:
+            groups.setdefault((record.owner, record.schedule), []).append(record)
+    for group in groups.values():
+        group.sort(key=lambda r: (r.created_at or datetime.min.replace(tzinfo=UTC), r.job_id))
+    return groups
+
+
+def unfinished(jobs: Iterable[JobRecord]) -> list[JobRecord]:
+    return [job for job in jobs if not job.phase.is_terminal]
+
+
+class ScheduleService:
+    def __init__(
+        self,
+        store: ScheduleStore,
+        jobs: JobService,
+        *,
+        min_interval_seconds: int = 60,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.jobs = jobs
+        self.min_interval_seconds = min_interval_seconds
+        self.clock = clock
+        #: Called after a create, update or delete (the due-time loop wakes up).
+        self.on_change = on_change
+        #: Serialises changes to one store between the RPCs and the due-time loop.
+        self.lock = asyncio.Lock()
+
+    # -- validation ------------------------------------------------------------------------
+    async def _validated(self, spec: ScheduleSpec, caller: Caller) -> dict[str, Any]:
+        """The job template of a valid spec; InvalidArgument naming every bad field otherwise."""
+        violations = list(spec_violations(spec))
+        try:
+            cron.validate(
+                spec.cron, spec.time_zone, after=self.clock(), min_interval_seconds=self.min_interval_seconds
+            )
+        except InvalidArgument as exc:
+            violations.extend(exc.violations)
+        if violations:
+            raise InvalidArgument(violations)
+        origin = JobOrigin(schedule=spec.name, template=spec.job.template)
+        try:
+            prepared = await self.jobs.prepare(spec.job, caller, origin=origin)
+            return prepared.render(TEMPLATE_JOB_ID)
+        except InvalidArgument as exc:
+            raise InvalidArgument([replace(v, field=f"job.{v.field}") for v in exc.violations]) from None
+
+    def view(self, schedule: Schedule, jobs: list[JobRecord] | None = None) -> ScheduleView:
+        if jobs is None:
+            jobs = job_groups(self.jobs.index.records()).get((schedule.owner, schedule.name), [])
+        status = schedule.status
+        succeeded = [j.finished_at for j in jobs if j.phase is JobPhase.SUCCEEDED and j.finished_at]
+        if succeeded and (
+            status.last_successful_time is None or max(succeeded) > status.last_successful_time
+        ):
+            status = replace(status, last_successful_time=max(succeeded))
+        next_run = None
+        if not schedule.spec.suspend:
+            try:
+                rule = cron.parse_cron(schedule.spec.cron, cron.parse_zone(schedule.spec.time_zone))
+                next_run = rule.next_after(self.clock())
+            except InvalidArgument:  # stored before a rule changed: reported, not fatal
+                next_run = None
+        return ScheduleView(
+            replace(schedule, status=status), tuple(j.job_id for j in unfinished(jobs)), next_run
+        )
+
+    # -- the RPCs ---------------------------------------------------------------------------
+    async def create(self, spec: ScheduleSpec, caller: Caller) -> ScheduleView:
+        check_name(spec.name)
+        template = await self._validated(spec, caller)
+        now = self.clock()
+        schedule = Schedule(spec=spec, owner=caller.identity, created_at=now, updated_at=now)
+        async with self.lock:
+            created = await self.store.create(schedule, template)
+        self.on_change()
+        return self.view(created, [])
+
+    async def get(self, name: str, caller: Caller) -> ScheduleView:
+        check_name(name)
+        return self.view(await self.store.get(caller.identity, name))
+
+    async def list(
+        self,
+        caller: Caller,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        owner: str = "",
+        name_prefix: str = "",
+    ) -> tuple[list[ScheduleView], str]:
+        if len(owner) > 256:
+            raise InvalidArgument.field("owner", "at most 256 characters")
+        if len(name_prefix) > MAX_NAME_PREFIX_CHARS:
+            raise InvalidArgument.field("name_prefix", f"at most {MAX_NAME_PREFIX_CHARS} characters")
+        pages.page_size(page_size)
+        if owner and owner != caller.identity and not caller.is_admin:
+            raise PermissionDenied("only admins may list the schedules of other owners (owner)")
+        scope: str | None = owner or (None if caller.is_admin else caller.identity)
+        schedules = [s for s in await self.store.list(scope) if s.name.startswith(name_prefix)]
+        query = f"{scope!r}\0{name_prefix}"
+        page, token = pages.paginate(schedules, page_size, page_token, query)
+        groups = job_groups(self.jobs.index.records())
+        return [self.view(s, groups.get((s.owner, s.name), [])) for s in page], token
+
+    async def update(self, name: str, changes: ScheduleChanges, caller: Caller) -> ScheduleView:
+        check_name(name)
+        async with self.lock:
+            current = await self.store.get(caller.identity, name)
+            spec = _changed(current.spec, changes)
+            template = await self._validated(spec, caller)
+            updated = replace(current, spec=spec, updated_at=self.clock())
+            stored = await self.store.update(updated, template)
+        self.on_change()
+        return self.view(stored)
+
+    async def delete(
+        self, name: str, caller: Caller, *, cancel_jobs: bool = False
+    ) -> tuple[ScheduleView, tuple[str, ...]]:
+        check_name(name)
+        async with self.lock:
+            deleted = await self.store.delete(caller.identity, name)
+        self.on_change()
+        view = self.view(deleted)
+        cancelled: tuple[str, ...] = ()
+        if cancel_jobs:
+            for job_id in view.active_job_ids:
+                record = await self.jobs.cancel(job_id, f"schedule {name} deleted", caller)
+                if record.phase is JobPhase.CANCELLED:
+                    cancelled += (job_id,)
+        return view, cancelled
+
+    async def trigger(self, name: str, caller: Caller) -> JobRecord:
+        """One run now, whatever the schedule's suspend and concurrency policy say."""
+        check_name(name)
+        schedule = await self.store.get(caller.identity, name)
+        origin = JobOrigin(schedule=name, scheduled_at=self.clock(), template=schedule.spec.job.template)
+        return await self.jobs.schedule(schedule.spec.job, caller, origin=origin)
+
+
+def _changed(spec: ScheduleSpec, changes: ScheduleChanges) -> ScheduleSpec:
+    fields = {
+        name: value
+        for name in (
+            "cron",
+            "time_zone",
+            "job",
+            "concurrency_policy",
+            "suspend",
+            "successful_jobs_history_limit",
+            "failed_jobs_history_limit",
+            "description",
+            "starting_deadline_seconds",
+        )
+        if (value := getattr(changes, name)) is not None
+    }
+    if changes.clear_starting_deadline:
+        if changes.starting_deadline_seconds is not None:
+            raise InvalidArgument.field(
+                "clear_starting_deadline", "not together with starting_deadline_seconds"
+            )
+        fields["starting_deadline_seconds"] = None
+    return replace(spec, **fields)

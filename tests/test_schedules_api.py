@@ -1,0 +1,144 @@
+"""The six schedule RPCs over a real gRPC channel on the local backend."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from conftest import ServiceThread, local_service
+
+from jobscheduler._generated import jobscheduler_pb2 as pb
+
+T = 10
+
+
+@pytest.fixture
+def svc(tmp_path: pathlib.Path) -> Iterator[ServiceThread]:
+    service = local_service(tmp_path, local_max_parallel=1)
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def timer_job(**fields: Any) -> pb.ScheduleJobRequest:
+    return pb.ScheduleJobRequest(
+        name="nightly",
+        timer_job=pb.TimerJob(
+            duration_seconds=30, timer_name="t", control_plane_endpoint="http://127.0.0.1:9/"
+        ),
+        **fields,
+    )
+
+
+def create(svc: ServiceThread, name: str = "nightly", **fields: Any) -> pb.Schedule:
+    fields.setdefault("cron", "0 3 * * *")
+    fields.setdefault("job", timer_job())
+    schedule: pb.Schedule = svc.stub.CreateSchedule(pb.CreateScheduleRequest(name=name, **fields), timeout=T)
+    return schedule
+
+
+def refused(call: Any, request: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=T)
+    return info.value.code(), info.value.details()
+
+
+def test_create_get_list_update_trigger_delete(svc: ServiceThread) -> None:
+    made = create(svc, time_zone="Europe/Berlin", concurrency_policy=pb.FORBID, starting_deadline_seconds=300)
+    assert made.HasField("next_run_time") and made.owner == "anonymous"
+    assert made.concurrency_policy == pb.CONCURRENCY_POLICY_FORBID and made.starting_deadline_seconds == 300
+    assert made.successful_jobs_history_limit == 3 and made.failed_jobs_history_limit == 1
+    assert made.job.timer_job.duration_seconds == 30
+    got = svc.stub.GetSchedule(pb.GetScheduleRequest(name="nightly"), timeout=T)
+    assert got.cron == "0 3 * * *" and got.time_zone == "Europe/Berlin"
+    create(svc, "other", cron="@hourly")
+    page = svc.stub.ListSchedules(pb.ListSchedulesRequest(page_size=1), timeout=T)
+    assert [s.name for s in page.schedules] == ["nightly"] and page.next_page_token
+    second = pb.ListSchedulesRequest(page_size=1, page_token=page.next_page_token)
+    rest = svc.stub.ListSchedules(second, timeout=T)
+    assert [s.name for s in rest.schedules] == ["other"] and not rest.next_page_token
+
+    updated = svc.stub.UpdateSchedule(
+        pb.UpdateScheduleRequest(name="nightly", suspend=True, clear_starting_deadline=True), timeout=T
+    )
+    assert updated.suspend and not updated.HasField("next_run_time")
+    assert not updated.HasField("starting_deadline_seconds") and updated.cron == "0 3 * * *"
+
+    triggered = svc.stub.TriggerSchedule(pb.TriggerScheduleRequest(name="nightly"), timeout=T)
+    assert triggered.job.schedule == "nightly" and triggered.job.HasField("scheduled_at")
+    status = svc.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=triggered.job_id), timeout=T).job
+    assert status.schedule == "nightly"
+    listed = svc.stub.ListJobs(pb.ListJobsRequest(filter=pb.JobFilter(schedule="nightly")), timeout=T)
+    assert [j.job_id for j in listed.jobs] == [triggered.job_id]
+    assert not svc.stub.ListJobs(pb.ListJobsRequest(filter=pb.JobFilter(schedule="other")), timeout=T).jobs
+    got = svc.stub.GetSchedule(pb.GetScheduleRequest(name="nightly"), timeout=T)
+    assert list(got.active_job_ids) == [triggered.job_id]
+
+    deleted = svc.stub.DeleteSchedule(pb.DeleteScheduleRequest(name="nightly", cancel_jobs=True), timeout=T)
+    assert list(deleted.cancelled_job_ids) == [triggered.job_id] and deleted.schedule.name == "nightly"
+    job = svc.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=triggered.job_id), timeout=T).job
+    assert job.phase == pb.JOB_PHASE_CANCELLED
+    code, _ = refused(svc.stub.GetSchedule, pb.GetScheduleRequest(name="nightly"))
+    assert code is grpc.StatusCode.NOT_FOUND
+    again = pb.CreateScheduleRequest(name="other", cron="@daily", job=timer_job())
+    code, _ = refused(svc.stub.CreateSchedule, again)
+    assert code is grpc.StatusCode.ALREADY_EXISTS
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"cron": "0 25 * * *"}, "cron: field 2 (hour) '25' at character 2"),
+        ({"cron": "* * * *"}, "cron: 4 fields"),
+        ({"cron": "*/1 * * * *", "time_zone": "Mars/Olympus"}, "time_zone"),
+        ({"cron": "*/1 * * * *", "time_zone": "../../etc/passwd"}, "time_zone"),
+        ({"cron": "0,30 * * * *", "time_zone": "x" * 100}, "time_zone: at most 64"),
+        ({"cron": "0 0 31 2 *"}, "cron: field 3 (day-of-month) '31' at character 4"),
+        ({"cron": "@every 5m"}, "cron: unknown macro"),
+        ({"job": timer_job(request_id="r1")}, "job.request_id"),
+        ({"job": timer_job(depends_on=["job-abc"])}, "job.depends_on"),
+        ({"job": timer_job(delay_seconds=5)}, "job.delay_seconds"),
+        (
+            {"job": pb.ScheduleJobRequest(name="x", timer_job=pb.TimerJob(duration_seconds=-1))},
+            "job.timer_job",
+        ),
+        ({"starting_deadline_seconds": -1}, "starting_deadline_seconds"),
+        ({"successful_jobs_history_limit": 1000}, "successful_jobs_history_limit"),
+    ],
+)
+def test_validation_names_the_field(svc: ServiceThread, fields: dict[str, Any], expected: str) -> None:
+    fields.setdefault("cron", "0 3 * * *")
+    fields.setdefault("job", timer_job())
+    code, details = refused(svc.stub.CreateSchedule, pb.CreateScheduleRequest(name="bad", **fields))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and expected in details, details
+
+
+def test_bad_names_and_the_minimum_interval(tmp_path: pathlib.Path) -> None:
+    svc = local_service(tmp_path, min_schedule_interval=120)
+    try:
+        code, details = refused(
+            svc.stub.CreateSchedule,
+            pb.CreateScheduleRequest(name="often", cron="*/1 * * * *", job=timer_job()),
+        )
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "cron" in details and "120" in details
+        create(svc, "every-two", cron="*/2 * * * *")
+        for name in ("", "Upper", "9lives", "a" * 53, "trailing-", "a_b"):
+            request = pb.CreateScheduleRequest(name=name, cron="@daily")
+            code, details = refused(svc.stub.CreateSchedule, request)
+            assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith("name"), (name, details)
+            code, _ = refused(svc.stub.GetSchedule, pb.GetScheduleRequest(name=name))
+            assert code is grpc.StatusCode.INVALID_ARGUMENT
+        code, details = refused(
+            svc.stub.UpdateSchedule, pb.UpdateScheduleRequest(name="every-two", cron="* * * * *")
+        )
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "cron" in details
+        code, details = refused(svc.stub.ListSchedules, pb.ListSchedulesRequest(page_size=1001))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "page_size" in details
+        code, details = refused(svc.stub.ListSchedules, pb.ListSchedulesRequest(page_token="garbage"))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and "page_token" in details
+    finally:
+        svc.stop()
