@@ -183,10 +183,16 @@ def cron_violation(expression: str) -> FieldViolation | None:
         if expression.lower() in MACROS:
             return None
         return FieldViolation("cron", f"unknown macro {expression!r}; one of {', '.join(MACROS)}")
+    fields = [(m.start(), m.group()) for m in re.finditer(r"\S+", expression)]
     for offset, char in enumerate(expression):
         if not _ALLOWED.match(char):
-            return FieldViolation("cron", f"character {offset} ({char!r}) is not allowed")
-    fields = [(m.start(), m.group()) for m in re.finditer(r"\S+", expression)]
+            what = f"character {offset} ({char!r}) is not allowed"
+            position = next(
+                (i for i, (start, text) in enumerate(fields) if start <= offset < start + len(text)), 5
+            )
+            if position < 5:
+                return _problem(position, fields[position][1], fields[position][0], what)
+            return FieldViolation("cron", what)
     if len(fields) != 5:
         return FieldViolation(
             "cron", f"{len(fields)} fields; want 5 (minute hour day-of-month month day-of-week) or a macro"
