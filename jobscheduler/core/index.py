@@ -9,13 +9,17 @@ event loop, so there are no locks.
 from __future__ import annotations
 
 import asyncio
-import bisect
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from jobscheduler.core.changelog import ChangeLog, Subscription
-from jobscheduler.core.model import JobEvent, JobEventType, JobPhase, JobRecord
-from jobscheduler.core.query import order_key
+from jobscheduler.core.model import JobEvent, JobEventType, JobFilter, JobPhase, JobRecord
+from jobscheduler.core.postings import OrderKey, Postings, Term, filter_terms, record_terms
+from jobscheduler.core.query import EPOCH, order_key
+from jobscheduler.core.selectors import parse_selector
+
+#: A (re)list changing more jobs than this rebuilds the id lists in one sort.
+_REBUILD_AFTER = 256
 
 _PHASE_EVENTS = {
     JobPhase.RUNNING: JobEventType.STARTED,
@@ -51,8 +55,9 @@ class JobIndex:
             retention=retention, max_events=max_events, stream_buffer=stream_buffer, clock=clock
         )
         self._records: dict[str, JobRecord] = {}
-        #: (created, job id) of every record, ascending: ListJobs pages walk it from a cursor.
-        self._order: list[tuple[datetime, str]] = []
+        #: Job ids by (created, job id), ascending, all and per filter term: ListJobs pages walk
+        #: them from a cursor.
+        self._postings = Postings(self._order_key)
         self._listeners: list[Callable[[JobEvent], None]] = []
         self._synced = asyncio.Event()
 
@@ -88,41 +93,113 @@ class JobIndex:
 
     # --- changes ----------------------------------------------------------------------
 
-    def newest_first(self, below: tuple[datetime, str] | None = None) -> Iterator[JobRecord]:
-        """Records newest first (by creation time, then id), from just below ``below`` if given."""
-        order, records = self._order, self._records
-        i = bisect.bisect_left(order, below) if below is not None else len(order)
-        while i > 0:
-            i -= 1
-            yield records[order[i][1]]
+    def _order_key(self, job_id: str) -> OrderKey:
+        return order_key(self._records[job_id])
+
+    def newest_first(
+        self, below: OrderKey | None = None, job_filter: JobFilter | None = None
+    ) -> Iterator[JobRecord]:
+        """Records newest first (by creation time, then id), from just below ``below`` if given.
+
+        With ``job_filter``: at least every record it matches (the caller still applies it),
+        read from the smallest of its indexed alternatives (core/postings.py), and only down to
+        its ``created_after``."""
+        terms: list[Term] | None = None
+        after: datetime | None = None
+        if job_filter is not None:
+            if job_filter.created_before is not None:
+                bound = (job_filter.created_before, "")
+                below = bound if below is None or bound < below else below
+            after = job_filter.created_after
+            terms = self._cheapest(job_filter)
+        records = self._records
+        for job_id in self._postings.walk(terms, below):
+            record = records[job_id]
+            if after is not None and (record.created_at or EPOCH) < after:
+                return
+            yield record
+
+    def _cheapest(self, job_filter: JobFilter) -> list[Term] | None:
+        """The filter's alternative with the fewest ids; None (all) if none has fewer than all."""
+        best, best_size = None, len(self._postings.all)
+        for terms in filter_terms(job_filter, parse_selector(job_filter.label_selector)):
+            size = sum(self._postings.size(t) for t in terms)
+            if size < best_size:
+                best, best_size = terms, size
+        return best
 
     def apply(self, record: JobRecord) -> JobEvent | None:
         previous = self._records.get(record.job_id)
         kind = classify(previous, record)
-        self._records[record.job_id] = record
+        if kind is None:
+            self._records[record.job_id] = record  # equal, maybe not the same object
+            return None
+        self._reindex(previous, record)
+        return self._publish(kind, record, previous)
+
+    def _reindex(self, previous: JobRecord | None, record: JobRecord) -> None:
+        """Move ``record``'s id to the lists it belongs in now (``previous`` is still the stored one)."""
+        postings, job_id = self._postings, record.job_id
         key = order_key(record)
+        terms = record_terms(record)
         if previous is None:
-            bisect.insort(self._order, key)
-        elif (old := order_key(previous)) != key:
-            del self._order[bisect.bisect_left(self._order, old)]
-            bisect.insort(self._order, key)
-        return self._publish(kind, record, previous) if kind is not None else None
+            self._records[job_id] = record
+            postings.add_to_all(job_id, key)
+            postings.add(job_id, terms, key)
+            return
+        old_key, old_terms = order_key(previous), record_terms(previous)
+        if old_key != key:
+            postings.discard_from_all(job_id, old_key)
+            postings.discard(job_id, old_terms, old_key)
+            self._records[job_id] = record
+            postings.add_to_all(job_id, key)
+            postings.add(job_id, terms, key)
+            return
+        postings.discard(job_id, old_terms - terms, key)
+        self._records[job_id] = record
+        postings.add(job_id, terms - old_terms, key)
 
     def remove(self, job_id: str) -> JobEvent | None:
-        previous = self._records.pop(job_id, None)
+        previous = self._records.get(job_id)
         if previous is None:
             return None
-        del self._order[bisect.bisect_left(self._order, order_key(previous))]
+        key = order_key(previous)
+        self._postings.discard_from_all(job_id, key)
+        self._postings.discard(job_id, record_terms(previous), key)
+        del self._records[job_id]
         return self._publish(JobEventType.DELETED, previous)
 
     def replace_all(self, records: Iterable[JobRecord]) -> None:
-        """After a (re)list: apply what is there, delete what is gone."""
-        seen: set[str] = set()
-        for record in records:
-            seen.add(record.job_id)
-            self.apply(record)
-        for job_id in [j for j in self._records if j not in seen]:
+        """After a (re)list: apply what is there, delete what is gone.
+
+        Many changes at once (a first list) are stored first and the id lists rebuilt in one
+        sort, instead of inserting every id into sorted lists one at a time; then the changes
+        are published in the order they were listed."""
+        listed = {record.job_id: record for record in records}
+        changes: list[tuple[JobEventType, JobRecord, JobRecord | None]] = []
+        for record in listed.values():
+            previous = self._records.get(record.job_id)
+            kind = classify(previous, record)
+            if kind is not None:
+                changes.append((kind, record, previous))
+            elif previous is not record:
+                self._records[record.job_id] = record
+        if len(changes) > _REBUILD_AFTER:
+            for _, record, _ in changes:
+                self._records[record.job_id] = record
+            self._rebuild()
+        else:
+            for _, record, previous in changes:
+                self._reindex(previous, record)
+        for kind, record, previous in changes:
+            self._publish(kind, record, previous)
+        for job_id in [j for j in self._records if j not in listed]:
             self.remove(job_id)
+
+    def _rebuild(self) -> None:
+        records = self._records
+        ordered = sorted(records, key=self._order_key)
+        self._postings.rebuild((job_id, record_terms(records[job_id])) for job_id in ordered)
 
     def _publish(self, kind: JobEventType, record: JobRecord, previous: JobRecord | None = None) -> JobEvent:
         event = self.log.publish(kind, record, previous)

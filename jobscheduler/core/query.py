@@ -27,7 +27,8 @@ _MAX_FILTER_STRINGS = {
     "rerun_of": 63,
     "template": 63,
 }
-_EPOCH = datetime.min.replace(tzinfo=UTC)
+#: The creation time a record without one sorts and filters as.
+EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def filter_violations(f: JobFilter, field: str = "filter") -> list[FieldViolation]:
@@ -65,7 +66,7 @@ def compile_filter(f: JobFilter, field: str = "filter") -> Callable[[JobRecord],
             return False
         if f.template and r.template != f.template:
             return False
-        created = r.created_at or _EPOCH
+        created = r.created_at or EPOCH
         if f.created_after is not None and created < f.created_after:
             return False
         if f.created_before is not None and created >= f.created_before:
@@ -76,7 +77,7 @@ def compile_filter(f: JobFilter, field: str = "filter") -> Callable[[JobRecord],
 
 
 def order_key(r: JobRecord) -> tuple[datetime, str]:
-    return (r.created_at or _EPOCH, r.job_id)
+    return (r.created_at or EPOCH, r.job_id)
 
 
 def _filter_digest(f: JobFilter) -> str:
@@ -115,20 +116,25 @@ def paginate(records: Iterable[JobRecord], f: JobFilter, page_size: int, page_to
     """``paginate_newest_first`` over records in any order (sorted here: for small or unsynced sets)."""
     ordered = sorted(records, key=order_key, reverse=True)
 
-    def below(cursor: Cursor | None) -> Iterator[JobRecord]:
+    def below(cursor: Cursor | None, _: JobFilter) -> Iterator[JobRecord]:
         return (r for r in ordered if cursor is None or order_key(r) < cursor)
 
     return paginate_newest_first(below, f, page_size, page_token)
 
 
 def paginate_newest_first(
-    below: Callable[[Cursor | None], Iterator[JobRecord]], f: JobFilter, page_size: int, page_token: str
+    below: Callable[[Cursor | None, JobFilter], Iterator[JobRecord]],
+    f: JobFilter,
+    page_size: int,
+    page_token: str,
 ) -> Page:
     """Newest first; the token is a cursor (the last item's creation time and id), so pages stay
     correct while jobs are added: new jobs sort before the cursor.
 
-    ``below(cursor)`` yields the records newest first from just below the cursor; a page reads
-    only until it has one match more than it returns, so it costs its page, not the whole set."""
+    ``below(cursor, f)`` yields the records newest first from just below the cursor: at least
+    every one ``f`` matches (an index may leave out records that cannot match; each is checked
+    here). A page reads only until it has one match more than it returns, so it costs its
+    page, not the whole set."""
     if page_size < 0 or page_size > MAX_PAGE_SIZE:
         raise InvalidArgument.field(
             "page_size", f"must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
@@ -140,7 +146,7 @@ def paginate_newest_first(
     if page_token:
         cursor = _decode_token(page_token, digest)
     page: list[JobRecord] = []
-    for record in below(cursor):
+    for record in below(cursor, f):
         if matches(record):
             page.append(record)
             if len(page) > size:

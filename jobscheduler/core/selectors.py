@@ -32,6 +32,9 @@ MAX_REQUIREMENTS: Final = 64
 class Selector:
     text: str
     requirements: tuple[Requirement, ...]
+    #: The requirements that need a key to have one of some values (``key=value``, ``key==value``,
+    #: ``key in (...)``), as (key, values): an index can look these up instead of scanning.
+    equalities: tuple[tuple[str, frozenset[str]], ...] = ()
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(req(labels) for req in self.requirements)
@@ -59,6 +62,7 @@ def _split(text: str) -> list[str]:
 def parse_selector(text: str, field: str = "label_selector") -> Selector:
     """Raise InvalidArgument naming ``field`` if ``text`` is not a valid selector."""
     requirements: list[Requirement] = []
+    equalities: list[tuple[str, frozenset[str]]] = []
     if len(text) > MAX_SELECTOR_CHARS:
         raise InvalidArgument.field(
             field, f"must be at most {MAX_SELECTOR_CHARS} characters (got {len(text)})"
@@ -93,17 +97,21 @@ def parse_selector(text: str, field: str = "label_selector") -> Selector:
             for v in values:
                 check_value(part, v)
             requirements.append(_in(key, values, negate=op == "notin"))
+            if op == "in":
+                equalities.append((key, values))
         elif m := _EQ.fullmatch(stripped):
             key, op, value = m.group(1), m.group(2), m.group(3)
             check_key(part, key)
             check_value(part, value)
             requirements.append(_in(key, frozenset({value}), negate=op == "!="))
+            if op != "!=":
+                equalities.append((key, frozenset({value})))
         elif m := _EXISTS.fullmatch(stripped):
             check_key(part, m.group(2))
             requirements.append(_exists(m.group(2), negate=m.group(1) == "!"))
         else:
             raise bad(part, "expected key=value, key!=value, key in (...), key notin (...), key or !key")
-    return Selector(text, tuple(requirements))
+    return Selector(text, tuple(requirements), tuple(equalities))
 
 
 def _in(key: str, values: frozenset[str], *, negate: bool) -> Requirement:
