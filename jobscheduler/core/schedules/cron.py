@@ -198,9 +198,9 @@ def cron_violation(expression: str) -> FieldViolation | None:
             "cron", f"{len(fields)} fields; want 5 (minute hour day-of-month month day-of-week) or a macro"
         )
     for position, (offset, text) in enumerate(fields):
-        what = _field_problem(position, text)
-        if what is not None:
-            return _problem(position, text, offset, what)
+        problem = _field_problem(position, text)
+        if problem is not None:
+            return _problem(position, text, offset, problem)
     return None
 
 
