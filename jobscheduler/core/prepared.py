@@ -29,11 +29,14 @@ class PreparedJob:
     """A validated ScheduleJob request, not created yet (:meth:`JobService.prepare`).
 
     ``request``: the request as it will be created (a template's already laid under it);
+    ``digest``: what tells a retry of its request_id from a reuse (core.requests.request_digest
+    of the request as submitted, before a template is laid under it);
     ``held``: the phase the job is created suspended in (None: it starts at once);
     ``render(job_id, extra_annotations=None)``: its Job manifest under ``job_id``, checked
     (InvalidArgument for a dependency cycle through ``job_id`` or a refused manifest)."""
 
     request: ScheduleRequest
+    digest: str
     caller: Caller
     held: JobPhase | None
     origin: JobOrigin | None

@@ -52,6 +52,8 @@ from jobscheduler.core.prepared import PreparedJob, check_dependencies, queue_vi
 from jobscheduler.core.query import Page, compile_filter, paginate, paginate_newest_first
 from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.requests import check_manifest, image_violations, render_request, request_digest
+from jobscheduler.core.rerun import overrides_violations, rerun_request
+from jobscheduler.core.templates import JobTemplates, TemplateStore
 from jobscheduler.core.tracecontext import apply_trace_context
 from jobscheduler.core.validation import check_cancel_reason
 from jobscheduler.core.validation import check_job_id as _check_job_id
@@ -64,6 +66,8 @@ _ID_ATTEMPTS = 3
 #: How long a watch waits for the index's first sync before answering UNAVAILABLE.
 _SYNC_WAIT_SECONDS = 5.0
 _MAX_TAIL_LINES = 100_000
+#: The job id a template's request is rendered under to check it (never created).
+_TEMPLATE_CHECK_ID = "job-template-check"
 
 
 class JobService:
@@ -82,6 +86,7 @@ class JobService:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_created: Callable[[JobRecord], None] = lambda record: None,
         on_cancelled: Callable[[JobRecord], None] = lambda record: None,
+        templates: TemplateStore | None = None,
     ) -> None:
         self.backend = backend
         #: Called once per job the backend actually created / cancelled (not for a replayed
@@ -97,6 +102,39 @@ class JobService:
         self.queues = queues if queues is not None else QueueBook(index, parse_queues(""))
         self._new_id = id_factory
         self._clock = clock
+        #: The job templates (core.templates); None: this backend keeps none.
+        self.templates = (
+            JobTemplates(templates, self._check_template, clock) if templates is not None else None
+        )
+
+    def _templates(self) -> JobTemplates:
+        if self.templates is None:
+            raise FailedPrecondition("job templates are not available with this backend")
+        return self.templates
+
+    async def _check_template(self, request: ScheduleRequest, caller: Caller) -> None:
+        """A template's request validated as a whole ScheduleJob request, manifest included."""
+        (await self.prepare(request, caller)).render(_TEMPLATE_CHECK_ID)
+
+    async def rerun(
+        self,
+        job_id: str,
+        overrides: ScheduleRequest | None,
+        caller: Caller = ANONYMOUS,
+        *,
+        request_id: str = "",
+        traceparent: str = "",
+    ) -> JobRecord:
+        """RerunJob (core.rerun): a new job from a finished job's stored request and ``overrides``."""
+        _check_job_id(job_id)
+        record = _visible(await self.backend.get(job_id), caller)
+        manifest = await self.backend.manifest(job_id)
+        request, origin, digest = rerun_request(record, manifest, overrides, request_id)
+        try:
+            prepared = await self.prepare(request, caller, traceparent=traceparent, origin=origin)
+        except InvalidArgument as exc:
+            raise overrides_violations(exc) from None
+        return await self.create(replace(prepared, digest=digest))
 
     async def schedule(
         self,
@@ -134,7 +172,13 @@ class JobService:
         """Validate ``request`` and decide how its job starts (held or not), creating nothing.
         ``traceparent``: the W3C trace context of the call (the API layer's), stored on the Job
         and given to its containers (core.tracecontext); not part of the request's digest.
-        ``origin``: the schedule, template or job the new job comes from (labels, annotations)."""
+        ``origin``: the schedule, template or job the new job comes from (labels, annotations).
+        With ``request.template``, the caller's template (core.templates) with ``request`` laid
+        over it is what is validated and created, and the job records the template's version."""
+        digest = request_digest(request)
+        if request.template:
+            request, version = await self._templates().resolve(request, caller)
+            origin = replace(origin or JobOrigin(), template=request.template, template_version=version)
         violations = [
             *_name_violations(request.name),
             *_label_violations(request.labels),
@@ -185,7 +229,9 @@ class JobService:
             check_manifest(manifest, handler, self.images)
             return manifest
 
-        return PreparedJob(request=request, caller=caller, held=held, origin=origin, render=render)
+        return PreparedJob(
+            request=request, digest=digest, caller=caller, held=held, origin=origin, render=render
+        )
 
     async def _schedule_once(self, prepared: PreparedJob, namespace: str) -> JobRecord:
         """ScheduleJob with a request_id: the job id is derived from (namespace, caller, request_id),
@@ -193,7 +239,7 @@ class JobService:
         create-if-absent decides, and the stored request digest tells a retry from a reuse."""
         request, caller = prepared.request, prepared.caller
         job_id = request_job_id(namespace, caller.identity, request.request_id)
-        digest = request_digest(request)
+        digest = prepared.digest
         known = self.index.get(job_id) if self.index.synced else None
         if known is not None:
             return _same_request(known, request, caller, digest)
