@@ -44,7 +44,11 @@ Writes, as kube-apiserver answers them (one write at a time, checked and made at
   set and is not the stored object's gets 409 ``Conflict`` ("Operation cannot be fulfilled on
   leases.coordination.k8s.io "x": the object has been modified; ..."); without one, the
   write is unconditional;
-- ``coordination.k8s.io/v1`` ``leases`` are served (namespaced), for leader election.
+- ``coordination.k8s.io/v1`` ``leases`` are served (namespaced), for leader election;
+  ``batch/v1`` ``cronjobs`` too (the CronJob controller's stand-in is in emulator_cronjobs.py);
+- ``clock`` (None: the real time) gives creationTimestamp, so that a test's injected clock and
+  the objects' ages agree; ``deletions`` keeps (resource plural, object, propagationPolicy) of
+  every delete, for the garbage collector's stand-in (Background unless the request said otherwise).
 
 Pod logs at ``/api/v1/namespaces/<ns>/pods/<name>/log``, as the kubelet serves
 them through the API server: text/plain, one line per log line; ``tailLines``
@@ -224,8 +228,9 @@ def conflict(resource: references.resource, name: str) -> dict[str, Any]:
     return _object_error(409, "Conflict", resource, name, message)
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def _now(clock: Callable[[], datetime.datetime] | None = None) -> str:
+    now = clock() if clock is not None else datetime.datetime.now(datetime.UTC)
+    return now.astimezone(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
@@ -258,12 +263,15 @@ class Emulator(kmock.KubernetesEmulator):
     #: Held by every write from its checks (existence, resourceVersion) to its change: as in etcd's
     #: transactions, no other write comes between a precondition and the change it guards.
     _writes: asyncio.Lock = attrs.field(factory=asyncio.Lock, init=False)
+    clock: Callable[[], datetime.datetime] | None = attrs.field(default=None, init=False)
+    deletions: list[tuple[str, dict[str, Any], str]] = attrs.field(factory=list, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.resources["batch/v1/jobs"] = kmock.ResourceInfo(kind="Job", namespaced=True)
         self.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True)
         self.resources["coordination.k8s.io/v1/leases"] = kmock.ResourceInfo(kind="Lease", namespaced=True)
+        self.resources["batch/v1/cronjobs"] = kmock.ResourceInfo(kind="CronJob", namespaced=True)
         self._buses = collections.defaultdict(lambda: ChangeBus(lambda: next(self._rv)))
 
     def bus(self, resource: str) -> ChangeBus:
@@ -356,12 +364,17 @@ class Emulator(kmock.KubernetesEmulator):
             stored_rv = (current.get("metadata") or {}).get("resourceVersion")
             if request.action == enums.action.UPDATE and wanted is not None and str(wanted) != str(stored_rv):
                 return _answer(conflict(resource, request.name))  # the merge patch's precondition
+            if request.action == enums.action.DELETE:
+                policy = request.params.get("propagationPolicy") or (
+                    data.get("propagationPolicy") if isinstance(data, dict) else None
+                )
+                self.deletions.append((str(resource.plural), copy.deepcopy(current), policy or "Background"))
         if isinstance(data, dict):
             meta = data.setdefault("metadata", {})
             if request.action == enums.action.CREATE:
                 self._type_meta(resource, data)
                 meta.setdefault("uid", str(uuid.uuid4()))
-                meta.setdefault("creationTimestamp", _now())
+                meta.setdefault("creationTimestamp", _now(self.clock))
                 meta.setdefault("generation", 1)
                 if request.namespace and not meta.get("namespace"):
                     meta["namespace"] = request.namespace

@@ -1,0 +1,132 @@
+"""Schedules on Kubernetes: each one a batch/v1 CronJob (core.schedules.cronjob builds and reads it).
+
+The API server holds every schedule and the CronJob controller fires it, also while every replica
+of the service is down (``fires_itself``). The jobs it makes are held (suspended) and admitted by
+the service's admission loop like any other job. A CronJob's name is derived from (namespace,
+owner, schedule name), so get, update and delete go straight to it; list reads our CronJobs
+(label ``app.kubernetes.io/managed-by``) and keeps the owner's.
+
+RBAC: cronjobs.batch get, list, create, update, delete (k8s/rbac.yaml).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from jobscheduler.backends.kubernetes._client import KubeApi
+from jobscheduler.backends.kubernetes._errors import Call, Conflict
+from jobscheduler.backends.kubernetes._informer import Informer, list_pages
+from jobscheduler.core.errors import AlreadyExists, FailedPrecondition, JobSchedulerError, NotFound
+from jobscheduler.core.manifests import OWNER_ANNOTATION, SCHEDULE_ANNOTATION
+from jobscheduler.core.schedules.cronjob import cronjob_manifest, cronjob_name, schedule_from_cronjob
+from jobscheduler.core.schedules.model import Schedule
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.kubernetes")
+
+CRONJOBS: Final = "cronjobs.batch"
+#: How often an update is tried against a CronJob that keeps changing (the controller writes its
+#: status): each try reads it again and replaces it if its resourceVersion is still the one read.
+_UPDATE_ATTEMPTS: Final = 5
+
+
+class CronJobStore:
+    """The ScheduleStore (core.schedules.ports) on the Kubernetes API, in one namespace."""
+
+    fires_itself = True
+
+    def __init__(self, api: KubeApi, namespace: str) -> None:
+        self._api = api
+        self.namespace = namespace
+        self._path = f"/apis/batch/v1/namespaces/{namespace}/cronjobs"
+
+    def _call(self, verb: str, name: str | None = None) -> Call:
+        return Call(verb=verb, resource=CRONJOBS, namespace=self.namespace, name=name)
+
+    async def create(self, schedule: Schedule, job_template: Mapping[str, Any]) -> Schedule:
+        manifest = cronjob_manifest(schedule, job_template, namespace=self.namespace)
+        try:
+            created = await self._api.request("POST", self._path, self._call("create"), body=manifest)
+        except AlreadyExists:
+            raise AlreadyExists(f"schedule {schedule.name!r} exists already") from None
+        return schedule_from_cronjob(created)
+
+    async def get(self, owner: str, name: str) -> Schedule:
+        return schedule_from_cronjob(await self._read(owner, name))
+
+    async def list(self, owner: str | None = None) -> list[Schedule]:
+        schedules: list[Schedule] = []
+        async for items, _ in list_pages(self._api, Informer(CRONJOBS, self._path), self.namespace):
+            for item in items:
+                annotations = (item.get("metadata") or {}).get("annotations") or {}
+                if SCHEDULE_ANNOTATION not in annotations:
+                    continue
+                if owner is not None and annotations.get(OWNER_ANNOTATION, "") != owner:
+                    continue
+                try:
+                    schedules.append(schedule_from_cronjob(item))
+                except JobSchedulerError as exc:  # edited by hand into something that is not ours
+                    name = (item.get("metadata") or {}).get("name")
+                    log.warning("CronJob skipped: not a schedule", cronjob=name, error=str(exc))
+        return schedules
+
+    async def update(self, schedule: Schedule, job_template: Mapping[str, Any]) -> Schedule:
+        manifest = cronjob_manifest(schedule, job_template, namespace=self.namespace)
+        name = manifest["metadata"]["name"]
+        for _ in range(_UPDATE_ATTEMPTS):
+            current = await self._read(schedule.owner, schedule.name)
+            meta = current["metadata"]
+            # Replace spec, labels and annotations; the API server keeps the status (a subresource).
+            body = {
+                **manifest,
+                "metadata": {
+                    **manifest["metadata"],
+                    "resourceVersion": meta.get("resourceVersion"),
+                    "uid": meta.get("uid"),
+                },
+                "status": current.get("status") or {},
+            }
+            try:
+                replaced = await self._api.request(
+                    "PUT", f"{self._path}/{name}", self._call("update", name), body=body
+                )
+            except Conflict:
+                continue  # changed since it was read (the controller's status): read it again
+            return schedule_from_cronjob(replaced)
+        raise FailedPrecondition(f"schedule {schedule.name!r} kept changing; not updated")
+
+    async def delete(self, owner: str, name: str) -> Schedule:
+        """Delete the CronJob; its Jobs stay (Orphan), as the port says: cancelling them is the
+        service's choice. Only the CronJob that was read is deleted (uid precondition)."""
+        current = await self._read(owner, name)
+        meta = current["metadata"]
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Orphan",
+            "preconditions": {"uid": meta.get("uid")},
+        }
+        try:
+            await self._api.request(
+                "DELETE",
+                f"{self._path}/{meta['name']}",
+                self._call("delete", meta["name"]),
+                query=[("propagationPolicy", "Orphan")],
+                body=options,
+            )
+        except NotFound:
+            raise NotFound(f"schedule {name!r} not found") from None
+        return schedule_from_cronjob(current)
+
+    async def _read(self, owner: str, name: str) -> dict[str, Any]:
+        """The owner's CronJob for schedule ``name``; NotFound unless it is that schedule's."""
+        path = f"{self._path}/{cronjob_name(self.namespace, owner, name)}"
+        try:
+            cronjob = await self._api.request("GET", path, self._call("get", name))
+        except NotFound:
+            raise NotFound(f"schedule {name!r} not found") from None
+        annotations = (cronjob.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(OWNER_ANNOTATION, "") != owner or annotations.get(SCHEDULE_ANNOTATION) != name:
+            raise NotFound(f"schedule {name!r} not found")
+        return cronjob

@@ -1,0 +1,365 @@
+"""Schedules on the Kubernetes backend, end to end through the emulator: the CronJob store
+(backends/kubernetes/_cronjobs.py) keeps each schedule as a CronJob, the stand-in for the CronJob
+controller (emulator_cronjobs.py, on an injected clock) fires it, and the service admits and reports
+the Jobs it makes like any other job, over gRPC (GetJobStatus, ListJobs filter.schedule, WatchJobs,
+CancelJob)."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import grpc
+import kubernetes_validate
+import pytest
+from conftest import ServiceThread, kubernetes_service, write_kubeconfig
+from emulator import EmulatorThread
+from emulator_cronjobs import SCHEDULED_ANNOTATION, CronJobController
+from job_status import ended_status
+
+from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler.backends.kubernetes._cronjobs import CronJobStore
+from jobscheduler.core.auth import ANONYMOUS
+from jobscheduler.core.errors import AlreadyExists, NotFound
+from jobscheduler.core.model import JobOrigin, ScheduleRequest
+from jobscheduler.core.schedules.cronjob import cronjob_name
+from jobscheduler.core.schedules.model import ConcurrencyPolicy, Schedule, ScheduleSpec
+
+T = 10
+NS = "default"
+K8S_VERSION = "1.31.0"
+CRONJOBS = f"/apis/batch/v1/namespaces/{NS}/cronjobs"
+PLACEHOLDER = "job-placeholdr"
+#: 01:57:30 in Berlin on the night clocks go forward (02:00 CET -> 03:00 CEST).
+DST_NIGHT = datetime(2026, 3, 29, 0, 57, 30, tzinfo=UTC)
+R = TypeVar("R")
+
+
+@dataclass
+class Clock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class World:
+    emulator: EmulatorThread
+    service: ServiceThread
+    clock: Clock
+    controller: CronJobController
+    store: CronJobStore
+
+    def run(self, coro: Coroutine[Any, Any, R]) -> R:
+        """``coro`` on the service's event loop (where the store's API client lives)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.service._loop).result(T)
+
+    def create(self, name: str = "nightly", *, queue: str = "", **spec: Any) -> Schedule:
+        """A schedule made as the ScheduleService makes one: its job prepared and rendered under a
+        placeholder id, then stored."""
+        request = ScheduleRequest(
+            name=f"{name}-job",
+            job_field="timer_job",
+            params={
+                "duration_seconds": 600,
+                "timer_name": "Nightly",
+                "control_plane_endpoint": "http://control-plane.example:8080/report",
+            },
+            queue=queue,
+        )
+        fields: dict[str, Any] = {"name": name, "cron": "*/1 * * * *", "job": request, **spec}
+        schedule = Schedule(
+            spec=ScheduleSpec(**fields),
+            owner=ANONYMOUS.identity,
+            created_at=self.clock(),
+            updated_at=self.clock(),
+        )
+        return self.run(self._create(schedule))
+
+    async def _create(self, schedule: Schedule) -> Schedule:
+        return await self.store.create(schedule, await self.template(schedule))
+
+    async def template(self, schedule: Schedule) -> dict[str, Any]:
+        prepared = await self.service.service.prepare(
+            schedule.spec.job, ANONYMOUS, origin=JobOrigin(schedule=schedule.name)
+        )
+        return prepared.render(PLACEHOLDER, None)
+
+    def update(self, schedule: Schedule, **spec: Any) -> Schedule:
+        changed = replace(schedule, spec=replace(schedule.spec, **spec))
+
+        async def update() -> Schedule:
+            return await self.store.update(changed, await self.template(changed))
+
+        return self.run(update())
+
+    def tick(self, **delta: float) -> None:
+        """Time passes, then the controller looks (as it does at each scheduled time)."""
+        self.clock.advance(**delta)
+        self.controller.sync()
+
+    def jobs(self, schedule: str = "nightly") -> list[dict[str, Any]]:
+        """The Jobs in the cluster of ``schedule``, oldest first."""
+        jobs = [
+            j
+            for j in self.emulator.jobs()
+            if (j["metadata"].get("labels") or {}).get("jobscheduler.io/schedule") == schedule
+        ]
+        return sorted(jobs, key=lambda j: j["metadata"]["name"])
+
+    def get(self, job_id: str) -> pb.Job:
+        job: pb.Job = self.service.stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), timeout=T).job
+        return job
+
+    def listed(self, schedule: str = "nightly") -> list[str]:
+        request = pb.ListJobsRequest(filter=pb.JobFilter(schedule=schedule))
+        return sorted(j.job_id for j in self.service.stub.ListJobs(request, timeout=T).jobs)
+
+    def finish(self, job_id: str, *, succeed: bool = True) -> None:
+        self.emulator.patch_job(job_id, {"status": ended_status(succeed=succeed)})
+        wait_until(lambda: self.get(job_id).phase in _ENDED, f"{job_id} ended")
+
+    def cronjob(self, schedule: Schedule) -> dict[str, Any]:
+        name = cronjob_name(NS, schedule.owner, schedule.name)
+        cronjob: dict[str, Any] = self.emulator.request("GET", f"{CRONJOBS}/{name}")
+        return cronjob
+
+
+_ENDED = (pb.JOB_PHASE_SUCCEEDED, pb.JOB_PHASE_FAILED, pb.JOB_PHASE_CANCELLED)
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value
+
+
+def minutes(at: datetime) -> int:
+    return int(at.timestamp()) // 60
+
+
+@pytest.fixture
+def world(tmp_path: pathlib.Path) -> Iterator[World]:
+    emulator = EmulatorThread()
+    clock = Clock(DST_NIGHT)
+    emulator.call(lambda e: setattr(e, "clock", clock))
+    service = kubernetes_service(write_kubeconfig(tmp_path / "kubeconfig", emulator.url), queues="batch=1")
+    try:
+        store = CronJobStore(service.backend.api, NS)
+        yield World(emulator, service, clock, CronJobController(emulator, clock), store)
+    finally:
+        service.stop()
+        emulator.stop()
+
+
+def test_every_minute_across_the_dst_change_each_run_an_admitted_job_naming_its_schedule(
+    world: World,
+) -> None:
+    schedule = world.create(time_zone="Europe/Berlin")
+    cronjob = world.cronjob(schedule)
+    kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    assert cronjob["metadata"]["labels"]["jobscheduler.io/schedule"] == "nightly"
+    assert cronjob["metadata"]["annotations"]["jobscheduler.io/owner"] == ANONYMOUS.identity
+    watch = world.service.stub.WatchJobs(
+        pb.WatchJobsRequest(filter=pb.JobFilter(schedule="nightly")), timeout=T
+    )
+
+    world.tick(seconds=20)  # 01:57:50: nothing due yet
+    assert world.jobs() == []
+    due = [datetime(2026, 3, 29, 0, m, tzinfo=UTC) for m in (58, 59)] + [
+        datetime(2026, 3, 29, 1, m, tzinfo=UTC) for m in (0, 1)
+    ]
+    for at in due:  # 01:58 and 01:59 CET, then 03:00 and 03:01 CEST: one job a minute
+        world.clock.now = at + timedelta(seconds=1)
+        world.controller.sync()
+    jobs = world.jobs()
+    assert [j["metadata"]["name"] for j in jobs] == [
+        f"{cronjob['metadata']['name']}-{minutes(at)}" for at in due
+    ]
+    assert [j["metadata"]["annotations"][SCHEDULED_ANNOTATION] for j in jobs] == [
+        "2026-03-29T01:58:00+01:00",
+        "2026-03-29T01:59:00+01:00",
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-29T03:01:00+02:00",
+    ]
+    first = jobs[0]
+    kubernetes_validate.validate(first, K8S_VERSION, strict=True)
+    posted = world.emulator.call(
+        lambda e: [r.data for r in e._requests if r.method.value == "POST" and r.url.path.endswith("/jobs")]
+    )
+    assert [p["spec"]["suspend"] for p in posted] == [
+        True
+    ] * 4  # created held: our admission loop starts them
+    assert first["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
+    ids = [j["metadata"]["name"] for j in jobs]
+    for job_id, at in zip(ids, due, strict=True):
+        job = wait_until(
+            lambda job_id=job_id: (j := world.get(job_id)).HasField("admitted_at") and j, "admitted"
+        )
+        assert (job.schedule, job.scheduled_at.ToDatetime(tzinfo=UTC)) == ("nightly", at)
+        assert job.phase == pb.JOB_PHASE_PENDING and job.type == "timer"
+    assert world.emulator.job(ids[0])["spec"].get("suspend") is False
+    assert world.listed() == ids
+    assert world.listed("other") == []
+    created: set[str] = set()
+    for event in watch:  # bounded by the stream's deadline
+        if event.type == pb.JOB_EVENT_TYPE_CREATED:
+            assert event.job.schedule == "nightly"
+            created.add(event.job.job_id)
+        if created == set(ids):
+            break
+    watch.cancel()
+    status = world.cronjob(schedule)["status"]
+    assert [a["name"] for a in status["active"]] == ids
+    assert status["lastScheduleTime"] == "2026-03-29T01:01:00Z"
+    assert world.run(world.store.get(ANONYMOUS.identity, "nightly")).status.last_schedule_time == due[-1]
+
+    cancelled = world.service.stub.CancelJob(pb.CancelJobRequest(job_id=ids[0], reason="enough"), timeout=T)
+    assert cancelled.job.phase == pb.JOB_PHASE_CANCELLED
+
+
+def test_queues_and_max_running_apply_to_scheduled_jobs(world: World) -> None:
+    world.create(queue="batch")  # batch=1
+    world.tick(minutes=1)
+    world.tick(minutes=1)
+    first, second = (j["metadata"]["name"] for j in world.jobs())
+    wait_until(lambda: world.get(first).HasField("admitted_at"), "the first admitted")
+    assert world.get(second).phase == pb.JOB_PHASE_QUEUED
+    world.finish(first)
+    wait_until(lambda: world.get(second).HasField("admitted_at"), "the second admitted once the first ended")
+
+
+def test_forbid_skips_while_a_job_is_unfinished_even_one_still_queued(world: World) -> None:
+    blocker = world.service.stub.ScheduleJob(
+        pb.ScheduleJobRequest(
+            name="blocker",
+            queue="batch",
+            timer_job=pb.TimerJob(
+                duration_seconds=600,
+                timer_name="b",
+                control_plane_endpoint="http://control-plane.example:8080",
+            ),
+        ),
+        timeout=T,
+    ).job.job_id
+    world.create(queue="batch", concurrency_policy=ConcurrencyPolicy.FORBID)
+    world.tick(minutes=1)
+    (first,) = (j["metadata"]["name"] for j in world.jobs())
+    wait_until(lambda: world.get(first).phase == pb.JOB_PHASE_QUEUED, "queued behind the blocker")
+    world.tick(minutes=1)
+    world.tick(minutes=1)
+    assert [j["metadata"]["name"] for j in world.jobs()] == [first]  # suspended and unfinished: active
+    assert [r for _, r, _ in world.controller.events].count("JobAlreadyActive") == 2
+    world.finish(blocker)
+    wait_until(lambda: world.get(first).HasField("admitted_at"), "the scheduled job admitted")
+    world.finish(first)
+    world.tick(minutes=1)
+    assert len(world.jobs()) == 2  # the next run, once nothing of it is unfinished
+
+
+def test_replace_deletes_the_unfinished_job_and_starts_the_new_one(world: World) -> None:
+    world.create(concurrency_policy=ConcurrencyPolicy.REPLACE)
+    world.tick(minutes=1)
+    (first,) = (j["metadata"]["name"] for j in world.jobs())
+    wait_until(lambda: world.get(first).HasField("admitted_at"), "admitted")
+    world.tick(minutes=1)
+    (second,) = (j["metadata"]["name"] for j in world.jobs())
+    assert second != first
+    with pytest.raises(grpc.RpcError) as info:
+        wait_until(lambda: world.get(first) and False, "gone", timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    wait_until(lambda: world.listed() == [second], "only the new job listed")
+
+
+def test_missed_runs_make_at_most_one_catch_up_within_the_starting_deadline(world: World) -> None:
+    world.create(starting_deadline_seconds=90)
+    world.clock.advance(minutes=3, seconds=40)  # the controller was down for three runs
+    world.controller.sync()
+    (job,) = world.jobs()
+    assert job["metadata"]["annotations"][SCHEDULED_ANNOTATION] == "2026-03-29T01:01:00+00:00"  # the last
+    world.create("strict", starting_deadline_seconds=20)
+    world.clock.advance(minutes=3, seconds=40)  # 01:04:50: the last due time is 50 s ago
+    world.controller.sync()
+    assert world.jobs("strict") == []  # too late: skipped
+
+
+def test_more_than_100_missed_runs_start_nothing(world: World) -> None:
+    world.create()
+    world.clock.advance(minutes=102)
+    world.controller.sync()
+    assert world.jobs() == []
+    assert [r for _, r, _ in world.controller.warnings] == ["TooManyMissedTimes"]
+
+
+def test_suspend_stops_runs_and_resume_catches_up_once(world: World) -> None:
+    schedule = world.create()
+    world.tick(minutes=1)
+    suspended = world.update(schedule, suspend=True)
+    assert suspended.spec.suspend and suspended.status.last_schedule_time is not None  # status kept
+    world.tick(minutes=1)
+    world.tick(minutes=1)
+    assert len(world.jobs()) == 1
+    world.update(schedule, suspend=False)
+    world.controller.sync()
+    assert len(world.jobs()) == 2  # the most recent missed time only
+
+
+def test_delete_keeps_the_jobs_and_stops_the_runs(world: World) -> None:
+    world.create()
+    world.tick(minutes=1)
+    (job,) = world.jobs()
+    job_id = job["metadata"]["name"]
+    deleted = world.run(world.store.delete(ANONYMOUS.identity, "nightly"))
+    assert deleted.name == "nightly"
+    world.tick(minutes=1)
+    world.tick(minutes=1)
+    (kept,) = world.jobs()
+    assert kept["metadata"]["name"] == job_id and not kept["metadata"].get("ownerReferences")
+    with pytest.raises(NotFound):
+        world.run(world.store.get(ANONYMOUS.identity, "nightly"))
+    assert world.get(job_id).schedule == "nightly"  # still an ordinary job that names its schedule
+    cancelled = world.service.stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=T).job
+    assert cancelled.phase == pb.JOB_PHASE_CANCELLED
+
+
+def test_history_limits_delete_the_oldest_finished_jobs(world: World) -> None:
+    world.create(successful_jobs_history_limit=1, failed_jobs_history_limit=1)
+    outcomes = [True, True, False, False, True]
+    for succeed in outcomes:
+        world.tick(minutes=1)
+        newest = world.jobs()[-1]["metadata"]["name"]
+        world.finish(newest, succeed=succeed)
+    world.controller.sync()
+    names = [j["metadata"]["name"] for j in world.jobs()]
+    phases = [world.emulator.job(n)["status"]["conditions"][-1]["type"] for n in names]
+    assert sorted(phases) == ["Complete", "Failed"]
+    assert len(names) == 2
+    wait_until(lambda: world.listed() == names, "the deleted jobs gone from the index")
+
+
+def test_store_crud_is_owner_scoped(world: World) -> None:
+    schedule = world.create()
+    with pytest.raises(AlreadyExists):
+        world.create()
+    assert world.run(world.store.get(ANONYMOUS.identity, "nightly")).spec == schedule.spec
+    with pytest.raises(NotFound):
+        world.run(world.store.get("someone-else", "nightly"))
+    world.create("other")
+    assert sorted(s.name for s in world.run(world.store.list())) == ["nightly", "other"]
+    assert world.run(world.store.list("someone-else")) == []
+    updated = world.update(schedule, cron="0 3 * * *", description="at three")
+    assert (updated.spec.cron, updated.spec.description) == ("0 3 * * *", "at three")
+    assert world.cronjob(schedule)["spec"]["schedule"] == "0 3 * * *"
+    with pytest.raises(NotFound):
+        world.run(world.store.delete("someone-else", "nightly"))
