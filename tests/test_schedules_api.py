@@ -44,7 +44,7 @@ def create(svc: ServiceThread, name: str = "nightly", **fields: Any) -> pb.Sched
 def refused(call: Any, request: Any) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         call(request, timeout=T)
-    return info.value.code(), info.value.details()
+    return info.value.code(), info.value.details() or ""
 
 
 def test_create_get_list_update_trigger_delete(svc: ServiceThread) -> None:
