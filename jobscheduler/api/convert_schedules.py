@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from google.protobuf import json_format
-
 from jobscheduler._generated import jobscheduler_pb2 as pb
-from jobscheduler.api import convert
+from jobscheduler.api.convert_templates import optional_job, schedule_job_message
 from jobscheduler.core.errors import InvalidArgument
 from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, ScheduleSpec, ScheduleView
@@ -32,11 +30,9 @@ def _policy(value: int) -> ConcurrencyPolicy:
     return POLICIES[value]
 
 
-def _job(message: pb.ScheduleJobRequest) -> ScheduleRequest:
-    try:
-        return convert.schedule_request(message)
-    except InvalidArgument as exc:
-        raise InvalidArgument([type(v)(f"job.{v.field}", v.description) for v in exc.violations]) from None
+def _job(request: pb.CreateScheduleRequest) -> ScheduleRequest:
+    """The schedule's job (an unset one is refused by JobService.prepare, naming job.*)."""
+    return optional_job(request) or ScheduleRequest(name="", job_field=None, params={})
 
 
 def _optional(message: Any, name: str) -> Any:
@@ -44,7 +40,7 @@ def _optional(message: Any, name: str) -> Any:
 
 
 def spec(request: pb.CreateScheduleRequest) -> ScheduleSpec:
-    job = _job(request.job)
+    job = _job(request)
     kwargs: dict[str, Any] = {}
     for name in ("successful_jobs_history_limit", "failed_jobs_history_limit"):
         if request.HasField(name):
@@ -69,7 +65,7 @@ def changes(request: pb.UpdateScheduleRequest) -> ScheduleChanges:
     return ScheduleChanges(
         cron=_optional(request, "cron"),
         time_zone=_optional(request, "time_zone"),
-        job=_job(request.job) if request.HasField("job") else None,
+        job=optional_job(request),
         concurrency_policy=_policy(policy) if policy is not None else None,
         starting_deadline_seconds=_optional(request, "starting_deadline_seconds"),
         clear_starting_deadline=request.clear_starting_deadline,
@@ -80,34 +76,10 @@ def changes(request: pb.UpdateScheduleRequest) -> ScheduleChanges:
     )
 
 
-def _drop_unset(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _drop_unset(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_drop_unset(v) for v in value]
-    return value
-
-
 def job_request(job: ScheduleRequest) -> pb.ScheduleJobRequest:
-    """The stored job as ScheduleJob's request (what ``convert.schedule_request`` decoded)."""
-    message = pb.ScheduleJobRequest(
-        name=job.name,
-        labels=dict(job.labels),
-        timeout_seconds=job.timeout_seconds,
-        max_retries=job.max_retries,
-        retry_backoff_seconds=job.retry_backoff_seconds,
-        queue=job.queue,
-        template=job.template,
-        template_version=job.template_version,
-    )
-    if job.ttl_seconds_after_finished is not None:
-        message.ttl_seconds_after_finished = job.ttl_seconds_after_finished
-    if job.priority is not None:
-        message.priority = convert.PRIORITIES[job.priority]
-    if job.job_field:
-        json_format.ParseDict(
-            _drop_unset(dict(job.params)), getattr(message, job.job_field), ignore_unknown_fields=True
-        )
+    """The stored job as the ScheduleJobRequest that makes it (template and version included)."""
+    message = schedule_job_message(job)
+    message.template, message.template_version = job.template, job.template_version
     return message
 
 
