@@ -3,6 +3,7 @@ per minute across DST, FORBID, REPLACE, a downtime of three periods, delete, ide
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import pathlib
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from jobscheduler.core.model import JobFilter, JobPhase, JobRecord
 from jobscheduler.core.schedules.loop import ScheduleLoop
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, ScheduleSpec
 from jobscheduler.core.schedules.service import ScheduleService
+from jobscheduler.core.schedules.spec import ScheduleChanges
 from jobscheduler.core.service import JobService
 
 pytestmark = pytest.mark.asyncio
@@ -185,3 +187,28 @@ async def test_a_run_is_made_once_even_if_its_record_was_lost(tmp_path: pathlib.
         page = await r.jobs.list(JobFilter(schedule="once"), caller=ALICE)
         assert [j.job_id for j in page.records] == [job.job_id]
         assert not (await r.jobs.list(JobFilter(schedule="once"), caller=Caller("bob"))).records
+
+
+async def test_the_loop_sleeps_until_the_next_due_time_and_wakes_on_changes(tmp_path: pathlib.Path) -> None:
+    t0 = datetime(2026, 5, 1, 12, 0, 50, tzinfo=UTC)
+    async with rig(tmp_path, t0) as r:
+        delays: asyncio.Queue[float] = asyncio.Queue()
+
+        async def sleep(seconds: float) -> None:
+            delays.put_nowait(seconds)
+            await asyncio.Event().wait()  # only a change wakes the loop
+
+        loop = ScheduleLoop(r.schedules, sleep=sleep)
+        task = asyncio.create_task(loop.run())
+        try:
+            assert await asyncio.wait_for(delays.get(), 5) == 30.0  # nothing scheduled: the bound
+            await r.schedules.create(spec("soon"), ALICE)
+            assert await asyncio.wait_for(delays.get(), 5) == 10.0  # 12:01:00 is due in 10 s
+            r.clock.now = t0 + timedelta(seconds=15)
+            await r.schedules.update("soon", ScheduleChanges(suspend=True), ALICE)
+            assert await asyncio.wait_for(delays.get(), 5) == 30.0
+            assert r.made("soon") == []
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
