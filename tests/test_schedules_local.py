@@ -212,3 +212,24 @@ async def test_the_loop_sleeps_until_the_next_due_time_and_wakes_on_changes(tmp_
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_the_loop_outlives_a_failing_store(tmp_path: pathlib.Path) -> None:
+    async with rig(tmp_path, datetime(2026, 5, 1, 12, 0, tzinfo=UTC)) as r:
+        errors: list[str] = []
+        slept = asyncio.Event()
+
+        async def sleep(seconds: float) -> None:
+            slept.set()
+            await asyncio.Event().wait()
+
+        loop = ScheduleLoop(r.schedules, sleep=sleep, on_error=lambda name, exc: errors.append(exc.message))
+        r.backend.schedules.close()  # every statement now raises sqlite3.ProgrammingError
+        task = asyncio.create_task(loop.run())
+        try:
+            await asyncio.wait_for(slept.wait(), 5)
+            assert not task.done() and len(errors) == 1 and "ProgrammingError" in errors[0]
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from jobscheduler.core.auth import Caller
-from jobscheduler.core.errors import FailedPrecondition, JobSchedulerError, NotFound
+from jobscheduler.core.errors import BackendError, FailedPrecondition, JobSchedulerError, NotFound
 from jobscheduler.core.model import JobOrigin
 from jobscheduler.core.schedules import cron
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, Schedule, ScheduleStatus
@@ -107,7 +107,16 @@ class ScheduleLoop:
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            delay = await self.tick()
+            try:
+                delay = await self.tick()
+            except Exception as exc:  # the store failed (a full disk, a bug): retry, do not die
+                error = (
+                    exc
+                    if isinstance(exc, JobSchedulerError)
+                    else BackendError(f"{type(exc).__name__}: {exc}")
+                )
+                self._on_error("", error)
+                delay = MAX_SLEEP_SECONDS
             sleeper = asyncio.ensure_future(self._sleep(delay))
             waker = asyncio.ensure_future(self._wake.wait())
             try:

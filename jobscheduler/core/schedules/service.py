@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobscheduler.core.auth import Caller
-from jobscheduler.core.errors import InvalidArgument, PermissionDenied
+from jobscheduler.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from jobscheduler.core.model import JobOrigin, JobPhase, JobRecord
 from jobscheduler.core.schedules import cron, pages
 from jobscheduler.core.schedules.model import Schedule, ScheduleSpec, ScheduleView
@@ -163,7 +163,10 @@ class ScheduleService:
         cancelled: tuple[str, ...] = ()
         if cancel_jobs:
             for job_id in view.active_job_ids:
-                record = await self.jobs.cancel(job_id, f"schedule {name} deleted", caller)
+                try:
+                    record = await self.jobs.cancel(job_id, f"schedule {name} deleted", caller)
+                except (FailedPrecondition, NotFound):  # it ended (or went) meanwhile
+                    continue
                 if record.phase is JobPhase.CANCELLED:
                     cancelled += (job_id,)
         return view, cancelled
