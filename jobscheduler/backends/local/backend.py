@@ -35,6 +35,7 @@ from jobscheduler.backends.local._recovery import recover
 from jobscheduler.backends.local._schedules import LocalScheduleStore
 from jobscheduler.backends.local._store import JobRow, Store, now
 from jobscheduler.backends.local._supervisor import Supervisor, runs_callers_command
+from jobscheduler.backends.local._templates import LocalTemplates
 from jobscheduler.backends.local._ttl import TtlSweeper, ttl_seconds
 from jobscheduler.core.errors import (
     AlreadyExists,
@@ -95,6 +96,7 @@ class LocalBackend:
         try:
             self._store = Store(data_dir / "jobscheduler.db")
             self.schedules = LocalScheduleStore(data_dir / "jobscheduler.db")  # core.schedules' ScheduleStore
+            self.templates = LocalTemplates(data_dir / "jobscheduler.db")  # core.templates' TemplateStore
         except BaseException:
             self._lock.release()
             raise
@@ -280,6 +282,7 @@ class LocalBackend:
             await asyncio.gather(*runners, return_exceptions=True)
         self._store.close()
         self.schedules.close()
+        self.templates.close()
         self._lock.release()
 
     # --- the state of jobs (the controller's Jobs) ------------------------------------------
