@@ -46,6 +46,7 @@ Writes, as kube-apiserver answers them (one write at a time, checked and made at
   write is unconditional;
 - ``coordination.k8s.io/v1`` ``leases`` are served (namespaced), for leader election;
   ``batch/v1`` ``cronjobs`` too (the CronJob controller's stand-in is in emulator_cronjobs.py);
+  ``v1`` ``configmaps`` (job templates);
 - ``clock`` (None: the real time) gives creationTimestamp, so that a test's injected clock and
   the objects' ages agree; ``deletions`` keeps (resource plural, object, propagationPolicy) of
   every delete, for the garbage collector's stand-in (Background unless the request said otherwise).
@@ -272,6 +273,7 @@ class Emulator(kmock.KubernetesEmulator):
         self.resources["v1/pods"] = kmock.ResourceInfo(kind="Pod", namespaced=True)
         self.resources["coordination.k8s.io/v1/leases"] = kmock.ResourceInfo(kind="Lease", namespaced=True)
         self.resources["batch/v1/cronjobs"] = kmock.ResourceInfo(kind="CronJob", namespaced=True)
+        self.resources["v1/configmaps"] = kmock.ResourceInfo(kind="ConfigMap", namespaced=True)
         self._buses = collections.defaultdict(lambda: ChangeBus(lambda: next(self._rv)))
 
     def bus(self, resource: str) -> ChangeBus:
