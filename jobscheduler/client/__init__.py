@@ -14,8 +14,8 @@ iterators for the streams). Both are typed (``py.typed``) and mypy --strict clea
 
 Value types: the methods return the frozen dataclasses of this package (:class:`Job`,
 :class:`JobEvent`, :class:`JobPage`, :class:`LogLine`, :class:`QueueStatus`,
-:class:`JobTypeInfo`), not generated protobuf messages: enums are :class:`enum.StrEnum`
-(``JobPhase.RUNNING == "RUNNING"``), times are
+:class:`JobTypeInfo`, :class:`Schedule`, :class:`JobTemplate`), not generated protobuf
+messages: enums are :class:`enum.StrEnum` (``JobPhase.RUNNING == "RUNNING"``), times are
 timezone-aware UTC datetimes (None when unset), durations ``datetime.timedelta``; ``to_dict()``
 gives JSON-ready data. The generated modules (``jobscheduler._generated``) are private; a caller
 in another language generates its own stubs from the ``.proto`` shipped in the package
@@ -28,8 +28,10 @@ that follow (watch, watch_all, logs with follow) run until they end or the calle
 given a ``timeout``.
 
 Retries: UNAVAILABLE is retried with exponential backoff (``retries`` times, default 6) where that
-is safe: reads, ``cancel`` (idempotent) and ``schedule`` (it always sends a ``request_id``, generated
-when the caller gives none, so a retry returns the job the first attempt created). Watches
+is safe: reads, ``cancel`` and ``update_schedule`` (idempotent), ``schedule`` and ``rerun`` (they
+always send a ``request_id``, generated when the caller gives none, so a retry returns the job the
+first attempt created); not the calls that create or add (``create_schedule``, ``trigger_schedule``,
+``create_template``, ``update_template``) or delete. Watches
 reconnect after a dropped connection: ``watch_all`` from the last event's resume token, without
 losing or repeating an event.
 
@@ -44,6 +46,7 @@ import importlib.resources
 import pathlib
 
 from jobscheduler.client._async import AsyncClient
+from jobscheduler.client._calls import ScheduleChanges, ScheduleOptions
 from jobscheduler.client._errors import (
     Aborted,
     AlreadyExists,
@@ -68,6 +71,8 @@ from jobscheduler.client._retry import DEFAULT_RETRIES, DEFAULT_TIMEOUT, JobFilt
 from jobscheduler.client._sync import Client
 from jobscheduler.client._types import (
     JOB_TYPES,
+    BuiltinJob,
+    ConcurrencyPolicy,
     CustomJob,
     EventType,
     Job,
@@ -75,11 +80,15 @@ from jobscheduler.client._types import (
     JobEvent,
     JobPage,
     JobPhase,
+    JobRequest,
     JobSpec,
+    JobTemplate,
     JobTypeInfo,
     LogLine,
     Priority,
     QueueStatus,
+    Schedule,
+    ScheduleDeletion,
     TimerJob,
 )
 
@@ -96,8 +105,10 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "AsyncClient",
+    "BuiltinJob",
     "Cancelled",
     "Client",
+    "ConcurrencyPolicy",
     "CustomJob",
     "DataLoss",
     "DeadlineExceeded",
@@ -112,8 +123,10 @@ __all__ = [
     "JobFilterArgs",
     "JobPage",
     "JobPhase",
+    "JobRequest",
     "JobSchedulerError",
     "JobSpec",
+    "JobTemplate",
     "JobTypeInfo",
     "LogLine",
     "NotFound",
@@ -122,6 +135,10 @@ __all__ = [
     "Priority",
     "QueueStatus",
     "ResourceExhausted",
+    "Schedule",
+    "ScheduleChanges",
+    "ScheduleDeletion",
+    "ScheduleOptions",
     "TimerJob",
     "Unauthenticated",
     "Unavailable",

@@ -15,8 +15,11 @@ import grpc
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.client import _convert as convert
+from jobscheduler.client._async_schedules import AsyncScheduleMethods
+from jobscheduler.client._calls import Call
 from jobscheduler.client._credentials import CHANNEL_OPTIONS, StrPath, Token, channel_credentials
 from jobscheduler.client._errors import Unauthenticated, from_rpc_error
+from jobscheduler.client._requests import schedule_request
 from jobscheduler.client._retry import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -38,9 +41,10 @@ from jobscheduler.client._types import (
 )
 
 _Resp = TypeVar("_Resp")
+_T = TypeVar("_T")
 
 
-class AsyncClient:
+class AsyncClient(AsyncScheduleMethods):
     """An asyncio jobscheduler client; see the package docstring. Its channel is opened on first use,
     on the running event loop; use as an async context manager or await :meth:`close`."""
 
@@ -150,12 +154,16 @@ class AsyncClient:
                     continue
                 raise from_rpc_error(exc) from None
 
+    async def _call(self, call: Call[_T], timeout: float | None) -> _T:
+        answer = await self._unary(getattr(self._stub, call.rpc), call.request, timeout, retry=call.retry)
+        return call.result(answer)
+
     # --- RPCs -----------------------------------------------------------------------------------
 
     async def schedule(
         self,
         name: str,
-        job: JobSpec,
+        job: JobSpec | None = None,
         *,
         labels: Mapping[str, str] | None = None,
         priority: Priority | str | None = None,
@@ -167,14 +175,18 @@ class AsyncClient:
         retry_backoff_seconds: int = 0,
         timeout_seconds: int = 0,
         ttl_seconds_after_finished: int | None = None,
+        template: str = "",
+        template_version: int = 0,
         request_id: str | None = None,
         timeout: float | None = None,
     ) -> Job:
         """Schedule a job of ``job``'s type named ``name``; the created (or, for a ``request_id``
         seen before, the existing) job. Without ``request_id`` one is generated, so the retries
         after UNAVAILABLE never create a second job. The other arguments are ScheduleJobRequest's
-        fields (see the proto); ``timeout`` is this call's deadline."""
-        request = convert.schedule_request(
+        fields (see the proto); ``timeout`` is this call's deadline. With ``template`` (and
+        ``template_version``, 0: the latest) the job starts from that job template: ``job`` and
+        the other arguments override what they set (``job`` None: the template's)."""
+        request = schedule_request(
             name,
             job,
             labels=labels,
@@ -187,6 +199,8 @@ class AsyncClient:
             retry_backoff_seconds=retry_backoff_seconds,
             timeout_seconds=timeout_seconds,
             ttl_seconds_after_finished=ttl_seconds_after_finished,
+            template=template,
+            template_version=template_version,
             request_id=request_id or convert.new_request_id(),
         )
         response: pb.ScheduleJobResponse = await self._unary(self._stub.ScheduleJob, request, timeout)

@@ -42,6 +42,12 @@ class JobFilterArgs(TypedDict, total=False):
     owner: str
     #: Jobs of this admission queue.
     queue: str
+    #: Jobs made by this schedule (its name).
+    schedule: str
+    #: Reruns of this job (``rerun``).
+    rerun_of: str
+    #: Jobs made from this job template (its name).
+    template: str
 
 
 def backoff(attempt: int) -> float:

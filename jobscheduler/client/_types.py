@@ -100,9 +100,20 @@ class CustomJob(_Plain):
     params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class BuiltinJob(_Plain):
+    """A built-in job type without a class of its own here (``container``, ``webhook``,
+    ``healthcheck``: see ``types()``): ``params`` are its request message as JSON with the proto's
+    field names, sent as the ``{type}_job`` member. Schedules and templates read back a job of such
+    a type as this, so it can be sent back unchanged."""
+
+    type: str
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
 #: Every job type the client can schedule: the type name -> its parameter class (plugin types:
 #: :class:`CustomJob`).
-JobSpec = TimerJob | CustomJob
+JobSpec = TimerJob | CustomJob | BuiltinJob
 JOB_TYPES: Mapping[str, type[JobSpec]] = {"timer": TimerJob}
 
 
@@ -153,6 +164,13 @@ class Job(_Plain):
     depends_on: tuple[str, ...] = ()
     enqueued_at: datetime.datetime | None = None
     admitted_at: datetime.datetime | None = None
+    #: The schedule that made the job and the time it was due; the template (and version) it was
+    #: made from; the job it reruns (``rerun``).
+    schedule: str = ""
+    scheduled_at: datetime.datetime | None = None
+    template: str = ""
+    template_version: int = 0
+    rerun_of: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -212,3 +230,99 @@ class QueueStatus(_Plain):
     waiting: int = 0
     oldest_queued_age: datetime.timedelta | None = None
     oldest_queued_since: datetime.datetime | None = None
+
+
+class ConcurrencyPolicy(enum.StrEnum):
+    """What a schedule does when it is due while a job it made is unfinished (proto
+    ``ConcurrencyPolicy``): ALLOW starts another, FORBID skips the run, REPLACE cancels the
+    unfinished one first."""
+
+    UNSPECIFIED = "UNSPECIFIED"
+    ALLOW = "ALLOW"
+    FORBID = "FORBID"
+    REPLACE = "REPLACE"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobRequest(_Plain):
+    """A ScheduleJobRequest as a value: the job a schedule makes, a template's partial request, or
+    the overrides of ``rerun``. Unset fields (``""``, ``0``, ``None``, empty) are not sent, so a
+    template's or the original job's value stands; ``job`` None keeps their job type."""
+
+    name: str = ""
+    job: JobSpec | None = None
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    priority: Priority | str | None = None
+    queue: str = ""
+    max_retries: int = 0
+    retry_backoff_seconds: int = 0
+    timeout_seconds: int = 0
+    ttl_seconds_after_finished: int | None = None
+    #: A job template to start from (and its version; 0: the latest).
+    template: str = ""
+    template_version: int = 0
+    start_after: datetime.datetime | None = None
+    delay_seconds: int = 0
+    depends_on: tuple[str, ...] = ()
+
+    @property
+    def job_type(self) -> str:
+        """The job type's name (``"timer"``, a plugin type's, ...); ``""`` when ``job`` is None."""
+        if self.job is None:
+            return ""
+        return self.job.TYPE if isinstance(self.job, TimerJob) else self.job.type
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Schedule(_Plain):
+    """A recurring schedule: ``cron`` (five fields or ``@hourly``-style) in ``time_zone`` (IANA;
+    empty: UTC) makes ``job`` each time it is due. The fields after ``description`` are its
+    status, read only."""
+
+    name: str
+    cron: str
+    job: JobRequest
+    time_zone: str = ""
+    concurrency_policy: ConcurrencyPolicy = ConcurrencyPolicy.UNSPECIFIED
+    starting_deadline_seconds: int | None = None
+    suspend: bool = False
+    successful_jobs_history_limit: int | None = None
+    failed_jobs_history_limit: int | None = None
+    description: str = ""
+    owner: str = ""
+    created_at: datetime.datetime | None = None
+    updated_at: datetime.datetime | None = None
+    last_schedule_time: datetime.datetime | None = None
+    last_successful_time: datetime.datetime | None = None
+    #: When it is due next (None while suspended).
+    next_run_time: datetime.datetime | None = None
+    active_job_ids: tuple[str, ...] = ()
+    #: Runs missed by more than ``starting_deadline_seconds``, and the last of them.
+    missed_runs: int = 0
+    last_missed_time: datetime.datetime | None = None
+    #: Runs skipped by ConcurrencyPolicy.FORBID.
+    skipped_runs: int = 0
+    template_version: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ScheduleDeletion(_Plain):
+    """What ``delete_schedule`` did: the schedule as it was, and the jobs it cancelled."""
+
+    schedule: Schedule
+    cancelled_job_ids: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobTemplate(_Plain):
+    """One version of a job template: a named partial request that ``schedule(template=...)``,
+    schedules and other templates' users start from."""
+
+    name: str
+    job: JobRequest
+    description: str = ""
+    version: int = 0
+    owner: str = ""
+    #: When this version was stored, and when version 1 was.
+    created_at: datetime.datetime | None = None
+    first_created_at: datetime.datetime | None = None

@@ -1,5 +1,5 @@
 """The client commands of the ``jobscheduler`` program (submit, get, list, watch, logs, cancel,
-queues, types, completion), built on :mod:`jobscheduler.client` only."""
+rerun, schedules, templates, queues, types, completion), built on :mod:`jobscheduler.client` only."""
 
 from __future__ import annotations
 

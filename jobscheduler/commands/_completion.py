@@ -9,9 +9,14 @@ from collections.abc import Iterable, Mapping
 
 from jobscheduler.client import JOB_TYPES
 from jobscheduler.commands._parser import PHASES, PRIORITIES
+from jobscheduler.commands._parser_schedules import POLICIES
 
 #: Values of flags that the commands check themselves (argparse has no ``choices`` for them).
-_VALUES: Mapping[str, Iterable[str]] = {"--phase": PHASES, "--priority": PRIORITIES}
+_VALUES: Mapping[str, Iterable[str]] = {
+    "--phase": PHASES,
+    "--priority": PRIORITIES,
+    "--concurrency-policy": POLICIES,
+}
 _FILES = ("--ca-file", "--cert-file", "--key-file", "--token-file")
 #: Positional arguments with fixed values, by their dest.
 _POSITIONALS: Mapping[str, Iterable[str]] = {"job_type": sorted(JOB_TYPES), "shell": ("bash", "zsh")}
@@ -21,7 +26,8 @@ def _words(items: Iterable[str]) -> str:
     return shlex.quote(" ".join(items))
 
 
-def _command_case(name: str, parser: argparse.ArgumentParser) -> str:
+def _body(parser: argparse.ArgumentParser, indent: str) -> list[str]:
+    """The completion of one (sub)command's flags, flag values and positional values."""
     flags: list[str] = []
     value_cases: list[str] = []
     file_flags: list[str] = []
@@ -37,18 +43,42 @@ def _command_case(name: str, parser: argparse.ArgumentParser) -> str:
         if choices:
             pattern = "|".join(action.option_strings)
             value_cases.append(
-                f'      {pattern}) COMPREPLY=($(compgen -W {_words(choices)} -- "$cur")); return;;'
+                f'{indent}  {pattern}) COMPREPLY=($(compgen -W {_words(choices)} -- "$cur")); return;;'
             )
         elif any(o in _FILES for o in action.option_strings):
             file_flags.extend(action.option_strings)
     if file_flags:
-        value_cases.append(f'      {"|".join(file_flags)}) COMPREPLY=($(compgen -f -- "$cur")); return;;')
-    lines = [f"    {name})", '      case "$prev" in', *value_cases, "      esac"]
-    lines.append(
-        f'      if [[ "$cur" == -* || -z {_words(positional)} ]]; then'
+        value_cases.append(f'{indent}  {"|".join(file_flags)}) COMPREPLY=($(compgen -f -- "$cur")); return;;')
+    return [
+        f'{indent}case "$prev" in',
+        *value_cases,
+        f"{indent}esac",
+        f'{indent}if [[ "$cur" == -* || -z {_words(positional)} ]]; then'
         f' COMPREPLY=($(compgen -W {_words(flags)} -- "$cur"));'
-        f' else COMPREPLY=($(compgen -W {_words(positional)} -- "$cur")); fi;;'
-    )
+        f' else COMPREPLY=($(compgen -W {_words(positional)} -- "$cur")); fi',
+    ]
+
+
+def _command_case(name: str, parser: argparse.ArgumentParser) -> str:
+    nested = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if nested is None:
+        return "\n".join([f"    {name})", *_body(parser, "      "), "      ;;"])
+    # A command with actions (schedules create ...): the first word after it picks the action.
+    actions: Mapping[str, argparse.ArgumentParser] = nested.choices
+    lines = [
+        f"    {name})",
+        '      local action="" j',
+        "      for ((j = i + 1; j < COMP_CWORD; j++)); do",
+        '        case "${COMP_WORDS[j]}" in -*) ;; *) action="${COMP_WORDS[j]}"; break;; esac',
+        "      done",
+        '      case "$action" in',
+    ]
+    for action, sub in actions.items():
+        lines += [f"        {action})", *_body(sub, "          "), "          ;;"]
+    lines += [
+        f'        *) COMPREPLY=($(compgen -W {_words([*actions, "--help"])} -- "$cur"));;',
+        "      esac;;",
+    ]
     return "\n".join(lines)
 
 

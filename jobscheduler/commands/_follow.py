@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from jobscheduler import client
 from jobscheduler.commands import _output as output
-from jobscheduler.commands._errors import one_line
+from jobscheduler.commands._errors import EXIT_FAILED, EXIT_OK, one_line
 from jobscheduler.commands._live import StatusLine
 from jobscheduler.commands._time import human_duration
 
@@ -58,6 +58,28 @@ def _next_retry(c: client.Client, job: client.Job) -> client.Job | None:
     except client.DeadlineExceeded:
         return None
     return None
+
+
+def show_job(job: client.Job, fmt: str | None) -> None:
+    data = job.to_dict()
+    output.emit(data, fmt=fmt or "table", rows=[data], kind="job")
+
+
+def submitted(c: client.Client, job: client.Job, fmt: str | None, *, follow: bool) -> int:
+    """Report a job just made (submit, rerun, schedules trigger); with ``follow`` (--wait), follow it
+    until it ends: exit 0 only if it SUCCEEDED."""
+    if fmt == "name":
+        print(job.job_id, flush=True)
+    elif _human(fmt):
+        origin = f", rerun of {job.rerun_of}" if job.rerun_of else ""
+        origin += f", schedule {job.schedule!r}" if job.schedule else ""
+        print(f"{job.job_id} submitted ({job.type} {job.name!r}, {job.phase.value}{origin})", flush=True)
+    final = wait(c, job, fmt) if follow else job
+    if fmt in ("json", "yaml"):
+        show_job(final, fmt)
+    if follow and final.phase is not client.JobPhase.SUCCEEDED:
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def wait(c: client.Client, job: client.Job, fmt: str | None) -> client.Job:

@@ -16,7 +16,7 @@ from typing import Any, Final, TextIO
 
 import yaml
 
-from jobscheduler.commands._time import age, seconds_text
+from jobscheduler.commands._time import age, human_duration, parse_rfc3339, seconds_text
 
 Row = Mapping[str, Any]
 Column = tuple[str, Callable[[Row, dt.datetime], str]]
@@ -80,6 +80,18 @@ def _retry(job: Row) -> str:
     return f"{job['retry_of']}#{job.get('retry_number', 0)}"
 
 
+def _origin(job: Row) -> str:
+    """What made the job: its schedule, the job it reruns, its template (``<none>``: submitted)."""
+    parts = []
+    if job.get("schedule"):
+        parts.append(f"schedule/{_text(job['schedule'])}")
+    if job.get("rerun_of"):
+        parts.append(f"rerun/{_text(job['rerun_of'])}")
+    if job.get("template"):
+        parts.append(f"template/{_template_ref(job)}")
+    return ",".join(parts) or "<none>"
+
+
 JOB_COLUMNS: Final[tuple[Column, ...]] = (
     ("JOB ID", lambda j, now: _text(j.get("job_id"))),
     ("NAME", lambda j, now: _text(j.get("name"))),
@@ -96,6 +108,7 @@ JOB_WIDE: Final[tuple[Column, ...]] = (
     ("REASON", lambda j, now: _text(j.get("reason"))),
     ("EXIT", lambda j, now: _exit_code(j)),
     ("RETRY OF", lambda j, now: _retry(j)),
+    ("ORIGIN", lambda j, now: _origin(j)),
     ("MESSAGE", lambda j, now: _text(j.get("message"))),
 )
 
@@ -142,6 +155,63 @@ TYPE_WIDE: Final[tuple[Column, ...]] = (
     ("PARAMETERS", lambda t, now: _parameters(t)),
 )
 
+
+def _until(value: object, now: dt.datetime) -> str:
+    """``in 4m`` for a future protobuf JSON time (``now`` if it is due); ``<none>`` when unset."""
+    when = parse_rfc3339(value)
+    if when is None:
+        return "<none>"
+    ahead = (when - now).total_seconds()
+    return f"in {human_duration(ahead)}" if ahead >= 1 else "now"
+
+
+def _job_of(row: Row) -> Row:
+    job = row.get("job")
+    return job if isinstance(job, Mapping) else {}
+
+
+def _template_ref(job: Row) -> str:
+    name = job.get("template")
+    if not name:
+        return "<none>"
+    version = job.get("template_version") or "latest"
+    return f"{_text(name)}@{version}"
+
+
+SCHEDULE_COLUMNS: Final[tuple[Column, ...]] = (
+    ("NAME", lambda s, now: _text(s.get("name"))),
+    ("SCHEDULE", lambda s, now: _text(s.get("cron"))),
+    ("TIMEZONE", lambda s, now: _text(s.get("time_zone") or "UTC")),
+    ("SUSPEND", lambda s, now: str(bool(s.get("suspend")))),
+    ("ACTIVE", lambda s, now: str(len(s.get("active_job_ids") or ()))),
+    ("LAST SCHEDULE", lambda s, now: age(s.get("last_schedule_time"), now)),
+    ("NEXT RUN", lambda s, now: _until(s.get("next_run_time"), now)),
+    ("AGE", lambda s, now: age(s.get("created_at"), now)),
+)
+SCHEDULE_WIDE: Final[tuple[Column, ...]] = (
+    ("TYPE", lambda s, now: _text(s.get("job_type"))),
+    ("POLICY", lambda s, now: short(s.get("concurrency_policy"), "CONCURRENCY_POLICY_")),
+    ("QUEUE", lambda s, now: _text(_job_of(s).get("queue"))),
+    ("MISSED", lambda s, now: str(s.get("missed_runs", 0) or 0)),
+    ("SKIPPED", lambda s, now: str(s.get("skipped_runs", 0) or 0)),
+    ("TEMPLATE", lambda s, now: _template_ref(_job_of(s))),
+    ("DESCRIPTION", lambda s, now: _text(s.get("description"))),
+)
+
+TEMPLATE_COLUMNS: Final[tuple[Column, ...]] = (
+    ("NAME", lambda t, now: _text(t.get("name"))),
+    ("VERSION", lambda t, now: str(t.get("version", 0) or 0)),
+    ("TYPE", lambda t, now: _text(t.get("job_type"))),
+    ("DESCRIPTION", lambda t, now: _text(t.get("description"))),
+    ("UPDATED", lambda t, now: age(t.get("created_at"), now)),
+    ("AGE", lambda t, now: age(t.get("first_created_at"), now)),
+)
+TEMPLATE_WIDE: Final[tuple[Column, ...]] = (
+    ("QUEUE", lambda t, now: _text(_job_of(t).get("queue"))),
+    ("PRIORITY", lambda t, now: short(_job_of(t).get("priority"), "JOB_PRIORITY_")),
+    ("OWNER", lambda t, now: _text(t.get("owner"))),
+)
+
 EVENT_COLUMNS: Final[tuple[Column, ...]] = (
     ("EVENT", lambda e, now: short(e.get("type"), "JOB_EVENT_TYPE_")),
     *((title, (lambda f: lambda e, now: f(e.get("job") or {}, now))(fn)) for title, fn in JOB_COLUMNS),
@@ -156,6 +226,8 @@ def columns_for(kind: str, wide: bool) -> tuple[Column, ...]:
         "job": (JOB_COLUMNS, JOB_WIDE),
         "queue": (QUEUE_COLUMNS, QUEUE_WIDE),
         "type": (TYPE_COLUMNS, TYPE_WIDE),
+        "schedule": (SCHEDULE_COLUMNS, SCHEDULE_WIDE),
+        "template": (TEMPLATE_COLUMNS, TEMPLATE_WIDE),
         "event": (EVENT_COLUMNS, EVENT_WIDE),
     }[kind]
     return base + extra if wide else base

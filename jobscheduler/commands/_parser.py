@@ -1,5 +1,5 @@
 """The client commands' flags (argparse): submit, get, list, watch, logs, cancel, queues, types,
-completion."""
+completion (rerun, schedules and templates: ``_parser_schedules``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,20 @@ from jobscheduler.commands import _connect
 
 #: Output formats of -o (the first one is the default, chosen by leaving -o out).
 FORMATS: Final = ("table", "wide", "json", "yaml", "name")
-COMMANDS: Final = ("submit", "get", "list", "watch", "logs", "cancel", "queues", "types", "completion")
+COMMANDS: Final = (
+    "submit",
+    "get",
+    "list",
+    "watch",
+    "logs",
+    "cancel",
+    "rerun",
+    "schedules",
+    "templates",
+    "queues",
+    "types",
+    "completion",
+)
 PHASES: Final = ("pending", "running", "succeeded", "failed", "cancelled", "queued", "scheduled", "waiting")
 PRIORITIES: Final = ("low", "normal", "high", "critical")
 
@@ -44,17 +57,18 @@ def _filters(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--queue", default="", help="admission queue")
     group.add_argument("--owner", default="", help="owner (other owners than yourself need the admin role)")
     group.add_argument("--name-prefix", default="", metavar="PREFIX", help="jobs whose name starts with this")
+    group.add_argument("--schedule", default="", metavar="NAME", help="jobs made by this schedule")
+    group.add_argument("--rerun-of", default="", metavar="JOB_ID", help="reruns of this job")
+    group.add_argument("--template", default="", metavar="NAME", help="jobs made from this job template")
 
 
-def _submit(sub: Any) -> None:
-    p = sub.add_parser(
-        "submit",
-        help="schedule a job (--wait: block until it ends)",
-        description="Schedule a job of TYPE. Its parameters as --param KEY=VALUE (maps: --param"
-        " env.NAME=VALUE), or with the convenience flags of the timer. Exit 0 with --wait only when it"
-        " SUCCEEDED.",
-    )
-    p.add_argument("job_type", metavar="TYPE", help="job type: timer")
+def job_flags(p: argparse.ArgumentParser, *, job_type: str, when: bool, template: bool = True) -> None:
+    """The flags of the job a command makes: TYPE (``job_type``: "required", "optional" or "none"),
+    its parameters, the timer's convenience flags and the scheduling settings (``when``: also
+    --after, --delay and --depends-on; ``template``: --template and --template-version)."""
+    if job_type != "none":
+        nargs = "?" if job_type == "optional" else None
+        p.add_argument("job_type", metavar="TYPE", nargs=nargs, help="job type: timer, or a plugin type")
     p.add_argument(
         "-p", "--param", action="append", default=[], metavar="KEY=VALUE", help="a job parameter (repeat)"
     )
@@ -69,23 +83,44 @@ def _submit(sub: Any) -> None:
     sched = p.add_argument_group("scheduling")
     sched.add_argument("--queue", default="", help="admission queue (default: default)")
     sched.add_argument("--priority", metavar="|".join(PRIORITIES), help="admission priority (default normal)")
-    when = sched.add_mutually_exclusive_group()
-    when.add_argument("--after", metavar="RFC3339", help="start no earlier than this time")
-    when.add_argument("--delay", metavar="DURATION", help="start this long from now, e.g. 30s, 5m")
-    sched.add_argument(
-        "--depends-on", action="append", default=[], metavar="JOB_ID", help="must succeed first (repeat)"
-    )
+    if when:
+        after = sched.add_mutually_exclusive_group()
+        after.add_argument("--after", metavar="RFC3339", help="start no earlier than this time")
+        after.add_argument("--delay", metavar="DURATION", help="start this long from now, e.g. 30s, 5m")
+        sched.add_argument(
+            "--depends-on", action="append", default=[], metavar="JOB_ID", help="must succeed first (repeat)"
+        )
     sched.add_argument("--retries", metavar="N", help="run a failed job again up to N times (max 10)")
     sched.add_argument("--retry-backoff", metavar="DURATION", help="wait before the first retry, doubling")
     sched.add_argument("--timeout", metavar="DURATION", help="fail the job after running this long")
     sched.add_argument("--ttl", metavar="DURATION", help="keep the finished job this long (0: until deleted)")
     sched.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="job label (repeat)")
-    sched.add_argument(
-        "--request-id", help="idempotency key: the same id returns the same job (default: new)"
-    )
+    if template:
+        sched.add_argument("--template", metavar="NAME", default="", help="start from this job template")
+        sched.add_argument("--template-version", metavar="N", help="the template's version (default: latest)")
+
+
+def request_id_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--request-id", help="idempotency key: the same id returns the same job (default: new)")
+
+
+def wait_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "-w", "--wait", action="store_true", help="block until the job ends; exit 0 only if it SUCCEEDED"
     )
+
+
+def _submit(sub: Any) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="schedule a job (--wait: block until it ends)",
+        description="Schedule a job of TYPE (or from --template NAME, TYPE then optional). Its parameters"
+        " as --param KEY=VALUE (maps: --param env.NAME=VALUE), or with the convenience flags of the"
+        " timer. Exit 0 with --wait only when it SUCCEEDED.",
+    )
+    job_flags(p, job_type="optional", when=True)
+    request_id_flag(p)
+    wait_flag(p)
     _common(p)
 
 
@@ -128,6 +163,10 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--reason", default="", help="recorded on the job")
     _common(p)
+
+    from jobscheduler.commands._parser_schedules import add_schedule_parsers  # (it uses job_flags)
+
+    add_schedule_parsers(sub, _common)
 
     p = sub.add_parser("queues", help="list the admission queues", description="Every admission queue.")
     _common(p)

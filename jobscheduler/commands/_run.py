@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from jobscheduler import client
-from jobscheduler.commands import _connect, _follow
+from jobscheduler.commands import _connect, _follow, _schedules
 from jobscheduler.commands import _output as output
 from jobscheduler.commands import _values as values
 from jobscheduler.commands._errors import (
@@ -22,7 +22,7 @@ from jobscheduler.commands._errors import (
     fail,
 )
 from jobscheduler.commands._params import BadValue
-from jobscheduler.commands._submit import schedule_arguments
+from jobscheduler.commands._submit import plugin_types_for, schedule_arguments
 
 #: UNAVAILABLE retries of each call (the client backs off 0.1, 0.2, 0.4 s: about 0.7 s in all).
 CLIENT_RETRIES = 3
@@ -36,34 +36,17 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         "queue": args.queue.strip(),
         "owner": args.owner.strip(),
         "name_prefix": args.name_prefix,
+        "schedule": args.schedule.strip(),
+        "rerun_of": args.rerun_of.strip(),
+        "template": args.template.strip(),
     }
     return {k: v for k, v in filters.items() if v}
 
 
-def _one(job: client.Job, fmt: str | None) -> None:
-    data = job.to_dict()
-    output.emit(data, fmt=fmt or "table", rows=[data], kind="job")
-
-
 def _submit(c: client.Client, args: argparse.Namespace) -> int:
-    plugin_types = None
-    if args.job_type.strip().lower() not in client.JOB_TYPES:  # perhaps a plugin type: ask the server
-        plugin_types = {t.name: t for t in c.types() if not t.builtin}
-    name, spec, kwargs = schedule_arguments(args, plugin_types)
+    name, spec, kwargs = schedule_arguments(args, plugin_types_for(c, args.job_type))
     job = c.schedule(name, spec, **kwargs)
-    fmt = args.output
-    if fmt == "name":
-        print(job.job_id, flush=True)
-    elif fmt in (None, "table", "wide"):
-        print(f"{job.job_id} submitted ({job.type} {job.name!r}, {job.phase.value})", flush=True)
-    if not args.wait:
-        if fmt in ("json", "yaml"):
-            _one(job, fmt)
-        return EXIT_OK
-    final = _follow.wait(c, job, fmt)
-    if fmt in ("json", "yaml"):
-        _one(final, fmt)
-    return EXIT_OK if final.phase is client.JobPhase.SUCCEEDED else EXIT_FAILED
+    return _follow.submitted(c, job, args.output, follow=args.wait)
 
 
 def _list(c: client.Client, args: argparse.Namespace) -> int:
@@ -105,11 +88,13 @@ def _dispatch(c: client.Client, args: argparse.Namespace) -> int:
     if command == "submit":
         return _submit(c, args)
     if command == "get":
-        _one(c.get(args.job_id), args.output)
+        _follow.show_job(c.get(args.job_id), args.output)
         return EXIT_OK
     if command == "cancel":
-        _one(c.cancel(args.job_id, args.reason), args.output)
+        _follow.show_job(c.cancel(args.job_id, args.reason), args.output)
         return EXIT_OK
+    if command in ("rerun", "schedules", "templates"):
+        return _schedules.run(c, args)
     if command == "list":
         return _list(c, args)
     if command == "watch":

@@ -9,8 +9,9 @@ from typing import Any
 from jobscheduler import client
 from jobscheduler.commands import _values as values
 from jobscheduler.commands._custom import custom_spec
-from jobscheduler.commands._params import BadValue, build_spec, pairs
+from jobscheduler.commands._params import BadValue, build_spec, fields_of, pairs
 from jobscheduler.commands._time import ValueProblem, parse_seconds
+from jobscheduler.commands._values import INT32_MAX
 
 #: The timer's convenience flags: flag attribute -> parameter.
 _TIMER_FLAGS = {
@@ -39,46 +40,111 @@ def _timer_params(args: argparse.Namespace) -> list[str]:
     return items
 
 
-def schedule_arguments(
-    args: argparse.Namespace, plugin_types: Mapping[str, client.JobTypeInfo] | None = None
-) -> tuple[str, Any, dict[str, Any]]:
-    """(name, job spec, keyword arguments of ``Client.schedule``) from submit's flags;
-    ``plugin_types``: the server's plugin types (``Client.types()``), for a TYPE not built in."""
-    job_type = args.job_type.strip().lower()
-    spec_class = client.JOB_TYPES.get(job_type)
-    plugin = (plugin_types or {}).get(args.job_type.strip())
+def plugin_types_for(c: client.Client, job_type: str | None) -> dict[str, client.JobTypeInfo] | None:
+    """The server's plugin types when ``job_type`` is not built in (perhaps a plugin's), else None."""
+    if job_type is None or job_type.strip().lower() in client.JOB_TYPES:
+        return None
+    return {t.name: t for t in c.types() if not t.builtin}
+
+
+def _zeros(spec_class: Any) -> dict[str, Any]:
+    """Unset values of the parameter class's fields (proto3 does not send them): the base of a
+    partial job (overrides of a template's or the original job's parameters)."""
+    blank = {"int": 0, "float": 0.0, "bool": False, "str": "", "map": {}}
+    return {name: blank[kind] for name, kind in fields_of(spec_class).items()}
+
+
+def job_spec(
+    args: argparse.Namespace,
+    job_type: str,
+    plugin_types: Mapping[str, client.JobTypeInfo] | None,
+    *,
+    name: str,
+    partial: bool,
+) -> Any:
+    """The job of ``job_type`` from ``--param`` and the timer's flags; ``plugin_types``: the server's
+    plugin types (``Client.types()``), for a type not built in. ``partial``: parameters that are not
+    given stay unset (an override), else the required ones must be given."""
+    key = job_type.strip().lower()
+    spec_class = client.JOB_TYPES.get(key)
+    plugin = (plugin_types or {}).get(job_type.strip())
     if spec_class is None and plugin is None:
         known = ", ".join(sorted({*client.JOB_TYPES, *(plugin_types or {})}))
-        raise BadValue("TYPE", f"{args.job_type[:80]!r} is not a job type (known: {known})")
+        raise BadValue("TYPE", f"{job_type[:80]!r} is not a job type (known: {known})")
     params = values.repeated("--param", args.param)
-    if job_type == "timer":
+    if key == "timer":
         params = _timer_params(args) + params
     else:
         given = [
             f"--{a.replace('_', '-')}" for a in ("duration", *_TIMER_FLAGS) if getattr(args, a) is not None
         ]
         if given or args.env:
-            raise BadValue(
-                given[0] if given else "--env", f"is a timer flag; use --param for {job_type} jobs"
-            )
-    name = args.name if args.name is not None else job_type
-    if spec_class is not None:
-        spec: Any = build_spec(job_type, spec_class, params, {"timer_name": name})
-    else:
+            raise BadValue(given[0] if given else "--env", f"is a timer flag; use --param for {key} jobs")
+    if spec_class is None:
         assert plugin is not None
-        spec = custom_spec(plugin, params)
-    retries = values.integer("--retries", args.retries, 0, 10)
-    kwargs: dict[str, Any] = {
+        return custom_spec(plugin, params)
+    defaults = _zeros(spec_class) if partial else {"timer_name": name}
+    return build_spec(key, spec_class, params, defaults)
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The job's scheduling flags as keyword arguments of ``Client.schedule`` (and fields of
+    :class:`client.JobRequest`); the flags a command does not have are left out."""
+    out: dict[str, Any] = {
         "labels": pairs(values.repeated("--label", args.label), "--label"),
         "priority": values.priority(args.priority),
         "queue": args.queue.strip(),
-        "start_after": values.time("--after", args.after),
-        "delay_seconds": values.seconds("--delay", args.delay) or 0,
-        "depends_on": [d for d in values.repeated("--depends-on", args.depends_on) if d],
-        "max_retries": retries or 0,
+        "max_retries": values.integer("--retries", args.retries, 0, 10) or 0,
         "retry_backoff_seconds": values.seconds("--retry-backoff", args.retry_backoff) or 0,
         "timeout_seconds": values.seconds("--timeout", args.timeout, allow_zero=False) or 0,
         "ttl_seconds_after_finished": values.seconds("--ttl", args.ttl),
-        "request_id": args.request_id or None,
     }
+    if hasattr(args, "after"):
+        out["start_after"] = values.time("--after", args.after)
+        out["delay_seconds"] = values.seconds("--delay", args.delay) or 0
+        out["depends_on"] = [d for d in values.repeated("--depends-on", args.depends_on) if d]
+    if hasattr(args, "template"):
+        out["template"] = args.template.strip()
+        out["template_version"] = (
+            values.integer("--template-version", args.template_version, 1, INT32_MAX) or 0
+        )
+        if out["template_version"] and not out["template"]:
+            raise BadValue("--template-version", "goes with --template NAME")
+    return out
+
+
+def job_request(
+    args: argparse.Namespace,
+    plugin_types: Mapping[str, client.JobTypeInfo] | None,
+    *,
+    job_type: str | None,
+    default_name: str,
+    partial: bool,
+) -> client.JobRequest:
+    """The job a schedule or template makes (or a rerun's overrides), from the job's flags:
+    ``job_type`` None leaves the job type to the template or the original job."""
+    kwargs = settings(args)
+    name = args.name if args.name is not None else default_name
+    spec = None if job_type is None else job_spec(args, job_type, plugin_types, name=name, partial=partial)
+    if "depends_on" in kwargs:
+        kwargs["depends_on"] = tuple(kwargs["depends_on"])
+    return client.JobRequest(name=name, job=spec, **kwargs)
+
+
+def schedule_arguments(
+    args: argparse.Namespace, plugin_types: Mapping[str, client.JobTypeInfo] | None = None
+) -> tuple[str, Any, dict[str, Any]]:
+    """(name, job spec, keyword arguments of ``Client.schedule``) from submit's flags; with
+    --template, TYPE may be left out and the given parameters override the template's."""
+    kwargs = settings(args)
+    template = kwargs.get("template", "")
+    if args.job_type is None and not template:
+        raise BadValue("TYPE", "give a job type (jobscheduler types lists them), or --template NAME")
+    job_type = args.job_type
+    default = "" if template else job_type.strip().lower()
+    name = args.name if args.name is not None else default
+    spec = None
+    if job_type is not None:
+        spec = job_spec(args, job_type, plugin_types, name=name, partial=bool(template))
+    kwargs["request_id"] = args.request_id or None
     return name, spec, kwargs
