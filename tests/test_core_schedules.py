@@ -99,6 +99,12 @@ def test_the_shortest_interval() -> None:
     cron.validate("*/1 * * * *", "", after=now, min_interval_seconds=60)
     with pytest.raises(InvalidArgument, match="fires 60 s apart"):
         cron.validate("*/1 * * * *", "", after=now, min_interval_seconds=61)
+    cron.validate("*/2 * * * *", "", after=now, min_interval_seconds=120)
+    # Debian's rule moves 02:59 (skipped by spring-forward) to 03:00: one minute after 01:59.
+    spring = datetime(2026, 3, 7, tzinfo=UTC)
+    with pytest.raises(InvalidArgument, match="fires 60 s apart"):
+        cron.validate("59 1,2 * * *", "America/New_York", after=spring, min_interval_seconds=3600)
+    cron.validate("59 1,2 * * *", "", after=spring, min_interval_seconds=3600)
     # Rare but close together: 00:00 and 00:01 once a day.
     with pytest.raises(InvalidArgument, match="fires 60 s apart"):
         cron.validate("0,1 0 * * *", "", after=now, min_interval_seconds=120)

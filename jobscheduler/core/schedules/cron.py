@@ -220,13 +220,16 @@ def parse_cron(expression: str, zone: tzinfo) -> CronRule:
     return CronRule(text, zone, fixed)
 
 
-def shortest_gap(rule: CronRule, after: datetime, runs: int = GAP_RUNS) -> timedelta | None:
-    """The shortest time between two of the next ``runs`` due times (None: fewer than two)."""
+def shortest_gap(rule: CronRule, after: datetime, below: timedelta, runs: int = GAP_RUNS) -> timedelta | None:
+    """The first gap shorter than ``below`` between two of the next ``runs`` due times (at most
+    GAP_HORIZON ahead), else the shortest one; None with fewer than two."""
     gap: timedelta | None = None
     previous: datetime | None = None
     for count, time in enumerate(rule.times_after(after)):
         if previous is not None and (gap is None or time - previous < gap):
             gap = time - previous
+            if gap < below:
+                break
         previous = time
         if count + 1 >= runs or time - after > GAP_HORIZON:
             break
@@ -239,7 +242,9 @@ def validate(expression: str, time_zone: str, *, after: datetime, min_interval_s
     rule = parse_cron(expression, zone)
     if rule.next_after(after) is None:
         raise InvalidArgument.field("cron", f"{expression!r} never fires (no due time within 50 years)")
-    gap = shortest_gap(rule, after)
+    if min_interval_seconds <= 60:
+        return rule  # due times are distinct whole minutes: never closer than 60 s
+    gap = shortest_gap(rule, after, timedelta(seconds=min_interval_seconds))
     if gap is not None and gap.total_seconds() < min_interval_seconds:
         raise InvalidArgument.field(
             "cron",
