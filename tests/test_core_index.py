@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobscheduler.core.errors import InvalidArgument, OutOfRange, ResourceExhausted
+from jobscheduler.core.errors import InvalidArgument, OutOfRange
 from jobscheduler.core.index import JobIndex, Subscription
 from jobscheduler.core.model import JobEvent, JobEventType, JobFilter, JobPhase, JobRecord
 from jobscheduler.core.naming import (
@@ -258,7 +258,7 @@ def test_slow_consumer_is_ended_with_a_token_to_resume_from() -> None:
         subscription = index.subscribe(lambda r: True)
         for i in range(3):
             index.apply(record(IDS[i]))
-        with pytest.raises(ResourceExhausted) as info:
+        with pytest.raises(OutOfRange) as info:
             await subscription.next()
         token = index.token(0)
         assert repr(token) in info.value.message

@@ -1053,7 +1053,7 @@ def read_until_error(call: Any, limit: int) -> tuple[list[pb.JobEvent], grpc.Rpc
     return got, None
 
 
-def test_a_stream_that_falls_behind_ends_with_resource_exhausted(
+def test_a_stream_that_falls_behind_ends_with_out_of_range_and_a_resume_token(
     k8s: Callable[..., ServiceThread],
 ) -> None:
     svc = k8s(stream_buffer=5)
@@ -1061,7 +1061,7 @@ def test_a_stream_that_falls_behind_ends_with_resource_exhausted(
     try:
         got, err = read_until_error(stalled, len(ids))
         assert err is not None, f"the stalled stream delivered {len(got)} events without failing"
-        assert err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, (err.code(), err.details())
+        assert err.code() is grpc.StatusCode.OUT_OF_RANGE, (err.code(), err.details())
         assert "resume_token" in err.details()
         assert len(got) < len(ids)
         assert [e.job.job_id for e in got] == ids[: len(got)]  # what it did get is in order, no gap
@@ -1082,13 +1082,13 @@ def test_a_stream_that_falls_behind_ends_with_resource_exhausted(
 
 
 def test_resume_after_falling_behind_catches_up(k8s: Callable[..., ServiceThread]) -> None:
-    """The RESOURCE_EXHAUSTED message says to resume with a token; doing so (and reading promptly)
+    """The OUT_OF_RANGE message says to resume with a token; doing so (and reading promptly)
     must deliver the missed events, however many there are (they are within the retained window)."""
     svc = k8s(stream_buffer=5)
     stalled, channel, ids, keeping_up = fall_behind(svc)
     try:
         got, err = read_until_error(stalled, len(ids))
-        assert err is not None and err.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert err is not None and err.code() is grpc.StatusCode.OUT_OF_RANGE
         token = err.details().split("resume_token")[1].strip().strip("'\" ")
         with stream(
             svc.stub.WatchJobs(pb.WatchJobsRequest(resume_token=token), timeout=STREAM_DEADLINE)

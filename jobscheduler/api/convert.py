@@ -110,6 +110,12 @@ def job_event(event: JobEvent, index: JobIndex) -> pb.JobEvent:
     )
 
 
+def job_event_bytes(event: JobEvent, index: JobIndex) -> bytes:
+    """The serialised ``JobEvent``: built once per change of the log, whatever the number of
+    streams sending it (the server sends bytes as they are)."""
+    return index.log.encoded(event, lambda e: job_event(e, index).SerializeToString())
+
+
 def log_line(line: LogLine) -> pb.LogLine:
     return pb.LogLine(line=line.line, attempt=line.attempt, pod_name=line.pod_name)
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -40,6 +41,37 @@ class Health:
         await self.servicer.enter_graceful_shutdown()
 
 
+def _send(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A response serializer that sends bytes as they are (a message serialised beforehand,
+    once for every stream that sends it) and serialises messages."""
+
+    def send(message: Any) -> bytes:
+        return message if type(message) is bytes else serialize(message)
+
+    return send
+
+
+class _PassThrough:
+    """Stands in for the server in the generated ``add_..._to_server``: registers the same
+    handlers, each with a response serializer that passes pre-serialised bytes through."""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same handlers are registered below (grpc looks registered methods up first)
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        wrapped = {name: _with_pass_through(handler) for name, handler in handlers.items()}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
+        cast(Any, self._server).add_registered_method_handlers(service, wrapped)  # (not in the stubs)
+
+
+def _with_pass_through(handler: Any) -> Any:
+    serializer = handler.response_serializer
+    return handler._replace(response_serializer=_send(serializer)) if serializer is not None else handler
+
+
 #: The largest answer sent.
 _MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
@@ -68,7 +100,8 @@ def build_server(
     # (an undecodable request body is INVALID_ARGUMENT, not grpc's UNKNOWN: the interceptor
     # decodes each request itself, for every service on the port)
     pb_grpc.add_JobSchedulerServicer_to_server(
-        JobSchedulerServicer(service, authenticator, limiter, streams, auth_failures), server
+        JobSchedulerServicer(service, authenticator, limiter, streams, auth_failures),
+        _PassThrough(server),  # type: ignore[arg-type]  # (only the two methods the generated code calls)
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     reflection.enable_server_reflection(

@@ -206,24 +206,25 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
         )
 
     @_guarded_stream
-    async def WatchJob(
+    async def WatchJob(  # type: ignore[override]  # serialised JobEvents, sent as they are (server.py)
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.JobEvent]:
+    ) -> AsyncIterator[bytes]:
         log_field(job_id=request.job_id[:64])  # logged before it is validated: bounded
         caller = await self._caller(context)
         with self._streams.hold(caller.identity):
             async for event in self._service.watch_job(request.job_id, caller):
-                yield convert.job_event(event, self._service.index)
+                yield convert.job_event_bytes(event, self._service.index)
 
     @_guarded_stream
-    async def WatchJobs(
+    async def WatchJobs(  # type: ignore[override]  # serialised JobEvents, sent as they are (server.py)
         self, request: pb.WatchJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.JobEvent]:
+    ) -> AsyncIterator[bytes]:
         caller = await self._caller(context)
         job_filter = convert.job_filter(request.filter)
+        index = self._service.index
         with self._streams.hold(caller.identity):
             async for event in self._service.watch_jobs(job_filter, request.resume_token, caller):
-                yield convert.job_event(event, self._service.index)
+                yield convert.job_event_bytes(event, index)
 
     @_guarded_stream
     async def GetJobLogs(

@@ -1,7 +1,21 @@
-"""The change log: every change of the live index, numbered, and the streams that read it.
+"""The change log: every change of the live index, numbered, read by the streams that watch it.
 
-Resume tokens name a position in the log of this index instance: ``<epoch>.<seq>``. A
-token from another replica or an earlier run, or one older than the retained window, is
+One log for all streams. Each stream holds only its cursor (the seq it has read up to) and its
+filter; it reads forward from the shared log, so a change costs nothing per stream until that
+stream reads it, and a slow stream holds no memory of its own. The log keeps at most
+``max_events`` events (and none older than ``retention``); a stream that falls more than
+``stream_buffer`` changes behind the newest is ended with OUT_OF_RANGE naming a resume token
+that is still within the log, so resuming misses nothing. Catching up (a resumed stream
+replaying) never counts as falling behind: only changes made after the stream started do.
+
+Waiting streams are woken a slice at a time (``WAKE_SLICE`` per turn of the event loop), so
+whatever else the loop has to do (a unary call) waits for one slice, not for every stream.
+
+The API layer may keep each event's encoded form next to it (``encoded``), so a change is
+encoded once however many streams send it.
+
+Resume tokens name a position in the log of this index instance: ``<epoch>.<seq>``. A token
+from another replica or an earlier run, or one older than the retained window, is
 OUT_OF_RANGE: the client re-lists and watches afresh.
 """
 
@@ -12,70 +26,49 @@ import collections
 import secrets
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Final
 
-from jobscheduler.core.errors import InvalidArgument, OutOfRange, ResourceExhausted
+from jobscheduler.core.errors import InvalidArgument, OutOfRange
 from jobscheduler.core.model import JobEvent, JobEventType, JobRecord
+
+#: Waiting streams woken per turn of the event loop.
+WAKE_SLICE: Final = 16
+#: Encoded events kept (the newest): streams that keep up read these; one far behind encodes anew.
+ENCODED_KEPT: Final = 4096
 
 
 class Subscription:
-    """One stream's view of the change log.
+    """One stream's cursor in the change log, with its filter.
 
-    It first replays retained events after its start point, read from the log as the
-    consumer asks (so catching up never counts as falling behind), then hands out live
-    events from a bounded buffer. A consumer that lets the buffer fill has fallen behind:
-    the stream ends with ResourceExhausted naming the token to resume from.
+    ``next`` returns the next event after the cursor that concerns the filter (the job matches
+    it, or matched it before the change), waiting for one if the stream is at the newest.
     """
 
-    def __init__(
-        self,
-        log: ChangeLog,
-        predicate: Callable[[JobRecord], bool],
-        maxsize: int,
-        last_seq: int,
-        replay_until: int,
-    ) -> None:
+    def __init__(self, log: ChangeLog, predicate: Callable[[JobRecord], bool], after: int) -> None:
         self._log = log
         self._predicate = predicate
-        self._maxsize = maxsize
-        self._buffer: collections.deque[JobEvent] = collections.deque()
-        self._wakeup = asyncio.Event()
-        self._overflowed = False
-        self._replayed = last_seq
-        self._replay_until = replay_until
+        #: Every event up to this seq has been read (handed out, or did not concern the filter).
+        self.cursor = after
+        #: Events up to this one existed when the stream started: replaying them is catching up.
+        self._started_at = log.seq
         #: The seq of the last event handed to the consumer (its resume point).
-        self.last_seq = last_seq
-
-    def offer(self, event: JobEvent) -> None:
-        if self._overflowed or not event.concerns(self._predicate):
-            return
-        if len(self._buffer) >= self._maxsize:
-            self._overflowed = True
-            self._buffer.clear()
-        else:
-            self._buffer.append(event)
-        self._wakeup.set()
+        self.last_seq = after
 
     async def next(self) -> JobEvent:
-        while self._replayed < self._replay_until:
-            event = self._log.event_after(self._replayed)
-            if event is None or event.seq > self._replay_until:
-                self._replayed = self._replay_until
-                break
-            self._replayed = event.seq
-            if event.concerns(self._predicate):
-                self.last_seq = event.seq
-                return event
-        while not self._buffer:
-            if self._overflowed:
-                raise ResourceExhausted(
-                    f"this stream fell more than {self._maxsize} events behind and was ended;"
-                    f" resume with resume_token {self._log.token(self.last_seq)!r}"
-                )
-            self._wakeup.clear()
-            await self._wakeup.wait()
-        event = self._buffer.popleft()
-        self.last_seq = event.seq
-        return event
+        log = self._log
+        while True:
+            while self.cursor < log.seq:
+                event = log.event_after(self.cursor)  # (OutOfRange if it fell off the log meanwhile)
+                if log.seq - max(self.cursor, self._started_at) > log.stream_buffer:
+                    raise OutOfRange(
+                        f"this stream fell more than {log.stream_buffer} changes behind and was ended;"
+                        f" resume with resume_token {log.token(self.cursor)!r}"
+                    )
+                self.cursor = event.seq
+                if event.concerns(self._predicate):
+                    self.last_seq = event.seq
+                    return event
+            await log.wait()
 
     def close(self) -> None:
         self._log.subscriptions.discard(self)
@@ -98,57 +91,107 @@ class ChangeLog:
     ) -> None:
         self.retention = retention
         self.max_events = max_events
-        self.stream_buffer = stream_buffer
+        #: How many changes a stream may fall behind the newest before it is ended.
+        self.stream_buffer = min(stream_buffer, max_events)
         self._clock = clock
         self.epoch = secrets.token_hex(4)
         self._events: collections.deque[JobEvent] = collections.deque()
-        self._seq = 0
+        #: seq -> (event, its encoded form), for the newest ENCODED_KEPT events read.
+        self._encoded: dict[int, tuple[JobEvent, bytes]] = {}
+        self.seq = 0
         self.subscriptions: set[Subscription] = set()
+        #: Streams waiting for the next change, and those a change is waking.
+        self._waiting: list[asyncio.Future[None]] = []
+        self._waking: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    # --- writing ----------------------------------------------------------------------------
 
     def publish(self, kind: JobEventType, record: JobRecord, previous: JobRecord | None = None) -> JobEvent:
-        self._seq += 1
-        event = JobEvent(seq=self._seq, type=kind, record=record, time=self._clock(), previous=previous)
-        self._events.append(event)
+        self.seq += 1
+        event = JobEvent(seq=self.seq, type=kind, record=record, time=self._clock(), previous=previous)
+        events = self._events
+        events.append(event)
         horizon = event.time - self.retention
-        while self._events and (len(self._events) > self.max_events or self._events[0].time < horizon):
-            self._events.popleft()
-        for subscription in list(self.subscriptions):
-            subscription.offer(event)
+        while events and (len(events) > self.max_events or events[0].time < horizon):
+            events.popleft()
+        if self._waiting:
+            idle = not self._waking
+            self._waking.extend(self._waiting)
+            self._waiting = []
+            if idle:
+                self._wake_slice()
         return event
+
+    def _wake_slice(self) -> None:
+        waking = self._waking
+        for _ in range(min(WAKE_SLICE, len(waking))):
+            future = waking.popleft()
+            if not future.done():  # (a stream ended while waiting cancelled its future)
+                future.set_result(None)
+        if waking:
+            waking[0].get_loop().call_soon(self._wake_slice)
 
     def clear(self) -> None:
         """Forget the retained events (positions and tokens stay valid going forward)."""
         self._events.clear()
+        self._encoded.clear()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    async def wait(self) -> None:
+        """Until the next change (or a little after: streams are woken a slice at a time)."""
+        future = asyncio.get_running_loop().create_future()
+        waiting = self._waiting
+        if len(waiting) > 2 * len(self.subscriptions) + 64:  # streams ended while no change came
+            waiting[:] = [f for f in waiting if not f.done()]
+        waiting.append(future)
+        await future
+
+    def event_after(self, seq: int) -> JobEvent:
+        """The retained event following ``seq`` (< the newest); OutOfRange if it was dropped."""
+        events = self._events
+        oldest = events[0].seq if events else self.seq + 1
+        if seq + 1 < oldest:
+            raise OutOfRange(
+                f"the stream fell behind the retained window ({self.retention.total_seconds():g} s"
+                f" or {self.max_events} events); list the jobs and watch again"
+            )
+        return events[seq + 1 - oldest]
+
+    def encoded(self, event: JobEvent, encode: Callable[[JobEvent], bytes]) -> bytes:
+        """``encode(event)``, computed once for an event of this log however many streams ask."""
+        found = self._encoded.get(event.seq)
+        if found is not None and found[0] is event:
+            return found[1]
+        data = encode(event)
+        if self.seq - event.seq < ENCODED_KEPT and self._retained(event):
+            self._encoded[event.seq] = (event, data)
+            if len(self._encoded) > ENCODED_KEPT:
+                del self._encoded[next(iter(self._encoded))]
+        return data
+
+    def _retained(self, event: JobEvent) -> bool:
+        events = self._events
+        position = event.seq - events[0].seq if events else -1
+        return 0 <= position < len(events) and events[position] is event
+
+    # --- positions --------------------------------------------------------------------------
 
     def token(self, seq: int) -> str:
         return f"{self.epoch}.{seq}"
 
     def current_token(self) -> str:
         """The position after the last change so far: watching from it misses nothing after now."""
-        return self.token(self._seq)
+        return self.token(self.seq)
 
     def subscribe(
         self, predicate: Callable[[JobRecord], bool], resume_token: str = "", *, field: str = "resume_token"
     ) -> Subscription:
-        """Live events matching ``predicate``; after ``resume_token``'s event if one is given."""
-        after = self._seq
-        if resume_token:
-            after = self._resume_point(resume_token, field)
-        subscription = Subscription(self, predicate, self.stream_buffer, after, self._seq)
+        """Events matching ``predicate`` from now on, or after ``resume_token``'s event if given."""
+        after = self._resume_point(resume_token, field) if resume_token else self.seq
+        subscription = Subscription(self, predicate, after)
         self.subscriptions.add(subscription)
         return subscription
-
-    def event_after(self, seq: int) -> JobEvent | None:
-        """The retained event following ``seq``; OutOfRange if it has been dropped meanwhile."""
-        if not self._events:
-            return None
-        oldest = self._events[0].seq
-        if seq + 1 < oldest:
-            raise OutOfRange(
-                "the stream fell behind the retained window while catching up; list and watch again"
-            )
-        position = seq + 1 - oldest
-        return self._events[position] if position < len(self._events) else None
 
     def _resume_point(self, token: str, field: str) -> int:
         epoch, _, raw = token.partition(".")
@@ -156,12 +199,12 @@ class ChangeLog:
         if len(token) > 100 or not epoch or not raw.isascii() or not raw.isdigit():
             raise InvalidArgument.field(field, "is not a resume token from this service")
         seq = int(raw)
-        if epoch != self.epoch or seq > self._seq:
+        if epoch != self.epoch or seq > self.seq:
             raise OutOfRange(
                 "the resume token comes from another replica or an earlier run of the service;"
                 " list the jobs and watch again"
             )
-        oldest = self._events[0].seq if self._events else self._seq + 1
+        oldest = self._events[0].seq if self._events else self.seq + 1
         if seq < oldest - 1:
             raise OutOfRange(
                 f"the resume token is older than the retained window ({self.retention.total_seconds():g} s"
