@@ -18,7 +18,6 @@ from jobscheduler.api import convert
 from jobscheduler.api.context import log_field
 from jobscheduler.api.convert_templates import optional_job, template_message
 from jobscheduler.core.auth import Caller
-from jobscheduler.core.errors import FailedPrecondition
 from jobscheduler.core.service import JobService
 from jobscheduler.core.templates import JobTemplates
 
@@ -46,9 +45,7 @@ class TemplateRpcs:
     _caller: Callable[[Context], Awaitable[Caller]]
 
     def _templates(self) -> JobTemplates:
-        if self._service.templates is None:
-            raise FailedPrecondition("job templates are not available with this backend")
-        return self._service.templates
+        return self._service.require_templates()
 
     @_guard
     async def CreateJobTemplate(

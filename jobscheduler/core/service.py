@@ -102,12 +102,12 @@ class JobService:
         self.queues = queues if queues is not None else QueueBook(index, parse_queues(""))
         self._new_id = id_factory
         self._clock = clock
-        #: The job templates (core.templates); None: this backend keeps none.
-        self.templates = (
-            JobTemplates(templates, self._check_template, clock) if templates is not None else None
-        )
+        #: The job templates (core.templates), kept by ``templates`` or else by the backend's
+        #: ``templates`` store (both backends have one); None: nowhere to keep them.
+        store = templates if templates is not None else getattr(backend, "templates", None)
+        self.templates = None if store is None else JobTemplates(store, self._check_template, clock)
 
-    def _templates(self) -> JobTemplates:
+    def require_templates(self) -> JobTemplates:
         if self.templates is None:
             raise FailedPrecondition("job templates are not available with this backend")
         return self.templates
@@ -177,7 +177,7 @@ class JobService:
         over it is what is validated and created, and the job records the template's version."""
         digest = request_digest(request)
         if request.template:
-            request, version = await self._templates().resolve(request, caller)
+            request, version = await self.require_templates().resolve(request, caller)
             origin = replace(origin or JobOrigin(), template=request.template, template_version=version)
         violations = [
             *_name_violations(request.name),
