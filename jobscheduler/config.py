@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     #: How long WatchJobs can resume from a token (events are also capped at WATCH_MAX_EVENTS).
     watch_retention_seconds: Annotated[int, Field(ge=1, le=86400)] = 900
     watch_max_events: Annotated[int, Field(ge=100, le=10_000_000)] = 100_000
-    #: Events a stream may fall behind before it is ended with RESOURCE_EXHAUSTED.
+    #: Changes a stream may fall behind before it is ended with OUT_OF_RANGE (and a resume token).
     stream_buffer: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     #: auto: Kubernetes when in-cluster config or a kubeconfig is present, else local processes.
     backend: Literal["auto", "kubernetes", "local"] = "auto"
