@@ -128,6 +128,21 @@ class World:
         self.emulator.patch_job(job_id, {"status": ended_status(succeed=succeed)})
         wait_until(lambda: self.get(job_id).phase in _ENDED, f"{job_id} ended")
 
+    def make_pod(self, job_id: str) -> str:
+        """The Job controller's pod for a Job: its template's labels plus the Job's name."""
+        job = self.emulator.job(job_id)
+        template = job["spec"]["template"]
+        name = f"{job_id}-x7k2p"
+        labels = {
+            **template["metadata"]["labels"],
+            "batch.kubernetes.io/job-name": job_id,
+            "job-name": job_id,
+        }
+        meta = {"name": name, "namespace": NS, "labels": labels}
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": template["spec"]}
+        self.emulator.request("POST", f"/api/v1/namespaces/{NS}/pods", pod)
+        return name
+
     def cronjob(self, schedule: Schedule) -> dict[str, Any]:
         name = cronjob_name(NS, schedule.owner, schedule.name)
         cronjob: dict[str, Any] = self.emulator.request("GET", f"{CRONJOBS}/{name}")
@@ -225,6 +240,8 @@ def test_every_minute_across_the_dst_change_each_run_an_admitted_job_naming_its_
     assert status["lastScheduleTime"] == "2026-03-29T01:01:00Z"
     assert world.run(world.store.get(ANONYMOUS.identity, "nightly")).status.last_schedule_time == due[-1]
 
+    pod = world.make_pod(ids[0])  # found by the Job controller's label: the template has no job id
+    wait_until(lambda: pod in world.get(ids[0]).pod_names, "the pod in the job's status")
     cancelled = world.service.stub.CancelJob(pb.CancelJobRequest(job_id=ids[0], reason="enough"), timeout=T)
     assert cancelled.job.phase == pb.JOB_PHASE_CANCELLED
 
@@ -253,6 +270,7 @@ def test_forbid_skips_while_a_job_is_unfinished_even_one_still_queued(world: Wor
         ),
         timeout=T,
     ).job.job_id
+    wait_until(lambda: world.get(blocker).HasField("admitted_at"), "the blocker admitted")
     world.create(queue="batch", concurrency_policy=ConcurrencyPolicy.FORBID)
     world.tick(minutes=1)
     (first,) = (j["metadata"]["name"] for j in world.jobs())

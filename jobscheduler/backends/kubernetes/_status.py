@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from jobscheduler.core.labels import compact_labels
 from jobscheduler.core.manifests import (
     CANCEL_REASON_ANNOTATION,
     CANCELLED_AT_ANNOTATION,
@@ -24,6 +25,7 @@ from jobscheduler.core.manifests import (
     record_fields,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
+from jobscheduler.core.schedules.cronjob import JOB_NAME_POD_LABEL
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.kubernetes")
@@ -72,24 +74,12 @@ def annotation_time(job_id: str, annotations: Mapping[str, Any], key: str) -> da
 
 
 def _shared(value: str) -> str:
-    """One copy of a string many cached jobs repeat (label keys and values, condition words)."""
-    return sys.intern(value)
+    """One copy of a string many cached jobs repeat (condition words, messages, reasons)."""
+    return sys.intern(value) if len(value) <= _MAX_SHARED_CHARS else value
 
 
-def _compact_labels(labels: Mapping[str, Any], job_id: str, name: str) -> dict[str, str]:
-    """The labels with keys and repeated values shared; the job's own id and name reuse the
-    record's strings instead of holding second copies."""
-    out: dict[str, str] = {}
-    for key, value in labels.items():
-        text = str(value)
-        if text == job_id:
-            text = job_id
-        elif text == name:
-            text = name
-        elif len(text) <= 63:
-            text = _shared(text)
-        out[_shared(str(key))] = text
-    return out
+#: Longer strings are not interned (a message that long is one job's own).
+_MAX_SHARED_CHARS: Final = 256
 
 
 def job_record(job: Mapping[str, Any]) -> JobRecord:
@@ -98,13 +88,24 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     status = job.get("status") or {}
     labels: Mapping[str, str] = meta.get("labels") or {}
     annotations: Mapping[str, str] = meta.get("annotations") or {}
+    # The same time often appears several times in one Job (a condition's transition, the
+    # completion time): one datetime for each (48 bytes each, in every cached record).
+    times: dict[Any, datetime | None] = {}
+
+    def when(value: Any) -> datetime | None:
+        if not isinstance(value, str):
+            return None
+        if value not in times:
+            times[value] = parse_time(value)
+        return times[value]
+
     conditions = tuple(
         JobCondition(
             type=_shared(str(c.get("type", ""))),
             status=_shared(str(c.get("status", ""))),
             reason=_shared(str(c.get("reason") or "")),
             message=_shared(str(c.get("message") or "")),
-            last_transition_time=parse_time(c.get("lastTransitionTime")),
+            last_transition_time=when(c.get("lastTransitionTime")),
         )
         for c in status.get("conditions") or ()
         if isinstance(c, Mapping)
@@ -115,7 +116,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     failed = int(status.get("failed") or 0)
     raw_limit = spec.get("backoffLimit")
     backoff_limit = int(raw_limit) if raw_limit is not None else 6  # the API's default
-    started_at = parse_time(status.get("startTime"))
+    started_at = when(status.get("startTime"))
     finished_at: datetime | None = None
     reason = ""
     success = next((true[t] for t in _SUCCESS_CONDITIONS if t in true), None)
@@ -127,7 +128,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
 
     if success is not None:
         phase = JobPhase.SUCCEEDED
-        finished_at = parse_time(status.get("completionTime")) or success.last_transition_time
+        finished_at = when(status.get("completionTime")) or success.last_transition_time
         reason = success.reason or "Completed"
         message = success.message or f"Job completed: {succeeded} pod(s) succeeded"
     elif cancelled_at is not None:
@@ -166,20 +167,23 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         if failed:
             message = f"{failed} failed attempt(s); retrying (backoff limit {backoff_limit})"
 
-    name = annotations.get(JOB_NAME_ANNOTATION) or labels.get(JOB_NAME_LABEL) or ""
+    name = str(annotations.get(JOB_NAME_ANNOTATION) or labels.get(JOB_NAME_LABEL) or "")
     job_id = str(meta.get("name", ""))
+    for key in ("queue", "schedule", "template"):
+        if isinstance(value := from_annotations.get(key), str):
+            from_annotations[key] = _shared(value)
     return JobRecord(
         job_id=job_id,
         name=name,
         type=_shared(annotations.get(JOB_TYPE_ANNOTATION) or labels.get(JOB_TYPE_LABEL) or ""),
         namespace=_shared(str(meta.get("namespace", ""))),
         phase=phase,
-        created_at=parse_time(meta.get("creationTimestamp")),
+        created_at=when(meta.get("creationTimestamp")),
         started_at=started_at,
         finished_at=finished_at,
-        message=message,
-        reason=reason,
-        labels=_compact_labels(labels, job_id, name),
+        message=_shared(message),
+        reason=_shared(reason),
+        labels=compact_labels({_shared(str(k)): str(v) for k, v in labels.items()}, job_id, name),
         conditions=conditions,
         active=active,
         succeeded=succeeded,
@@ -217,7 +221,10 @@ class PodSummary:
 
 def pod_summary(pod: Mapping[str, Any]) -> PodSummary | None:
     meta = pod.get("metadata") or {}
-    job_id = (meta.get("labels") or {}).get(JOB_ID_LABEL)
+    labels = meta.get("labels") or {}
+    # A Job made by a schedule's CronJob has no job-id label (its template could not know the
+    # name the controller gives it); the Job controller labels its pods with the Job's name.
+    job_id = labels.get(JOB_ID_LABEL) or labels.get(JOB_NAME_POD_LABEL)
     if not job_id:
         return None
     reason, exit_code, finished = "", None, ""
