@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,8 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobscheduler.core.errors import InvalidArgument
+from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.schedules import cron
+from jobscheduler.core.schedules.codec import spec_from_json, spec_to_json, status_from_json, status_to_json
 from jobscheduler.core.schedules.loop import MAX_COUNTED_DUE_TIMES, decide, latest_due, run_request_id
+from jobscheduler.core.schedules.model import ConcurrencyPolicy, ScheduleSpec, ScheduleStatus
 
 NY = cron.parse_zone("America/New_York")
 BERLIN = cron.parse_zone("Europe/Berlin")
@@ -168,3 +172,36 @@ def test_decide_never_runs_more_than_once_and_counts_every_due_time(
 
 def test_run_request_ids_are_per_due_time() -> None:
     assert run_request_id("nightly", T0) == f"schedule/nightly/{int(T0.timestamp())}"
+
+
+def test_the_stored_spec_round_trips() -> None:
+    job = ScheduleRequest(name="n", job_field="timer_job", params={"duration_seconds": 5}, labels={"a": "b"})
+    full = ScheduleSpec(
+        name="full",
+        job=job,
+        cron="0 3 * * MON",
+        time_zone="Asia/Kolkata",
+        concurrency_policy=ConcurrencyPolicy.REPLACE,
+        starting_deadline_seconds=90,
+        suspend=True,
+        successful_jobs_history_limit=7,
+        failed_jobs_history_limit=0,
+        description="ünïcode",
+    )
+    templated = ScheduleSpec(
+        name="t",
+        cron="@daily",
+        job=ScheduleRequest(name="", job_field=None, params={}, template="base"),
+        template="base",
+        template_version=4,
+    )
+    for original in (full, templated):
+        back = spec_from_json(spec_to_json(original))
+        assert (
+            replace(back, job=replace(back.job, priority=original.job.priority, queue=original.job.queue))
+            == original
+        )
+    status = ScheduleStatus(
+        last_schedule_time=datetime(2026, 1, 1, tzinfo=UTC), missed_runs=2, skipped_runs=1
+    )
+    assert status_from_json(status_to_json(status)) == status

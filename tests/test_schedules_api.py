@@ -234,3 +234,20 @@ def test_grpcurl_creates_a_schedule_with_the_short_policy_name(svc: ServiceThrea
     assert answer.get("nextRunTime", answer.get("next_run_time", "")).endswith(":30:00Z")
     got = svc.stub.GetSchedule(pb.GetScheduleRequest(name="nightly-report"), timeout=T)
     assert got.concurrency_policy == pb.CONCURRENCY_POLICY_FORBID and got.job.timer_job.timer_name == "r"
+
+
+def test_a_schedule_from_a_job_template(svc: ServiceThread) -> None:
+    svc.stub.CreateJobTemplate(
+        pb.CreateJobTemplateRequest(name="base", description="a timer", job=timer_job()), timeout=T
+    )
+    made = create(svc, "from-template", job=pb.ScheduleJobRequest(name="templated", template="base"))
+    assert made.job.template == "base" and made.template_version == 1
+    job = svc.stub.TriggerSchedule(pb.TriggerScheduleRequest(name="from-template"), timeout=T).job
+    assert (job.schedule, job.template, job.template_version) == ("from-template", "base", 1)
+    code, details = refused(
+        svc.stub.CreateSchedule,
+        pb.CreateScheduleRequest(
+            name="no-template", cron="@daily", job=pb.ScheduleJobRequest(template="nope")
+        ),
+    )
+    assert code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND), (code, details)

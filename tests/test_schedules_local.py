@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import pathlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -233,3 +234,17 @@ async def test_the_loop_outlives_a_failing_store(tmp_path: pathlib.Path) -> None
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_a_damaged_row_does_not_hide_the_other_schedules(tmp_path: pathlib.Path) -> None:
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    async with rig(tmp_path, t0) as r:
+        await r.schedules.create(spec("good"), ALICE)
+        await r.schedules.create(spec("bad"), ALICE)
+        db = sqlite3.connect(tmp_path / "jobscheduler.db")
+        with db:
+            db.execute("UPDATE schedules SET spec = '{\"oops\": 1}' WHERE name = 'bad'")
+        db.close()
+        assert [s.name for s in await r.backend.schedules.list()] == ["good"]
+        await r.at(t0 + timedelta(minutes=1, seconds=1))
+        assert len(r.made("good")) == 1

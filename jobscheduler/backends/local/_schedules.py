@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from jobscheduler.core.errors import AlreadyExists, NotFound
+from jobscheduler.core.errors import AlreadyExists, BackendError, NotFound
 from jobscheduler.core.schedules.codec import spec_from_json, spec_to_json, status_from_json, status_to_json
 from jobscheduler.core.schedules.model import Schedule
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.local")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
@@ -83,7 +86,15 @@ class LocalScheduleStore:
             rows = self._db.execute("SELECT * FROM schedules").fetchall()
         else:
             rows = self._db.execute("SELECT * FROM schedules WHERE owner = ?", (owner,)).fetchall()
-        return [_row(row) for row in rows]
+        schedules = []
+        for row in rows:
+            try:
+                schedules.append(_row(row))
+            except BackendError as exc:  # one damaged row must not hide (or stop) the others
+                log.error(
+                    "stored schedule unreadable", owner=row["owner"], schedule=row["name"], error=exc.message
+                )
+        return schedules
 
     async def update(self, schedule: Schedule, job_template: Mapping[str, Any]) -> Schedule:
         cursor = self._db.execute(

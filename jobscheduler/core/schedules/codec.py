@@ -13,6 +13,7 @@ from typing import Any
 
 from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.manifests import REQUEST_ANNOTATION
+from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.requests import parse_stored_request, stored_request
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, ScheduleSpec, ScheduleStatus
 
@@ -46,7 +47,7 @@ def spec_from_json(raw: str) -> ScheduleSpec:
     """BackendError if the text is not a stored spec (the store is ours: a bug or a damaged file)."""
     try:
         data: dict[str, Any] = json.loads(raw)
-        job = parse_stored_request({REQUEST_ANNOTATION: data["job"]})
+        job = _job(data["job"])
         job = replace(job, template=str(data["template"]), template_version=int(data["template_version"]))
         return ScheduleSpec(
             name=str(data["name"]),
@@ -64,6 +65,16 @@ def spec_from_json(raw: str) -> ScheduleSpec:
         )
     except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
         raise BackendError(f"a stored schedule cannot be read: {exc}") from None
+
+
+def _job(raw: str) -> ScheduleRequest:
+    """The stored job; one naming a template may leave the job type to it (job_field None)."""
+    body = json.loads(raw)
+    partial = isinstance(body, dict) and body.get("job_field") is None
+    if partial:
+        body["job_field"] = ""
+    job = parse_stored_request({REQUEST_ANNOTATION: json.dumps(body)})
+    return replace(job, job_field=None) if partial else job
 
 
 def status_to_json(status: ScheduleStatus) -> str:

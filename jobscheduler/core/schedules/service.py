@@ -66,8 +66,9 @@ class ScheduleService:
         self.lock = asyncio.Lock()
 
     # -- validation ------------------------------------------------------------------------
-    async def _validated(self, spec: ScheduleSpec, caller: Caller) -> dict[str, Any]:
-        """The job template of a valid spec; InvalidArgument naming every bad field otherwise."""
+    async def _validated(self, spec: ScheduleSpec, caller: Caller) -> tuple[ScheduleSpec, dict[str, Any]]:
+        """A valid spec (with the job template's version it resolved, if it names one) and its
+        rendered Job; InvalidArgument naming every bad field otherwise."""
         violations = list(spec_violations(spec))
         check = functools.partial(
             cron.validate,
@@ -87,9 +88,12 @@ class ScheduleService:
         origin = JobOrigin(schedule=spec.name, template=spec.job.template)
         try:
             prepared = await self.jobs.prepare(spec.job, caller, origin=origin)
-            return prepared.render(TEMPLATE_JOB_ID)
+            manifest = prepared.render(TEMPLATE_JOB_ID)
         except InvalidArgument as exc:
             raise InvalidArgument([replace(v, field=f"job.{v.field}") for v in exc.violations]) from None
+        resolved = prepared.origin or origin
+        spec = replace(spec, template=resolved.template, template_version=resolved.template_version)
+        return spec, manifest
 
     def view(self, schedule: Schedule, jobs: list[JobRecord] | None = None) -> ScheduleView:
         if jobs is None:
@@ -114,7 +118,7 @@ class ScheduleService:
     # -- the RPCs ---------------------------------------------------------------------------
     async def create(self, spec: ScheduleSpec, caller: Caller) -> ScheduleView:
         check_name(spec.name)
-        template = await self._validated(spec, caller)
+        spec, template = await self._validated(spec, caller)
         now = self.clock()
         schedule = Schedule(spec=spec, owner=caller.identity, created_at=now, updated_at=now)
         async with self.lock:
@@ -153,8 +157,7 @@ class ScheduleService:
         check_name(name)
         async with self.lock:
             current = await self.store.get(caller.identity, name)
-            spec = _changed(current.spec, changes)
-            template = await self._validated(spec, caller)
+            spec, template = await self._validated(_changed(current.spec, changes), caller)
             updated = replace(current, spec=spec, updated_at=self.clock())
             stored = await self.store.update(updated, template)
         self.on_change()
