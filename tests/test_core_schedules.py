@@ -205,3 +205,25 @@ def test_the_stored_spec_round_trips() -> None:
         last_schedule_time=datetime(2026, 1, 1, tzinfo=UTC), missed_runs=2, skipped_runs=1
     )
     assert status_from_json(status_to_json(status)) == status
+
+
+_TOKENS = st.sampled_from(
+    ["*", "0", "5", "59", "60", "7", "-", "/", ",", "MON", "jan", "L", "#", "?", "", "99", "1-5", "*/0"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    expression=st.one_of(
+        st.text(max_size=150),
+        st.lists(st.lists(_TOKENS, max_size=4).map("".join), min_size=0, max_size=7).map(" ".join),
+    ),
+    zone=st.one_of(st.text(max_size=80), st.sampled_from(["", "UTC", "Europe/Berlin", "Etc/GMT+5"])),
+)
+def test_any_text_is_a_rule_or_invalid_argument_naming_its_field(expression: str, zone: str) -> None:
+    try:
+        rule = cron.validate(expression, zone, after=T0, min_interval_seconds=60)
+    except InvalidArgument as exc:
+        assert exc.violations and exc.violations[0].field in ("cron", "time_zone")
+    else:
+        assert rule.next_after(T0) is not None
