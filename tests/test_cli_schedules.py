@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import yaml
-from conftest import ROOT, ServiceThread, local_service
-from test_client_schedules import RecordingServer
+from conftest import ROOT, ServeProcess
+from schedule_recorder import RecordingServer, skip_unless_served
 
 from jobscheduler import cli, client
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -131,7 +131,8 @@ def test_templates_submit_from_a_template_rerun_and_list_by_origin(
     sent = rec.sent("CreateJobTemplate")[-1]
     assert sent.description == "the nightly run" and sent.job.priority == pb.JOB_PRIORITY_HIGH
     # a template's request may be partial: what is not given is not sent
-    assert sent.job.timer_job == pb.TimerJob(duration_seconds=5) and sent.job.name == "nightly"
+    assert sent.job.timer_job == pb.TimerJob(duration_seconds=5, timer_name="nightly")
+    assert sent.job.name == "nightly"
 
     table = cmd(addr, "templates", "get", "nightly", "--version", "3")
     assert table.split("\n")[1].split()[:3] == ["nightly", "3", "timer"]
@@ -201,31 +202,28 @@ def test_flag_errors_name_the_flag_before_anything_is_sent(
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
-    svc = local_service(tmp_path_factory.mktemp("cli-schedules") / "data")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``jobscheduler serve`` on the local backend, as a process of its own (its log is not mixed
+    into the output the in-process commands print); its address."""
+    data = tmp_path_factory.mktemp("cli-schedules") / "data"
+    env = {"BACKEND": "local", "DATA_DIR": str(data), "GRPC_PORT": "0", "HEALTH_PORT": "0"}
+    proc = ServeProcess({**env, "GRPC_HOST": "127.0.0.1", "RATE_LIMIT_RPS": "0"})
     try:
-        yield svc
+        yield f"127.0.0.1:{proc.grpc_port}"
     finally:
-        svc.stop()
+        proc.stop()
 
 
-def test_a_schedule_from_a_template_triggered_and_its_job_rerun(
-    service: ServiceThread, cmd: Callable[..., str]
-) -> None:
-    addr = f"127.0.0.1:{service.port}"
+def test_a_schedule_from_a_template_triggered_and_its_job_rerun(served: str, cmd: Callable[..., str]) -> None:
+    addr = served
     with client.Client(addr) as c:
-        for probe in (lambda: c.get_template("probe"), lambda: c.get_schedule("probe")):
-            try:
-                probe()
-            except client.Unimplemented:
-                pytest.skip("schedules or templates not implemented on the server yet")
-            except client.FailedPrecondition:
-                pytest.skip("schedules or templates not implemented on the local backend yet")
-            except client.NotFound:
-                pass
+        skip_unless_served("templates", lambda: c.get_template("probe"))
+        skip_unless_served("schedules", lambda: c.get_schedule("probe"))
     tpl = ("cli-tpl", "timer", "--duration", "1h", "--endpoint", "http://127.0.0.1:9/")
     ok(run(addr, "templates", "create", *tpl))  # (the program itself, once)
-    cmd(addr, "schedules", "create", "cli-sched", "--cron", "0 3 * * *", "--template", "cli-tpl", "--suspend")
+    # the template, its duration overridden (only that parameter is sent)
+    sched = ("cli-sched", "--cron", "0 3 * * *", "--template", "cli-tpl", "--suspend")
+    cmd(addr, "schedules", "create", *sched, "timer", "--duration", "2h")
     shown = json.loads(cmd(addr, "schedules", "get", "cli-sched", "-o", "json"))
     assert shown["suspend"] is True and shown["job"]["template"] == "cli-tpl"
     job_id = cmd(addr, "schedules", "trigger", "cli-sched", "-o", "name").strip()

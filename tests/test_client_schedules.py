@@ -13,19 +13,16 @@ from __future__ import annotations
 import asyncio
 import datetime
 import pathlib
-import threading
 from collections.abc import Iterator
-from concurrent import futures
 from typing import Any
 
-import grpc
 import pytest
 from conftest import ServiceThread, local_service
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from schedule_recorder import NOW, TIMER, RecordingServer, skip_unless_served
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
-from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.client import (
     AlreadyExists,
     AsyncClient,
@@ -33,7 +30,6 @@ from jobscheduler.client import (
     Client,
     ConcurrencyPolicy,
     CustomJob,
-    FailedPrecondition,
     InvalidArgument,
     JobRequest,
     NotFound,
@@ -41,16 +37,12 @@ from jobscheduler.client import (
     Schedule,
     TimerJob,
     Unavailable,
-    Unimplemented,
 )
 from jobscheduler.client import _calls as calls
 from jobscheduler.client._requests import job_request, request_message
 
 pytestmark = pytest.mark.timeout(60)
 
-UTC = datetime.UTC
-NOW = datetime.datetime(2026, 11, 27, 17, 0, tzinfo=UTC)
-TIMER = TimerJob(5, "nightly", "http://127.0.0.1:9/report")
 
 # --- conversions ----------------------------------------------------------------------------------
 
@@ -184,162 +176,6 @@ def test_update_sends_only_the_changes_and_none_removes_the_deadline() -> None:
 
 
 # --- the wire: a recording server -----------------------------------------------------------------
-
-
-class Recorder(pb_grpc.JobSchedulerServicer):
-    """Answers the schedule, template and rerun RPCs from what it was sent, and records every
-    request; ``fail_first`` answers each RPC's first call UNAVAILABLE."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, Any]] = []
-        self.fail_first = False
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-
-    def _record(self, rpc: str, request: Any, context: grpc.ServicerContext) -> None:
-        with self._lock:
-            self.calls.append((rpc, request))
-            first = rpc not in self._seen
-            self._seen.add(rpc)
-        if self.fail_first and first:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "try again")
-
-    def sent(self, rpc: str) -> list[Any]:
-        return [r for name, r in self.calls if name == rpc]
-
-    @staticmethod
-    def _schedule(name: str, **fields: Any) -> pb.Schedule:
-        s = pb.Schedule(name=name, owner="alice", **fields)
-        s.next_run_time.FromDatetime(NOW)
-        return s
-
-    def CreateSchedule(self, request: pb.CreateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
-        self._record("CreateSchedule", request, context)
-        if request.name == "taken":
-            context.abort(grpc.StatusCode.ALREADY_EXISTS, "schedule 'taken' exists")
-        s = self._schedule(request.name, cron=request.cron, time_zone=request.time_zone, job=request.job)
-        s.concurrency_policy = request.concurrency_policy
-        return s
-
-    def GetSchedule(self, request: pb.GetScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
-        self._record("GetSchedule", request, context)
-        if request.name == "missing":
-            context.abort(grpc.StatusCode.NOT_FOUND, "no schedule 'missing'")
-        return self._schedule(request.name, cron="@hourly")
-
-    def ListSchedules(
-        self, request: pb.ListSchedulesRequest, context: grpc.ServicerContext
-    ) -> pb.ListSchedulesResponse:
-        self._record("ListSchedules", request, context)
-        page = int(request.page_token or "0")
-        names = [f"{request.name_prefix}{page * 2 + i}" for i in range(2)]
-        token = str(page + 1) if page < 2 else ""  # three pages
-        return pb.ListSchedulesResponse(schedules=[self._schedule(n) for n in names], next_page_token=token)
-
-    def UpdateSchedule(self, request: pb.UpdateScheduleRequest, context: grpc.ServicerContext) -> pb.Schedule:
-        self._record("UpdateSchedule", request, context)
-        return self._schedule(request.name, cron=request.cron or "@hourly", suspend=request.suspend)
-
-    def DeleteSchedule(
-        self, request: pb.DeleteScheduleRequest, context: grpc.ServicerContext
-    ) -> pb.DeleteScheduleResponse:
-        self._record("DeleteSchedule", request, context)
-        cancelled = ["job-a"] if request.cancel_jobs else []
-        return pb.DeleteScheduleResponse(schedule=self._schedule(request.name), cancelled_job_ids=cancelled)
-
-    def TriggerSchedule(
-        self, request: pb.TriggerScheduleRequest, context: grpc.ServicerContext
-    ) -> pb.TriggerScheduleResponse:
-        self._record("TriggerSchedule", request, context)
-        job = pb.Job(
-            job_id="job-trig", name="n", type="timer", phase=pb.JOB_PHASE_PENDING, schedule=request.name
-        )
-        job.scheduled_at.FromDatetime(NOW)
-        return pb.TriggerScheduleResponse(job_id=job.job_id, job=job)
-
-    def _template(self, name: str, job: pb.ScheduleJobRequest, version: int) -> pb.JobTemplate:
-        t = pb.JobTemplate(name=name, job=job, version=version, owner="alice")
-        t.created_at.FromDatetime(NOW)
-        return t
-
-    def CreateJobTemplate(
-        self, request: pb.CreateJobTemplateRequest, context: grpc.ServicerContext
-    ) -> pb.JobTemplate:
-        self._record("CreateJobTemplate", request, context)
-        return self._template(request.name, request.job, 1)
-
-    def GetJobTemplate(
-        self, request: pb.GetJobTemplateRequest, context: grpc.ServicerContext
-    ) -> pb.JobTemplate:
-        self._record("GetJobTemplate", request, context)
-        return self._template(request.name, request_message(JobRequest(job=TIMER)), request.version or 7)
-
-    def ListJobTemplates(
-        self, request: pb.ListJobTemplatesRequest, context: grpc.ServicerContext
-    ) -> pb.ListJobTemplatesResponse:
-        self._record("ListJobTemplates", request, context)
-        return pb.ListJobTemplatesResponse(templates=[self._template("a", pb.ScheduleJobRequest(), 1)])
-
-    def UpdateJobTemplate(
-        self, request: pb.UpdateJobTemplateRequest, context: grpc.ServicerContext
-    ) -> pb.JobTemplate:
-        self._record("UpdateJobTemplate", request, context)
-        return self._template(request.name, request.job, 2)
-
-    def DeleteJobTemplate(
-        self, request: pb.DeleteJobTemplateRequest, context: grpc.ServicerContext
-    ) -> pb.DeleteJobTemplateResponse:
-        self._record("DeleteJobTemplate", request, context)
-        return pb.DeleteJobTemplateResponse(name=request.name, versions=3)
-
-    def RerunJob(self, request: pb.RerunJobRequest, context: grpc.ServicerContext) -> pb.RerunJobResponse:
-        self._record("RerunJob", request, context)
-        job = pb.Job(
-            job_id="job-rerun", name="n", type="timer", phase=pb.JOB_PHASE_PENDING, rerun_of=request.job_id
-        )
-        return pb.RerunJobResponse(job_id=job.job_id, job=job, rerun_of=request.job_id)
-
-    def ScheduleJob(
-        self, request: pb.ScheduleJobRequest, context: grpc.ServicerContext
-    ) -> pb.ScheduleJobResponse:
-        self._record("ScheduleJob", request, context)
-        job = pb.Job(
-            job_id="job-new",
-            name=request.name,
-            type="timer",
-            phase=pb.JOB_PHASE_PENDING,
-            template=request.template,
-            template_version=request.template_version or 1,
-        )
-        return pb.ScheduleJobResponse(job_id=job.job_id, job=job)
-
-    def GetJobStatus(
-        self, request: pb.GetJobStatusRequest, context: grpc.ServicerContext
-    ) -> pb.GetJobStatusResponse:
-        self._record("GetJobStatus", request, context)
-        job = pb.Job(job_id=request.job_id, name="n", type="timer", phase=pb.JOB_PHASE_FAILED)
-        return pb.GetJobStatusResponse(job=job)
-
-    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
-        self._record("ListJobs", request, context)
-        job = pb.Job(job_id="job-s", name="n", type="timer", phase=pb.JOB_PHASE_SUCCEEDED, schedule="nightly")
-        return pb.ListJobsResponse(jobs=[job])
-
-
-class RecordingServer:
-    def __init__(self) -> None:
-        self.recorder = Recorder()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        pb_grpc.add_JobSchedulerServicer_to_server(self.recorder, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.server.stop(None)
 
 
 @pytest.fixture
@@ -493,22 +329,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]
         svc.stop()
 
 
-def _needs(c: Client, what: str, probe: Any) -> None:
-    try:
-        probe()
-    except Unimplemented:
-        pytest.skip(f"{what} not implemented on the server yet")
-    except FailedPrecondition as exc:
-        if "not available" not in exc.message:
-            raise
-        pytest.skip(f"{what} not implemented on the local backend yet")
-    except NotFound:
-        pass
-
-
 def test_templates_versions_and_a_job_from_a_template(service: ServiceThread, tmp_path: pathlib.Path) -> None:
     with Client(f"127.0.0.1:{service.port}") as c:
-        _needs(c, "templates", lambda: c.get_template("probe"))
+        skip_unless_served("templates", lambda: c.get_template("probe"))
         held = JobRequest(job=TIMER, delay_seconds=0, labels={"team": "a"})
         v1 = c.create_template("e2e-tpl", held, description="first")
         assert (v1.version, v1.description, v1.job.job_type) == (1, "first", "timer")
@@ -526,7 +349,7 @@ def test_templates_versions_and_a_job_from_a_template(service: ServiceThread, tm
 
 def test_schedules_trigger_and_rerun(service: ServiceThread) -> None:
     with Client(f"127.0.0.1:{service.port}") as c:
-        _needs(c, "schedules", lambda: c.get_schedule("probe"))
+        skip_unless_served("schedules", lambda: c.get_schedule("probe"))
         job = JobRequest(name="e2e", job=TimerJob(3600, "e2e", "http://127.0.0.1:9/"))
         made = c.create_schedule("e2e-sched", "0 3 * * *", job, time_zone="Europe/Berlin", suspend=True)
         assert made.suspend and made.next_run_time is None and made.time_zone == "Europe/Berlin"
@@ -537,7 +360,7 @@ def test_schedules_trigger_and_rerun(service: ServiceThread) -> None:
         assert run.schedule == "e2e-sched"
         assert [j.job_id for j in c.list(schedule="e2e-sched")] == [run.job_id]
         cancelled = c.cancel(run.job_id)
-        _needs(c, "rerun", lambda: c.rerun("job-none"))
+        skip_unless_served("rerun", lambda: c.rerun("job-none"))
         again = c.rerun(cancelled.job_id, JobRequest(labels={"again": "yes"}))
         assert again.rerun_of == run.job_id and again.labels.get("again") == "yes"
         assert [j.job_id for j in c.list(rerun_of=run.job_id)] == [again.job_id]

@@ -19,7 +19,7 @@ from jobscheduler.client._async_schedules import AsyncScheduleMethods
 from jobscheduler.client._calls import Call
 from jobscheduler.client._credentials import CHANNEL_OPTIONS, StrPath, Token, channel_credentials
 from jobscheduler.client._errors import Unauthenticated, from_rpc_error
-from jobscheduler.client._requests import schedule_request
+from jobscheduler.client._requests import request_message
 from jobscheduler.client._retry import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -33,6 +33,7 @@ from jobscheduler.client._types import (
     Job,
     JobEvent,
     JobPage,
+    JobRequest,
     JobSpec,
     JobTypeInfo,
     LogLine,
@@ -62,18 +63,7 @@ class AsyncClient(AsyncScheduleMethods):
         retries: int = DEFAULT_RETRIES,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        """Connect to ``target`` (``host:port``; also ``unix:/path``, ``dns:///host:port``).
-
-        - plaintext: the default for loopback targets (127.0.0.1, ::1, localhost, unix:); ``tls=False``
-          forces it.
-        - TLS: the default for any other target, against the system's CA bundle; ``ca_file`` trusts a
-          private CA instead.
-        - mTLS: ``client_cert_file`` and ``client_key_file`` (PEM) as well.
-        - ``token`` (a literal) or ``token_file`` (read again whenever the file changes, e.g. a
-          projected ServiceAccount token) is sent as ``authorization: Bearer``.
-        - ``timeout``: the deadline of every call that has one (seconds, retries included);
-          ``retries``: how often a call that is safe to repeat is retried after UNAVAILABLE.
-        """
+        """Connect to ``target``: the same arguments, and defaults, as :class:`Client`'s."""
         if retries < 0:
             raise ValueError("retries must be >= 0")
         Deadline(timeout)  # validates it
@@ -186,23 +176,23 @@ class AsyncClient(AsyncScheduleMethods):
         fields (see the proto); ``timeout`` is this call's deadline. With ``template`` (and
         ``template_version``, 0: the latest) the job starts from that job template: ``job`` and
         the other arguments override what they set (``job`` None: the template's)."""
-        request = schedule_request(
-            name,
-            job,
-            labels=labels,
+        spec = JobRequest(
+            name=name,
+            job=job,
+            labels=dict(labels or {}),
             priority=priority,
             queue=queue,
-            start_after=start_after,
-            delay_seconds=delay_seconds,
-            depends_on=depends_on,
             max_retries=max_retries,
             retry_backoff_seconds=retry_backoff_seconds,
             timeout_seconds=timeout_seconds,
             ttl_seconds_after_finished=ttl_seconds_after_finished,
             template=template,
             template_version=template_version,
-            request_id=request_id or convert.new_request_id(),
+            start_after=start_after,
+            delay_seconds=delay_seconds,
+            depends_on=tuple(depends_on),
         )
+        request = request_message(spec, request_id or convert.new_request_id())
         response: pb.ScheduleJobResponse = await self._unary(self._stub.ScheduleJob, request, timeout)
         return convert.job(response.job)
 

@@ -3,15 +3,13 @@ send, and what schedules and templates read back."""
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import json_format
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.client._convert import PRIORITIES, invalid, priority_value, time_of, timestamp
-from jobscheduler.client._types import BuiltinJob, CustomJob, JobRequest, JobSpec, Priority, TimerJob
+from jobscheduler.client._types import BuiltinJob, CustomJob, JobRequest, JobSpec, TimerJob
 
 #: The ScheduleJobRequest members of the job types (timer_job, container_job, ..., custom_job).
 JOB_MEMBERS: frozenset[str] = frozenset(
@@ -77,44 +75,6 @@ def request_message(job: JobRequest, request_id: str = "") -> pb.ScheduleJobRequ
     if job.ttl_seconds_after_finished is not None:
         request.ttl_seconds_after_finished = job.ttl_seconds_after_finished
     return request
-
-
-def schedule_request(
-    name: str,
-    spec: JobSpec | None,
-    *,
-    labels: Mapping[str, str] | None,
-    priority: Priority | str | None,
-    queue: str,
-    start_after: datetime.datetime | None,
-    delay_seconds: int,
-    depends_on: Sequence[str],
-    max_retries: int,
-    retry_backoff_seconds: int,
-    timeout_seconds: int,
-    ttl_seconds_after_finished: int | None,
-    template: str,
-    template_version: int,
-    request_id: str,
-) -> pb.ScheduleJobRequest:
-    """``schedule``'s arguments as its request."""
-    job = JobRequest(
-        name=name,
-        job=spec,
-        labels=dict(labels or {}),
-        priority=priority,
-        queue=queue,
-        max_retries=max_retries,
-        retry_backoff_seconds=retry_backoff_seconds,
-        timeout_seconds=timeout_seconds,
-        ttl_seconds_after_finished=ttl_seconds_after_finished,
-        template=template,
-        template_version=template_version,
-        start_after=start_after,
-        delay_seconds=delay_seconds,
-        depends_on=tuple(depends_on),
-    )
-    return request_message(job, request_id)
 
 
 def _spec(m: pb.ScheduleJobRequest) -> JobSpec | None:

@@ -17,7 +17,7 @@ from jobscheduler.client import _convert as convert
 from jobscheduler.client._calls import Call
 from jobscheduler.client._credentials import CHANNEL_OPTIONS, StrPath, Token, channel_credentials
 from jobscheduler.client._errors import Unauthenticated, from_rpc_error
-from jobscheduler.client._requests import schedule_request
+from jobscheduler.client._requests import request_message
 from jobscheduler.client._retry import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -32,6 +32,7 @@ from jobscheduler.client._types import (
     Job,
     JobEvent,
     JobPage,
+    JobRequest,
     JobSpec,
     JobTypeInfo,
     LogLine,
@@ -169,23 +170,23 @@ class Client(ScheduleMethods):
         fields (see the proto); ``timeout`` is this call's deadline. With ``template`` (and
         ``template_version``, 0: the latest) the job starts from that job template: ``job`` and
         the other arguments override what they set (``job`` None: the template's)."""
-        request = schedule_request(
-            name,
-            job,
-            labels=labels,
+        spec = JobRequest(
+            name=name,
+            job=job,
+            labels=dict(labels or {}),
             priority=priority,
             queue=queue,
-            start_after=start_after,
-            delay_seconds=delay_seconds,
-            depends_on=depends_on,
             max_retries=max_retries,
             retry_backoff_seconds=retry_backoff_seconds,
             timeout_seconds=timeout_seconds,
             ttl_seconds_after_finished=ttl_seconds_after_finished,
             template=template,
             template_version=template_version,
-            request_id=request_id or convert.new_request_id(),
+            start_after=start_after,
+            delay_seconds=delay_seconds,
+            depends_on=tuple(depends_on),
         )
+        request = request_message(spec, request_id or convert.new_request_id())
         response: pb.ScheduleJobResponse = self._unary(self._stub.ScheduleJob, request, timeout)
         return convert.job(response.job)
 

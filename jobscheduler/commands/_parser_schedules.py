@@ -73,27 +73,25 @@ def _schedules(sub: Any, common: Common) -> None:
     )
     cmds = _actions(top)
 
-    p = cmds.add_parser(
-        "create",
-        help="create a schedule",
-        description="Create schedule NAME that makes a job of TYPE (or from --template) whenever --cron"
-        " is due. The job's flags are submit's; its name defaults to the schedule's.",
-    )
-    p.add_argument("schedule", metavar="NAME")
-    job_flags(p, job_type="optional", when=False)
-    _settings(p, create=True)
-    common(p)
-
-    p = cmds.add_parser(
-        "update",
-        help="change a schedule",
-        description="Change the given settings; the others keep their values. TYPE (or --template)"
-        " with the job's flags replaces the job the schedule makes, as a whole.",
-    )
-    p.add_argument("schedule", metavar="NAME")
-    job_flags(p, job_type="optional", when=False)
-    _settings(p, create=False)
-    common(p)
+    for action, text, description in (
+        (
+            "create",
+            "create a schedule",
+            "Create schedule NAME that makes a job of TYPE (or from --template) whenever --cron is due."
+            " The job's flags are submit's; its name defaults to the schedule's.",
+        ),
+        (
+            "update",
+            "change a schedule",
+            "Change the given settings; the others keep their values. TYPE (or --template) with the"
+            " job's flags replaces the job the schedule makes, as a whole.",
+        ),
+    ):
+        p = cmds.add_parser(action, help=text, description=description)
+        p.add_argument("schedule", metavar="NAME")
+        job_flags(p, job_type="optional", when=False)
+        _settings(p, create=action == "create")
+        common(p)
 
     for action, text in (
         ("get", "show a schedule and its status"),

@@ -184,7 +184,8 @@ def _templates(c: client.Client, args: argparse.Namespace) -> int:
     job = None
     if args.job_type is not None:
         plugins = plugin_types_for(c, args.job_type)
-        job = job_request(args, plugins, job_type=args.job_type, default_name=name, partial=True)
+        # (parameters may be left to the jobs made from it; the timer's name is the template's)
+        job = job_request(args, plugins, job_type=args.job_type, default_name=name, partial=True, named=True)
     elif _job_flags_given(args):
         given = _job_flags_given(args)[0]
         raise BadValue("TYPE", f"{given} goes with a job: give its TYPE (the request is replaced as a whole)")

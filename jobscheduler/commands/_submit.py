@@ -61,10 +61,12 @@ def job_spec(
     *,
     name: str,
     partial: bool,
+    named: bool = False,
 ) -> Any:
     """The job of ``job_type`` from ``--param`` and the timer's flags; ``plugin_types``: the server's
     plugin types (``Client.types()``), for a type not built in. ``partial``: parameters that are not
-    given stay unset (an override), else the required ones must be given."""
+    given stay unset (an override), else the required ones must be given; either way ``named``
+    (or not ``partial``) defaults the timer's name to ``name``."""
     key = job_type.strip().lower()
     spec_class = client.JOB_TYPES.get(key)
     plugin = (plugin_types or {}).get(job_type.strip())
@@ -83,7 +85,9 @@ def job_spec(
     if spec_class is None:
         assert plugin is not None
         return custom_spec(plugin, params)
-    defaults = _zeros(spec_class) if partial else {"timer_name": name}
+    defaults = _zeros(spec_class) if partial else {}
+    if named or not partial:
+        defaults["timer_name"] = name
     return build_spec(key, spec_class, params, defaults)
 
 
@@ -120,12 +124,16 @@ def job_request(
     job_type: str | None,
     default_name: str,
     partial: bool,
+    named: bool = False,
 ) -> client.JobRequest:
     """The job a schedule or template makes (or a rerun's overrides), from the job's flags:
     ``job_type`` None leaves the job type to the template or the original job."""
     kwargs = settings(args)
     name = args.name if args.name is not None else default_name
-    spec = None if job_type is None else job_spec(args, job_type, plugin_types, name=name, partial=partial)
+    if job_type is None:
+        spec = None
+    else:
+        spec = job_spec(args, job_type, plugin_types, name=name, partial=partial, named=named)
     if "depends_on" in kwargs:
         kwargs["depends_on"] = tuple(kwargs["depends_on"])
     return client.JobRequest(name=name, job=spec, **kwargs)
