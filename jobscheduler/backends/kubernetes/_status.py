@@ -142,8 +142,8 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     elif failed_held is not None:
         # Failed by the admission loop before it ran (a dependency failed or does not exist).
         phase = JobPhase.FAILED
-        reason, message, when = failed_held
-        finished_at = failure.last_transition_time if failure is not None else when
+        reason, message, failed_at = failed_held
+        finished_at = failure.last_transition_time if failure is not None else failed_at
     elif failure is not None:
         phase = JobPhase.FAILED
         finished_at = failure.last_transition_time
