@@ -223,7 +223,10 @@ async def serve(settings: Settings) -> None:
 
     async def watch_backend() -> None:
         while True:
-            await asyncio.sleep(settings.readiness_interval_seconds)
+            if index.synced:
+                await asyncio.sleep(settings.readiness_interval_seconds)
+            else:  # ready as soon as the first sync ends (a long list at a restart), not a period later
+                await index.wait_synced(settings.readiness_interval_seconds)
             await check_backend(backend, health, readiness, index)
 
     checker = asyncio.create_task(watch_backend())

@@ -9,12 +9,14 @@ service only ever needs a compact summary of each Job.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import json
 import os
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,6 +38,31 @@ _WRITES: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: included), which must not queue behind a burst of job writes.
 _UNTHROTTLED_RESOURCES: Final = frozenset({"tokenreviews.authentication.k8s.io"})
 IN_CLUSTER_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+#: Answers at least this large (list pages) are decoded with the cyclic GC paused (paused_gc).
+_LARGE_BODY: Final = 256 * 1024
+_gc_pauses = 0  # paused_gc blocks in progress (they may interleave across awaits)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused while allocating many objects that live on or are
+    freed by reference counting: decoding a list page, summarising its items, and (see
+    _informer.inform) a first list as a whole. Otherwise each page's ~150,000 JSON objects set
+    off collections that walk the whole heap, the cached jobs included, again and again: with
+    30,000 jobs about half of a restart's time. The collector runs as usual once the last
+    pause ends (pauses interleaving across awaits: the last one to end resumes it)."""
+    global _gc_pauses
+    if _gc_pauses == 0 and not gc.isenabled():  # (someone else turned it off: leave it so)
+        yield
+        return
+    _gc_pauses += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _gc_pauses -= 1
+        if _gc_pauses == 0:
+            gc.enable()
 
 
 class KubeConfigError(Exception):
@@ -217,7 +244,11 @@ class KubeApi:
             time.perf_counter() - started
         )
         try:
-            data = json.loads(raw) if raw else {}
+            if len(raw) >= _LARGE_BODY:
+                with paused_gc():
+                    data = json.loads(raw)
+            else:
+                data = json.loads(raw) if raw else {}
         except ValueError:
             data = {}
         if not 200 <= code < 300:

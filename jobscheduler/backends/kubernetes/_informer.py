@@ -14,15 +14,16 @@ disconnected or relisting for longer than a short grace (``STALE_GRACE_SECONDS``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jobscheduler import metrics
-from jobscheduler.backends.kubernetes._client import KubeApi
+from jobscheduler.backends.kubernetes._client import KubeApi, paused_gc
 from jobscheduler.backends.kubernetes._errors import Call, Gone
 from jobscheduler.core.errors import JobSchedulerError
 from jobscheduler.core.manifests import MANAGED_SELECTOR
@@ -58,6 +59,8 @@ class Informer:
     watch_opened: float | None = None
     #: When the last event, bookmark or list arrived.
     last_heard: float = 0.0
+    #: Set by every event and bookmark (``caught_up`` waits on it).
+    moved: asyncio.Event = field(default_factory=asyncio.Event)
 
     def following(self, now: float) -> bool:
         """Synced, and either never lost since, or watching for a while again."""
@@ -109,6 +112,7 @@ def watch_event(informer: Informer, event: Mapping[str, Any]) -> tuple[str, Mapp
     version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
     if version:
         informer.resource_version = version
+    informer.moved.set()
     if kind == "BOOKMARK":
         return None
     return str(kind), obj
@@ -143,6 +147,45 @@ async def list_pages(
             return
 
 
+async def probe(api: KubeApi, informer: Informer, namespace: str) -> dict[str, Any]:
+    """A one-item list: whether the API server answers, and its current resourceVersion (a list
+    without a resourceVersion is a quorum read: at least as new as every write so far)."""
+    call = Call(verb="list", resource=informer.resource, namespace=namespace)
+    query = [("labelSelector", MANAGED_SELECTOR), ("limit", "1")]
+    return await api.request("GET", informer.path, call, query=query)
+
+
+def version_number(version: str) -> int:
+    """A resourceVersion as a number, to order them (0 if it is not one: then none is ordered)."""
+    return int(version) if version.isdigit() else 0
+
+
+async def caught_up(api: KubeApi, informer: Informer, namespace: str, within: float) -> bool:
+    """Whether the informer's watch delivers everything up to the resourceVersion of a fresh read
+    (``probe``) within ``within`` seconds, by an event or a bookmark. False at once if it is not
+    following the API server. (etcd's resourceVersions are one increasing revision for all
+    objects; one that is not a number answers False.)"""
+    if not informer.following(time.monotonic()):
+        return False
+    meta = (await probe(api, informer, namespace)).get("metadata") or {}
+    wanted = version_number(str(meta.get("resourceVersion") or ""))
+    try:
+        async with asyncio.timeout(within):
+            while wanted and version_number(informer.resource_version) < wanted:
+                informer.moved.clear()
+                await informer.moved.wait()
+    except TimeoutError:
+        log.info(
+            "the watch did not reach a fresh resourceVersion in time; listing instead",
+            resource=informer.resource,
+            watched=informer.resource_version,
+            wanted=wanted,
+            waited_seconds=within,
+        )
+        return False
+    return bool(wanted)
+
+
 async def inform(
     informer: Informer,
     api: KubeApi,
@@ -166,7 +209,10 @@ async def inform(
             if not informer.resource_version:
                 if informer.synced:
                     informer.lost("relisting")
-                await list_into(informer)
+                # Before its first sync nothing is served from this informer: the GC waits for
+                # the whole list (a relist pauses it for each page only).
+                with paused_gc() if not informer.synced else contextlib.nullcontext():
+                    await list_into(informer)
                 informer.heard()
                 fresh = True
             query = [

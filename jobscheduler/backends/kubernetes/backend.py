@@ -1,15 +1,14 @@
 """The Kubernetes backend: our jobs are batch/v1 Jobs, found by their labels.
 
-Two informers (list, then watch: ``_informer``) keep the index fed: one over
-our Jobs, one over their Pods (for pod names and the last container's exit).
-They resume each watch from the last resourceVersion, take bookmarks, list
-again at once on 410 Gone, and reconnect with a short capped backoff after
-errors. The index holds compact records built from the JSON, never the API
-objects.
+Two informers (list, then watch: ``_informer``) keep the index fed: one over our Jobs, one
+over their Pods (for pod names and the last container's exit). They resume each watch from the
+last resourceVersion, take bookmarks, list again at once on 410 Gone, and reconnect with a
+short capped backoff after errors. The index holds compact records built from the JSON, never
+the API objects.
 
-(The client's ``kubernetes.informer.SharedInformer`` is thread-based, works
-with the synchronous client and keeps whole model objects, ~37 KB per Job;
-this service runs on one asyncio loop and keeps ~1.5 KB per job.)
+(The client's ``kubernetes.informer.SharedInformer`` is thread-based, works with the
+synchronous client and keeps whole model objects, ~37 KB per Job; this service runs on one
+asyncio loop and keeps ~1.5 KB per job.)
 """
 
 from __future__ import annotations
@@ -22,13 +21,17 @@ from datetime import datetime
 from typing import Any, Final
 
 from jobscheduler import metrics, tracing
-from jobscheduler.backends.kubernetes._client import KubeApi
+from jobscheduler.backends.kubernetes._client import KubeApi, paused_gc
 from jobscheduler.backends.kubernetes._errors import Call, Conflict
 from jobscheduler.backends.kubernetes._informer import (
+    STALE_GRACE_SECONDS,
     Informer,
+    caught_up,
     export_metrics,
     inform,
     list_pages,
+    probe,
+    version_number,
     watch_event,
 )
 from jobscheduler.backends.kubernetes._status import (
@@ -66,8 +69,7 @@ _CAS_ATTEMPTS: Final = 5
 
 def _rv(obj: Mapping[str, Any]) -> int:
     """resourceVersion as a number for ordering one object's versions (0 if not numeric)."""
-    raw = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-    return int(raw) if raw.isdigit() else 0
+    return version_number(str((obj.get("metadata") or {}).get("resourceVersion") or ""))
 
 
 @dataclass(slots=True)
@@ -95,6 +97,7 @@ class KubernetesBackend:
     """
 
     name = "kubernetes"
+    current_wait: float = STALE_GRACE_SECONDS  # list()'s wait for the Jobs watch to reach a fresh read
 
     def __init__(self, api: KubeApi, namespace: str) -> None:
         self._api = api
@@ -141,12 +144,13 @@ class KubernetesBackend:
         try:
             async for items, page_version in list_pages(self._api, informer, self.namespace):
                 version = page_version
-                for item in items:
-                    if informer.resource == JOBS:
-                        if is_managed(item):
-                            jobs[str(item["metadata"]["name"])] = _state(item)
-                    elif (pod := pod_summary(item)) is not None:
-                        pods.setdefault(pod.job_id, {})[pod.name] = pod
+                with paused_gc():
+                    for item in items:
+                        if informer.resource == JOBS:
+                            if is_managed(item):
+                                jobs[str(item["metadata"]["name"])] = _state(item)
+                        elif (pod := pod_summary(item)) is not None:
+                            pods.setdefault(pod.job_id, {})[pod.name] = pod
             if informer.resource == JOBS:
                 self._keep_written(jobs, self._written or {})
         finally:
@@ -211,7 +215,7 @@ class KubernetesBackend:
         known = self._jobs.get(name)
         if known is not None and version and version <= known.rv:
             return self._combined(name)  # older, or the version we have (our write, then its watch event)
-        watched = _rv({"metadata": {"resourceVersion": self._informers[0].resource_version}})
+        watched = version_number(self._informers[0].resource_version)
         if own_write and known is None and version and version <= watched:
             return job_record(job)
         self._jobs[name] = _state(job)
@@ -257,8 +261,17 @@ class KubernetesBackend:
         return job
 
     async def list(self) -> list[JobRecord]:
+        """Every job as of now: the index once the Jobs watch has caught up with a one-item read
+        (a new leader's admission catch-up: no second full list), else a full list."""
+        index, informer = self._index, self._informers[0]
+        if (
+            index is not None
+            and index.synced
+            and await caught_up(self._api, informer, self.namespace, self.current_wait)
+        ):
+            return index.records()
         records: list[JobRecord] = []
-        async for items, _ in list_pages(self._api, self._informers[0], self.namespace):
+        async for items, _ in list_pages(self._api, informer, self.namespace):
             records.extend(job_record(item) for item in items if is_managed(item))
         return records
 
@@ -340,12 +353,7 @@ class KubernetesBackend:
     async def ping(self) -> None:
         """Unavailable unless the API server answers and the watches follow it: answering from
         an index whose watch is down (or relisting) beyond a short grace serves stale state."""
-        await self._api.request(
-            "GET",
-            self._jobs_path,
-            self._call("list"),
-            query=[("labelSelector", MANAGED_SELECTOR), ("limit", "1")],
-        )
+        await probe(self._api, self._informers[0], self.namespace)
         if (reason := self.lag()) is not None:
             raise Unavailable(reason)
 
