@@ -139,7 +139,9 @@ class AdmissionController:
     async def _catch_up(self) -> None:
         """A new leader's index may lag the previous leader's last admissions: every job that a
         fresh list shows admitted but the index does not keeps its queue's slot (as an unsure
-        admission) until the index shows it, so no limit is exceeded meanwhile."""
+        admission) until the index shows it, so no limit is exceeded meanwhile. (The Kubernetes
+        backend's list is its index itself once its watch has reached a fresh read's
+        resourceVersion: then nothing differs, and no second full list is made.)"""
         try:
             fresh = await self._backend.list()
         except JobSchedulerError:
