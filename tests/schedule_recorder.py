@@ -24,7 +24,7 @@ TIMER = TimerJob(5, "nightly", "http://127.0.0.1:9/report")
 
 def skip_unless_served(what: str, probe: Callable[[], Any]) -> None:
     """Skip the test while the service answers ``probe`` UNIMPLEMENTED (the server side of issue 14
-    is still landing) or, on this backend, FAILED_PRECONDITION "not available"."""
+    is still landing) or FAILED_PRECONDITION "not available" (not on this backend yet)."""
     try:
         probe()
     except Unimplemented:
@@ -32,7 +32,7 @@ def skip_unless_served(what: str, probe: Callable[[], Any]) -> None:
     except FailedPrecondition as exc:
         if "not available" not in exc.message:
             raise
-        pytest.skip(f"{what} not implemented on the local backend yet")
+        pytest.skip(f"{what} not implemented on this backend yet")
     except NotFound:
         pass
 

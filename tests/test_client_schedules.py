@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ServiceThread, local_service
+from conftest import ServiceThread, kubernetes_service, local_service, write_kubeconfig
+from emulator import EmulatorThread
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from schedule_recorder import NOW, TIMER, RecordingServer, skip_unless_served
@@ -320,13 +321,28 @@ def test_the_async_client_has_the_same_methods(recording: RecordingServer) -> No
 # --- end to end: the service (local backend) ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
-    svc = local_service(tmp_path_factory.mktemp("client-schedules") / "data")
+@pytest.fixture(scope="module", params=["local", "kubernetes"])
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceThread]:
+    """The service on either backend (Kubernetes: the API emulator; the client does not care)."""
+    tmp = tmp_path_factory.mktemp(f"client-schedules-{request.param}")
+    if request.param == "local":
+        svc = local_service(tmp / "data")
+        try:
+            yield svc
+        finally:
+            svc.stop()
+        return
+    emulator = EmulatorThread()
     try:
-        yield svc
+        svc = kubernetes_service(write_kubeconfig(tmp / "kubeconfig", emulator.url))
+        try:
+            yield svc
+        finally:
+            svc.stop()
     finally:
-        svc.stop()
+        emulator.stop()
 
 
 def test_templates_versions_and_a_job_from_a_template(service: ServiceThread, tmp_path: pathlib.Path) -> None:

@@ -73,6 +73,7 @@ def submitted(c: client.Client, job: client.Job, fmt: str | None, *, follow: boo
     elif _human(fmt):
         origin = f", rerun of {job.rerun_of}" if job.rerun_of else ""
         origin += f", schedule {job.schedule!r}" if job.schedule else ""
+        origin += f", template {job.template}@{job.template_version}" if job.template else ""
         print(f"{job.job_id} submitted ({job.type} {job.name!r}, {job.phase.value}{origin})", flush=True)
     final = wait(c, job, fmt) if follow else job
     if fmt in ("json", "yaml"):

@@ -170,11 +170,12 @@ def _job_of(row: Row) -> Row:
     return job if isinstance(job, Mapping) else {}
 
 
-def _template_ref(job: Row) -> str:
+def _template_ref(job: Row, resolved: object = 0) -> str:
+    """``name@version`` of the job's template (``resolved``: the version a schedule resolved it to)."""
     name = job.get("template")
     if not name:
         return "<none>"
-    version = job.get("template_version") or "latest"
+    version = job.get("template_version") or resolved or "latest"
     return f"{_text(name)}@{version}"
 
 
@@ -194,7 +195,7 @@ SCHEDULE_WIDE: Final[tuple[Column, ...]] = (
     ("QUEUE", lambda s, now: _text(_job_of(s).get("queue"))),
     ("MISSED", lambda s, now: str(s.get("missed_runs", 0) or 0)),
     ("SKIPPED", lambda s, now: str(s.get("skipped_runs", 0) or 0)),
-    ("TEMPLATE", lambda s, now: _template_ref(_job_of(s))),
+    ("TEMPLATE", lambda s, now: _template_ref(_job_of(s), s.get("template_version"))),
     ("DESCRIPTION", lambda s, now: _text(s.get("description"))),
 )
 
