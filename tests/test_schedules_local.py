@@ -248,3 +248,20 @@ async def test_a_damaged_row_does_not_hide_the_other_schedules(tmp_path: pathlib
         assert [s.name for s in await r.backend.schedules.list()] == ["good"]
         await r.at(t0 + timedelta(minutes=1, seconds=1))
         assert len(r.made("good")) == 1
+
+
+async def test_a_restart_after_three_missed_periods_makes_one_catch_up_run(tmp_path: pathlib.Path) -> None:
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    async with rig(tmp_path, t0) as r:
+        await r.schedules.create(spec("hourly", cron="@hourly", starting_deadline_seconds=300), ALICE)
+        await r.at(t0 + timedelta(hours=1, seconds=5))
+        assert len(r.made("hourly")) == 1
+    # The service is down from 13:00:05 until 16:01: the 14:00, 15:00 and 16:00 runs are due.
+    async with rig(tmp_path, t0 + timedelta(hours=4, minutes=1)) as r:
+        await r.loop.tick()
+        assert [j.scheduled_at for j in r.made("hourly")] == [
+            t0 + timedelta(hours=1),
+            t0 + timedelta(hours=4),
+        ]
+        status = (await r.schedules.get("hourly", ALICE)).schedule.status
+        assert (status.missed_runs, status.last_missed_time) == (2, t0 + timedelta(hours=3))
