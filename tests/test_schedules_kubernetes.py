@@ -171,7 +171,8 @@ def world(tmp_path: pathlib.Path) -> Iterator[World]:
     emulator.call(lambda e: setattr(e, "clock", clock))
     service = kubernetes_service(write_kubeconfig(tmp_path / "kubeconfig", emulator.url), queues="batch=1")
     try:
-        store = CronJobStore(service.backend.api, NS)
+        store = service.backend.schedules  # what the app wires the ScheduleService to
+        assert isinstance(store, CronJobStore)
         yield World(emulator, service, clock, CronJobController(emulator, clock), store)
     finally:
         service.stop()
@@ -381,3 +382,53 @@ def test_store_crud_is_owner_scoped(world: World) -> None:
     assert world.cronjob(schedule)["spec"]["schedule"] == "0 3 * * *"
     with pytest.raises(NotFound):
         world.run(world.store.delete("someone-else", "nightly"))
+
+
+def test_the_schedule_rpcs_over_grpc_on_the_kubernetes_backend(world: World) -> None:
+    stub = world.service.stub
+    timer = pb.TimerJob(
+        duration_seconds=60, timer_name="t", control_plane_endpoint="http://control-plane.example:80"
+    )
+    created = stub.CreateSchedule(
+        pb.CreateScheduleRequest(
+            name="grpc",
+            cron="*/1 * * * *",
+            time_zone="Europe/Berlin",
+            job=pb.ScheduleJobRequest(name="from-grpc", timer_job=timer, queue="batch"),
+            concurrency_policy=pb.CONCURRENCY_POLICY_FORBID,
+            description="over gRPC",
+        ),
+        timeout=T,
+    )
+    assert created.HasField("next_run_time") and created.owner == ANONYMOUS.identity
+    cronjobs = world.emulator.request("GET", CRONJOBS)["items"]
+    (cronjob,) = [c for c in cronjobs if c["metadata"]["annotations"]["jobscheduler.io/schedule"] == "grpc"]
+    kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cronjob["spec"]["jobTemplate"]["metadata"]["annotations"]["jobscheduler.io/queue"] == "batch"
+
+    world.tick(minutes=1)
+    (job,) = world.jobs("grpc")
+    job_id = job["metadata"]["name"]
+    wait_until(lambda: world.get(job_id).HasField("admitted_at"), "admitted")
+    got = stub.GetSchedule(pb.GetScheduleRequest(name="grpc"), timeout=T)
+    assert list(got.active_job_ids) == [job_id]
+    assert got.last_schedule_time.ToDatetime(tzinfo=UTC) == datetime(2026, 3, 29, 0, 58, tzinfo=UTC)
+    assert [s.name for s in stub.ListSchedules(pb.ListSchedulesRequest(), timeout=T).schedules] == ["grpc"]
+
+    suspended = stub.UpdateSchedule(pb.UpdateScheduleRequest(name="grpc", suspend=True), timeout=T)
+    assert suspended.suspend and not suspended.HasField("next_run_time")
+    assert world.cronjob(world.run(world.store.get(ANONYMOUS.identity, "grpc")))["spec"]["suspend"] is True
+    world.tick(minutes=1)
+    assert len(world.jobs("grpc")) == 1
+
+    triggered = stub.TriggerSchedule(pb.TriggerScheduleRequest(name="grpc"), timeout=T).job
+    assert triggered.schedule == "grpc"
+    assert sorted(world.listed("grpc")) == sorted([job_id, triggered.job_id])
+
+    deleted = stub.DeleteSchedule(pb.DeleteScheduleRequest(name="grpc", cancel_jobs=True), timeout=T)
+    assert set(deleted.cancelled_job_ids) == {job_id, triggered.job_id}
+    assert world.emulator.request("GET", CRONJOBS)["items"] == []
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GetSchedule(pb.GetScheduleRequest(name="grpc"), timeout=T)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]

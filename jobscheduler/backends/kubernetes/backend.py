@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from jobscheduler import metrics, tracing
 from jobscheduler.backends.kubernetes._client import KubeApi, paused_gc
+from jobscheduler.backends.kubernetes._cronjobs import CronJobStore
 from jobscheduler.backends.kubernetes._errors import Call, Conflict
 from jobscheduler.backends.kubernetes._informer import (
     STALE_GRACE_SECONDS,
@@ -103,6 +104,8 @@ class KubernetesBackend:
         self._api = api
         self.api = api
         self.namespace = namespace
+        #: Schedules as CronJobs (core.schedules.ports.ScheduleStore): the controller fires them.
+        self.schedules = CronJobStore(api, namespace)
         self._jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
         self._pods_path = f"/api/v1/namespaces/{namespace}/pods"
         self._index: JobIndex | None = None
