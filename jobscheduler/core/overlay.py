@@ -14,6 +14,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, Final
 
+from jobscheduler.core.errors import FieldViolation, InvalidArgument
 from jobscheduler.core.model import ScheduleRequest
 
 
@@ -29,6 +30,8 @@ def _unset_values() -> dict[str, Any]:
 
 #: Each field's unset value (the dataclass default; ``name`` and the job member have none).
 _UNSET: Final[Mapping[str, Any]] = _unset_values()
+#: A request that sets nothing.
+NOTHING: Final = ScheduleRequest(name="", job_field=None, params={})
 #: Fields laid over by their own rule, not replaced whole.
 _MERGED: Final = frozenset({"labels", "job_field", "params"})
 
@@ -75,3 +78,19 @@ def overlay(base: ScheduleRequest, override: ScheduleRequest) -> ScheduleRequest
     else:
         fields["job_field"], fields["params"] = override.job_field, override.params
     return ScheduleRequest(**fields)
+
+
+def refuse_set(request: ScheduleRequest, names: tuple[str, ...], where: str, why: str) -> None:
+    """INVALID_ARGUMENT naming ``<where>.<name>`` for each of ``names`` that ``request`` sets."""
+    violations = [FieldViolation(f"{where}.{n}", why) for n in names if getattr(request, n) != _UNSET[n]]
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def nested(exc: InvalidArgument, where: str, *, keep: tuple[str, ...] = ()) -> InvalidArgument:
+    """``exc`` about a request that is field ``where`` of another: its fields as ``<where>.<field>``
+    (``where`` alone stays; the fields in ``keep`` are the outer request's own)."""
+    return InvalidArgument(
+        v if v.field == where or v.field in keep else FieldViolation(f"{where}.{v.field}", v.description)
+        for v in exc.violations
+    )

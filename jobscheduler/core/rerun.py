@@ -13,14 +13,13 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, Final
 
-from jobscheduler.core.errors import FailedPrecondition, FieldViolation, InvalidArgument
+from jobscheduler.core.errors import FailedPrecondition, InvalidArgument
 from jobscheduler.core.model import JobOrigin, JobRecord, ScheduleRequest
-from jobscheduler.core.overlay import overlay
+from jobscheduler.core.overlay import NOTHING, overlay, refuse_set
 from jobscheduler.core.requests import parse_stored_request, request_digest
 
 #: Overrides a rerun does not take: it has its own request_id, and reruns what the job ran.
 _NOT_OVERRIDDEN: Final = ("request_id", "template", "template_version")
-_NO_OVERRIDES: Final = ScheduleRequest(name="", job_field=None, params={})
 
 
 def rerun_request(
@@ -29,14 +28,8 @@ def rerun_request(
     """The rerun's request, origin and request digest (what tells a retry of ``request_id``
     from a reuse: the original and the overrides). INVALID_ARGUMENT naming ``overrides.<field>``;
     FAILED_PRECONDITION for a job that has not finished or has no valid stored request."""
-    overrides = overrides or _NO_OVERRIDES
-    refused = [
-        FieldViolation(f"overrides.{f}", "cannot be overridden in a rerun")
-        for f in _NOT_OVERRIDDEN
-        if getattr(overrides, f) != getattr(_NO_OVERRIDES, f)
-    ]
-    if refused:
-        raise InvalidArgument(refused)
+    overrides = overrides or NOTHING
+    refuse_set(overrides, _NOT_OVERRIDDEN, "overrides", "cannot be overridden in a rerun")
     if not record.phase.is_terminal:
         raise FailedPrecondition(
             f"job {record.job_id} has not finished ({record.phase.value}); only a finished or"
@@ -55,13 +48,3 @@ def rerun_request(
     )
     body = f"rerun\0{record.job_id}\0{request_digest(overrides)}"
     return request, origin, hashlib.sha256(body.encode()).hexdigest()[:16]
-
-
-def overrides_violations(exc: InvalidArgument) -> InvalidArgument:
-    """A rerun's validation errors named as RerunJobRequest's fields (``overrides.<field>``)."""
-    return InvalidArgument(
-        [
-            v if v.field == "request_id" else FieldViolation(f"overrides.{v.field}", v.description)
-            for v in exc.violations
-        ]
-    )

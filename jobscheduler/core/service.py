@@ -47,12 +47,13 @@ from jobscheduler.core.naming import (
     derived_job_id,
     new_job_id,
 )
+from jobscheduler.core.overlay import nested
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.prepared import PreparedJob, check_dependencies, queue_violations, start_time
 from jobscheduler.core.query import Page, compile_filter, paginate, paginate_newest_first
 from jobscheduler.core.registry import HandlerRegistry
 from jobscheduler.core.requests import check_manifest, image_violations, render_request, request_digest
-from jobscheduler.core.rerun import overrides_violations, rerun_request
+from jobscheduler.core.rerun import rerun_request
 from jobscheduler.core.templates import JobTemplates, TemplateStore
 from jobscheduler.core.tracecontext import apply_trace_context
 from jobscheduler.core.validation import check_cancel_reason
@@ -133,7 +134,7 @@ class JobService:
         try:
             prepared = await self.prepare(request, caller, traceparent=traceparent, origin=origin)
         except InvalidArgument as exc:
-            raise overrides_violations(exc) from None
+            raise nested(exc, "overrides", keep=("request_id",)) from None
         return await self.create(replace(prepared, digest=digest))
 
     async def schedule(

@@ -22,13 +22,12 @@ from jobscheduler.core.auth import Caller
 from jobscheduler.core.errors import (
     AlreadyExists,
     FailedPrecondition,
-    FieldViolation,
     InvalidArgument,
     NotFound,
 )
 from jobscheduler.core.manifests import REQUEST_ANNOTATION
 from jobscheduler.core.model import ScheduleRequest
-from jobscheduler.core.overlay import overlay
+from jobscheduler.core.overlay import nested, overlay, refuse_set
 from jobscheduler.core.requests import parse_stored_request, stored_request
 
 MAX_TEMPLATE_NAME: Final = 52
@@ -169,24 +168,14 @@ class JobTemplates:
         defaulting to the template's; INVALID_ARGUMENT naming ``job.<field>``."""
         if job is None:
             raise InvalidArgument.field("job", "must be set (a ScheduleJobRequest with a job type member)")
-        defaults = ScheduleRequest(name="", job_field=None, params={})
-        violations = [
-            FieldViolation(f"job.{f}", "is not allowed in a template (it belongs to one submission)")
-            for f in _SUBMISSION_ONLY
-            if getattr(job, f) != getattr(defaults, f)
-        ]
-        if violations:
-            raise InvalidArgument(violations)
+        refuse_set(
+            job, _SUBMISSION_ONLY, "job", "is not allowed in a template (it belongs to one submission)"
+        )
         request = dataclasses.replace(job, name=job.name or name)
         try:
             await self._check(request, caller)
         except InvalidArgument as exc:
-            raise InvalidArgument(
-                [
-                    FieldViolation(v.field if v.field == "job" else f"job.{v.field}", v.description)
-                    for v in exc.violations
-                ]
-            ) from None
+            raise nested(exc, "job") from None
         return stored_request(request)
 
     async def create(
