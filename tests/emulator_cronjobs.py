@@ -44,16 +44,9 @@ from zoneinfo import ZoneInfo
 from cronsim import CronSim
 from emulator import EmulatorThread
 
+from jobscheduler.core.schedules.cron import MACROS  # the standard ones, as robfig/cron has them
+
 SCHEDULED_ANNOTATION: Final = "batch.kubernetes.io/cronjob-scheduled-timestamp"
-MACROS: Final = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
 TOO_MANY_MISSED: Final = 100
 _MERGE: Final = "application/merge-patch+json"
 
