@@ -14,7 +14,7 @@ import grpc
 from jobscheduler import metrics, tracing
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
-from jobscheduler.api import convert
+from jobscheduler.api import convert, jobbytes
 from jobscheduler.api.auth import credentials, peer_address
 from jobscheduler.api.context import current_request_id, log_field
 from jobscheduler.api.errors import internal_status, to_status
@@ -142,27 +142,24 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
         return pb.ScheduleJobResponse(job_id=record.job_id, job=convert.job_message(record))
 
     @_guarded
-    async def GetJobStatus(
+    async def GetJobStatus(  # type: ignore[override]  # a serialised answer, sent as it is (server.py)
         self, request: pb.GetJobStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.GetJobStatusResponse:
+    ) -> bytes:
         log_field(job_id=request.job_id[:64])  # logged before it is validated: bounded
         caller = await self._caller(context)
         record = await self._service.get(request.job_id, caller)
-        return pb.GetJobStatusResponse(job=convert.job_message(record))
+        return jobbytes.JOBS.get_response(record)
 
     @_guarded
-    async def ListJobs(
+    async def ListJobs(  # type: ignore[override]  # a serialised answer, sent as it is (server.py)
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ListJobsResponse:
+    ) -> bytes:
         caller = await self._caller(context)
         page = await self._service.list(
             convert.job_filter(request.filter), request.page_size, request.page_token, caller
         )
-        return pb.ListJobsResponse(
-            jobs=[convert.job_message(r) for r in page.records],
-            next_page_token=page.next_page_token,
-            resume_token=page.resume_token,
-        )
+        # (each job's encoding is cached per record version: api/jobbytes.py)
+        return jobbytes.JOBS.list_response(page.records, page.next_page_token, page.resume_token)
 
     @_guarded
     async def CancelJob(
