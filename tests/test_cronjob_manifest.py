@@ -77,6 +77,10 @@ def timer() -> ScheduleRequest:
     return schedule_request(EXAMPLES["timer"][0])
 
 
+TIMER = schedule_request(EXAMPLES["timer"][0])
+TIMER_JOB = rendered(TIMER)
+
+
 def made_job(cronjob: dict[str, Any], at: datetime) -> dict[str, Any]:
     """The Job the CronJob controller makes for the run due ``at`` (getJobFromTemplate2)."""
     template = cronjob["spec"]["jobTemplate"]
@@ -306,3 +310,44 @@ def test_cronjob_names_are_valid_and_short_enough(namespace: str, owner: str, na
 @given(owners=st.lists(st.text(max_size=20), min_size=2, max_size=2, unique=True), name=NAMES)
 def test_owners_schedules_of_one_name_never_share_a_cronjob(owners: list[str], name: str) -> None:
     assert cronjob_name("default", owners[0], name) != cronjob_name("default", owners[1], name)
+
+
+@given(
+    name=NAMES,
+    owner=st.text(max_size=40),
+    zone=st.sampled_from(["", "Etc/UTC", "UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]),
+    policy=st.sampled_from(list(ConcurrencyPolicy)),
+    deadline=st.none() | st.integers(0, 2**31 - 1),
+    suspend=st.booleans(),
+    limits=st.tuples(st.integers(0, 1000), st.integers(0, 1000)),
+    description=st.text(max_size=200),
+    template=st.sampled_from([("", 0), ("base", 1), ("nightly-report", 12)]),
+)
+def test_round_trip_of_any_spec(
+    name: str,
+    owner: str,
+    zone: str,
+    policy: ConcurrencyPolicy,
+    deadline: int | None,
+    suspend: bool,
+    limits: tuple[int, int],
+    description: str,
+    template: tuple[str, int],
+) -> None:
+    spec = ScheduleSpec(
+        name=name,
+        cron="*/5 * * * *",
+        job=TIMER,
+        time_zone=zone,
+        concurrency_policy=policy,
+        starting_deadline_seconds=deadline,
+        suspend=suspend,
+        successful_jobs_history_limit=limits[0],
+        failed_jobs_history_limit=limits[1],
+        description=description,
+        template=template[0],
+        template_version=template[1],
+    )
+    schedule = Schedule(spec=spec, owner=owner, created_at=CREATED, updated_at=CREATED)
+    back = schedule_from_cronjob(stored(cronjob_manifest(schedule, TIMER_JOB, namespace=NS)))
+    assert (back.spec, back.owner, back.created_at) == (spec, owner, CREATED)
