@@ -42,6 +42,7 @@ from jobscheduler.backends.kubernetes._status import (
     pod_summary,
     with_pods,
 )
+from jobscheduler.backends.kubernetes._templates import KubeTemplates
 from jobscheduler.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import (
@@ -106,6 +107,8 @@ class KubernetesBackend:
         self.namespace = namespace
         #: Schedules as CronJobs (core.schedules.ports.ScheduleStore): the controller fires them.
         self.schedules = CronJobStore(api, namespace)
+        #: Job templates as immutable ConfigMaps, one per version (core.templates.TemplateStore).
+        self.templates = KubeTemplates(api, namespace)
         self._jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
         self._pods_path = f"/api/v1/namespaces/{namespace}/pods"
         self._index: JobIndex | None = None
