@@ -25,7 +25,7 @@ from job_status import ended_status
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.backends.kubernetes._cronjobs import CronJobStore
 from jobscheduler.core.auth import ANONYMOUS
-from jobscheduler.core.errors import AlreadyExists, NotFound
+from jobscheduler.core.errors import AlreadyExists, FailedPrecondition, NotFound
 from jobscheduler.core.model import JobOrigin, ScheduleRequest
 from jobscheduler.core.schedules.cronjob import cronjob_name
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, Schedule, ScheduleSpec
@@ -432,3 +432,14 @@ def test_the_schedule_rpcs_over_grpc_on_the_kubernetes_backend(world: World) -> 
     with pytest.raises(grpc.RpcError) as info:
         stub.GetSchedule(pb.GetScheduleRequest(name="grpc"), timeout=T)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+
+
+def test_a_cronjob_edited_into_no_schedule_is_a_failed_precondition_and_not_listed(world: World) -> None:
+    schedule = world.create()
+    world.create("other")
+    name = world.cronjob(schedule)["metadata"]["name"]
+    edit = {"spec": {"jobTemplate": {"metadata": {"annotations": {"jobscheduler.io/request": "{"}}}}}
+    world.emulator.request("PATCH", f"{CRONJOBS}/{name}", edit, "application/merge-patch+json")
+    with pytest.raises(FailedPrecondition, match="not a valid schedule"):
+        world.run(world.store.get(ANONYMOUS.identity, "nightly"))
+    assert [s.name for s in world.run(world.store.list())] == ["other"]

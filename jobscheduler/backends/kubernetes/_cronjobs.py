@@ -53,7 +53,7 @@ class CronJobStore:
         return schedule_from_cronjob(created)
 
     async def get(self, owner: str, name: str) -> Schedule:
-        return schedule_from_cronjob(await self._read(owner, name))
+        return _schedule(await self._read(owner, name))
 
     async def list(self, owner: str | None = None) -> list[Schedule]:
         schedules: list[Schedule] = []
@@ -65,10 +65,11 @@ class CronJobStore:
                 if owner is not None and annotations.get(OWNER_ANNOTATION, "") != owner:
                     continue
                 try:
-                    schedules.append(schedule_from_cronjob(item))
-                except JobSchedulerError as exc:  # edited by hand into something that is not ours
-                    name = (item.get("metadata") or {}).get("name")
-                    log.warning("CronJob skipped: not a schedule", cronjob=name, error=str(exc))
+                    schedules.append(_schedule(item))
+                except FailedPrecondition as exc:
+                    log.warning(
+                        "CronJob skipped", cronjob=(item.get("metadata") or {}).get("name"), error=exc.message
+                    )
         return schedules
 
     async def update(self, schedule: Schedule, job_template: Mapping[str, Any]) -> Schedule:
@@ -117,7 +118,7 @@ class CronJobStore:
             )
         except NotFound:
             raise NotFound(f"schedule {name!r} not found") from None
-        return schedule_from_cronjob(current)
+        return _schedule(current)
 
     async def _read(self, owner: str, name: str) -> dict[str, Any]:
         """The owner's CronJob for schedule ``name``; NotFound unless it is that schedule's."""
@@ -130,3 +131,13 @@ class CronJobStore:
         if annotations.get(OWNER_ANNOTATION, "") != owner or annotations.get(SCHEDULE_ANNOTATION) != name:
             raise NotFound(f"schedule {name!r} not found")
         return cronjob
+
+
+def _schedule(cronjob: Mapping[str, Any]) -> Schedule:
+    """The schedule a CronJob of ours holds; FailedPrecondition (not the caller's INVALID_ARGUMENT)
+    if it was edited by hand into something that is not a schedule any more."""
+    try:
+        return schedule_from_cronjob(cronjob)
+    except JobSchedulerError as exc:
+        name = (cronjob.get("metadata") or {}).get("name")
+        raise FailedPrecondition(f"CronJob {name} is not a valid schedule (edited?): {exc.message}") from None
