@@ -618,6 +618,23 @@ def exercise_every_rpc(emulator: EmulatorThread, svc: Any, namespace: str) -> se
     cancelled = stub.CancelJob(pb.CancelJobRequest(job_id=job_id), timeout=t, metadata=md)
     assert cancelled.job.phase == pb.JOB_PHASE_CANCELLED
     called.add("CancelJob")
+
+    # Job templates (ConfigMaps) and a rerun of the cancelled job.
+    job = pb.ScheduleJobRequest(timer_job=timer)
+    stub.CreateJobTemplate(pb.CreateJobTemplateRequest(name="rbac", job=job), timeout=t, metadata=md)
+    stub.UpdateJobTemplate(pb.UpdateJobTemplateRequest(name="rbac", description="2"), timeout=t, metadata=md)
+    for version in (0, 1):
+        stub.GetJobTemplate(pb.GetJobTemplateRequest(name="rbac", version=version), timeout=t, metadata=md)
+    assert stub.ListJobTemplates(pb.ListJobTemplatesRequest(), timeout=t, metadata=md).templates
+    from_template = stub.ScheduleJob(pb.ScheduleJobRequest(template="rbac"), timeout=t, metadata=md).job
+    assert from_template.template_version == 2
+    rerun = stub.RerunJob(pb.RerunJobRequest(job_id=job_id), timeout=t, metadata=md)
+    assert rerun.rerun_of == job_id
+    stub.DeleteJobTemplate(pb.DeleteJobTemplateRequest(name="rbac"), timeout=t, metadata=md)
+    called.update(
+        {"CreateJobTemplate", "UpdateJobTemplate", "GetJobTemplate", "ListJobTemplates", "DeleteJobTemplate"}
+    )
+    called.add("RerunJob")
     return called
 
 
