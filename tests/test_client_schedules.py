@@ -117,7 +117,7 @@ def test_a_schedule_and_a_template_read_back_every_field() -> None:
         skipped_runs=1,
         template_version=4,
     )
-    s = calls.schedule(message)
+    s = calls.schedule_of(message)
     assert s.concurrency_policy is ConcurrencyPolicy.FORBID
     assert s.starting_deadline_seconds == 0  # set to 0 is not unset
     assert s.successful_jobs_history_limit is None and s.failed_jobs_history_limit == 2
@@ -128,7 +128,7 @@ def test_a_schedule_and_a_template_read_back_every_field() -> None:
     assert data["concurrency_policy"] == "FORBID" and data["next_run_time"] == "2026-11-27T17:00:00Z"
     assert data["job"]["job"]["timer_name"] == "nightly"
 
-    t = calls.template(
+    t = calls.template_of(
         pb.JobTemplate(name="t", description="d", job=message.job, version=2, created_at=stamp)
     )
     assert (t.name, t.version, t.job.job_type, t.created_at, t.first_created_at) == (

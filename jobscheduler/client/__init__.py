@@ -46,7 +46,7 @@ import importlib.resources
 import pathlib
 
 from jobscheduler.client._async import AsyncClient
-from jobscheduler.client._calls import ScheduleChanges, ScheduleOptions
+from jobscheduler.client._calls import JobOptions, ScheduleChanges, ScheduleOptions
 from jobscheduler.client._errors import (
     Aborted,
     AlreadyExists,
@@ -121,6 +121,7 @@ __all__ = [
     "JobCondition",
     "JobEvent",
     "JobFilterArgs",
+    "JobOptions",
     "JobPage",
     "JobPhase",
     "JobRequest",

@@ -5,7 +5,8 @@ safe, and how the answer becomes the client's value types."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import datetime
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -15,7 +16,9 @@ from jobscheduler.client._types import (
     ConcurrencyPolicy,
     Job,
     JobRequest,
+    JobSpec,
     JobTemplate,
+    Priority,
     Schedule,
     ScheduleDeletion,
 )
@@ -43,6 +46,28 @@ class Call(Generic[_T]):
 class Page(Generic[_T]):
     items: tuple[_T, ...]
     next_page_token: str
+
+
+class JobOptions(TypedDict, total=False):
+    """``schedule``'s optional arguments: ScheduleJobRequest's fields (see the proto)."""
+
+    labels: Mapping[str, str] | None
+    #: A Priority or its name, any case (default NORMAL).
+    priority: Priority | str | None
+    queue: str
+    #: Start no earlier than this (timezone-aware), or this many seconds from now.
+    start_after: datetime.datetime | None
+    delay_seconds: int
+    depends_on: Sequence[str]
+    max_retries: int
+    retry_backoff_seconds: int
+    timeout_seconds: int
+    ttl_seconds_after_finished: int | None
+    #: Start from this job template (and version; 0: the latest); the other fields override it.
+    template: str
+    template_version: int
+    #: The idempotency key (default: a new one, so retries after UNAVAILABLE make one job).
+    request_id: str | None
 
 
 class _Settings(TypedDict, total=False):
@@ -78,7 +103,7 @@ def policy_value(policy: ConcurrencyPolicy | str) -> int:
     return convert.member_value(policy, "concurrency_policy", pb.ConcurrencyPolicy, _POLICY_PREFIX)
 
 
-def schedule(m: pb.Schedule) -> Schedule:
+def schedule_of(m: pb.Schedule) -> Schedule:
     def limit(field: str) -> int | None:
         value: int = getattr(m, field)
         return value if m.HasField(field) else None  # type: ignore[arg-type]
@@ -108,7 +133,7 @@ def schedule(m: pb.Schedule) -> Schedule:
     )
 
 
-def template(m: pb.JobTemplate) -> JobTemplate:
+def template_of(m: pb.JobTemplate) -> JobTemplate:
     return JobTemplate(
         name=m.name,
         job=job_request(m.job),
@@ -141,6 +166,16 @@ def _set_options(request: Any, options: ScheduleOptions | ScheduleChanges) -> No
                 raise convert.invalid(key, "is not a schedule setting") from None
 
 
+def schedule(name: str, job: JobSpec | None, **options: Unpack[JobOptions]) -> Call[Job]:
+    fields: dict[str, Any] = dict(options)
+    request_id = fields.pop("request_id", None) or convert.new_request_id()
+    fields["labels"] = dict(fields.get("labels") or {})
+    fields["depends_on"] = tuple(fields.get("depends_on", ()))
+    request = request_message(JobRequest(name=name, job=job, **fields), request_id)
+    # (retried: the request_id makes a retry return the job the first attempt made)
+    return Call("ScheduleJob", request, _job_of, retry=True)
+
+
 # --- schedules ------------------------------------------------------------------------------------
 
 
@@ -150,11 +185,11 @@ def create_schedule(
     request = pb.CreateScheduleRequest(name=name, cron=cron, job=request_message(job))
     _set_options(request, options)
     # (not retried: a lost answer would make the retry ALREADY_EXISTS)
-    return Call("CreateSchedule", request, schedule, retry=False)
+    return Call("CreateSchedule", request, schedule_of, retry=False)
 
 
 def get_schedule(name: str) -> Call[Schedule]:
-    return Call("GetSchedule", pb.GetScheduleRequest(name=name), schedule, retry=True)
+    return Call("GetSchedule", pb.GetScheduleRequest(name=name), schedule_of, retry=True)
 
 
 def list_schedules(page_token: str, *, name_prefix: str, owner: str, page_size: int) -> Call[Page[Schedule]]:
@@ -163,7 +198,7 @@ def list_schedules(page_token: str, *, name_prefix: str, owner: str, page_size: 
     )
 
     def result(m: pb.ListSchedulesResponse) -> Page[Schedule]:
-        return Page(tuple(schedule(s) for s in m.schedules), m.next_page_token)
+        return Page(tuple(schedule_of(s) for s in m.schedules), m.next_page_token)
 
     return Call("ListSchedules", request, result, retry=True)
 
@@ -171,12 +206,12 @@ def list_schedules(page_token: str, *, name_prefix: str, owner: str, page_size: 
 def update_schedule(name: str, **changes: Unpack[ScheduleChanges]) -> Call[Schedule]:
     request = pb.UpdateScheduleRequest(name=name)
     _set_options(request, changes)
-    return Call("UpdateSchedule", request, schedule, retry=True)  # (sets values: idempotent)
+    return Call("UpdateSchedule", request, schedule_of, retry=True)  # (sets values: idempotent)
 
 
 def delete_schedule(name: str, *, cancel_jobs: bool) -> Call[ScheduleDeletion]:
     def result(m: pb.DeleteScheduleResponse) -> ScheduleDeletion:
-        return ScheduleDeletion(schedule(m.schedule), tuple(m.cancelled_job_ids))
+        return ScheduleDeletion(schedule_of(m.schedule), tuple(m.cancelled_job_ids))
 
     request = pb.DeleteScheduleRequest(name=name, cancel_jobs=cancel_jobs)
     return Call("DeleteSchedule", request, result, retry=False)
@@ -192,18 +227,20 @@ def trigger_schedule(name: str) -> Call[Job]:
 
 def create_template(name: str, job: JobRequest, *, description: str) -> Call[JobTemplate]:
     request = pb.CreateJobTemplateRequest(name=name, description=description, job=request_message(job))
-    return Call("CreateJobTemplate", request, template, retry=False)
+    return Call("CreateJobTemplate", request, template_of, retry=False)
 
 
 def get_template(name: str, *, version: int) -> Call[JobTemplate]:
-    return Call("GetJobTemplate", pb.GetJobTemplateRequest(name=name, version=version), template, retry=True)
+    return Call(
+        "GetJobTemplate", pb.GetJobTemplateRequest(name=name, version=version), template_of, retry=True
+    )
 
 
 def list_templates(page_token: str, *, name_prefix: str, page_size: int) -> Call[Page[JobTemplate]]:
     request = pb.ListJobTemplatesRequest(page_size=page_size, page_token=page_token, name_prefix=name_prefix)
 
     def result(m: pb.ListJobTemplatesResponse) -> Page[JobTemplate]:
-        return Page(tuple(template(t) for t in m.templates), m.next_page_token)
+        return Page(tuple(template_of(t) for t in m.templates), m.next_page_token)
 
     return Call("ListJobTemplates", request, result, retry=True)
 
@@ -215,7 +252,7 @@ def update_template(name: str, job: JobRequest | None, *, description: str | Non
     if description is not None:
         request.description = description
     # (not retried: each call stores a version)
-    return Call("UpdateJobTemplate", request, template, retry=False)
+    return Call("UpdateJobTemplate", request, template_of, retry=False)
 
 
 def delete_template(name: str) -> Call[int]:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import builtins
-import datetime
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -13,11 +12,11 @@ import grpc
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
+from jobscheduler.client import _calls as calls
 from jobscheduler.client import _convert as convert
-from jobscheduler.client._calls import Call
+from jobscheduler.client._calls import Call, JobOptions
 from jobscheduler.client._credentials import CHANNEL_OPTIONS, StrPath, Token, channel_credentials
 from jobscheduler.client._errors import Unauthenticated, from_rpc_error
-from jobscheduler.client._requests import request_message
 from jobscheduler.client._retry import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT,
@@ -32,11 +31,9 @@ from jobscheduler.client._types import (
     Job,
     JobEvent,
     JobPage,
-    JobRequest,
     JobSpec,
     JobTypeInfo,
     LogLine,
-    Priority,
     QueueStatus,
 )
 
@@ -149,46 +146,16 @@ class Client(ScheduleMethods):
         name: str,
         job: JobSpec | None = None,
         *,
-        labels: Mapping[str, str] | None = None,
-        priority: Priority | str | None = None,
-        queue: str = "",
-        start_after: datetime.datetime | None = None,
-        delay_seconds: int = 0,
-        depends_on: Sequence[str] = (),
-        max_retries: int = 0,
-        retry_backoff_seconds: int = 0,
-        timeout_seconds: int = 0,
-        ttl_seconds_after_finished: int | None = None,
-        template: str = "",
-        template_version: int = 0,
-        request_id: str | None = None,
         timeout: float | None = None,
+        **options: Unpack[JobOptions],
     ) -> Job:
         """Schedule a job of ``job``'s type named ``name``; the created (or, for a ``request_id``
         seen before, the existing) job. Without ``request_id`` one is generated, so the retries
-        after UNAVAILABLE never create a second job. The other arguments are ScheduleJobRequest's
-        fields (see the proto); ``timeout`` is this call's deadline. With ``template`` (and
+        after UNAVAILABLE never create a second job. ``options`` are ScheduleJobRequest's fields
+        (:class:`JobOptions`); ``timeout`` is this call's deadline. With ``template`` (and
         ``template_version``, 0: the latest) the job starts from that job template: ``job`` and
-        the other arguments override what they set (``job`` None: the template's)."""
-        spec = JobRequest(
-            name=name,
-            job=job,
-            labels=dict(labels or {}),
-            priority=priority,
-            queue=queue,
-            max_retries=max_retries,
-            retry_backoff_seconds=retry_backoff_seconds,
-            timeout_seconds=timeout_seconds,
-            ttl_seconds_after_finished=ttl_seconds_after_finished,
-            template=template,
-            template_version=template_version,
-            start_after=start_after,
-            delay_seconds=delay_seconds,
-            depends_on=tuple(depends_on),
-        )
-        request = request_message(spec, request_id or convert.new_request_id())
-        response: pb.ScheduleJobResponse = self._unary(self._stub.ScheduleJob, request, timeout)
-        return convert.job(response.job)
+        the other options override what they set (``job`` None: the template's)."""
+        return self._call(calls.schedule(name, job, **options), timeout)
 
     def get(self, job_id: str, *, timeout: float | None = None) -> Job:
         """The job's current state; :class:`NotFound` if there is no such job (or not yours)."""
