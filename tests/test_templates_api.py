@@ -295,3 +295,27 @@ def test_templates_and_reruns_are_owner_scoped(tmp_path: pathlib.Path) -> None:
         assert stub.RerunJob(rerun, timeout=T, metadata=alice).rerun_of == job_id
     finally:
         svc.stop()
+
+
+def test_concurrent_updates_each_get_their_own_version(backend: Backend) -> None:
+    stub = backend.stub
+    job = pb.ScheduleJobRequest(timer_job=timer())
+    stub.CreateJobTemplate(pb.CreateJobTemplateRequest(name="busy", job=job), timeout=T)
+    calls = [
+        stub.UpdateJobTemplate.future(pb.UpdateJobTemplateRequest(name="busy", description=str(i)), timeout=T)
+        for i in range(5)
+    ]
+    versions = sorted(call.result().version for call in calls)
+    assert versions == [2, 3, 4, 5, 6]
+    for version in versions:
+        got = stub.GetJobTemplate(pb.GetJobTemplateRequest(name="busy", version=version), timeout=T)
+        assert got.version == version
+    if backend.emulator is not None:  # a ConfigMap made to look like a version (labels copied) is ignored
+        maps = backend.emulator.request("GET", "/api/v1/namespaces/default/configmaps")["items"]
+        forged = {k: v for k, v in maps[0].items() if k in ("apiVersion", "kind", "data")}
+        labels = {**maps[0]["metadata"]["labels"], "jobscheduler.io/job-template-version": "7"}
+        forged["metadata"] = {"name": "jobtemplate-forged-v7", "labels": labels}
+        forged["data"] = {**forged["data"], "version": "7", "description": "forged"}
+        backend.emulator.request("POST", "/api/v1/namespaces/default/configmaps", forged)
+        latest = stub.GetJobTemplate(pb.GetJobTemplateRequest(name="busy"), timeout=T)
+        assert latest.version == 6 and latest.description != "forged"
