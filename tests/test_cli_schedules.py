@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -235,3 +237,33 @@ def test_a_schedule_from_a_template_triggered_and_its_job_rerun(served: str, cmd
     cmd(addr, "cancel", again)
     assert "deleted" in cmd(addr, "schedules", "delete", "cli-sched", "--cancel-jobs")
     assert cmd(addr, "templates", "delete", "cli-tpl").startswith("template/cli-tpl deleted")
+
+
+def test_completion_knows_the_actions_their_flags_and_the_policies(tmp_path: pathlib.Path) -> None:
+    from jobscheduler.commands._completion import script
+
+    bash = script(cli.build_parser(), "bash")
+    path = tmp_path / "c.sh"
+    path.write_text(bash)
+    if not shutil.which("bash"):
+        pytest.skip("no bash here")
+    probe = tmp_path / "probe.sh"
+    probe.write_text(
+        f"source {path}\n"
+        'complete_words() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _jobscheduler_complete;'
+        ' echo "${COMPREPLY[*]}"; }\n'
+        "complete_words jobscheduler schedules ''\n"
+        "complete_words jobscheduler schedules create n --concurrency-policy ''\n"
+        "complete_words jobscheduler templates get n --ver\n"
+        "complete_words jobscheduler list --rerun\n"
+        "complete_words jobscheduler rerun job-x --req\n"
+    )
+    result = subprocess.run(["bash", str(probe)], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "create update get suspend resume trigger delete list --help",
+        "allow forbid replace",
+        "--version",
+        "--rerun-of",
+        "--request-id --request-timeout",
+    ]

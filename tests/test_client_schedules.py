@@ -171,6 +171,9 @@ def test_update_sends_only_the_changes_and_none_removes_the_deadline() -> None:
         name="s", cron="@daily", suspend=False, clear_starting_deadline=True
     )
     assert call.request.HasField("suspend") and not call.request.HasField("time_zone")
+    # None on create: simply unset (there is nothing to remove yet)
+    created = calls.create_schedule("s", "@daily", JobRequest(), starting_deadline_seconds=None)  # type: ignore[typeddict-item]
+    assert not created.request.HasField("starting_deadline_seconds")
     call = calls.update_schedule("s", concurrency_policy=ConcurrencyPolicy.REPLACE, job=JobRequest(queue="q"))
     assert call.request.concurrency_policy == pb.CONCURRENCY_POLICY_REPLACE
     assert call.request.job == pb.ScheduleJobRequest(queue="q")

@@ -155,8 +155,12 @@ def _set_options(request: Any, options: ScheduleOptions | ScheduleChanges) -> No
             request.concurrency_policy = policy_value(value)  # type: ignore[arg-type]
         elif key == "job":
             request.job.CopyFrom(request_message(value))  # type: ignore[arg-type]
-        elif key == "starting_deadline_seconds" and value is None:
-            request.clear_starting_deadline = True
+        elif value is None:  # (None: unset; for an update's deadline, removed)
+            if (
+                key == "starting_deadline_seconds"
+                and "clear_starting_deadline" in request.DESCRIPTOR.fields_by_name
+            ):
+                request.clear_starting_deadline = True
         else:
             try:
                 setattr(request, key, value)
