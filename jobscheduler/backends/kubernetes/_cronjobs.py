@@ -11,6 +11,7 @@ RBAC: cronjobs.batch get, list, create, update, delete (k8s/rbac.yaml).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -29,6 +30,11 @@ CRONJOBS: Final = "cronjobs.batch"
 #: How often an update is tried against a CronJob that keeps changing (the controller writes its
 #: status): each try reads it again and replaces it if its resourceVersion is still the one read.
 _UPDATE_ATTEMPTS: Final = 5
+#: Schedules read back, by (uid, resourceVersion): a CronJob the controller has not changed since
+#: is not parsed again (its stored request is JSON of up to 128 KiB).
+_CACHE_MAX: Final = 10_000
+#: A list yields to the event loop after this many CronJobs read (each up to ~0.2 ms uncached).
+_YIELD_EVERY: Final = 32
 
 
 class CronJobStore:
@@ -40,6 +46,7 @@ class CronJobStore:
         self._api = api
         self.namespace = namespace
         self._path = f"/apis/batch/v1/namespaces/{namespace}/cronjobs"
+        self._cache: dict[tuple[str, str], Schedule] = {}
 
     def _call(self, verb: str, name: str | None = None) -> Call:
         return Call(verb=verb, resource=CRONJOBS, namespace=self.namespace, name=name)
@@ -53,19 +60,21 @@ class CronJobStore:
         return schedule_from_cronjob(created)
 
     async def get(self, owner: str, name: str) -> Schedule:
-        return _schedule(await self._read(owner, name))
+        return self._schedule(await self._read(owner, name))
 
     async def list(self, owner: str | None = None) -> list[Schedule]:
         schedules: list[Schedule] = []
         async for items, _ in list_pages(self._api, Informer(CRONJOBS, self._path), self.namespace):
-            for item in items:
+            for i, item in enumerate(items, start=1):
+                if i % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 annotations = (item.get("metadata") or {}).get("annotations") or {}
                 if SCHEDULE_ANNOTATION not in annotations:
                     continue
                 if owner is not None and annotations.get(OWNER_ANNOTATION, "") != owner:
                     continue
                 try:
-                    schedules.append(_schedule(item))
+                    schedules.append(self._schedule(item))
                 except FailedPrecondition as exc:
                     log.warning(
                         "CronJob skipped", cronjob=(item.get("metadata") or {}).get("name"), error=exc.message
@@ -118,7 +127,19 @@ class CronJobStore:
             )
         except NotFound:
             raise NotFound(f"schedule {name!r} not found") from None
-        return _schedule(current)
+        return self._schedule(current)
+
+    def _schedule(self, cronjob: Mapping[str, Any]) -> Schedule:
+        meta = cronjob.get("metadata") or {}
+        key = (str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+        if not all(key):
+            return _schedule(cronjob)
+        known = self._cache.get(key)
+        if known is None:
+            known = self._cache[key] = _schedule(cronjob)
+            if len(self._cache) > _CACHE_MAX:
+                del self._cache[next(iter(self._cache))]  # the oldest entry
+        return known
 
     async def _read(self, owner: str, name: str) -> dict[str, Any]:
         """The owner's CronJob for schedule ``name``; NotFound unless it is that schedule's."""
