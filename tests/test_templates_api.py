@@ -169,8 +169,11 @@ def test_rerun_a_failed_and_a_cancelled_job(backend: Backend) -> None:
     original = stub.ScheduleJob(
         pb.ScheduleJobRequest(name="flaky", container_job=failing(), labels={"a": "1"}), timeout=T
     ).job
+    held = stub.ScheduleJob(
+        pb.ScheduleJobRequest(name="later", timer_job=timer(), delay_seconds=3600), timeout=T
+    ).job
     refused(
-        lambda: stub.RerunJob(pb.RerunJobRequest(job_id=original.job_id), timeout=T),
+        lambda: stub.RerunJob(pb.RerunJobRequest(job_id=held.job_id), timeout=T),
         grpc.StatusCode.FAILED_PRECONDITION,
     )  # not finished yet
     backend.fail(original.job_id)
@@ -190,9 +193,6 @@ def test_rerun_a_failed_and_a_cancelled_job(backend: Backend) -> None:
     reused = pb.RerunJobRequest(job_id=original.job_id, request_id="rerun-1")
     refused(lambda: stub.RerunJob(reused, timeout=T), grpc.StatusCode.ALREADY_EXISTS)
 
-    held = stub.ScheduleJob(
-        pb.ScheduleJobRequest(name="later", timer_job=timer(), delay_seconds=3600), timeout=T
-    )
     stub.CancelJob(pb.CancelJobRequest(job_id=held.job_id), timeout=T)
     again = stub.RerunJob(pb.RerunJobRequest(job_id=held.job_id), timeout=T).job
     assert again.rerun_of == held.job_id and again.phase != pb.JOB_PHASE_SCHEDULED  # runs now
@@ -319,3 +319,24 @@ def test_concurrent_updates_each_get_their_own_version(backend: Backend) -> None
         backend.emulator.request("POST", "/api/v1/namespaces/default/configmaps", forged)
         latest = stub.GetJobTemplate(pb.GetJobTemplateRequest(name="busy"), timeout=T)
         assert latest.version == 6 and latest.description != "forged"
+
+
+def test_on_kubernetes_only_the_latest_version_is_labelled_latest(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path
+) -> None:
+    svc = kubernetes_service(kubeconfig)
+    try:
+        job = pb.ScheduleJobRequest(timer_job=timer())
+        svc.stub.CreateJobTemplate(pb.CreateJobTemplateRequest(name="a", job=job), timeout=T)
+        for _ in range(2):
+            svc.stub.UpdateJobTemplate(pb.UpdateJobTemplateRequest(name="a"), timeout=T)
+        maps = emulator.request("GET", "/api/v1/namespaces/default/configmaps")["items"]
+        labelled = {
+            m["metadata"]["labels"]["jobscheduler.io/job-template-version"]: m["metadata"]["labels"].get(
+                "jobscheduler.io/job-template-latest"
+            )
+            for m in maps
+        }
+        assert labelled == {"1": None, "2": None, "3": "true"}
+    finally:
+        svc.stop()

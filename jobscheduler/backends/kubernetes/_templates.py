@@ -2,8 +2,10 @@
 
 Named ``jobtemplate-<key>-v<version>``, where ``key`` hashes (namespace, owner, template name):
 a version's name is known without a lookup, and create-if-absent (POST) decides which of two
-concurrent updates gets a version number. Labels find a template's versions (``key``) and an
-owner's templates (a hash of namespace and owner: identities are not label values). The data
+concurrent updates gets a version number. Labels find a template's versions (``key``), an
+owner's templates (a hash of namespace and owner: identities are not label values) and the
+latest versions (``latest``, taken off the previous version after an update; where that
+failed, the highest labelled version is the latest). The data
 holds the request (core.requests.stored_request's JSON), description, owner, name, version and
 times; a ConfigMap whose data does not match its labels and name is not a template of ours.
 """
@@ -18,9 +20,12 @@ from typing import Any, Final
 
 from jobscheduler.backends.kubernetes._client import KubeApi
 from jobscheduler.backends.kubernetes._errors import Call
-from jobscheduler.core.errors import AlreadyExists, NotFound
+from jobscheduler.core.errors import AlreadyExists, JobSchedulerError, NotFound
 from jobscheduler.core.manifests import MANAGED_BY, MANAGED_BY_LABEL
 from jobscheduler.core.templates import StoredTemplate
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.kubernetes")
 
 CONFIGMAPS: Final = "configmaps"
 KIND_LABEL: Final = "jobscheduler.io/kind"
@@ -29,6 +34,9 @@ OWNER_LABEL: Final = "jobscheduler.io/job-template-owner"
 KEY_LABEL: Final = "jobscheduler.io/job-template-key"
 NAME_LABEL: Final = "jobscheduler.io/job-template-name"
 VERSION_LABEL: Final = "jobscheduler.io/job-template-version"
+#: On the latest version (and, for a moment after an update, on the one before): reading a
+#: template's latest version, or listing the latest of each, does not read every version.
+LATEST_LABEL: Final = "jobscheduler.io/job-template-latest"
 
 
 def _digest(*parts: str) -> str:
@@ -64,6 +72,7 @@ class KubeTemplates:
                     KEY_LABEL: _digest(self.namespace, t.owner, t.name),
                     NAME_LABEL: t.name,
                     VERSION_LABEL: str(t.version),
+                    LATEST_LABEL: "true",
                 },
             },
             "immutable": True,
@@ -103,14 +112,15 @@ class KubeTemplates:
         page = await self._api.request("GET", self._path, self._call("list"), query=query)
         return [i for i in page.get("items") or () if isinstance(i, dict)]
 
-    async def _versions(self, owner: str, name: str) -> list[StoredTemplate]:
-        items = await self._list(f"{KEY_LABEL}={_digest(self.namespace, owner, name)}")
+    async def _versions(self, owner: str, name: str, *, latest: bool = False) -> list[StoredTemplate]:
+        selector = f"{KEY_LABEL}={_digest(self.namespace, owner, name)}"
+        items = await self._list(f"{selector},{LATEST_LABEL}=true" if latest else selector)
         found = (self._template(i, owner, name) for i in items)
         return sorted((t for t in found if t is not None), key=lambda t: t.version)
 
     async def get(self, owner: str, name: str, version: int) -> StoredTemplate | None:
         if not version:
-            versions = await self._versions(owner, name)
+            versions = await self._versions(owner, name, latest=True)
             return versions[-1] if versions else None
         cm_name = configmap_name(self.namespace, owner, name, version)
         try:
@@ -124,11 +134,24 @@ class KubeTemplates:
             await self._api.request("POST", self._path, self._call("create"), body=self._configmap(template))
         except AlreadyExists:
             return False
+        if template.version > 1:  # the previous version is no longer the latest
+            previous = configmap_name(self.namespace, template.owner, template.name, template.version - 1)
+            patch = {"metadata": {"labels": {LATEST_LABEL: None}}}
+            try:
+                await self._api.request(
+                    "PATCH",
+                    f"{self._path}/{previous}",
+                    self._call("patch", previous),
+                    body=patch,
+                    content_type="application/merge-patch+json",
+                )
+            except JobSchedulerError as exc:  # the version is stored: a stale label only costs reads
+                log.warning("job template: the previous version keeps its latest label", error=exc.message)
         return True
 
     async def latest(self, owner: str, *, prefix: str, after: str, limit: int) -> list[StoredTemplate]:
         latest: dict[str, StoredTemplate] = {}
-        for item in await self._list(f"{OWNER_LABEL}={_digest(self.namespace, owner)}"):
+        for item in await self._list(f"{OWNER_LABEL}={_digest(self.namespace, owner)},{LATEST_LABEL}=true"):
             t = self._template(item, owner)
             if t is None or not t.name.startswith(prefix) or t.name <= after:
                 continue
