@@ -4,9 +4,10 @@ what it was sent, on 127.0.0.1, and keeps every request."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
 
@@ -175,6 +176,15 @@ class Recorder(pb_grpc.JobSchedulerServicer):
         self._record("ListJobs", request, context)
         job = pb.Job(job_id="job-s", name="n", type="timer", phase=pb.JOB_PHASE_SUCCEEDED, schedule="nightly")
         return pb.ListJobsResponse(jobs=[job])
+
+
+@contextlib.contextmanager
+def recording_server() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class RecordingServer:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import yaml
 from conftest import ROOT, ServeProcess
-from schedule_recorder import RecordingServer, skip_unless_served
+from schedule_recorder import RecordingServer, recording_server, skip_unless_served
 
 from jobscheduler import cli, client
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -39,11 +39,8 @@ def run(addr: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def recording() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    try:
+    with recording_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

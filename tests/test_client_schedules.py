@@ -21,7 +21,7 @@ from conftest import ServiceThread, kubernetes_service, local_service, write_kub
 from emulator import EmulatorThread
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from schedule_recorder import NOW, TIMER, RecordingServer, skip_unless_served
+from schedule_recorder import NOW, TIMER, RecordingServer, recording_server, skip_unless_served
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.client import (
@@ -184,11 +184,8 @@ def test_update_sends_only_the_changes_and_none_removes_the_deadline() -> None:
 
 @pytest.fixture
 def recording() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    try:
+    with recording_server() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_every_schedule_method_sends_its_request_and_reads_the_answer(recording: RecordingServer) -> None:

@@ -3,6 +3,7 @@ send, and what schedules and templates read back."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from google.protobuf import json_format
@@ -19,16 +20,9 @@ JOB_MEMBERS: frozenset[str] = frozenset(
 
 def _put_spec(request: pb.ScheduleJobRequest, spec: JobSpec) -> None:
     if isinstance(spec, TimerJob):
-        request.timer_job.CopyFrom(
-            pb.TimerJob(
-                duration_seconds=spec.duration_seconds,
-                timer_name=spec.timer_name,
-                control_plane_endpoint=spec.control_plane_endpoint,
-                image=spec.image,
-                log_level=spec.log_level,
-                env=dict(spec.env),
-            )
-        )
+        # (the dataclass's fields are the message's, by name)
+        fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+        request.timer_job.CopyFrom(pb.TimerJob(**{**fields, "env": dict(spec.env)}))
     elif isinstance(spec, CustomJob):
         request.custom_job.type = spec.type
         try:
@@ -82,10 +76,8 @@ def _spec(m: pb.ScheduleJobRequest) -> JobSpec | None:
     if member is None:
         return None
     if member == "timer_job":
-        t = m.timer_job
-        return TimerJob(
-            t.duration_seconds, t.timer_name, t.control_plane_endpoint, t.image, t.log_level, dict(t.env)
-        )
+        values = {f.name: getattr(m.timer_job, f.name) for f in dataclasses.fields(TimerJob)}
+        return TimerJob(**{**values, "env": dict(m.timer_job.env)})
     if member == "custom_job":
         return CustomJob(m.custom_job.type, json_format.MessageToDict(m.custom_job.params))
     params: dict[str, Any] = json_format.MessageToDict(getattr(m, member), preserving_proto_field_name=True)
