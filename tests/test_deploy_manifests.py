@@ -635,6 +635,36 @@ def exercise_every_rpc(emulator: EmulatorThread, svc: Any, namespace: str) -> se
         {"CreateJobTemplate", "UpdateJobTemplate", "GetJobTemplate", "ListJobTemplates", "DeleteJobTemplate"}
     )
     called.add("RerunJob")
+
+    # Schedules (CronJobs); DeleteSchedule with cancel_jobs cancels the job TriggerSchedule made.
+    nightly = pb.ScheduleJobRequest(name="nightly", timer_job=timer)
+    spec = pb.CreateScheduleRequest(name="rbac", cron="0 3 * * *", time_zone="Europe/Berlin", job=nightly)
+    assert stub.CreateSchedule(spec, timeout=t, metadata=md).HasField("next_run_time")
+    stub.GetSchedule(pb.GetScheduleRequest(name="rbac"), timeout=t, metadata=md)
+    assert stub.ListSchedules(pb.ListSchedulesRequest(), timeout=t, metadata=md).schedules
+    stub.UpdateSchedule(pb.UpdateScheduleRequest(name="rbac", suspend=True), timeout=t, metadata=md)
+    triggered = stub.TriggerSchedule(pb.TriggerScheduleRequest(name="rbac"), timeout=t, metadata=md)
+    _wait(
+        lambda: (
+            triggered.job_id
+            in stub.GetSchedule(pb.GetScheduleRequest(name="rbac"), timeout=t, metadata=md).active_job_ids
+        ),
+        "the triggered job among the schedule's",
+    )
+    deleted = stub.DeleteSchedule(
+        pb.DeleteScheduleRequest(name="rbac", cancel_jobs=True), timeout=t, metadata=md
+    )
+    assert list(deleted.cancelled_job_ids) == [triggered.job_id]
+    called.update(
+        {
+            "CreateSchedule",
+            "GetSchedule",
+            "ListSchedules",
+            "UpdateSchedule",
+            "TriggerSchedule",
+            "DeleteSchedule",
+        }
+    )
     return called
 
 
