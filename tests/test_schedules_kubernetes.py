@@ -443,3 +443,31 @@ def test_a_cronjob_edited_into_no_schedule_is_a_failed_precondition_and_not_list
     with pytest.raises(FailedPrecondition, match="not a valid schedule"):
         world.run(world.store.get(ANONYMOUS.identity, "nightly"))
     assert [s.name for s in world.run(world.store.list())] == ["other"]
+
+
+def test_logs_of_a_scheduled_job_whose_pod_the_informer_has_not_seen(world: World) -> None:
+    world.create()
+    world.tick(minutes=1)
+    (job,) = world.jobs()
+    job_id = job["metadata"]["name"]
+    wait_until(lambda: world.get(job_id).HasField("admitted_at"), "admitted")
+    # The pod informer neither lists nor watches from now on: GetJobLogs looks the pod up itself.
+    world.emulator.inject("GET", r"/api/v1/namespaces/default/pods$", 503, query="watch=|limit=")
+    world.emulator.end_watches("v1/pods")
+    pod = world.make_pod(job_id)
+    world.emulator.request(
+        "PATCH",
+        f"/api/v1/namespaces/{NS}/pods/{pod}/status",
+        {
+            "status": {
+                "containerStatuses": [
+                    {"name": "timer", "state": {"running": {"startedAt": "2026-03-29T00:58:05Z"}}}
+                ]
+            }
+        },
+        "application/merge-patch+json",
+    )
+    world.emulator.write_log(pod, "tick")
+    assert pod not in world.get(job_id).pod_names
+    lines = world.service.stub.GetJobLogs(pb.GetJobLogsRequest(job_id=job_id), timeout=T)
+    assert [(line.line, line.pod_name) for line in lines] == [("tick", pod)]

@@ -58,6 +58,7 @@ from jobscheduler.core.manifests import (
     format_precise_time,
 )
 from jobscheduler.core.model import JobPhase, JobRecord, LogLine
+from jobscheduler.core.schedules.cronjob import JOB_NAME_POD_LABEL
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.kubernetes")
@@ -395,9 +396,14 @@ class KubernetesBackend:
 
     async def _list_pods(self, job_id: str) -> tuple[PodSummary, ...]:
         call = Call(verb="list", resource=PODS, namespace=self.namespace)
-        selector = f"{MANAGED_SELECTOR},jobscheduler.io/job-id={job_id}"
-        page = await self._api.request("GET", self._pods_path, call, query=[("labelSelector", selector)])
-        pods = [p for item in page.get("items") or () if (p := pod_summary(item)) and p.job_id == job_id]
+        pods: list[PodSummary] = []
+        # A Job a schedule's CronJob made has no job-id label: its pods carry the Job's name.
+        for label in ("jobscheduler.io/job-id", JOB_NAME_POD_LABEL):
+            selector = f"{MANAGED_SELECTOR},{label}={job_id}"
+            page = await self._api.request("GET", self._pods_path, call, query=[("labelSelector", selector)])
+            pods = [p for item in page.get("items") or () if (p := pod_summary(item)) and p.job_id == job_id]
+            if pods:
+                break
         return tuple(sorted(pods, key=lambda p: (p.created, p.name)))
 
     async def close(self) -> None:
