@@ -134,13 +134,19 @@ def test_templates_create_version_schedule_update_delete(backend: Backend) -> No
     listed = stub.ListJobs(pb.ListJobsRequest(filter=pb.JobFilter(template="nightly")), timeout=T).jobs
     assert {j.job_id for j in listed} == {from_latest.job_id, from_v1.job_id}
 
+    # request_id: a retry after the template got a new version is the same request (as sent).
+    once = pb.ScheduleJobRequest(template="nightly", request_id="once-1", delay_seconds=3600)
+    first = stub.ScheduleJob(once, timeout=T).job_id
+    changed = pb.UpdateJobTemplateRequest(name="nightly", job=pb.ScheduleJobRequest(timer_job=timer(90)))
+    stub.UpdateJobTemplate(changed, timeout=T)
+    assert stub.ScheduleJob(once, timeout=T).job_id == first
     old = stub.GetJobTemplate(pb.GetJobTemplateRequest(name="nightly", version=1), timeout=T)
     assert old.job.timer_job.duration_seconds == 30 and old.version == 1
     stub.CreateJobTemplate(pb.CreateJobTemplateRequest(name="hourly", job=job), timeout=T)
     page = stub.ListJobTemplates(pb.ListJobTemplatesRequest(page_size=1), timeout=T)
     assert [(t.name, t.version) for t in page.templates] == [("hourly", 1)] and page.next_page_token
     rest = stub.ListJobTemplates(pb.ListJobTemplatesRequest(page_token=page.next_page_token), timeout=T)
-    assert [(t.name, t.version) for t in rest.templates] == [("nightly", 2)] and not rest.next_page_token
+    assert [(t.name, t.version) for t in rest.templates] == [("nightly", 3)] and not rest.next_page_token
 
     assert refused(lambda: stub.ScheduleJob(pb.ScheduleJobRequest(template="nope"), timeout=T)) == {
         "template"
@@ -151,7 +157,7 @@ def test_templates_create_version_schedule_update_delete(backend: Backend) -> No
     assert refused(lambda: stub.CreateJobTemplate(no_name, timeout=T)) == {"name"}
 
     deleted = stub.DeleteJobTemplate(pb.DeleteJobTemplateRequest(name="nightly"), timeout=T)
-    assert (deleted.name, deleted.versions) == ("nightly", 2)
+    assert (deleted.name, deleted.versions) == ("nightly", 3)
     refused(
         lambda: stub.GetJobTemplate(pb.GetJobTemplateRequest(name="nightly"), timeout=T),
         grpc.StatusCode.NOT_FOUND,
@@ -202,6 +208,8 @@ def test_rerun_a_failed_and_a_cancelled_job(backend: Backend) -> None:
     bad = pb.RerunJobRequest(job_id=original.job_id, overrides=pb.ScheduleJobRequest(queue="nope"))
     assert refused(lambda: stub.RerunJob(bad, timeout=T)) == {"overrides.queue"}
     assert refused(lambda: stub.RerunJob(pb.RerunJobRequest(job_id="Bad id"), timeout=T)) == {"job_id"}
+    bad_id = pb.RerunJobRequest(job_id=original.job_id, request_id="no spaces allowed")
+    assert refused(lambda: stub.RerunJob(bad_id, timeout=T)) == {"request_id"}
     refused(
         lambda: stub.RerunJob(pb.RerunJobRequest(job_id="job-zzzzzzzzzz"), timeout=T),
         grpc.StatusCode.NOT_FOUND,
