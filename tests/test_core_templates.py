@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import pathlib
+import tempfile
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -73,7 +74,7 @@ _PLAIN_FIELDS = [
 ]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(requests(), requests())
 def test_overlay_lays_the_set_fields_over_the_base(base: ScheduleRequest, over: ScheduleRequest) -> None:
     out = overlay(base, over)
@@ -393,3 +394,66 @@ def test_overrides_that_a_rerun_does_not_take(field: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         rerun_request(_record(JobPhase.SUCCEEDED), _manifest(timer(name="n")), over, "")
     assert [v.field for v in caught.value.violations] == [f"overrides.{field}"]
+
+
+# --- versioning against a model ---------------------------------------------------------------------
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["create", "update", "describe", "delete"]),
+        st.sampled_from([ALICE, BOB]),
+        st.sampled_from(["a", "b"]),
+        st.integers(1, 3),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(_ops)
+def test_versions_follow_a_model(ops: list[tuple[str, Caller, str, int]]) -> None:
+    """Any sequence of creates, updates and deletes: each version stays what it was stored as,
+    numbers go 1, 2, ... per (owner, name), a delete removes them all, owners never meet."""
+    with tempfile.TemporaryDirectory() as tmp:
+        templates = _service(pathlib.Path(tmp), [NOW]).templates
+        assert templates is not None
+        model: dict[tuple[str, str], list[tuple[str, int]]] = {}  # (owner, name) -> [(description, timeout)]
+
+        async def run() -> None:
+            for op, caller, name, n in ops:
+                key = (caller.identity, name)
+                if op == "create":
+                    if key in model:
+                        with pytest.raises(AlreadyExists):
+                            await templates.create(name, "c", timer(timeout_seconds=n), caller)
+                    else:
+                        await templates.create(name, "c", timer(timeout_seconds=n), caller)
+                        model[key] = [("c", n)]
+                elif op in ("update", "describe"):
+                    job = timer(timeout_seconds=n) if op == "update" else None
+                    description = None if op == "update" else f"d{n}"
+                    if key not in model:
+                        with pytest.raises(NotFound):
+                            await templates.update(name, description, job, caller)
+                        continue
+                    got = await templates.update(name, description, job, caller)
+                    last = model[key][-1]
+                    model[key].append((description or last[0], n if job else last[1]))
+                    assert got.stored.version == len(model[key])
+                elif key in model:
+                    assert await templates.delete(name, caller) == len(model.pop(key))
+                else:
+                    with pytest.raises(NotFound):
+                        await templates.delete(name, caller)
+            for owner in (ALICE, BOB):
+                for name in ("a", "b"):
+                    versions = model.get((owner.identity, name), [])
+                    for number, (description, timeout) in enumerate(versions, 1):
+                        got = await templates.get(name, number, owner)
+                        assert (got.stored.description, got.request.timeout_seconds) == (description, timeout)
+                    if versions:
+                        assert (await templates.get(name, 0, owner)).stored.version == len(versions)
+                listed, _ = await templates.list(owner)
+                assert [t.stored.name for t in listed] == sorted(n for o, n in model if o == owner.identity)
+
+        asyncio.run(run())
