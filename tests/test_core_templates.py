@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import pathlib
 import tempfile
-from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,13 +16,10 @@ from hypothesis import strategies as st
 
 from jobscheduler.backends.local._templates import LocalTemplates
 from jobscheduler.core.auth import Caller
-from jobscheduler.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from jobscheduler.core.errors import AlreadyExists, InvalidArgument, NotFound
 from jobscheduler.core.index import JobIndex
-from jobscheduler.core.manifests import REQUEST_ANNOTATION, JobDefaults
-from jobscheduler.core.model import JobPhase, JobRecord, Priority, ScheduleRequest
-from jobscheduler.core.overlay import is_unset, merge_params, overlay
-from jobscheduler.core.requests import stored_request
-from jobscheduler.core.rerun import rerun_request
+from jobscheduler.core.manifests import JobDefaults
+from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.service import JobService
 from jobscheduler.core.templates import (
     MAX_TEMPLATE_NAME,
@@ -38,97 +34,6 @@ ALICE = Caller("alice")
 BOB = Caller("bob")
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 TIMER = {"duration_seconds": 5, "timer_name": "t", "control_plane_endpoint": "http://127.0.0.1:9"}
-
-# --- overlay -------------------------------------------------------------------------------------
-
-_keys = st.sampled_from(["a", "b", "c", "d"])
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from(["", "x", "y"]))
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=3)),
-    max_leaves=8,
-)
-_params = st.dictionaries(_keys, _values, max_size=4)
-_members = st.sampled_from([None, "timer_job", "webhook_job"])
-
-
-@st.composite
-def requests(draw: st.DrawFn) -> ScheduleRequest:
-    member = draw(_members)
-    return ScheduleRequest(
-        name=draw(st.sampled_from(["", "n1", "n2"])),
-        job_field=member,
-        params=draw(_params) if member else {},
-        labels=draw(st.dictionaries(_keys, st.sampled_from(["1", "2"]), max_size=3)),
-        timeout_seconds=draw(st.sampled_from([0, 10])),
-        ttl_seconds_after_finished=draw(st.sampled_from([None, 0, 60])),
-        max_retries=draw(st.sampled_from([0, 2])),
-        queue=draw(st.sampled_from(["", "batch"])),
-        priority=draw(st.sampled_from([None, Priority.HIGH, Priority.LOW])),
-        depends_on=draw(st.sampled_from([(), ("job-aaaaaaaaaa",)])),
-    )
-
-
-_PLAIN_FIELDS = [
-    f.name for f in dataclasses.fields(ScheduleRequest) if f.name not in ("labels", "job_field", "params")
-]
-
-
-@settings(max_examples=100, deadline=None)
-@given(requests(), requests())
-def test_overlay_lays_the_set_fields_over_the_base(base: ScheduleRequest, over: ScheduleRequest) -> None:
-    out = overlay(base, over)
-    for name in _PLAIN_FIELDS:
-        unset = getattr(EMPTY, name)
-        expected = getattr(base, name) if getattr(over, name) == unset else getattr(over, name)
-        assert getattr(out, name) == expected, name
-    assert dict(out.labels) == {**base.labels, **over.labels}
-    if over.job_field is None:
-        assert (out.job_field, out.params) == (base.job_field, base.params)
-    elif over.job_field != base.job_field:
-        assert (out.job_field, out.params) == (over.job_field, over.params)  # replaced whole
-    else:
-        assert out.job_field == base.job_field
-        _check_merged(base.params, over.params, out.params)
-
-
-def _check_merged(base: Mapping[str, Any], over: Mapping[str, Any], out: Mapping[str, Any]) -> None:
-    assert set(out) == set(base) | set(over)
-    for key, value in out.items():
-        if key not in over or is_unset(over[key]):
-            assert value == base.get(key, over.get(key))  # the base's (or the unset value itself)
-        elif isinstance(over[key], dict) and isinstance(base.get(key), dict):
-            _check_merged(base[key], over[key], value)  # maps merge recursively
-        else:
-            assert value == over[key]  # scalars and lists replace
-
-
-@settings(max_examples=100, deadline=None)
-@given(requests(), requests())
-def test_overlay_is_idempotent_and_empty_changes_nothing(
-    base: ScheduleRequest, over: ScheduleRequest
-) -> None:
-    once = overlay(base, over)
-    assert overlay(once, over) == once
-    assert overlay(base, EMPTY) == base
-    assert overlay(EMPTY, over) == over
-
-
-def test_overlay_examples() -> None:
-    base = ScheduleRequest(
-        name="base", job_field="timer_job", params={**TIMER, "env": {"A": "1", "B": "2"}}, labels={"x": "1"}
-    )
-    over = ScheduleRequest(
-        name="", job_field="timer_job", params={"duration_seconds": 9, "timer_name": "", "env": {"B": "3"}}
-    )
-    out = overlay(base, over)
-    assert out.name == "base"
-    assert out.params == {**TIMER, "duration_seconds": 9, "env": {"A": "1", "B": "3"}}
-    assert merge_params({"l": [1, 2]}, {"l": [3]}) == {"l": [3]}  # lists replace
-    assert merge_params({"l": [1, 2]}, {"l": []}) == {"l": [1, 2]}  # an empty list is unset
-    other = overlay(base, ScheduleRequest(name="", job_field="webhook_job", params={"url": "u"}))
-    assert (other.job_field, other.params, other.labels) == ("webhook_job", {"url": "u"}, {"x": "1"})
-
 
 # --- names and page tokens --------------------------------------------------------------------------
 
@@ -348,52 +253,6 @@ def test_schedule_from_a_template_overlays_and_records_the_version(tmp_path: pat
             await service.prepare(over, BOB)
 
     asyncio.run(scenario())
-
-
-# --- rerun ------------------------------------------------------------------------------------------
-
-
-def _record(phase: JobPhase, **fields: Any) -> JobRecord:
-    return JobRecord(
-        job_id="job-aaaaaaaaaa", name="n", type="timer", namespace="default", phase=phase, **fields
-    )
-
-
-def _manifest(request: ScheduleRequest) -> dict[str, Any]:
-    return {"metadata": {"annotations": {REQUEST_ANNOTATION: stored_request(request)}}}
-
-
-def test_rerun_request_overlays_links_and_keeps_the_template() -> None:
-    original = timer(name="orig", labels={"a": "1"})
-    record = _record(JobPhase.FAILED, template="tpl", template_version=3)
-    over = ScheduleRequest(name="", job_field=None, params={}, labels={"b": "2"}, priority=Priority.HIGH)
-    request, origin, digest = rerun_request(record, _manifest(original), over, "req-1")
-    assert (request.name, request.params, dict(request.labels)) == ("orig", TIMER, {"a": "1", "b": "2"})
-    assert (request.priority, request.request_id) == (Priority.HIGH, "req-1")
-    assert (origin.rerun_of, origin.template, origin.template_version) == ("job-aaaaaaaaaa", "tpl", 3)
-    assert digest != rerun_request(record, _manifest(original), None, "req-1")[2]
-    assert digest == rerun_request(record, _manifest(original), over, "req-1")[2]
-
-
-@pytest.mark.parametrize("phase", [JobPhase.RUNNING, JobPhase.PENDING, JobPhase.QUEUED, JobPhase.WAITING])
-def test_an_unfinished_job_cannot_be_rerun(phase: JobPhase) -> None:
-    with pytest.raises(FailedPrecondition):
-        rerun_request(_record(phase), _manifest(timer(name="n")), None, "")
-
-
-@pytest.mark.parametrize("annotations", [{}, {REQUEST_ANNOTATION: "{"}, {REQUEST_ANNOTATION: '{"name": 1}'}])
-def test_a_job_without_a_valid_stored_request_cannot_be_rerun(annotations: dict[str, str]) -> None:
-    with pytest.raises(FailedPrecondition):
-        rerun_request(_record(JobPhase.SUCCEEDED), {"metadata": {"annotations": annotations}}, None, "")
-
-
-@pytest.mark.parametrize("field", ["request_id", "template", "template_version"])
-def test_overrides_that_a_rerun_does_not_take(field: str) -> None:
-    value = 2 if field == "template_version" else "x"
-    over = dataclasses.replace(EMPTY, **{field: value})
-    with pytest.raises(InvalidArgument) as caught:
-        rerun_request(_record(JobPhase.SUCCEEDED), _manifest(timer(name="n")), over, "")
-    assert [v.field for v in caught.value.violations] == [f"overrides.{field}"]
 
 
 # --- versioning against a model ---------------------------------------------------------------------
