@@ -16,7 +16,7 @@ from pod_security import check_object
 from test_pod_security import EXAMPLES, K8S_VERSION, REGISTRY
 
 from jobscheduler.api.convert import schedule_request
-from jobscheduler.core.errors import BackendError
+from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.manifests import (
     ADMISSION_ANNOTATION,
     CRONJOB_SCHEDULED_ANNOTATION,
@@ -149,11 +149,25 @@ def test_a_value_containing_the_id_refers_to_it_by_expansion() -> None:
     kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
 
 
-def test_a_placeholder_left_elsewhere_is_refused() -> None:
+@pytest.mark.parametrize(
+    ("where", "path"),
+    [
+        ("pod annotation", "spec.jobTemplate.spec.template.metadata.annotations[x.example/id]"),
+        ("label value", "spec.jobTemplate.metadata.labels.team"),
+    ],
+)
+def test_the_placeholder_anywhere_else_is_the_callers_invalid_argument(where: str, path: str) -> None:
+    """A request may carry the placeholder's text (a label value): INVALID_ARGUMENT on job naming
+    where, never an internal error, and never a Job with a wrong id."""
     job = rendered(timer())
-    job["spec"]["template"]["metadata"].setdefault("annotations", {})["x.example/id"] = PLACEHOLDER
-    with pytest.raises(BackendError, match="placeholder"):
+    if where == "label value":
+        job["metadata"]["labels"]["team"] = PLACEHOLDER
+    else:
+        job["spec"]["template"]["metadata"].setdefault("annotations", {})["x.example/id"] = PLACEHOLDER
+    with pytest.raises(InvalidArgument) as info:
         cronjob_manifest(a_schedule(timer()), job, namespace=NS)
+    ((field, message),) = [(v.field, v.description) for v in info.value.violations]
+    assert field == "job" and path in message and PLACEHOLDER in message
 
 
 def test_its_jobs_are_held_for_admission_and_name_their_schedule() -> None:

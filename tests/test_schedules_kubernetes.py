@@ -471,3 +471,17 @@ def test_logs_of_a_scheduled_job_whose_pod_the_informer_has_not_seen(world: Worl
     assert pod not in world.get(job_id).pod_names
     lines = world.service.stub.GetJobLogs(pb.GetJobLogsRequest(job_id=job_id), timeout=T)
     assert [(line.line, line.pod_name) for line in lines] == [("tick", pod)]
+
+
+def test_a_job_carrying_the_placeholder_id_is_invalid_argument_over_grpc(world: World) -> None:
+    timer = pb.TimerJob(
+        duration_seconds=60, timer_name="t", control_plane_endpoint="http://control-plane.example:80"
+    )
+    job = pb.ScheduleJobRequest(name="sneaky", timer_job=timer, labels={"team": "job-schedule-template"})
+    with pytest.raises(grpc.RpcError) as info:
+        world.service.stub.CreateSchedule(
+            pb.CreateScheduleRequest(name="sneaky", cron="0 3 * * *", job=job), timeout=T
+        )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "job-schedule-template" in info.value.details()  # type: ignore[attr-defined]
+    assert world.emulator.request("GET", CRONJOBS)["items"] == []

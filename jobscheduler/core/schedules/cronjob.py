@@ -12,8 +12,9 @@ names the placeholder id is rewritten: metadata.name goes (the controller names 
 ``jobscheduler.io/job-id`` labels go (the id is the Job's name; records are built from it, pods
 are found by the Job controller's ``batch.kubernetes.io/job-name`` label), and an env value that
 is the id reads it through the downward API from that label (one that contains it refers to it
-as ``$(JOBSCHEDULER_JOB_ID)``, Kubernetes' own expansion, in env values, command and args). A
-placeholder left anywhere else is refused (BackendError): a Job would carry a wrong id.
+as ``$(JOBSCHEDULER_JOB_ID)``, Kubernetes' own expansion, in env values, command and args). The
+placeholder anywhere else is refused as the caller's INVALID_ARGUMENT on ``job`` naming where (a
+request may carry the placeholder's text, e.g. as a label value; the Job would carry a wrong id).
 
 Each job is created held (``spec.suspend``, admission state ``queued``) without an
 ``enqueued-at`` annotation: the admission loop admits it in FIFO order by its creationTimestamp,
@@ -27,7 +28,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from jobscheduler.core.errors import BackendError
+from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.manifests import (
     ADMISSION_ANNOTATION,
     ADMISSION_STATES_BY_PHASE,
@@ -108,7 +109,8 @@ def cronjob_manifest(
     schedule: Schedule, job_template: Mapping[str, Any], *, namespace: str
 ) -> dict[str, Any]:
     """The batch/v1 CronJob for ``schedule``, its jobs made from ``job_template`` (a rendered Job,
-    named with a placeholder id). Validated: BackendError (our bug, not the caller's) if not valid."""
+    named with a placeholder id). Validated: BackendError (our bug, not the caller's) if not valid;
+    InvalidArgument on ``job`` if the job names the placeholder where it cannot be rewritten."""
     spec = schedule.spec
     placeholder = str((job_template.get("metadata") or {}).get("name") or "")
     template = _job_template(job_template, spec.name, placeholder)
@@ -149,7 +151,11 @@ def cronjob_manifest(
         },
         "spec": cron_spec,
     }
-    validate_cronjob_manifest(manifest, placeholder=placeholder)
+    if placeholder and (where := _where(template, placeholder, "spec.jobTemplate")) is not None:
+        raise InvalidArgument.field(
+            "job", f"contains {placeholder!r}, the job id a schedule's job is rendered with (at {where})"
+        )
+    validate_cronjob_manifest(manifest)
     return manifest
 
 
@@ -205,7 +211,23 @@ def _job_id_from_name(container: dict[str, Any], placeholder: str) -> None:
         container["env"] = rewritten
 
 
-def validate_cronjob_manifest(manifest: Mapping[str, Any], *, placeholder: str = "") -> None:
+def _where(value: Any, text: str, path: str) -> str | None:
+    """The first path in ``value`` (JSON data) whose key or string contains ``text``, or None."""
+    if isinstance(value, str):
+        return path if text in value else None
+    items = (
+        value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+    )
+    for key, item in items:
+        inner = f"{path}[{key}]" if isinstance(key, int) or "." in key or "/" in key else f"{path}.{key}"
+        if isinstance(key, str) and text in key:
+            return inner
+        if (found := _where(item, text, inner)) is not None:
+            return found
+    return None
+
+
+def validate_cronjob_manifest(manifest: Mapping[str, Any]) -> None:
     """Check a CronJob before it is sent (as core.manifests.validate_job_manifest does for Jobs);
     BackendError naming what is wrong."""
     problems: list[str] = []
@@ -236,8 +258,6 @@ def validate_cronjob_manifest(manifest: Mapping[str, Any], *, placeholder: str =
         problems.append("spec.jobTemplate.spec.suspend must be true (jobs are admitted by the service)")
     pod = _mapping(job_spec.get("template"))
     problems.extend(f"spec.jobTemplate.{p}" for p in pod_template_problems(pod))
-    if placeholder and placeholder in json.dumps(template):
-        problems.append(f"spec.jobTemplate still names the placeholder job id {placeholder!r}")
     if problems:
         raise BackendError("invalid CronJob manifest: " + "; ".join(problems))
 
