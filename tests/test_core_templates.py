@@ -245,6 +245,7 @@ def test_schedule_from_a_template_overlays_and_records_the_version(tmp_path: pat
             (dataclasses.replace(over, template="Bad!"), "template"),
             (dataclasses.replace(over, template_version=9), "template_version"),
             (dataclasses.replace(over, template_version=-1), "template_version"),
+            (dataclasses.replace(over, template="", template_version=1), "template_version"),
         ]:
             with pytest.raises(InvalidArgument) as caught:
                 await service.prepare(request, ALICE)

@@ -177,7 +177,7 @@ class JobService:
         With ``request.template``, the caller's template (core.templates) with ``request`` laid
         over it is what is validated and created, and the job records the template's version."""
         digest = request_digest(request)
-        if request.template:
+        if request.template or request.template_version:
             request, version = await self.require_templates().resolve(request, caller)
             origin = replace(origin or JobOrigin(), template=request.template, template_version=version)
         violations = [

@@ -251,6 +251,8 @@ class JobTemplates:
         """ScheduleJobRequest.template: the caller's template (that version; 0: the latest) with
         ``request`` laid over it, and the version used. A template that does not exist is a
         request field naming nothing: INVALID_ARGUMENT on ``template`` (or ``template_version``)."""
+        if not request.template:
+            raise InvalidArgument.field("template_version", "is set without a template")
         _check_name(request.template, "template")
         if request.template_version < 0:
             raise InvalidArgument.field("template_version", "must be 0 (the latest) or a version number")
