@@ -5,6 +5,7 @@ changes, with cursors. In-process; nothing sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -199,3 +200,24 @@ def test_a_selective_filter_reads_only_its_candidates() -> None:
     # created_before starts the walk there, created_after ends it.
     window = JobFilter(created_after=T0 + timedelta(seconds=10), created_before=T0 + timedelta(seconds=13))
     assert [r.job_id for r in index.newest_first(None, window)] == ["job-0012", "job-0011", "job-0010"]
+
+
+def test_the_first_list_before_the_sync_is_not_logged_but_listeners_get_it() -> None:
+    async def scenario() -> None:
+        index = JobIndex()
+        heard: list[str] = []
+        index.add_listener(lambda e: heard.append(f"{e.type.value} {e.record.job_id}"))
+        index.replace_all([record("job-a0"), record("job-b0", created=1)])
+        assert heard == ["CREATED job-a0", "CREATED job-b0"]
+        assert index.current_token() == index.token(0)  # nothing retained: nobody could read it
+        index.mark_synced()
+        index.replace_all([record("job-a0", JobPhase.RUNNING), record("job-b0", created=1)])
+        assert index.current_token() == index.token(1)  # after the sync every change is logged
+        assert heard[-1] == "STARTED job-a0"
+
+        early = JobIndex()
+        with early.subscribe(lambda r: True):  # someone reads the log: it is kept
+            early.replace_all([record("job-a0")])
+            assert early.current_token() == early.token(1)
+
+    asyncio.run(scenario())

@@ -25,8 +25,8 @@ from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.api.convert import job_message
 from jobscheduler.core.model import JobRecord
 
-#: Encodings kept; at ~0.7 KB with the cache's own bookkeeping, about 7 MB.
-MAX_ENTRIES = 10_000
+#: Encodings kept (a page holds at most 1000); at ~0.7 KB with the bookkeeping, about 3 MB.
+MAX_ENTRIES = 4096
 
 
 def _tag(

@@ -54,6 +54,7 @@ class JobIndex:
         self.log = ChangeLog(
             retention=retention, max_events=max_events, stream_buffer=stream_buffer, clock=clock
         )
+        self._clock = clock
         self._records: dict[str, JobRecord] = {}
         #: Job ids by (created, job id), ascending, all and per filter term: ListJobs pages walk
         #: them from a cursor.
@@ -191,8 +192,12 @@ class JobIndex:
         else:
             for _, record, previous in changes:
                 self._reindex(previous, record)
+        # A list before the first sync is not logged while nobody reads the log (a watch waits
+        # for the sync; a token names a position in this instance's log): the first list's one
+        # CREATED event per job would take ~110 bytes per job. Listeners still get every change.
+        log = self.synced or bool(self.log.subscriptions)
         for kind, record, previous in changes:
-            self._publish(kind, record, previous)
+            self._publish(kind, record, previous, log=log)
         for job_id in [j for j in self._records if j not in listed]:
             self.remove(job_id)
 
@@ -201,8 +206,15 @@ class JobIndex:
         ordered = sorted(records, key=self._order_key)
         self._postings.rebuild((job_id, record_terms(records[job_id])) for job_id in ordered)
 
-    def _publish(self, kind: JobEventType, record: JobRecord, previous: JobRecord | None = None) -> JobEvent:
-        event = self.log.publish(kind, record, previous)
+    def _publish(
+        self, kind: JobEventType, record: JobRecord, previous: JobRecord | None = None, *, log: bool = True
+    ) -> JobEvent:
+        if log:
+            event = self.log.publish(kind, record, previous)
+        else:
+            event = JobEvent(
+                seq=self.log.seq, type=kind, record=record, time=self._clock(), previous=previous
+            )
         for listener in list(self._listeners):
             listener(event)
         return event
