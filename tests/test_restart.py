@@ -52,6 +52,7 @@ def with_backend(
         await backend.start(index)
         try:
             assert await index.wait_synced(10)
+            assert gc.isenabled()  # paused for the first list only
             return await scenario(backend, index)
         finally:
             await backend.close()
