@@ -74,8 +74,8 @@ from _measure import cpu_seconds, free_port, run_for, serve_env, write_kubeconfi
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
-from jobscheduler.backends.kubernetes._status import is_managed, job_record  # noqa: E402
-from jobscheduler.backends.kubernetes.backend import _JobState, _rv  # noqa: E402
+from jobscheduler.backends.kubernetes._status import is_managed  # noqa: E402
+from jobscheduler.backends.kubernetes.backend import _JobState, _state  # noqa: E402
 from jobscheduler.core import manifests  # noqa: E402
 from jobscheduler.core.index import JobIndex  # noqa: E402
 from jobscheduler.core.manifests import RenderContext  # noqa: E402
@@ -429,7 +429,7 @@ def in_process_memory(jobs: int, template: dict[str, Any], max_events: int) -> d
         items.extend(json.loads(page)["items"])
     for item in items:
         if is_managed(item):
-            states[str(item["metadata"]["name"])] = _JobState(_rv(item), job_record(item))
+            states[str(item["metadata"]["name"])] = _state(item)
     _, peak = tracemalloc.get_traced_memory()
     del items
     index.replace_all(state.record for state in states.values())
@@ -473,7 +473,7 @@ def measure_memory(
     mem = in_process_memory(args.jobs, template, max(100_000, args.changes))
     print(
         f"   in-process (tracemalloc): {mem['with_log']:.0f} bytes per job in the index and the"
-        f" backend's map, with the retained change log (one CREATED event per job);"
+        f" backend's map, with the retained change log (the first list is not logged: see core/index.py);"
         f" {mem['records_only']:.0f} bytes without it.\n   Peak while listing {mem['peak']:.0f} bytes"
         f" per job (the Jobs are {mem['json']:.0f} bytes of JSON each)"
     )

@@ -77,15 +77,27 @@ def _rv(obj: Mapping[str, Any]) -> int:
 
 @dataclass(slots=True)
 class _JobState:
-    rv: int
     record: JobRecord
-    #: metadata.resourceVersion as the API server wrote it (opaque: compared for equality only)
-    version: str = ""
+    #: metadata.resourceVersion: as an int when it is a plain decimal number (one 28-byte int per
+    #: cached job instead of the string and its number), else as the API server wrote it.
+    stored_version: int | str = ""
+
+    @property
+    def version(self) -> str:
+        """As the API server wrote it (opaque: compared for equality only)."""
+        return str(self.stored_version)
+
+    @property
+    def rv(self) -> int:
+        """As a number, for ordering one object's versions (0 if not numeric)."""
+        v = self.stored_version
+        return v if isinstance(v, int) else version_number(v)
 
 
 def _state(job: Mapping[str, Any]) -> _JobState:
     version = str((job.get("metadata") or {}).get("resourceVersion") or "")
-    return _JobState(_rv(job), job_record(job), version)
+    number = version_number(version)
+    return _JobState(job_record(job), number if number and str(number) == version else version)
 
 
 class KubernetesBackend:
