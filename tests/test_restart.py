@@ -60,8 +60,20 @@ def with_backend(
     return asyncio.run(main())
 
 
-async def until(condition: Callable[[], bool], what: str) -> None:
-    await asyncio.to_thread(eventually, condition, what, 10.0)
+def listing_meanwhile(
+    emulator: EmulatorThread, meanwhile: Callable[[], object]
+) -> Callable[[KubernetesBackend, JobIndex], Awaitable[list[str]]]:
+    """A scenario: backend.list(), with ``meanwhile`` done once its fresh read has been made."""
+
+    async def scenario(backend: KubernetesBackend, index: JobIndex) -> list[str]:
+        probed = await asyncio.to_thread(probes, emulator)
+        listing = asyncio.create_task(backend.list())
+        await asyncio.to_thread(eventually, lambda: probes(emulator) > probed, "the fresh read", 10.0)
+        assert not listing.done()  # waiting for the watch to reach the fresh read's resourceVersion
+        await asyncio.to_thread(meanwhile)
+        return sorted(r.job_id for r in await listing)
+
+    return scenario
 
 
 def test_catch_up_takes_the_informers_view_once_an_event_passes_a_fresh_read(
@@ -69,15 +81,9 @@ def test_catch_up_takes_the_informers_view_once_an_event_passes_a_fresh_read(
 ) -> None:
     """A job another replica admitted just now: the catch-up sees it without listing again."""
     emulator.request("POST", JOBS_PATH, manifest("job-before0000"))
-
-    async def scenario(backend: KubernetesBackend, index: JobIndex) -> list[str]:
-        probed = await asyncio.to_thread(probes, emulator)
-        listing = asyncio.create_task(backend.list())
-        await until(lambda: probes(emulator) > probed, "the fresh read")  # made: R
-        assert not listing.done()  # waiting for the watch to reach R
-        await asyncio.to_thread(emulator.request, "POST", JOBS_PATH, manifest("job-after00000"))
-        return sorted(r.job_id for r in await listing)
-
+    scenario = listing_meanwhile(
+        emulator, lambda: emulator.request("POST", JOBS_PATH, manifest("job-after00000"))
+    )
     assert with_backend(kubeconfig, scenario) == ["job-after00000", "job-before0000"]
     assert len(informer_lists(emulator)) == 1  # the informer's own list only
 
@@ -86,14 +92,7 @@ def test_catch_up_takes_the_informers_view_once_a_bookmark_passes_a_fresh_read(
     emulator: EmulatorThread, kubeconfig: pathlib.Path
 ) -> None:
     emulator.request("POST", JOBS_PATH, manifest("job-quiet00000"))
-
-    async def scenario(backend: KubernetesBackend, index: JobIndex) -> list[str]:
-        probed = await asyncio.to_thread(probes, emulator)
-        listing = asyncio.create_task(backend.list())
-        await until(lambda: probes(emulator) > probed, "the fresh read")
-        await asyncio.to_thread(emulator.bookmark, JOBS, "Job", "batch/v1")
-        return [r.job_id for r in await listing]
-
+    scenario = listing_meanwhile(emulator, lambda: emulator.bookmark(JOBS, "Job", "batch/v1"))
     assert with_backend(kubeconfig, scenario) == ["job-quiet00000"]
     assert len(informer_lists(emulator)) == 1
 
