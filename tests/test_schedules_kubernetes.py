@@ -187,9 +187,10 @@ def test_every_minute_across_the_dst_change_each_run_an_admitted_job_naming_its_
     kubernetes_validate.validate(cronjob, K8S_VERSION, strict=True)
     assert cronjob["metadata"]["labels"]["jobscheduler.io/schedule"] == "nightly"
     assert cronjob["metadata"]["annotations"]["jobscheduler.io/owner"] == ANONYMOUS.identity
-    watch = world.service.stub.WatchJobs(
-        pb.WatchJobsRequest(filter=pb.JobFilter(schedule="nightly")), timeout=T
-    )
+    # From where ListJobs stood: the jobs made later arrive, without racing the subscription.
+    only = pb.JobFilter(schedule="nightly")
+    since = world.service.stub.ListJobs(pb.ListJobsRequest(filter=only), timeout=T).resume_token
+    watch = world.service.stub.WatchJobs(pb.WatchJobsRequest(filter=only, resume_token=since), timeout=6 * T)
 
     world.tick(seconds=20)  # 01:57:50: nothing due yet
     assert world.jobs() == []
@@ -219,6 +220,14 @@ def test_every_minute_across_the_dst_change_each_run_an_admitted_job_naming_its_
     ] * 4  # created held: our admission loop starts them
     assert first["metadata"]["ownerReferences"][0]["kind"] == "CronJob"
     ids = [j["metadata"]["name"] for j in jobs]
+    created: set[str] = set()
+    for event in watch:  # bounded by the stream's deadline
+        if event.type == pb.JOB_EVENT_TYPE_CREATED:
+            assert event.job.schedule == "nightly"
+            created.add(event.job.job_id)
+        if created == set(ids):
+            break
+    watch.cancel()
     for job_id, at in zip(ids, due, strict=True):
         job = wait_until(
             lambda job_id=job_id: (j := world.get(job_id)).HasField("admitted_at") and j, "admitted"
@@ -228,14 +237,6 @@ def test_every_minute_across_the_dst_change_each_run_an_admitted_job_naming_its_
     assert world.emulator.job(ids[0])["spec"].get("suspend") is False
     assert world.listed() == ids
     assert world.listed("other") == []
-    created: set[str] = set()
-    for event in watch:  # bounded by the stream's deadline
-        if event.type == pb.JOB_EVENT_TYPE_CREATED:
-            assert event.job.schedule == "nightly"
-            created.add(event.job.job_id)
-        if created == set(ids):
-            break
-    watch.cancel()
     status = world.cronjob(schedule)["status"]
     assert [a["name"] for a in status["active"]] == ids
     assert status["lastScheduleTime"] == "2026-03-29T01:01:00Z"
@@ -253,7 +254,10 @@ def test_queues_and_max_running_apply_to_scheduled_jobs(world: World) -> None:
     world.tick(minutes=1)
     first, second = (j["metadata"]["name"] for j in world.jobs())
     wait_until(lambda: world.get(first).HasField("admitted_at"), "the first admitted")
-    assert world.get(second).phase == pb.JOB_PHASE_QUEUED
+    queued = world.get(second)
+    assert queued.phase == pb.JOB_PHASE_QUEUED
+    # No enqueued-at annotation on a cron-made Job: it was submitted when the controller made it.
+    assert queued.enqueued_at == queued.created_at and queued.HasField("enqueued_at")
     world.finish(first)
     wait_until(lambda: world.get(second).HasField("admitted_at"), "the second admitted once the first ended")
 

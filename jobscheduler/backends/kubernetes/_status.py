@@ -172,6 +172,9 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     for key in ("queue", "schedule", "template"):
         if isinstance(value := from_annotations.get(key), str):
             from_annotations[key] = _shared(value)
+    if from_annotations["enqueued_at"] is None and from_annotations["schedule"]:
+        # A Job a schedule's CronJob made was submitted when the controller created it.
+        from_annotations["enqueued_at"] = when(meta.get("creationTimestamp"))
     return JobRecord(
         job_id=job_id,
         name=name,
