@@ -79,3 +79,18 @@ def test_a_running_jobs_duration_is_the_time_of_sending() -> None:
     assert (first.duration.seconds, later.duration.seconds) == (5, 65)
     assert len(cache) == 1  # one encoding, two durations
     assert pb.ListJobsResponse.FromString(cache.list_response([])) == pb.ListJobsResponse()
+
+
+def test_long_fields_take_longer_length_prefixes() -> None:
+    cache = JobBytes()
+    for size in (0, 100, 200, 20_000, 3_000_000):  # 1, 2, 3 and 4-byte lengths
+        record = JobRecord(
+            job_id="job-l",
+            name="l",
+            type="timer",
+            namespace="default",
+            phase=JobPhase.FAILED,
+            message="m" * size,
+        )
+        answer = pb.ListJobsResponse.FromString(cache.list_response([record], "t" * size))
+        assert answer == pb.ListJobsResponse(jobs=[job_message(record)], next_page_token="t" * size)

@@ -37,6 +37,8 @@ def _tag(
 
 
 def _varint(n: int) -> bytes:
+    if n < 0x4000:  # (every Job and most answers: one or two bytes)
+        return bytes((n,)) if n < 0x80 else bytes((n & 0x7F | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append(n & 0x7F | 0x80)

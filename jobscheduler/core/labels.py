@@ -40,14 +40,10 @@ class Labels(Mapping[str, str]):
         self._name = name
 
     def __getitem__(self, key: str) -> str:
-        shape = self._shape
-        value = shape.common.get(key)
-        if value is not None:
-            return value
-        own = shape.own.get(key)
-        if own is None:
+        value = self.get(key)
+        if value is None:  # (label values are strings: None is absent)
             raise KeyError(key)
-        return self._job_id if own else self._name
+        return value
 
     def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
         shape = self._shape
