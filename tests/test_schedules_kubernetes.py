@@ -152,7 +152,7 @@ class World:
 _ENDED = (pb.JOB_PHASE_SUCCEEDED, pb.JOB_PHASE_FAILED, pb.JOB_PHASE_CANCELLED)
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 10) -> Any:
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -381,7 +381,12 @@ def test_store_crud_is_owner_scoped(world: World) -> None:
     world.create("other")
     assert sorted(s.name for s in world.run(world.store.list())) == ["nightly", "other"]
     assert world.run(world.store.list("someone-else")) == []
+    # The controller's status write comes between the read and the replace: read again, replace.
+    world.emulator.inject(
+        "PUT", r"/cronjobs/nightly-", 409, "the object has been modified", reason="Conflict", times=1
+    )
     updated = world.update(schedule, cron="0 3 * * *", description="at three")
+    assert [m for m, p in world.emulator.requests() if m == "PUT" and "/cronjobs/" in p] == ["PUT", "PUT"]
     assert (updated.spec.cron, updated.spec.description) == ("0 3 * * *", "at three")
     assert world.cronjob(schedule)["spec"]["schedule"] == "0 3 * * *"
     with pytest.raises(NotFound):
