@@ -494,3 +494,21 @@ def test_a_job_carrying_the_placeholder_id_is_invalid_argument_over_grpc(world: 
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
     assert "job-schedule-template" in info.value.details()  # type: ignore[attr-defined]
     assert world.emulator.request("GET", CRONJOBS)["items"] == []
+
+
+def test_the_documented_example_of_a_controller_down_for_two_hours(world: World) -> None:
+    """kubernetes.io/docs/concepts/workloads/controllers/cron-jobs, "CronJob limitations": every
+    minute from 08:30, the controller down from 08:29 to 10:21. Without a starting deadline more
+    than 100 runs were missed: no Job; with startingDeadlineSeconds 200 only the last 200 seconds
+    count, and the Job starts at 10:22."""
+    world.clock.now = datetime(2026, 5, 4, 8, 29, tzinfo=UTC)
+    world.create("unbounded")
+    world.create("bounded", starting_deadline_seconds=200)
+    world.clock.now = datetime(2026, 5, 4, 10, 22, tzinfo=UTC)
+    world.controller.sync()
+    assert world.jobs("unbounded") == []
+    assert [(n.split("-")[0], r) for n, r, _ in world.controller.warnings] == [
+        ("unbounded", "TooManyMissedTimes")
+    ]
+    (job,) = world.jobs("bounded")
+    assert job["metadata"]["annotations"][SCHEDULED_ANNOTATION] == "2026-05-04T10:22:00+00:00"
