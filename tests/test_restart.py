@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import gc
 import pathlib
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from conftest import ServeProcess, serve_env
+from conftest import ROOT, ServeProcess, serve_env, write_kubeconfig
 from emulator import EmulatorThread
 from test_informer import JOBS, JOBS_PATH, PODS_PATH, eventually, http_get, informer_lists, query_of
 
 from jobscheduler.backends.kubernetes._client import ConfigSource, connect, paused_gc
+from jobscheduler.backends.kubernetes._informer import LIST_PAGE
 from jobscheduler.backends.kubernetes.backend import KubernetesBackend
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import RenderContext
@@ -143,3 +146,26 @@ def test_ready_as_soon_as_the_first_sync_ends_not_a_readiness_period_later(
         eventually(lambda: http_get(f"{base}/readyz")[0] == 200, "ready", timeout=15, interval=0.1)
     finally:
         server.stop()
+
+
+def test_a_restart_pages_through_every_job(tmp_path: pathlib.Path) -> None:
+    """bench/standin.py (it pages by ``limit`` and ``continue``) with 2.5 pages of Jobs: every
+    one is in the index once synced (each next page is asked for while one is summarised)."""
+    jobs = 2 * LIST_PAGE + LIST_PAGE // 2
+    standin = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "standin.py"), "--jobs", str(jobs)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert standin.stdout is not None
+        port = int(standin.stdout.readline())
+        kubeconfig = write_kubeconfig(tmp_path / "standin.kubeconfig", f"http://127.0.0.1:{port}")
+
+        async def scenario(backend: KubernetesBackend, index: JobIndex) -> int:
+            return len({r.job_id for r in index.records()})
+
+        assert with_backend(kubeconfig, scenario) == jobs
+    finally:
+        standin.terminate()
+        standin.wait(10)

@@ -132,20 +132,32 @@ def export_metrics(informer: Informer) -> None:
 async def list_pages(
     api: KubeApi, informer: Informer, namespace: str
 ) -> AsyncIterator[tuple[list[Mapping[str, Any]], str]]:
-    """The list's pages (of LIST_PAGE items) as they arrive, each with the list's resourceVersion."""
+    """The list's pages (of LIST_PAGE items) as they arrive, each with the list's resourceVersion.
+
+    The next page is asked for before a page is handed out: the API server prepares and sends it
+    while this one is summarised."""
     call = Call(verb="list", resource=informer.resource, namespace=namespace)
-    token, version = "", ""
-    while True:
+
+    def fetch(token: str) -> asyncio.Future[dict[str, Any]]:
         query = [("labelSelector", MANAGED_SELECTOR), ("limit", str(LIST_PAGE))]
         if token:
             query.append(("continue", token))
-        page = await api.request("GET", informer.path, call, query=query)
-        meta = page.get("metadata") or {}
-        version = str(meta.get("resourceVersion") or version)
-        yield list(page.get("items") or ()), version
-        token = str(meta.get("continue") or "")
-        if not token:
-            return
+        return asyncio.ensure_future(api.request("GET", informer.path, call, query=query))
+
+    pending: asyncio.Future[dict[str, Any]] | None = fetch("")
+    version = ""
+    try:
+        while pending is not None:
+            page = await pending
+            meta = page.get("metadata") or {}
+            version = str(meta.get("resourceVersion") or version)
+            token = str(meta.get("continue") or "")
+            pending = fetch(token) if token else None
+            yield list(page.get("items") or ()), version
+    finally:
+        if pending is not None:  # the consumer stopped early: the page asked for is not wanted
+            pending.cancel()
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())
 
 
 def release_freed_memory() -> None:
