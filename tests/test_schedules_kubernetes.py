@@ -205,17 +205,18 @@ def test_delete_keeps_the_jobs_and_stops_the_runs(world: World) -> None:
 
 
 def test_history_limits_delete_the_oldest_finished_jobs(world: World) -> None:
-    world.create(successful_jobs_history_limit=1, failed_jobs_history_limit=1)
-    outcomes = [True, True, False, False, True]
-    for succeed in outcomes:
+    schedule = world.create(successful_jobs_history_limit=1, failed_jobs_history_limit=1)
+    made = []
+    for succeed in [True, True, False, False, True]:
         world.tick(minutes=1)
-        newest = world.jobs()[-1]["metadata"]["name"]
-        world.finish(newest, succeed=succeed)
+        made.append(world.jobs()[-1]["metadata"]["name"])
+        world.finish(made[-1], succeed=succeed)
     world.controller.sync()
+    world.controller.sync()  # the controller's next look: the last success's completion time
     names = [j["metadata"]["name"] for j in world.jobs()]
-    phases = [world.emulator.job(n)["status"]["conditions"][-1]["type"] for n in names]
-    assert sorted(phases) == ["Complete", "Failed"]
-    assert len(names) == 2
+    assert names == [made[3], made[4]]  # the newest failure and the newest success
+    status = world.cronjob(schedule)["status"]
+    assert not status.get("active") and status["lastSuccessfulTime"]
     wait_until(lambda: world.listed() == names, "the deleted jobs gone from the index")
 
 
