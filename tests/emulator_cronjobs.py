@@ -13,7 +13,8 @@ getJobFromTemplate2, cleanupFinishedJobs):
   ``status.lastSuccessfulTime`` (its completionTime) when later than the one recorded; a Job in
   the list that no longer exists leaves it;
 - history limits: beyond ``successfulJobsHistoryLimit``/``failedJobsHistoryLimit`` the oldest
-  finished Jobs (by startTime, unstarted last, then name) are deleted (Background);
+  finished Jobs (by startTime, unstarted last, then name) are deleted (Background: their pods,
+  found by the Job controller's ``batch.kubernetes.io/job-name`` label, go too);
 - ``suspend``: nothing is started;
 - only the most recent unmet time since ``lastScheduleTime`` (else the creationTimestamp) is
   started, the earliest considered being ``now - startingDeadlineSeconds`` when that is later; a
@@ -121,8 +122,13 @@ class CronJobController:
         self._collected = len(deletions)
 
     def _delete_job(self, name: str) -> bool:
+        """Delete a Job with Background propagation: then the garbage collector deletes its pods."""
         query = urllib.parse.urlencode({"propagationPolicy": "Background"})
         code, _ = self.emulator.answer("DELETE", f"{self._jobs}/{name}?{query}")
+        pods = f"/api/v1/namespaces/{self.namespace}/pods"
+        selector = urllib.parse.urlencode({"labelSelector": f"batch.kubernetes.io/job-name={name}"})
+        for pod in self.emulator.request("GET", f"{pods}?{selector}")["items"]:
+            self.emulator.answer("DELETE", f"{pods}/{pod['metadata']['name']}")
         return code in (200, 202, 404)
 
     # --- the controller --------------------------------------------------------------------------

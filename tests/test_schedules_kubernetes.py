@@ -144,8 +144,12 @@ def test_replace_deletes_the_unfinished_job_and_starts_the_new_one(world: World)
     world.tick(minutes=1)
     (first,) = (j["metadata"]["name"] for j in world.jobs())
     wait_until(lambda: world.get(first).HasField("admitted_at"), "admitted")
+    pod = world.make_pod(first)
     world.tick(minutes=1)
     (second,) = (j["metadata"]["name"] for j in world.jobs())
+    assert pod not in [
+        p["metadata"]["name"] for p in world.emulator.request("GET", f"/api/v1/namespaces/{NS}/pods")["items"]
+    ]
     assert second != first
     with pytest.raises(grpc.RpcError) as info:
         wait_until(lambda: world.get(first) and False, "gone", timeout=5)
