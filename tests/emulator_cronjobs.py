@@ -19,7 +19,8 @@ getJobFromTemplate2, cleanupFinishedJobs):
 - only the most recent unmet time since ``lastScheduleTime`` (else the creationTimestamp) is
   started, the earliest considered being ``now - startingDeadlineSeconds`` when that is later; a
   time later than its deadline is not started (``MissSchedule`` warning); with more than 100
-  missed times, none is started (``TooManyMissedTimes`` warning, as documented);
+  missed times a ``TooManyMissedTimes`` warning, and the most recent is still started (as the
+  v2 controller's nextScheduleTime does; the concept page still says none is started);
 - a time already made (an active Job of its name, or ``lastScheduleTime``) is not made again;
 - ``Forbid`` while ``status.active`` is not empty (a suspended, unfinished Job counts):
   ``JobAlreadyActive``, nothing started; ``Replace``: each active Job is deleted (Background) first;
@@ -277,18 +278,21 @@ class CronJobController:
         if deadline is not None:
             earliest = max(earliest, now - timedelta(seconds=int(deadline)))
         most_recent = None
-        for missed, t in enumerate(times(spec["schedule"], spec.get("timeZone") or "", earliest), start=1):
+        missed = 0
+        for t in times(spec["schedule"], spec.get("timeZone") or "", earliest):
             if t > now:
                 break
             most_recent = t
-            if missed > TOO_MANY_MISSED:
-                self.warnings.append(
-                    (
-                        cronjob["metadata"]["name"],
-                        "TooManyMissedTimes",
-                        "too many missed start times. Set or decrease .spec.startingDeadlineSeconds or check"
-                        " clock skew",
-                    )
+            missed += 1
+        if missed > TOO_MANY_MISSED:
+            # The controller (v2, cronjob/utils.go nextScheduleTime) warns and still starts the
+            # most recent time; the docs' older wording says it starts none.
+            self.warnings.append(
+                (
+                    cronjob["metadata"]["name"],
+                    "TooManyMissedTimes",
+                    "too many missed start times. Set or decrease .spec.startingDeadlineSeconds or check"
+                    " clock skew",
                 )
-                return None
+            )
         return most_recent

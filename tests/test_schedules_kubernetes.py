@@ -169,11 +169,11 @@ def test_missed_runs_make_at_most_one_catch_up_within_the_starting_deadline(worl
     assert world.jobs("strict") == []  # too late: skipped
 
 
-def test_more_than_100_missed_runs_start_nothing(world: World) -> None:
+def test_more_than_100_missed_runs_warn_and_start_the_most_recent(world: World) -> None:
     world.create()
     world.clock.advance(minutes=102)
     world.controller.sync()
-    assert world.jobs() == []
+    assert len(world.jobs()) == 1
     assert [r for _, r, _ in world.controller.warnings] == ["TooManyMissedTimes"]
 
 
@@ -352,14 +352,16 @@ def test_a_job_carrying_the_placeholder_id_is_invalid_argument_over_grpc(world: 
 def test_the_documented_example_of_a_controller_down_for_two_hours(world: World) -> None:
     """kubernetes.io/docs/concepts/workloads/controllers/cron-jobs, "CronJob limitations": every
     minute from 08:30, the controller down from 08:29 to 10:21. Without a starting deadline more
-    than 100 runs were missed: no Job; with startingDeadlineSeconds 200 only the last 200 seconds
-    count, and the Job starts at 10:22."""
+    than 100 runs were missed: a TooManyMissedTimes warning (the page says no Job; the v2
+    controller still starts the most recent); with startingDeadlineSeconds 200 only the last 200
+    seconds count, and the Job starts at 10:22."""
     world.clock.now = datetime(2026, 5, 4, 8, 29, tzinfo=UTC)
     world.create("unbounded")
     world.create("bounded", starting_deadline_seconds=200)
     world.clock.now = datetime(2026, 5, 4, 10, 22, tzinfo=UTC)
     world.controller.sync()
-    assert world.jobs("unbounded") == []
+    (unbounded,) = world.jobs("unbounded")
+    assert unbounded["metadata"]["annotations"][SCHEDULED_ANNOTATION] == "2026-05-04T10:22:00+00:00"
     assert [(n.split("-")[0], r) for n, r, _ in world.controller.warnings] == [
         ("unbounded", "TooManyMissedTimes")
     ]
