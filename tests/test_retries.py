@@ -16,8 +16,8 @@ from pod_security import check_object
 from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy
-from jobscheduler.core.manifests import REQUEST_ANNOTATION, JobDefaults, record_fields
-from jobscheduler.core.model import JobPhase, JobRecord, Priority, ScheduleRequest
+from jobscheduler.core.manifests import REQUEST_ANNOTATION, JobDefaults, origin_metadata, record_fields
+from jobscheduler.core.model import JobOrigin, JobPhase, JobRecord, Priority, ScheduleRequest
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.requests import check_manifest, parse_work, render_request
 from jobscheduler.core.retries import MAX_RETRY_DELAY_SECONDS, RetryController, retry_due, retry_job_id
@@ -332,3 +332,31 @@ def test_retry_ids_are_stable_distinct_job_ids() -> None:
     assert len(ids) == 10
     assert retry_job_id(ROOT, 1) == retry_job_id(ROOT, 1)
     assert all(i.startswith("job-") and len(i) == 14 and i[4:].isalnum() and i.islower() for i in ids)
+
+
+def test_a_retry_stays_its_schedules_and_templates_job_but_is_no_rerun() -> None:
+    failed = stored_job()
+    origin = JobOrigin(
+        schedule="nightly",
+        scheduled_at=datetime(2026, 11, 23, 2, 0, tzinfo=UTC),
+        template="etl",
+        template_version=3,
+        rerun_of="job-a000000001",
+    )
+    labels, annotations = origin_metadata(origin)
+    failed["metadata"]["labels"].update(labels)
+    failed["metadata"]["annotations"].update(annotations)
+    retry = retry_of(failed)
+    meta = retry["metadata"]
+    assert meta["labels"]["jobscheduler.io/schedule"] == "nightly"
+    assert meta["labels"]["jobscheduler.io/template"] == "etl"
+    assert "jobscheduler.io/rerun-of" not in meta["labels"]
+    back = record_fields(meta["annotations"])
+    assert (back["schedule"], back["scheduled_at"], back["template"], back["template_version"]) == (
+        "nightly",
+        origin.scheduled_at,
+        "etl",
+        3,
+    )
+    assert back["rerun_of"] == ""
+    kubernetes_validate.validate(retry, K8S_VERSION, strict=True)

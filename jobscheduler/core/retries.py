@@ -32,8 +32,9 @@ from jobscheduler.core.manifests import (
     RETRY_OF_LABEL,
     JobDefaults,
     format_precise_time,
+    origin_metadata,
 )
-from jobscheduler.core.model import JobPhase, JobRecord
+from jobscheduler.core.model import JobOrigin, JobPhase, JobRecord
 from jobscheduler.core.naming import derived_job_id
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.registry import HandlerRegistry
@@ -164,6 +165,17 @@ class RetryController(DueController):
         manifest = as_retry(
             rendered, job_id=job_id, retry_of=root, retry_number=number, enqueued_at=self._clock()
         )
+        # A retry stays its schedule's (and template's) job: listed, counted active and limited
+        # with the schedule's other jobs. (Not a rerun: RerunJob links only the job it made.)
+        origin = JobOrigin(
+            schedule=record.schedule,
+            scheduled_at=record.scheduled_at,
+            template=record.template,
+            template_version=record.template_version,
+        )
+        origin_labels, origin_annotations = origin_metadata(origin)
+        manifest["metadata"]["labels"].update(origin_labels)
+        manifest["metadata"]["annotations"].update(origin_annotations)
         apply_trace_context(manifest, stored_traceparent(annotations))  # the chain's trace
         check_manifest(manifest, handler, self._images)
         return manifest
