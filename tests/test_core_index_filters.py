@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,9 +36,16 @@ def record(job_id: str, phase: JobPhase = JobPhase.PENDING, created: int | None 
 
 labels_st = st.dictionaries(
     st.sampled_from(["team", "env", JOB_ID_LABEL, JOB_NAME_LABEL]),
-    st.sampled_from(["a", "b", "job-a0"]),
+    st.sampled_from(["a", "b", "job-a0", "job-b1"]),
     max_size=3,
 )
+
+
+def _own_id_label(r: JobRecord, own: bool) -> JobRecord:
+    """As the service labels its jobs (the job-id label is the job's id), or as given."""
+    return replace(r, labels={**r.labels, JOB_ID_LABEL: r.job_id}) if own else r
+
+
 records_st = st.builds(
     record,
     st.sampled_from(IDS),
@@ -50,7 +58,7 @@ records_st = st.builds(
     template=st.sampled_from(["", "tpl"]),
     rerun_of=st.sampled_from(["", "job-a0"]),
     labels=labels_st,
-)
+).flatmap(lambda r: st.booleans().map(lambda own: _own_id_label(r, own)))
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("apply"), records_st),
@@ -72,6 +80,9 @@ selectors = st.sampled_from(
         "!team",
         "team=zz",
         f"{JOB_ID_LABEL}=job-a0",
+        f"{JOB_ID_LABEL} in (job-a0,job-b1,job-zz)",
+        f"{JOB_ID_LABEL} in (job-a0,a)",
+        f"{JOB_ID_LABEL}=job-zz",
         f"{JOB_NAME_LABEL} in (a,job-a0)",
     ]
 )
@@ -221,3 +232,14 @@ def test_the_first_list_before_the_sync_is_not_logged_but_listeners_get_it() -> 
             assert early.current_token() == early.token(1)
 
     asyncio.run(scenario())
+
+
+def test_a_job_id_selector_reads_those_jobs_and_any_labelled_so_by_hand() -> None:
+    index = JobIndex()
+    for i in range(100):
+        index.apply(record(f"job-{i:04d}", created=i, labels={JOB_ID_LABEL: f"job-{i:04d}"}))
+    # Relabelled by hand: job-0007 now says it is job-0003 (the plain predicate goes by the label).
+    index.apply(record("job-0007", created=7, labels={JOB_ID_LABEL: "job-0003"}))
+    f = JobFilter(label_selector=f"{JOB_ID_LABEL} in (job-0003,job-0007,job-0050,job-none)")
+    assert [r.job_id for r in index.newest_first(None, f)] == ["job-0050", "job-0007", "job-0003"]
+    check(index, {r.job_id: r for r in index.records()}, f, 1)

@@ -58,7 +58,7 @@ class JobIndex:
         self._records: dict[str, JobRecord] = {}
         #: Job ids by (created, job id), ascending, all and per filter term: ListJobs pages walk
         #: them from a cursor.
-        self._postings = Postings(self._order_key)
+        self._postings = Postings(self._order_key, self._records.__contains__)
         self._listeners: list[Callable[[JobEvent], None]] = []
         self._synced = asyncio.Event()
 

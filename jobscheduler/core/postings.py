@@ -8,7 +8,9 @@ the records already hold (8 bytes per entry).
 
 A ListJobs page then walks, of the filter's alternatives (:func:`filter_terms`), the one with
 the fewest entries (the union of its terms' lists, merged newest first), instead of every
-job: a filter that matches few jobs reads few, one whose value no job has reads none. The
+job: a filter that matches few jobs reads few, one whose value no job has reads none (a
+selector on the job-id label reads at most the jobs of those ids; the name prefix and the other
+unindexed labels are not looked up: a filter with nothing else scans). The
 caller still applies the whole filter to every record walked: the lists only choose which
 records are looked at, so a page is exactly what the plain predicate over all jobs gives.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
@@ -41,8 +44,8 @@ def record_terms(r: JobRecord) -> set[Term]:
         if value := getattr(r, name):
             terms.add((name, value))
     for key, value in r.labels.items():
-        if key not in UNINDEXED_LABELS:
-            terms.add(("label", key, value))
+        if key not in UNINDEXED_LABELS or (key == JOB_ID_LABEL and value != r.job_id):
+            terms.add(("label", key, value))  # (a job-id label not the job's own: by hand)
     return terms
 
 
@@ -59,7 +62,9 @@ def filter_terms(f: JobFilter, selector: Selector) -> list[list[Term]]:
         if value := getattr(f, name):
             out.append([(name, value)])
     for key, values in selector.equalities:
-        if key not in UNINDEXED_LABELS:
+        if key == JOB_ID_LABEL:  # the jobs of those ids, and any labelled so by hand
+            out.append([t for v in values for t in (("id", v), ("label", key, v))])
+        elif key not in UNINDEXED_LABELS:
             out.append([("label", key, v) for v in values])
     return out
 
@@ -67,13 +72,17 @@ def filter_terms(f: JobFilter, selector: Selector) -> list[list[Term]]:
 class Postings:
     """The sorted id lists; ``key(job_id)`` is the order key of the job's current record."""
 
-    def __init__(self, key: Callable[[str], OrderKey]) -> None:
+    def __init__(self, key: Callable[[str], OrderKey], known: Callable[[str], bool]) -> None:
         self._key = key
+        #: Whether a job id is in the index (an ("id", job id) term's list is that id or nothing).
+        self._known = known
         #: Every job id.
         self.all: list[str] = []
         self._lists: dict[Term, list[str]] = {}
 
     def size(self, term: Term) -> int:
+        if term[0] == "id":
+            return 1 if self._ids(term) else 0
         ids = self._lists.get(term)
         return len(ids) if ids is not None else 0
 
@@ -111,10 +120,15 @@ class Postings:
         the union of the terms' lists."""
         if terms is None:
             return self._descending(self.all, below)
-        lists = [ids for t in terms if (ids := self._lists.get(t))]
+        lists = [ids for t in terms if (ids := self._ids(t) if t[0] == "id" else self._lists.get(t))]
         if len(lists) == 1:
             return self._descending(lists[0], below)
-        return heapq.merge(*(self._descending(ids, below) for ids in lists), key=self._key, reverse=True)
+        merged = heapq.merge(*(self._descending(ids, below) for ids in lists), key=self._key, reverse=True)
+        return (job_id for job_id, _ in itertools.groupby(merged))  # (one job can be in two lists)
+
+    def _ids(self, term: Term) -> list[str]:
+        job_id = term[1]
+        return [job_id] if isinstance(job_id, str) and self._known(job_id) else []
 
     def _descending(self, ids: list[str], below: OrderKey | None) -> Iterator[str]:
         i = bisect.bisect_left(ids, below, key=self._key) if below is not None else len(ids)
