@@ -3,7 +3,7 @@
 Run by hand (never by the test suite)::
 
     .venv/bin/python bench/streams.py [--streams 1000] [--changes 1000] [--stream-procs 2]
-        [--seconds 10] [--jobs-per-second 5] [--timeout 300] [--skip fanout,unary]
+        [--seconds 5] [--rounds 3] [--jobs-per-second 5] [--timeout 300] [--skip fanout,unary]
 
 In one run:
 
@@ -17,7 +17,8 @@ In one run:
    Aim: (b) >= 50% of (a).
 2. Unary calls while streams run (local backend, ``--jobs-per-second`` timer jobs of 1 s
    submitted throughout): GetJobStatus p50/p99 (one caller) with no stream vs 200 open
-   WatchJobs streams; ListJobs (page of 100) p50 with no stream vs 1,000 streams. The streams
+   WatchJobs streams; ListJobs (page of 100) p50 with no stream vs 1,000 streams; ``--rounds``
+   alternating rounds of ``--seconds`` each, latencies pooled. The streams
    are held by ``--stream-procs`` other processes that count the messages without decoding them,
    at ``--holder-nice`` (10): they stand in for clients on other machines, and are not to take
    the server's cores (reading 1,000 streams' messages in Python costs more than sending them).
@@ -297,7 +298,9 @@ async def probe(
             started = time.perf_counter()
             await call(stub)
             latencies.append(time.perf_counter() - started)
-        await submitter
+        submitter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await submitter
     return latencies, submitted
 
 
@@ -361,9 +364,9 @@ class Streams:
         for _ in self.workers:
             self.opened.get(timeout=120)
         deadline = time.monotonic() + 120
-        while service.metric('jobscheduler_open_streams{grpc_method="WatchJobs"}') != n:
+        while (open_now := service.metric('jobscheduler_open_streams{grpc_method="WatchJobs"}') or 0) < n:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{n} WatchJobs streams did not open within 120 s")
+                raise RuntimeError(f"{n} WatchJobs streams did not open within 120 s ({open_now:g} open)")
             time.sleep(0.2)
 
     def stop(self) -> tuple[int, list[str]]:
@@ -408,18 +411,35 @@ def unary(args: argparse.Namespace, workdir: str) -> list[tuple[str, str, str, s
             ("GetJobStatus", get_status, 200, ((0.5, "p50"), (0.99, "p99"))),
             ("ListJobs", list_jobs, 1000, ((0.5, "p50"),)),
         ):
-            alone, jobs0 = asyncio.run(probe(service.target, args.seconds, args.jobs_per_second, call))
-            streams = Streams(service, n, args.stream_procs, args.holder_nice)
-            cpu0 = cpu_seconds(service.pid)
-            loaded, jobs1 = asyncio.run(probe(service.target, args.seconds, args.jobs_per_second, call))
-            cpu = cpu_seconds(service.pid) - cpu0
-            delivered, codes = streams.stop()
+            # Alternating rounds, latencies pooled: the machine's other load drifts.
+            alone: list[float] = []
+            loaded: list[float] = []
+            jobs0 = jobs1 = delivered = 0
+            cpu = 0.0
+            codes: list[str] = []
+            for _ in range(args.rounds):
+                latencies, submitted = asyncio.run(
+                    probe(service.target, args.seconds, args.jobs_per_second, call)
+                )
+                alone += latencies
+                jobs0 += submitted
+                streams = Streams(service, n, args.stream_procs, args.holder_nice)
+                cpu0 = cpu_seconds(service.pid)
+                latencies, submitted = asyncio.run(
+                    probe(service.target, args.seconds, args.jobs_per_second, call)
+                )
+                cpu += cpu_seconds(service.pid) - cpu0
+                loaded += latencies
+                jobs1 += submitted
+                got, ended = streams.stop()
+                delivered += got
+                codes += ended
             print(
                 f"   {name}: no stream: n={len(alone)} p50 {p(alone, 0.5):.2f} ms p99 {p(alone, 0.99):.2f} ms"
                 f" ({jobs0} jobs submitted);"
                 f" {n} streams: n={len(loaded)} p50 {p(loaded, 0.5):.2f} ms p99 {p(loaded, 0.99):.2f} ms"
                 f" ({jobs1} jobs; {delivered} events delivered to the streams, {delivered / n:.0f} each;"
-                f" server CPU {cpu / args.seconds:.0%} of a core)"
+                f" server CPU {cpu / args.seconds / args.rounds:.0%} of a core)"
                 + (f"; streams ended: {sorted(set(codes))}" if codes else "")
             )
             for q, label in q_aims:
@@ -445,7 +465,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000, help="fan-out streams")
     parser.add_argument("--changes", type=int, default=1000, help="fan-out changes (messages per stream)")
     parser.add_argument("--stream-procs", type=int, default=2, help="client processes holding the streams")
-    parser.add_argument("--seconds", type=float, default=10, help="latency measuring time per case")
+    parser.add_argument("--seconds", type=float, default=5, help="latency measuring time per case and round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (no streams, streams)")
     parser.add_argument("--jobs-per-second", type=float, default=5, help="jobs submitted during part 2")
     parser.add_argument(
         "--holder-nice", type=int, default=10, help="niceness of the processes holding part 2's streams"

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jobscheduler.core import changelog
 from jobscheduler.core.changelog import ENCODED_KEPT, WAKE_SLICE, ChangeLog, Subscription
 from jobscheduler.core.errors import OutOfRange
 from jobscheduler.core.model import JobEvent, JobEventType, JobPhase, JobRecord
@@ -298,5 +299,62 @@ def test_a_job_leaving_the_filter_is_the_last_event_of_it_the_stream_gets() -> N
             (2, JobPhase.RUNNING),
             (3, JobPhase.SUCCEEDED),
         ]
+
+    asyncio.run(scenario())
+
+
+async def watchers(
+    log: ChangeLog, n: int, hold: asyncio.Event
+) -> tuple[list[asyncio.Task[None]], list[int], asyncio.Event]:
+    """``n`` streams waiting for a change; each, once woken, notes its number (the event: all
+    were woken) and does not come back for its next event until ``hold`` is set."""
+    woken: list[int] = []
+    all_woken = asyncio.Event()
+
+    async def watch(i: int) -> None:
+        with log.subscribe(lambda r: True) as sub:
+            await sub.next()
+            woken.append(i)
+            if len(woken) == n:
+                all_woken.set()
+            await hold.wait()
+            assert await ready(sub) is None  # back for the next one: there is none
+
+    tasks = [asyncio.ensure_future(watch(i)) for i in range(n)]
+    await asyncio.sleep(0)
+    assert len(log._waiting) == n
+    return tasks, woken, all_woken
+
+
+def test_the_next_slice_is_woken_once_the_last_is_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changelog, "SLICE_WAIT", 60.0)  # (only streams coming back move it on)
+
+    async def scenario() -> None:
+        log = new_log()
+        hold = asyncio.Event()
+        tasks, woken, _ = await watchers(log, 3 * WAKE_SLICE, hold)
+        log.publish(JobEventType.CREATED, record(IDS[0]))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sorted(woken) == list(range(WAKE_SLICE))  # the first slice, still out
+        hold.set()  # they come back: the next slices follow, in order
+        async with asyncio.timeout(10):
+            await asyncio.gather(*tasks)
+        assert woken == list(range(3 * WAKE_SLICE))
+
+    asyncio.run(scenario())
+
+
+def test_streams_that_do_not_come_back_hold_up_the_others_only_briefly() -> None:
+    async def scenario() -> None:
+        log = new_log()
+        hold = asyncio.Event()  # never set before all are woken: no stream comes back
+        tasks, woken, all_woken = await watchers(log, 3 * WAKE_SLICE, hold)
+        log.publish(JobEventType.CREATED, record(IDS[0]))
+        async with asyncio.timeout(10):
+            await all_woken.wait()  # (the log's own timer wakes the next slices)
+        hold.set()
+        await asyncio.gather(*tasks)
+        assert woken == list(range(3 * WAKE_SLICE))
 
     asyncio.run(scenario())

@@ -8,8 +8,11 @@ stream reads it, and a slow stream holds no memory of its own. The log keeps at 
 that is still within the log, so resuming misses nothing. Catching up (a resumed stream
 replaying) never counts as falling behind: only changes made after the stream started do.
 
-Waiting streams are woken a slice at a time (``WAKE_SLICE`` per turn of the event loop), so
-whatever else the loop has to do (a unary call) waits for one slice, not for every stream.
+Waiting streams are woken a slice at a time (``WAKE_SLICE``), and the next slice only once
+the streams of the last have handed their event to the transport and come back for the next
+(or after ``SLICE_WAIT`` seconds, for streams stuck behind a client that does not read): the
+event loop never has more than a slice of streams' writes queued at once, so a unary call that
+arrives during a fan-out waits for one slice, not for every stream.
 
 The API layer may keep each event's encoded form next to it (``encoded``), so a change is
 encoded once however many streams send it.
@@ -33,6 +36,8 @@ from jobscheduler.core.model import JobEvent, JobEventType, JobRecord
 
 #: Waiting streams woken per turn of the event loop.
 WAKE_SLICE: Final = 16
+#: Seconds after which the next slice is woken even if streams of the last are not back yet.
+SLICE_WAIT: Final = 0.002
 #: Encoded events kept (the newest): streams that keep up read these; one far behind encodes anew.
 ENCODED_KEPT: Final = 4096
 
@@ -53,9 +58,13 @@ class Subscription:
         self._started_at = log.seq
         #: The seq of the last event handed to the consumer (its resume point).
         self.last_seq = after
+        #: The slice this stream was woken in, until it comes back (0: not woken by a slice).
+        self._slice = 0
 
     async def next(self) -> JobEvent:
         log = self._log
+        if self._slice:
+            log.back(self)
         while True:
             while self.cursor < log.seq:
                 event = log.event_after(self.cursor)  # (OutOfRange if it fell off the log meanwhile)
@@ -68,9 +77,13 @@ class Subscription:
                 if event.concerns(self._predicate):
                     self.last_seq = event.seq
                     return event
-            await log.wait()
+            if self._slice:
+                log.back(self)
+            self._slice = await log.wait()
 
     def close(self) -> None:
+        if self._slice:
+            self._log.back(self)
         self._log.subscriptions.discard(self)
 
     def __enter__(self) -> Subscription:
@@ -101,8 +114,13 @@ class ChangeLog:
         self.seq = 0
         self.subscriptions: set[Subscription] = set()
         #: Streams waiting for the next change, and those a change is waking.
-        self._waiting: list[asyncio.Future[None]] = []
-        self._waking: collections.deque[asyncio.Future[None]] = collections.deque()
+        #: Their futures get the number of the slice that woke them.
+        self._waiting: list[asyncio.Future[int]] = []
+        self._waking: collections.deque[asyncio.Future[int]] = collections.deque()
+        #: The current slice's number, its streams not back yet, and the timer for the next.
+        self._slice = 0
+        self._out = 0
+        self._timer: asyncio.Handle | None = None
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -123,13 +141,30 @@ class ChangeLog:
         return event
 
     def _wake_slice(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._slice += 1
+        self._out = 0
         waking = self._waking
-        for _ in range(min(WAKE_SLICE, len(waking))):
+        while waking and self._out < WAKE_SLICE:
             future = waking.popleft()
             if not future.done():  # (a stream ended while waiting cancelled its future)
-                future.set_result(None)
+                future.set_result(self._slice)
+                self._out += 1
         if waking:
-            waking[0].get_loop().call_soon(self._wake_slice)
+            self._timer = waking[0].get_loop().call_later(SLICE_WAIT, self._wake_slice)
+
+    def back(self, subscription: Subscription) -> None:
+        """A stream woken by a slice comes back (for its next event, or ended): once all of the
+        slice are back, the next slice is woken."""
+        current = subscription._slice == self._slice
+        subscription._slice = 0
+        if current:
+            self._out -= 1
+            if self._out <= 0 and self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._waking[0].get_loop().call_soon(self._wake_slice)
 
     def clear(self) -> None:
         """Forget the retained events (positions and tokens stay valid going forward)."""
@@ -138,14 +173,15 @@ class ChangeLog:
 
     # --- reading ----------------------------------------------------------------------------
 
-    async def wait(self) -> None:
-        """Until the next change (or a little after: streams are woken a slice at a time)."""
-        future = asyncio.get_running_loop().create_future()
+    async def wait(self) -> int:
+        """Until the next change (or a little after: streams are woken a slice at a time);
+        returns the number of the slice that woke the stream."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         waiting = self._waiting
         if len(waiting) > 2 * len(self.subscriptions) + 64:  # streams ended while no change came
             waiting[:] = [f for f in waiting if not f.done()]
         waiting.append(future)
-        await future
+        return await future
 
     def event_after(self, seq: int) -> JobEvent:
         """The retained event following ``seq`` (< the newest); OutOfRange if it was dropped."""
