@@ -481,7 +481,8 @@ def main() -> None:
             rows += fanout(args, workdir)
         if "unary" not in skip:
             rows += unary(args, workdir)
-    print("\nSummary:")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\nSummary (the machine's load average, 1/5/15 minutes: {load}):")
     for target, aim, measured, verdict in rows:
         print(f"  {verdict:4}  {target:<40} {aim:<26} {measured}")
 
