@@ -8,7 +8,7 @@ the API objects.
 
 (The client's ``kubernetes.informer.SharedInformer`` is thread-based, works with the
 synchronous client and keeps whole model objects, ~37 KB per Job; this service runs on one
-asyncio loop and keeps ~1.5 KB per job.)
+asyncio loop and keeps ~1.1 KB per job: bench/cache.py.)
 """
 
 from __future__ import annotations
