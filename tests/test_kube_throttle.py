@@ -240,10 +240,12 @@ def test_burst_of_schedules_is_paced(emulator: EmulatorThread, throttled: Servic
     )
     assert len(posts) == n
     # Token bucket: in every window, at most burst + qps * its length. The emulator sees arrival
-    # times, which differ from send times by the request's own latency: 50 ms of slack for that.
+    # times, which differ from send times by the request's own latency, and on a loaded machine
+    # (the suite runs in parallel) requests sent apart can arrive together: 150 ms of slack
+    # (3 tokens) for that; an unpaced burst of 40 would still break it, and the total below.
     for i in range(n):
         for j in range(i, n):
-            assert j - i + 1 <= burst + qps * (posts[j] - posts[i] + 0.05), (i, j, posts[j] - posts[i])
+            assert j - i + 1 <= burst + qps * (posts[j] - posts[i] + 0.15), (i, j, posts[j] - posts[i])
     # ... and it was paced, not refused: all succeeded, in about (n - burst) / qps seconds.
     assert posts[-1] - posts[0] >= (n - burst) / qps - 0.1
     assert took < (n - burst) / qps + 2.0
