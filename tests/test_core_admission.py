@@ -14,16 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobscheduler.core.admission import QueueBook, QueueConfigError, parse_queues, ready_at, waiting_phase
+from jobscheduler.core.annotations import start_after
 from jobscheduler.core.auth import Caller
 from jobscheduler.core.dependencies import DependencyState, dependency_state
 from jobscheduler.core.errors import InvalidArgument
 from jobscheduler.core.index import JobIndex
-from jobscheduler.core.manifests import (
-    ADMISSION_ANNOTATION,
-    ADMISSION_STATES_BY_PHASE,
-    JobDefaults,
-    start_after,
-)
+from jobscheduler.core.manifests import ADMISSION_ANNOTATION, ADMISSION_STATES_BY_PHASE, JobDefaults
 from jobscheduler.core.model import JobPhase, JobRecord, ScheduleRequest
 from jobscheduler.core.retries import retry_job_id
 from jobscheduler.core.service import JobService, request_job_id

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pod_security import check_object
 from test_pod_security import MUTATIONS
 
+from jobscheduler.core.annotations import held_failure, held_phase, record_fields, start_after
 from jobscheduler.core.errors import BackendError
 from jobscheduler.core.limits import ImagePolicy
 from jobscheduler.core.manifests import (
@@ -34,11 +35,7 @@ from jobscheduler.core.manifests import (
     START_AFTER_ANNOTATION,
     JobDefaults,
     RenderContext,
-    held_failure,
-    held_phase,
     job_manifest,
-    record_fields,
-    start_after,
     validate_job_manifest,
 )
 from jobscheduler.core.model import JobPhase, JobRecord, Priority

@@ -16,6 +16,7 @@ from pod_security import check_object
 from test_pod_security import EXAMPLES, K8S_VERSION, REGISTRY
 
 from jobscheduler.api.convert import schedule_request
+from jobscheduler.core.annotations import record_fields
 from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.manifests import (
     ADMISSION_ANNOTATION,
@@ -25,7 +26,6 @@ from jobscheduler.core.manifests import (
     REQUEST_ANNOTATION,
     SCHEDULE_LABEL,
     JobDefaults,
-    record_fields,
 )
 from jobscheduler.core.model import Priority, ScheduleRequest
 from jobscheduler.core.naming import dns1123_label_problem

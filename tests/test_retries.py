@@ -13,10 +13,11 @@ import kubernetes_validate
 import pytest
 from pod_security import check_object
 
+from jobscheduler.core.annotations import origin_metadata, record_fields
 from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.limits import ImagePolicy
-from jobscheduler.core.manifests import REQUEST_ANNOTATION, JobDefaults, origin_metadata, record_fields
+from jobscheduler.core.manifests import REQUEST_ANNOTATION, JobDefaults
 from jobscheduler.core.model import JobOrigin, JobPhase, JobRecord, Priority, ScheduleRequest
 from jobscheduler.core.ports import JobBackend
 from jobscheduler.core.requests import check_manifest, parse_work, render_request

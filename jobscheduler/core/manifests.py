@@ -7,7 +7,6 @@ security context.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from typing import Any, Final
 
 from jobscheduler.core.errors import BackendError
 from jobscheduler.core.limits import ImagePolicy
-from jobscheduler.core.model import DEFAULT_QUEUE, JobOrigin, JobPhase, Priority
+from jobscheduler.core.model import JobPhase
 from jobscheduler.core.naming import dns1123_label_problem, label_key_problem, label_value_problem
 from jobscheduler.core.podpolicy import RESTRICTED_CONTAINER_SECURITY_CONTEXT, pod_template_problems
 
@@ -287,25 +286,6 @@ ADMISSION_STATES_BY_PHASE: Final[Mapping[JobPhase, str]] = {
     JobPhase.SCHEDULED: "scheduled",
     JobPhase.WAITING: "waiting",
 }
-_PHASES_BY_ADMISSION_STATE: Final = {v: k for k, v in ADMISSION_STATES_BY_PHASE.items()}
-
-
-def held_phase(annotations: Mapping[str, Any]) -> JobPhase | None:
-    """The phase a held (suspended, never started) job reports, from its admission annotation;
-    a job from before admission states with a start time is SCHEDULED; None: not held by us."""
-    state = annotations.get(ADMISSION_ANNOTATION)
-    if state is not None:
-        return _PHASES_BY_ADMISSION_STATE.get(str(state))
-    return JobPhase.SCHEDULED if annotations.get(START_AFTER_ANNOTATION) else None
-
-
-def held_message(phase: JobPhase, fields: Mapping[str, Any]) -> str:
-    """What a held job's status message says it waits for."""
-    if phase is JobPhase.SCHEDULED and fields.get("start_after") is not None:
-        return f"Job is scheduled to start at {format_time(fields['start_after'])}"
-    if phase is JobPhase.WAITING:
-        return "Job is waiting for its dependencies to succeed: " + ", ".join(fields.get("depends_on") or ())
-    return f"Job is queued in {fields.get('queue')!r}, waiting for room to run"
 
 
 def format_time(value: datetime) -> str:
@@ -315,109 +295,3 @@ def format_time(value: datetime) -> str:
 def format_precise_time(value: datetime) -> str:
     """RFC 3339 with microseconds (orders submissions within a second)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def start_after(annotations: Mapping[str, Any]) -> datetime | None:
-    """The start-after annotation's time (None when absent or malformed)."""
-    return _annotation_time(annotations, START_AFTER_ANNOTATION)
-
-
-def _annotation_time(annotations: Mapping[str, Any], key: str) -> datetime | None:
-    raw = annotations.get(key)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        # Naive or out of range once in UTC (e.g. year 1 at +01:00): as malformed.
-        return value.astimezone(UTC) if value.tzinfo is not None else None
-    except (ValueError, OverflowError):
-        return None
-
-
-def record_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
-    """The JobRecord fields every backend reads back from a Job's annotations: owner, request
-    id and digest, the retry policy and link, and the scheduled start."""
-    return {
-        # Interned: many jobs share an owner, and the cache holds every job.
-        "owner": sys.intern(str(annotations.get(OWNER_ANNOTATION, ""))),
-        "request_id": str(annotations.get(REQUEST_ID_ANNOTATION, "")),
-        "request_hash": str(annotations.get(REQUEST_HASH_ANNOTATION, "")),
-        "start_after": start_after(annotations),
-        **_retry_fields(annotations),
-        **_admission_fields(annotations),
-        **_origin_fields(annotations),
-    }
-
-
-def origin_metadata(origin: JobOrigin) -> tuple[dict[str, str], dict[str, str]]:
-    """(labels, annotations) that record ``origin`` on a Job; read back by record_fields."""
-    labels: dict[str, str] = {}
-    annotations: dict[str, str] = {}
-    if origin.schedule:
-        labels[SCHEDULE_LABEL] = annotations[SCHEDULE_ANNOTATION] = origin.schedule
-    if origin.scheduled_at is not None:
-        annotations[SCHEDULED_AT_ANNOTATION] = format_time(origin.scheduled_at)
-    if origin.template:
-        labels[TEMPLATE_LABEL] = annotations[TEMPLATE_ANNOTATION] = origin.template
-        annotations[TEMPLATE_VERSION_ANNOTATION] = str(origin.template_version)
-    if origin.rerun_of:
-        labels[RERUN_OF_LABEL] = annotations[RERUN_OF_ANNOTATION] = origin.rerun_of
-    return labels, annotations
-
-
-def _origin_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
-    """Where the job came from: its schedule (and when it was due), template, rerun link."""
-    version = str(annotations.get(TEMPLATE_VERSION_ANNOTATION, ""))
-    return {
-        "schedule": sys.intern(str(annotations.get(SCHEDULE_ANNOTATION, ""))),
-        "scheduled_at": _annotation_time(annotations, SCHEDULED_AT_ANNOTATION)
-        or _annotation_time(annotations, CRONJOB_SCHEDULED_ANNOTATION),
-        "template": sys.intern(str(annotations.get(TEMPLATE_ANNOTATION, ""))),
-        "template_version": int(version)
-        if version.isascii() and version.isdigit() and len(version) <= _MAX_NUMBER_DIGITS
-        else 0,
-        "rerun_of": str(annotations.get(RERUN_OF_ANNOTATION, "")),
-    }
-
-
-_PRIORITIES: Final = {p.name: p for p in Priority}
-
-
-def _admission_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
-    """The JobRecord admission fields (queue, priority, dependencies, submit and admit times)."""
-    raw_deps = str(annotations.get(DEPENDS_ON_ANNOTATION) or "")
-    return {
-        "queue": sys.intern(str(annotations.get(QUEUE_ANNOTATION) or DEFAULT_QUEUE)),
-        "priority": _PRIORITIES.get(str(annotations.get(PRIORITY_ANNOTATION) or ""), Priority.NORMAL),
-        "depends_on": tuple(d for d in raw_deps.split(",") if d),
-        "enqueued_at": _annotation_time(annotations, ENQUEUED_AT_ANNOTATION),
-        "admitted_at": _annotation_time(annotations, ADMITTED_AT_ANNOTATION),
-    }
-
-
-def held_failure(annotations: Mapping[str, Any]) -> tuple[str, str, datetime | None] | None:
-    """(reason, message, when) of a held job the admission loop failed (a dependency), or None."""
-    reason = annotations.get(FAILURE_REASON_ANNOTATION)
-    if not reason:
-        return None
-    message = str(annotations.get(FAILURE_MESSAGE_ANNOTATION) or reason)
-    return str(reason), message, _annotation_time(annotations, FAILED_AT_ANNOTATION)
-
-
-_MAX_NUMBER_DIGITS: Final = 9
-
-
-def _retry_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:
-    """The JobRecord retry fields from a Job's annotations (malformed numbers read as 0)."""
-
-    def number(key: str) -> int:
-        raw = str(annotations.get(key, ""))
-        # ASCII digits only, and few of them: int() would take "-3", "1_0", "١٢" and 4,000 digits.
-        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= _MAX_NUMBER_DIGITS else 0
-
-    return {
-        "retry_of": str(annotations.get(RETRY_OF_ANNOTATION, "")),
-        "retry_number": number(RETRY_NUMBER_ANNOTATION),
-        "max_retries": number(MAX_RETRIES_ANNOTATION),
-        "retry_backoff_seconds": number(RETRY_BACKOFF_ANNOTATION),
-    }

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from jobscheduler.core.annotations import origin_metadata
 from jobscheduler.core.controllers import DueController
 from jobscheduler.core.errors import AlreadyExists, BackendError, InvalidArgument, NotFound
 from jobscheduler.core.index import JobIndex
@@ -32,7 +33,6 @@ from jobscheduler.core.manifests import (
     RETRY_OF_LABEL,
     JobDefaults,
     format_precise_time,
-    origin_metadata,
 )
 from jobscheduler.core.model import JobOrigin, JobPhase, JobRecord
 from jobscheduler.core.naming import derived_job_id

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from jobscheduler.core.admission import QueueBook, parse_queues, waiting_phase
+from jobscheduler.core.annotations import origin_metadata
 from jobscheduler.core.auth import ANONYMOUS, Caller
 from jobscheduler.core.errors import (
     AlreadyExists,
@@ -29,7 +30,6 @@ from jobscheduler.core.manifests import (
     START_AFTER_ANNOTATION,
     JobDefaults,
     format_precise_time,
-    origin_metadata,
 )
 from jobscheduler.core.model import (
     DEFAULT_QUEUE,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from jobscheduler.core.annotations import held_failure, held_message, held_phase, record_fields
 from jobscheduler.core.labels import compact_labels
 from jobscheduler.core.manifests import (
     CANCEL_REASON_ANNOTATION,
@@ -19,10 +20,6 @@ from jobscheduler.core.manifests import (
     JOB_TYPE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    held_failure,
-    held_message,
-    held_phase,
-    record_fields,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
 from jobscheduler.core.schedules.cronjob import JOB_NAME_POD_LABEL

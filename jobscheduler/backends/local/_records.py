@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from jobscheduler.backends.local._store import JobRow
-from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION, record_fields
+from jobscheduler.core.annotations import record_fields
+from jobscheduler.core.manifests import JOB_NAME_ANNOTATION, JOB_TYPE_ANNOTATION
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord, format_indexes
 
 #: An attempt's reason when a podFailurePolicy FailIndex rule matched its exit code.

@@ -37,6 +37,7 @@ from jobscheduler.backends.local._store import JobRow, Store, now
 from jobscheduler.backends.local._supervisor import Supervisor, runs_callers_command
 from jobscheduler.backends.local._templates import LocalTemplates
 from jobscheduler.backends.local._ttl import TtlSweeper, ttl_seconds
+from jobscheduler.core.annotations import held_message, held_phase, record_fields
 from jobscheduler.core.errors import (
     AlreadyExists,
     BackendError,
@@ -54,9 +55,6 @@ from jobscheduler.core.manifests import (
     FAILURE_MESSAGE_ANNOTATION,
     FAILURE_REASON_ANNOTATION,
     format_precise_time,
-    held_message,
-    held_phase,
-    record_fields,
 )
 from jobscheduler.core.model import JobPhase, JobRecord, LogLine
 from jobscheduler.logs import get_logger
