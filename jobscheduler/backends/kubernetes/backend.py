@@ -35,6 +35,7 @@ from jobscheduler.backends.kubernetes._informer import (
     version_number,
     watch_event,
 )
+from jobscheduler.backends.kubernetes._logs import pod_logs
 from jobscheduler.backends.kubernetes._status import (
     PodSummary,
     is_managed,
@@ -43,7 +44,7 @@ from jobscheduler.backends.kubernetes._status import (
     with_pods,
 )
 from jobscheduler.backends.kubernetes._templates import KubeTemplates
-from jobscheduler.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from jobscheduler.core.errors import FailedPrecondition, NotFound, Unavailable
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.manifests import (
     ADMISSION_ANNOTATION,
@@ -54,11 +55,9 @@ from jobscheduler.core.manifests import (
     FAILED_AT_ANNOTATION,
     FAILURE_MESSAGE_ANNOTATION,
     FAILURE_REASON_ANNOTATION,
-    MANAGED_SELECTOR,
     format_precise_time,
 )
 from jobscheduler.core.model import JobPhase, JobRecord, LogLine
-from jobscheduler.core.schedules.cronjob import JOB_NAME_POD_LABEL
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.kubernetes")
@@ -376,47 +375,19 @@ class KubernetesBackend:
         if (reason := self.lag()) is not None:
             raise Unavailable(reason)
 
-    async def logs(
+    def logs(
         self, record: JobRecord, *, follow: bool, tail_lines: int, attempt: int
     ) -> AsyncIterator[LogLine]:
-        pods = tuple(sorted(self._pods.get(record.job_id, {}).values(), key=lambda p: (p.created, p.name)))
-        if not pods:
-            pods = await self._list_pods(record.job_id)
-        if not pods:
-            raise FailedPrecondition(f"job {record.job_id} has no pod yet; its logs appear once one starts")
-        if attempt > len(pods):
-            raise InvalidArgument.field("attempt", f"job {record.job_id} has {len(pods)} pod(s)")
-        number = attempt or len(pods)
-        pod = pods[number - 1]
-        query = [("follow", "true" if follow else "false")]
-        if tail_lines:
-            query.append(("tailLines", str(tail_lines)))
-        call = Call(verb="get", resource="pods/log", namespace=self.namespace, name=pod.name)
-        pending = b""
-        try:
-            async for chunk in self._api.stream(
-                f"{self._pods_path}/{pod.name}/log", call, query=query, read_timeout=3600
-            ):
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield LogLine(line.decode("utf-8", "replace"), number, pod.name)
-        except InvalidArgument as exc:  # 400: e.g. 'container "timer" ... is waiting to start'
-            raise FailedPrecondition(f"logs of pod {pod.name} are not available yet: {exc.message}") from None
-        if pending:
-            yield LogLine(pending.decode("utf-8", "replace"), number, pod.name)
-
-    async def _list_pods(self, job_id: str) -> tuple[PodSummary, ...]:
-        call = Call(verb="list", resource=PODS, namespace=self.namespace)
-        pods: list[PodSummary] = []
-        # A Job a schedule's CronJob made has no job-id label: its pods carry the Job's name.
-        for label in ("jobscheduler.io/job-id", JOB_NAME_POD_LABEL):
-            selector = f"{MANAGED_SELECTOR},{label}={job_id}"
-            page = await self._api.request("GET", self._pods_path, call, query=[("labelSelector", selector)])
-            pods = [p for item in page.get("items") or () if (p := pod_summary(item)) and p.job_id == job_id]
-            if pods:
-                break
-        return tuple(sorted(pods, key=lambda p: (p.created, p.name)))
+        known = tuple(sorted(self._pods.get(record.job_id, {}).values(), key=lambda p: (p.created, p.name)))
+        return pod_logs(
+            self._api,
+            self.namespace,
+            record.job_id,
+            known,
+            follow=follow,
+            tail_lines=tail_lines,
+            attempt=attempt,
+        )
 
     async def close(self) -> None:
         for task in self._tasks:
