@@ -1,16 +1,13 @@
 """The schedule RPCs (CreateSchedule ... TriggerSchedule): decode, call the core, encode.
 
-Mixed into :class:`jobscheduler.api.servicer.JobSchedulerServicer`. The ScheduleService is
-attached to the servicer's JobService by the composition root (:func:`attach`); without one
-(a server built without schedules) every RPC answers UNIMPLEMENTED.
+Mixed into :class:`jobscheduler.api.servicer.JobSchedulerServicer`, which is given the
+ScheduleService by the composition root; without one (a backend without a schedule store)
+every RPC answers UNIMPLEMENTED.
 """
 
 from __future__ import annotations
 
-import functools
-import weakref
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -18,53 +15,30 @@ from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.api import convert
 from jobscheduler.api import convert_schedules as sconvert
 from jobscheduler.api.context import log_field
+from jobscheduler.api.guard import guarded
 from jobscheduler.core.auth import Caller
 from jobscheduler.core.schedules.service import ScheduleService
 from jobscheduler.core.service import JobService
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-_ATTACHED: weakref.WeakKeyDictionary[JobService, ScheduleService] = weakref.WeakKeyDictionary()
-
-
-def attach(jobs: JobService, schedules: ScheduleService) -> None:
-    """Serve ``schedules`` from every servicer built on ``jobs``."""
-    _ATTACHED[jobs] = schedules
-
-
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
-
-
-def _guard(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """The servicer's ``_guarded`` (errors to status codes), looked up when called: the servicer
-    module imports this one."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-        from jobscheduler.api.servicer import _guarded
-
-        return await _guarded(method)(self, request, context)
-
-    return wrapper
-
 
 class ScheduleRpcs:
-    """The six schedule RPCs; ``_service``, ``_caller`` and ``_guarded`` are the servicer's."""
+    """The six schedule RPCs; ``_service``, ``_schedule_service`` and ``_caller`` are the servicer's."""
 
     _service: JobService
+    _schedule_service: ScheduleService | None
 
     async def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         raise NotImplementedError  # pragma: no cover (the servicer's)
 
     async def _schedules(self, context: grpc.aio.ServicerContext[Any, Any]) -> tuple[ScheduleService, Caller]:
-        service = _ATTACHED.get(self._service)
+        service = self._schedule_service
         if service is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "schedules are not available on this server")
         caller = await self._caller(context)
         assert service is not None
         return service, caller
 
-    @_guard
+    @guarded
     async def CreateSchedule(
         self, request: pb.CreateScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Schedule:
@@ -72,7 +46,7 @@ class ScheduleRpcs:
         service, caller = await self._schedules(context)
         return sconvert.schedule(await service.create(sconvert.spec(request), caller))
 
-    @_guard
+    @guarded
     async def GetSchedule(
         self, request: pb.GetScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Schedule:
@@ -80,7 +54,7 @@ class ScheduleRpcs:
         service, caller = await self._schedules(context)
         return sconvert.schedule(await service.get(request.name, caller))
 
-    @_guard
+    @guarded
     async def ListSchedules(
         self, request: pb.ListSchedulesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListSchedulesResponse:
@@ -96,7 +70,7 @@ class ScheduleRpcs:
             schedules=[sconvert.schedule(v) for v in views], next_page_token=token
         )
 
-    @_guard
+    @guarded
     async def UpdateSchedule(
         self, request: pb.UpdateScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.Schedule:
@@ -104,7 +78,7 @@ class ScheduleRpcs:
         service, caller = await self._schedules(context)
         return sconvert.schedule(await service.update(request.name, sconvert.changes(request), caller))
 
-    @_guard
+    @guarded
     async def DeleteSchedule(
         self, request: pb.DeleteScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeleteScheduleResponse:
@@ -113,7 +87,7 @@ class ScheduleRpcs:
         view, cancelled = await service.delete(request.name, caller, cancel_jobs=request.cancel_jobs)
         return pb.DeleteScheduleResponse(schedule=sconvert.schedule(view), cancelled_job_ids=list(cancelled))
 
-    @_guard
+    @guarded
     async def TriggerSchedule(
         self, request: pb.TriggerScheduleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.TriggerScheduleResponse:

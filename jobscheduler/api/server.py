@@ -17,6 +17,7 @@ from jobscheduler.api.interceptors import ObservabilityInterceptor
 from jobscheduler.api.servicer import JobSchedulerServicer
 from jobscheduler.core.auth import Authenticator
 from jobscheduler.core.limits import RateLimiter, StreamSlots
+from jobscheduler.core.schedules.service import ScheduleService
 from jobscheduler.core.service import JobService
 
 SERVICE_NAME: Final = pb.DESCRIPTOR.services_by_name["JobScheduler"].full_name
@@ -85,6 +86,7 @@ def build_server(
     limiter: RateLimiter | None = None,
     streams: StreamSlots | None = None,
     auth_failures: RateLimiter | None = None,
+    schedules: ScheduleService | None = None,
 ) -> grpc.aio.Server:
     """A server with every service added and no port bound yet (``add_insecure_port``, then ``start``)."""
     options = [
@@ -100,7 +102,7 @@ def build_server(
     # (an undecodable request body is INVALID_ARGUMENT, not grpc's UNKNOWN: the interceptor
     # decodes each request itself, for every service on the port)
     pb_grpc.add_JobSchedulerServicer_to_server(
-        JobSchedulerServicer(service, authenticator, limiter, streams, auth_failures),
+        JobSchedulerServicer(service, authenticator, limiter, streams, auth_failures, schedules),
         _PassThrough(server),  # type: ignore[arg-type]  # (only the two methods the generated code calls)
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)

@@ -2,85 +2,32 @@
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import nullcontext
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
-from jobscheduler import metrics, tracing
+from jobscheduler import tracing
 from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc
 from jobscheduler.api import convert, jobbytes
 from jobscheduler.api.auth import credentials, peer_address
-from jobscheduler.api.context import current_request_id, log_field
-from jobscheduler.api.errors import internal_status, to_status
+from jobscheduler.api.context import log_field
+from jobscheduler.api.guard import guarded, guarded_stream
 from jobscheduler.api.schedules import ScheduleRpcs
 from jobscheduler.api.schemas import message_schema
 from jobscheduler.api.templates import TemplateRpcs
 from jobscheduler.core.auth import AllowAll, Authenticator, Caller, token_digest
-from jobscheduler.core.errors import JobSchedulerError
 from jobscheduler.core.limits import RateLimiter, StreamSlots
 from jobscheduler.core.registry import JobHandler
+from jobscheduler.core.schedules.service import ScheduleService
 from jobscheduler.core.service import JobService
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.api")
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
-
-
-def _guarded(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """Turn our errors into their status codes, and anything else into INTERNAL without a traceback."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
-        try:
-            return await method(self, request, context)
-        except JobSchedulerError as exc:
-            log_field(error=exc.message)
-            status = to_status(exc)
-        except Exception:
-            log.exception("unhandled error", method=method.__name__)
-            status = internal_status(current_request_id())
-        await context.abort(status.code, status.details, status.trailing_metadata)
-
-    return wrapper
-
-
-StreamHandler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Resp]]
-
-
-def _guarded_stream(method: StreamHandler[Req, Resp]) -> StreamHandler[Req, Resp]:
-    """``_guarded`` for server-streaming methods; also counts open streams."""
-    name = method.__name__
-
-    @functools.wraps(method)
-    async def wrapper(
-        self: Any, request: Req, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Resp]:
-        metrics.OPEN_STREAMS.labels(name).inc()
-        try:
-            try:
-                async for item in method(self, request, context):
-                    yield item
-                return
-            except JobSchedulerError as exc:
-                log_field(error=exc.message)
-                status = to_status(exc)
-            except Exception:
-                log.exception("unhandled error", method=name)
-                status = internal_status(current_request_id())
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        finally:
-            metrics.OPEN_STREAMS.labels(name).dec()
-
-    return wrapper
 
 
 class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServicer):
@@ -91,8 +38,11 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
         limiter: RateLimiter | None = None,
         streams: StreamSlots | None = None,
         auth_failures: RateLimiter | None = None,
+        schedules: ScheduleService | None = None,
     ) -> None:
         self._service = service
+        #: The schedule RPCs' service (None: they answer UNIMPLEMENTED).
+        self._schedule_service = schedules
         self._authenticator: Authenticator = authenticator or AllowAll()
         self._limiter = limiter or RateLimiter(0, 1)
         self._streams = streams or StreamSlots(0, 0)
@@ -130,7 +80,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
         self._limiter.acquire(caller.identity)
         return caller
 
-    @_guarded
+    @guarded
     async def ScheduleJob(
         self, request: pb.ScheduleJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ScheduleJobResponse:
@@ -141,7 +91,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
         log_field(job_id=record.job_id, job_type=record.type)
         return pb.ScheduleJobResponse(job_id=record.job_id, job=convert.job_message(record))
 
-    @_guarded
+    @guarded
     async def GetJobStatus(  # type: ignore[override]  # a serialised answer, sent as it is (server.py)
         self, request: pb.GetJobStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
@@ -150,7 +100,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
         record = await self._service.get(request.job_id, caller)
         return jobbytes.JOBS.get_response(record)
 
-    @_guarded
+    @guarded
     async def ListJobs(  # type: ignore[override]  # a serialised answer, sent as it is (server.py)
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> bytes:
@@ -161,7 +111,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
         # (each job's encoding is cached per record version: api/jobbytes.py)
         return jobbytes.JOBS.list_response(page.records, page.next_page_token, page.resume_token)
 
-    @_guarded
+    @guarded
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelJobResponse:
@@ -170,7 +120,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
         record = await self._service.cancel(request.job_id, request.reason, caller)
         return pb.CancelJobResponse(job=convert.job_message(record))
 
-    @_guarded
+    @guarded
     async def ListQueues(
         self, request: pb.ListQueuesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListQueuesResponse:
@@ -181,7 +131,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
             queues=[convert.queue_status(q, now) for q in self._service.queues_status()]
         )
 
-    @_guarded
+    @guarded
     async def ListJobTypes(
         self, request: pb.ListJobTypesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListJobTypesResponse:
@@ -202,7 +152,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
             ]
         )
 
-    @_guarded_stream
+    @guarded_stream
     async def WatchJob(  # type: ignore[override]  # serialised JobEvents, sent as they are (server.py)
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
@@ -212,7 +162,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
             async for event in self._service.watch_job(request.job_id, caller):
                 yield convert.job_event_bytes(event, self._service.index)
 
-    @_guarded_stream
+    @guarded_stream
     async def WatchJobs(  # type: ignore[override]  # serialised JobEvents, sent as they are (server.py)
         self, request: pb.WatchJobsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[bytes]:
@@ -223,7 +173,7 @@ class JobSchedulerServicer(ScheduleRpcs, TemplateRpcs, pb_grpc.JobSchedulerServi
             async for event in self._service.watch_jobs(job_filter, request.resume_token, caller):
                 yield convert.job_event_bytes(event, index)
 
-    @_guarded_stream
+    @guarded_stream
     async def GetJobLogs(
         self, request: pb.GetJobLogsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.LogLine]:

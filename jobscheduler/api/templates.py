@@ -6,9 +6,8 @@ Mixed into :class:`jobscheduler.api.servicer.JobSchedulerServicer`.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
@@ -17,27 +16,12 @@ from jobscheduler._generated import jobscheduler_pb2 as pb
 from jobscheduler.api import convert
 from jobscheduler.api.context import log_field
 from jobscheduler.api.convert_templates import optional_job, template_message
+from jobscheduler.api.guard import guarded
 from jobscheduler.core.auth import Caller
 from jobscheduler.core.service import JobService
 from jobscheduler.core.templates import JobTemplates
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Handler = Callable[[Any, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def _guard(method: Handler[Req, Resp]) -> Handler[Req, Resp]:
-    """The servicer's ``_guarded`` (errors to status codes), looked up when called: the servicer
-    module imports this one."""
-
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Req, context: Context) -> Resp:
-        from jobscheduler.api.servicer import _guarded
-
-        return await _guarded(method)(self, request, context)
-
-    return wrapper
 
 
 class TemplateRpcs:
@@ -47,7 +31,7 @@ class TemplateRpcs:
     def _templates(self) -> JobTemplates:
         return self._service.require_templates()
 
-    @_guard
+    @guarded
     async def CreateJobTemplate(
         self, request: pb.CreateJobTemplateRequest, context: Context
     ) -> pb.JobTemplate:
@@ -58,12 +42,12 @@ class TemplateRpcs:
         log_field(template=template.stored.name)
         return template_message(template)
 
-    @_guard
+    @guarded
     async def GetJobTemplate(self, request: pb.GetJobTemplateRequest, context: Context) -> pb.JobTemplate:
         caller = await self._caller(context)
         return template_message(await self._templates().get(request.name, request.version, caller))
 
-    @_guard
+    @guarded
     async def ListJobTemplates(
         self, request: pb.ListJobTemplatesRequest, context: Context
     ) -> pb.ListJobTemplatesResponse:
@@ -78,7 +62,7 @@ class TemplateRpcs:
             templates=[template_message(t) for t in templates], next_page_token=token
         )
 
-    @_guard
+    @guarded
     async def UpdateJobTemplate(
         self, request: pb.UpdateJobTemplateRequest, context: Context
     ) -> pb.JobTemplate:
@@ -88,7 +72,7 @@ class TemplateRpcs:
         log_field(template=template.stored.name)
         return template_message(template)
 
-    @_guard
+    @guarded
     async def DeleteJobTemplate(
         self, request: pb.DeleteJobTemplateRequest, context: Context
     ) -> pb.DeleteJobTemplateResponse:
@@ -96,7 +80,7 @@ class TemplateRpcs:
         deleted = await self._templates().delete(request.name, caller)
         return pb.DeleteJobTemplateResponse(name=request.name, versions=deleted)
 
-    @_guard
+    @guarded
     async def RerunJob(self, request: pb.RerunJobRequest, context: Context) -> pb.RerunJobResponse:
         log_field(job_id=request.job_id[:64])  # logged before it is validated: bounded
         caller = await self._caller(context)

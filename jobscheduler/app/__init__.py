@@ -145,6 +145,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         on_created=metrics.count_scheduled,
         on_cancelled=metrics.count_cancelled,
     )
+    schedules, schedule_loops = build_schedules(settings, backend, service)
     server = build_server(
         service,
         health,
@@ -153,9 +154,10 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         limiter=rate_limiter(settings),
         streams=StreamSlots(settings.max_streams_per_caller, settings.max_streams),
         auth_failures=RateLimiter(settings.auth_failure_rps, settings.auth_failure_burst),
+        schedules=schedules,
     )
     controllers: list[Controller] = [*build_controllers(settings, backend, index, book, registry)]
-    controllers.extend(build_schedules(settings, backend, service))
+    controllers.extend(schedule_loops)
     return Assembly(service, authenticator, server, controllers, book)
 
 
