@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from jobscheduler.core.manifests import (
@@ -37,6 +37,7 @@ from jobscheduler.core.manifests import (
     TEMPLATE_LABEL,
     TEMPLATE_VERSION_ANNOTATION,
     format_time,
+    parse_time,
 )
 from jobscheduler.core.model import DEFAULT_QUEUE, JobOrigin, JobPhase, Priority
 
@@ -67,15 +68,7 @@ def start_after(annotations: Mapping[str, Any]) -> datetime | None:
 
 
 def _annotation_time(annotations: Mapping[str, Any], key: str) -> datetime | None:
-    raw = annotations.get(key)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-        # Naive or out of range once in UTC (e.g. year 1 at +01:00): as malformed.
-        return value.astimezone(UTC) if value.tzinfo is not None else None
-    except (ValueError, OverflowError):
-        return None
+    return parse_time(annotations.get(key))
 
 
 def record_fields(annotations: Mapping[str, Any]) -> dict[str, Any]:

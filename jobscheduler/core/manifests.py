@@ -295,3 +295,19 @@ def format_time(value: datetime) -> str:
 def format_precise_time(value: datetime) -> str:
     """RFC 3339 with microseconds (orders submissions within a second)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+#: An RFC 3339 time is ~30 characters; anything much longer is not one (and is not parsed).
+_MAX_TIME_CHARS: Final = 64
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An RFC 3339 time as an aware UTC datetime; None if absent or malformed: not a string,
+    no time zone (e.g. "20261127"), or out of range in UTC (year 1 at +01:00, year 9999 at -01:00)."""
+    if not isinstance(value, str) or not value or len(value) > _MAX_TIME_CHARS:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+        return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):
+        return None

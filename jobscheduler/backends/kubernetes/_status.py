@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from jobscheduler.core.annotations import held_failure, held_message, held_phase, record_fields
@@ -20,6 +20,7 @@ from jobscheduler.core.manifests import (
     JOB_TYPE_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    parse_time,
 )
 from jobscheduler.core.model import JobCondition, JobPhase, JobRecord
 from jobscheduler.core.schedules.cronjob import JOB_NAME_POD_LABEL
@@ -36,23 +37,11 @@ def is_managed(job: Mapping[str, Any]) -> bool:
     return bool(labels.get(MANAGED_BY_LABEL) == MANAGED_BY)
 
 
-#: Longer than any RFC 3339 time: not looked at.
+#: How much of a malformed time a warning quotes.
 _MAX_TIME_CHARS = 64
 #: (job, annotation, value) already warned about, so a bad annotation is logged once, not per event.
 _WARNED: set[tuple[str, str, str]] = set()
 _MAX_WARNED = 1000
-
-
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 time as an aware UTC datetime; None if absent or malformed: not a string,
-    no time zone (e.g. "20261127"), or out of range in UTC (year 1 at +01:00, year 9999 at -01:00)."""
-    if not isinstance(value, str) or not value or len(value) > _MAX_TIME_CHARS:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-        return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
-    except (ValueError, OverflowError):
-        return None
 
 
 def annotation_time(job_id: str, annotations: Mapping[str, Any], key: str) -> datetime | None:

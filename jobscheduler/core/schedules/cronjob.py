@@ -47,6 +47,7 @@ from jobscheduler.core.manifests import (
     TEMPLATE_ANNOTATION,
     TEMPLATE_VERSION_ANNOTATION,
     format_precise_time,
+    parse_time,
 )
 from jobscheduler.core.model import JobPhase
 from jobscheduler.core.naming import (
@@ -275,7 +276,7 @@ def schedule_from_cronjob(cronjob: Mapping[str, Any]) -> Schedule:
     zone = str(spec.get("timeZone") or "")
     if zone == UTC_ZONE and annotations.get(TIME_ZONE_ANNOTATION) == "":
         zone = ""
-    created = _time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
+    created = parse_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
     policy = {p.value: p for p in ConcurrencyPolicy}.get(
         str(spec.get("concurrencyPolicy")), ConcurrencyPolicy.ALLOW
     )
@@ -299,12 +300,12 @@ def schedule_from_cronjob(cronjob: Mapping[str, Any]) -> Schedule:
         ),
         owner=str(annotations.get(OWNER_ANNOTATION) or ""),
         created_at=created,
-        updated_at=_time(annotations.get(UPDATED_AT_ANNOTATION)) or created,
+        updated_at=parse_time(annotations.get(UPDATED_AT_ANNOTATION)) or created,
         status=ScheduleStatus(
-            last_schedule_time=_time(status.get("lastScheduleTime")),
-            last_successful_time=_time(status.get("lastSuccessfulTime")),
+            last_schedule_time=parse_time(status.get("lastScheduleTime")),
+            last_successful_time=parse_time(status.get("lastSuccessfulTime")),
             missed_runs=_count(annotations.get(MISSED_RUNS_ANNOTATION)),
-            last_missed_time=_time(annotations.get(LAST_MISSED_ANNOTATION)),
+            last_missed_time=parse_time(annotations.get(LAST_MISSED_ANNOTATION)),
             skipped_runs=_count(annotations.get(SKIPPED_RUNS_ANNOTATION)),
         ),
     )
@@ -318,16 +319,6 @@ def active_job_names(cronjob: Mapping[str, Any]) -> tuple[str, ...]:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value or len(value) > 64:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-        return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
-    except (ValueError, OverflowError):
-        return None
 
 
 def _int(value: Any, default: int) -> int:
