@@ -157,9 +157,14 @@ def _ambiguous(naive: datetime, zone: tzinfo) -> bool:
     return naive.replace(tzinfo=zone, fold=0).utcoffset() != naive.replace(tzinfo=zone, fold=1).utcoffset()
 
 
+#: Files of the zone directory that are not IANA zones: the host's own zone (a link to whatever
+#: zone that machine is set to: the server's and the CronJob controller's differ) and tzcode's.
+_NOT_ZONES: Final = frozenset({"localtime", "posixrules", "posix", "right"})
+
+
 @cache
 def _zone_names() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(n for n in zoneinfo.available_timezones() if n.split("/")[0] not in _NOT_ZONES)
 
 
 def parse_zone(name: str) -> tzinfo:
