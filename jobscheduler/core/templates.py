@@ -114,14 +114,21 @@ def _check_name(name: str, field: str = "name") -> None:
         raise InvalidArgument.field(field, problem)
 
 
-def _check_description(description: str) -> None:
+def description_problem(description: str) -> str | None:
+    """What is wrong with a template's or a schedule's description, if anything."""
     if (
         len(description) > MAX_DESCRIPTION_BYTES
         or len(description.encode(errors="replace")) > MAX_DESCRIPTION_BYTES
     ):
-        raise InvalidArgument.field("description", f"must be at most {MAX_DESCRIPTION_BYTES} bytes")
+        return f"must be at most {MAX_DESCRIPTION_BYTES} bytes"
     if any(not (ch.isprintable() or ch in "\n\t") for ch in description):
-        raise InvalidArgument.field("description", "must not contain control characters")
+        return "must not contain control characters"
+    return None
+
+
+def _check_description(description: str) -> None:
+    if (problem := description_problem(description)) is not None:
+        raise InvalidArgument.field("description", problem)
 
 
 def read_template(stored: StoredTemplate) -> JobTemplate:

@@ -10,11 +10,11 @@ from typing import Final
 from jobscheduler.core.errors import FieldViolation, InvalidArgument
 from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, ScheduleSpec
+from jobscheduler.core.templates import description_problem
 
 #: CronJob names are at most 52 characters (the controller appends 11 for its Jobs).
 MAX_NAME_CHARS: Final = 52
 _NAME: Final = re.compile(r"[a-z]([a-z0-9-]*[a-z0-9])?\Z", re.ASCII)
-MAX_DESCRIPTION_CHARS: Final = 1024
 #: A starting deadline longer than a year means none; so does an unset one.
 MAX_STARTING_DEADLINE_SECONDS: Final = 366 * 86400
 MAX_HISTORY_LIMIT: Final = 100
@@ -53,8 +53,8 @@ def spec_violations(spec: ScheduleSpec) -> Iterable[FieldViolation]:
     for field in ("successful_jobs_history_limit", "failed_jobs_history_limit"):
         if not 0 <= getattr(spec, field) <= MAX_HISTORY_LIMIT:
             yield FieldViolation(field, f"must be 0-{MAX_HISTORY_LIMIT}")
-    if len(spec.description) > MAX_DESCRIPTION_CHARS:
-        yield FieldViolation("description", f"at most {MAX_DESCRIPTION_CHARS} characters")
+    if (problem := description_problem(spec.description)) is not None:
+        yield FieldViolation("description", problem)
 
 
 @dataclass(frozen=True, slots=True)

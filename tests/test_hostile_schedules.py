@@ -1,0 +1,65 @@
+"""Hostile requests to the schedule, template and rerun RPCs, over a real gRPC channel on the
+local backend: each is INVALID_ARGUMENT naming its field (or another definite code), never
+INTERNAL or UNKNOWN, and nothing is stored for a refused one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from conftest import ServiceThread, local_service
+
+from jobscheduler._generated import jobscheduler_pb2 as pb
+
+T = 10
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
+    service = local_service(tmp_path_factory.mktemp("hostile-schedules"))
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+def timer_job(**fields: Any) -> pb.ScheduleJobRequest:
+    return pb.ScheduleJobRequest(
+        name="nightly",
+        timer_job=pb.TimerJob(
+            duration_seconds=30, timer_name="t", control_plane_endpoint="http://127.0.0.1:9/"
+        ),
+        **fields,
+    )
+
+
+def refused(call: Any, request: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call(request, timeout=T)
+    return info.value.code(), info.value.details() or ""
+
+
+@pytest.mark.parametrize("description", ["a\0b", "\x1b[31mred", "bell\x07", "\u202eevil", "😀" * 300])
+def test_a_schedule_description_is_bounded_and_printable(svc: ServiceThread, description: str) -> None:
+    """As a template's: at most 1024 bytes, no control characters (it goes to logs, terminals and
+    a CronJob annotation); on create and on update."""
+    create = pb.CreateScheduleRequest(
+        name="described", cron="0 3 * * *", job=timer_job(), description=description
+    )
+    code, details = refused(svc.stub.CreateSchedule, create)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith("description:"), details
+    svc.stub.CreateSchedule(
+        pb.CreateScheduleRequest(name="plain", cron="0 3 * * *", job=timer_job()), timeout=T
+    )
+    try:
+        update = pb.UpdateScheduleRequest(name="plain", description=description)
+        code, details = refused(svc.stub.UpdateSchedule, update)
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith("description:"), details
+        got = svc.stub.GetSchedule(pb.GetScheduleRequest(name="plain"), timeout=T)
+        assert got.description == ""
+    finally:
+        svc.stub.DeleteSchedule(pb.DeleteScheduleRequest(name="plain"), timeout=T)
+    names = [s.name for s in svc.stub.ListSchedules(pb.ListSchedulesRequest(), timeout=T).schedules]
+    assert "described" not in names
