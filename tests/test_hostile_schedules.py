@@ -63,3 +63,32 @@ def test_a_schedule_description_is_bounded_and_printable(svc: ServiceThread, des
         svc.stub.DeleteSchedule(pb.DeleteScheduleRequest(name="plain"), timeout=T)
     names = [s.name for s in svc.stub.ListSchedules(pb.ListSchedulesRequest(), timeout=T).schedules]
     assert "described" not in names
+
+
+def test_a_schedule_whose_template_was_deleted_is_a_failed_precondition(svc: ServiceThread) -> None:
+    """Its stored job names nothing any more: TriggerSchedule (whose request has no template field)
+    and an UpdateSchedule that gives no job are FAILED_PRECONDITION saying so, not INVALID_ARGUMENT on
+    a field the request does not have; an update with a job mends it."""
+    stub = svc.stub
+    stub.CreateJobTemplate(pb.CreateJobTemplateRequest(name="gone", job=timer_job()), timeout=T)
+    job = pb.ScheduleJobRequest(template="gone")
+    stub.CreateSchedule(pb.CreateScheduleRequest(name="orphan", cron="0 3 * * *", job=job), timeout=T)
+    stub.DeleteJobTemplate(pb.DeleteJobTemplateRequest(name="gone"), timeout=T)
+    try:
+        code, details = refused(stub.TriggerSchedule, pb.TriggerScheduleRequest(name="orphan"))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION and "no job template 'gone'" in details, details
+        code, details = refused(stub.UpdateSchedule, pb.UpdateScheduleRequest(name="orphan", suspend=True))
+        assert code is grpc.StatusCode.FAILED_PRECONDITION and "give UpdateSchedule a job" in details, details
+        # A bad field of the update itself is still the caller's INVALID_ARGUMENT, naming it.
+        code, details = refused(
+            stub.UpdateSchedule, pb.UpdateScheduleRequest(name="orphan", cron="61 * * * *")
+        )
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith("cron:"), details
+        code, details = refused(stub.UpdateSchedule, pb.UpdateScheduleRequest(name="orphan", job=job))
+        assert code is grpc.StatusCode.INVALID_ARGUMENT and details.startswith("job.template:"), details
+        mended = stub.UpdateSchedule(pb.UpdateScheduleRequest(name="orphan", job=timer_job()), timeout=T)
+        assert mended.job.timer_job.duration_seconds == 30 and not mended.job.template
+        triggered = stub.TriggerSchedule(pb.TriggerScheduleRequest(name="orphan"), timeout=T)
+        stub.CancelJob(pb.CancelJobRequest(job_id=triggered.job_id), timeout=T)
+    finally:
+        stub.DeleteSchedule(pb.DeleteScheduleRequest(name="orphan"), timeout=T)

@@ -157,7 +157,12 @@ class ScheduleService:
         check_name(name)
         async with self.lock:
             current = await self.store.get(caller.identity, name)
-            spec, template = await self._validated(_changed(current.spec, changes), caller)
+            try:
+                spec, template = await self._validated(_changed(current.spec, changes), caller)
+            except InvalidArgument as exc:
+                if changes.job is not None or not all(v.field.startswith("job.") for v in exc.violations):
+                    raise
+                raise _stale_job(name, exc) from None
             updated = replace(current, spec=spec, updated_at=self.clock())
             stored = await self.store.update(updated, template)
         self.on_change()
@@ -187,7 +192,18 @@ class ScheduleService:
         check_name(name)
         schedule = await self.store.get(caller.identity, name)
         origin = JobOrigin(schedule=name, scheduled_at=self.clock(), template=schedule.spec.job.template)
-        return await self.jobs.schedule(schedule.spec.job, caller, origin=origin)
+        try:
+            return await self.jobs.schedule(schedule.spec.job, caller, origin=origin)
+        except InvalidArgument as exc:
+            raise _stale_job(name, exc) from None
+
+
+def _stale_job(name: str, exc: InvalidArgument) -> FailedPrecondition:
+    """The stored job of a schedule no longer validates (its template was deleted, its queue
+    removed, ...): not a field of the caller's request, so FAILED_PRECONDITION, not INVALID_ARGUMENT."""
+    return FailedPrecondition(
+        f"schedule {name!r}'s job is no longer valid ({exc.message}); give UpdateSchedule a job, or delete it"
+    )
 
 
 def _changed(spec: ScheduleSpec, changes: ScheduleChanges) -> ScheduleSpec:
