@@ -16,6 +16,7 @@ from pod_security import check_object
 from test_pod_security import EXAMPLES, K8S_VERSION, REGISTRY
 
 from jobscheduler.api.convert import schedule_request
+from jobscheduler.api.convert_schedules import schedule as schedule_message
 from jobscheduler.core.annotations import record_fields
 from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.manifests import (
@@ -45,7 +46,9 @@ from jobscheduler.core.schedules.model import (
     Schedule,
     ScheduleSpec,
     ScheduleStatus,
+    ScheduleView,
 )
+from jobscheduler.core.schedules.spec import MAX_STARTING_DEADLINE_SECONDS
 
 NS = "jobscheduler"
 PLACEHOLDER = "job-placeholdr"
@@ -331,7 +334,7 @@ def test_owners_schedules_of_one_name_never_share_a_cronjob(owners: list[str], n
     owner=st.text(max_size=40),
     zone=st.sampled_from(["", "Etc/UTC", "UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]),
     policy=st.sampled_from(list(ConcurrencyPolicy)),
-    deadline=st.none() | st.integers(0, 2**31 - 1),
+    deadline=st.none() | st.integers(0, MAX_STARTING_DEADLINE_SECONDS),
     suspend=st.booleans(),
     limits=st.tuples(st.integers(0, 1000), st.integers(0, 1000)),
     description=st.text(max_size=200),
@@ -365,3 +368,17 @@ def test_round_trip_of_any_spec(
     schedule = Schedule(spec=spec, owner=owner, created_at=CREATED, updated_at=CREATED)
     back = schedule_from_cronjob(stored(cronjob_manifest(schedule, TIMER_JOB, namespace=NS)))
     assert (back.spec, back.owner, back.created_at) == (spec, owner, CREATED)
+
+
+@pytest.mark.parametrize("deadline", [2**40, -1, True, "300", 366 * 86400 + 1])
+def test_an_edited_starting_deadline_reads_back_as_none_and_converts(deadline: Any) -> None:
+    """startingDeadlineSeconds is an int64 anyone in the namespace may set: one the API's int32 cannot
+    hold made GetSchedule and the owner's whole ListSchedules INTERNAL."""
+    cronjob = stored(
+        cronjob_manifest(a_schedule(timer(), starting_deadline_seconds=60), rendered(timer()), namespace=NS)
+    )
+    assert schedule_from_cronjob(cronjob).spec.starting_deadline_seconds == 60
+    cronjob["spec"]["startingDeadlineSeconds"] = deadline
+    read = schedule_from_cronjob(cronjob)
+    assert read.spec.starting_deadline_seconds is None
+    assert not schedule_message(ScheduleView(read)).HasField("starting_deadline_seconds")

@@ -21,6 +21,7 @@ from jobscheduler.app._build import builtin_types, job_defaults
 from jobscheduler.backends.local import LocalBackend
 from jobscheduler.config import Settings
 from jobscheduler.core.auth import Caller
+from jobscheduler.core.errors import FailedPrecondition
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.model import JobFilter, JobPhase, JobRecord
 from jobscheduler.core.schedules.loop import ScheduleLoop
@@ -265,3 +266,35 @@ async def test_a_restart_after_three_missed_periods_makes_one_catch_up_run(tmp_p
         ]
         status = (await r.schedules.get("hourly", ALICE)).schedule.status
         assert (status.missed_runs, status.last_missed_time) == (2, t0 + timedelta(hours=3))
+
+
+@pytest.mark.parametrize(
+    ("column", "edit"),
+    [
+        ("spec", "json_set(spec, '$.starting_deadline_seconds', 'soon')"),
+        ("spec", "json_set(spec, '$.starting_deadline_seconds', 1099511627776)"),
+        ("spec", "json_set(spec, '$.successful_jobs_history_limit', -4)"),
+        ("status", "json_set(status, '$.missed_runs', 1099511627776)"),
+        ("status", "json_set(status, '$.handled_until', '2026-05-01T12:00:00')"),
+        ("created_at", "'2026-05-01T12:00:00'"),
+    ],
+)
+async def test_a_row_edited_into_bad_values_is_left_out_and_stops_no_other_run(
+    tmp_path: pathlib.Path, column: str, edit: str
+) -> None:
+    """Valid JSON, values no request could store: a deadline that is no number (the tick died at it
+    with a TypeError, every schedule after it never fired) or overflows the API's int32 (Get and the
+    owner's List were INTERNAL), a naive time (compared with the aware clock: TypeError)."""
+    t0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    async with rig(tmp_path, t0) as r:
+        await r.schedules.create(spec("bad", starting_deadline_seconds=600), ALICE)
+        await r.schedules.create(spec("good"), ALICE)
+        db = sqlite3.connect(tmp_path / "jobscheduler.db")
+        with db:
+            db.execute(f"UPDATE schedules SET {column} = {edit} WHERE name = 'bad'")
+        db.close()
+        assert [v.schedule.name for v in (await r.schedules.list(ALICE))[0]] == ["good"]
+        with pytest.raises(FailedPrecondition, match="edited"):
+            await r.schedules.get("bad", ALICE)
+        await r.at(t0 + timedelta(minutes=1, seconds=1))
+        assert len(r.made("good")) == 1 and not r.made("bad")

@@ -8,11 +8,16 @@ from __future__ import annotations
 import pathlib
 import sqlite3
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-from jobscheduler.core.errors import AlreadyExists, BackendError, NotFound
-from jobscheduler.core.schedules.codec import spec_from_json, spec_to_json, status_from_json, status_to_json
+from jobscheduler.core.errors import AlreadyExists, BackendError, FailedPrecondition, NotFound
+from jobscheduler.core.schedules.codec import (
+    aware_time,
+    spec_from_json,
+    spec_to_json,
+    status_from_json,
+    status_to_json,
+)
 from jobscheduler.core.schedules.model import Schedule
 from jobscheduler.logs import get_logger
 
@@ -32,11 +37,16 @@ CREATE TABLE IF NOT EXISTS schedules (
 
 
 def _row(row: sqlite3.Row) -> Schedule:
+    """The row's schedule; BackendError if it is not one this store wrote (edited by hand)."""
+    try:
+        created_at, updated_at = aware_time(row["created_at"]), aware_time(row["updated_at"])
+    except (ValueError, TypeError) as exc:
+        raise BackendError(f"a stored schedule's times cannot be read: {exc}") from None
     return Schedule(
         spec=spec_from_json(row["spec"]),
-        owner=row["owner"],
-        created_at=datetime.fromisoformat(row["created_at"]),
-        updated_at=datetime.fromisoformat(row["updated_at"]),
+        owner=str(row["owner"]),
+        created_at=created_at,
+        updated_at=updated_at,
         status=status_from_json(row["status"]),
     )
 
@@ -79,7 +89,12 @@ class LocalScheduleStore:
         ).fetchone()
         if row is None:
             raise NotFound(f"schedule {name!r} not found")
-        return _row(row)
+        try:
+            return _row(row)
+        except BackendError as exc:  # as an edited CronJob on Kubernetes: not the caller's fault
+            raise FailedPrecondition(
+                f"stored schedule {name!r} is not valid (edited?): {exc.message}"
+            ) from None
 
     async def list(self, owner: str | None = None) -> list[Schedule]:
         if owner is None:

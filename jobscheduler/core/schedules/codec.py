@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from jobscheduler.core.errors import BackendError, InvalidArgument
 from jobscheduler.core.manifests import REQUEST_ANNOTATION
 from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.requests import parse_stored_request, stored_request
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, ScheduleSpec, ScheduleStatus
+from jobscheduler.core.schedules.spec import MAX_HISTORY_LIMIT
 
+_MAX_INT32: Final = 2**31 - 1
 _STATUS_TIMES = ("last_schedule_time", "last_successful_time", "last_missed_time", "handled_until")
 
 
@@ -48,8 +50,8 @@ def spec_from_json(raw: str) -> ScheduleSpec:
     try:
         data: dict[str, Any] = json.loads(raw)
         job = _job(data["job"])
-        job = replace(job, template=str(data["template"]), template_version=int(data["template_version"]))
-        return ScheduleSpec(
+        job = replace(job, template=str(data["template"]), template_version=_count(data["template_version"]))
+        spec = ScheduleSpec(
             name=str(data["name"]),
             cron=str(data["cron"]),
             job=job,
@@ -61,10 +63,38 @@ def spec_from_json(raw: str) -> ScheduleSpec:
             failed_jobs_history_limit=int(data["failed_jobs_history_limit"]),
             description=str(data["description"]),
             template=str(data["spec_template"]),
-            template_version=int(data["spec_template_version"]),
+            template_version=_count(data["spec_template_version"]),
         )
+        _check_numbers(spec)
+        return spec
     except (ValueError, KeyError, TypeError, InvalidArgument) as exc:
         raise BackendError(f"a stored schedule cannot be read: {exc}") from None
+
+
+def _count(value: Any) -> int:
+    """A stored count or version: an int that fits the API's int32 (ValueError otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_INT32:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
+def _check_numbers(spec: ScheduleSpec) -> None:
+    """ValueError for numbers no request could have stored (a hand-edited row)."""
+    deadline = spec.starting_deadline_seconds
+    if deadline is not None:
+        _count(deadline)
+    for field in ("successful_jobs_history_limit", "failed_jobs_history_limit"):
+        if not 0 <= _count(getattr(spec, field)) <= MAX_HISTORY_LIMIT:
+            raise ValueError(f"{field} {getattr(spec, field)} is out of range")
+
+
+def aware_time(text: Any) -> datetime:
+    """A stored ISO time with its offset (ValueError for anything else: a naive time would not
+    compare with the loop's clock)."""
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset")
+    return parsed
 
 
 def _job(raw: str) -> ScheduleRequest:
@@ -88,9 +118,9 @@ def status_to_json(status: ScheduleStatus) -> str:
 def status_from_json(raw: str) -> ScheduleStatus:
     try:
         data: dict[str, Any] = json.loads(raw)
-        times = {n: datetime.fromisoformat(data[n]) if data.get(n) else None for n in _STATUS_TIMES}
+        times = {n: aware_time(data[n]) if data.get(n) else None for n in _STATUS_TIMES}
         return ScheduleStatus(
-            missed_runs=int(data["missed_runs"]), skipped_runs=int(data["skipped_runs"]), **times
+            missed_runs=_count(data["missed_runs"]), skipped_runs=_count(data["skipped_runs"]), **times
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise BackendError(f"a stored schedule status cannot be read: {exc}") from None

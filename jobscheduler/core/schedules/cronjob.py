@@ -66,6 +66,7 @@ from jobscheduler.core.schedules.model import (
     ScheduleSpec,
     ScheduleStatus,
 )
+from jobscheduler.core.schedules.spec import MAX_STARTING_DEADLINE_SECONDS as MAX_DEADLINE
 
 #: Job names are ``<cronjob>-<11 digits>`` and at most 63 characters: the API allows 52.
 MAX_CRONJOB_NAME: Final = 52
@@ -288,7 +289,10 @@ def schedule_from_cronjob(cronjob: Mapping[str, Any]) -> Schedule:
             job=job,
             time_zone=zone,
             concurrency_policy=policy,
-            starting_deadline_seconds=deadline if isinstance(deadline, int) else None,
+            # The API allows any int64; a deadline over a year (or an edited non-number) means none.
+            starting_deadline_seconds=seconds
+            if 0 <= (seconds := _int(deadline, -1)) <= MAX_DEADLINE
+            else None,
             suspend=spec.get("suspend") is True,
             successful_jobs_history_limit=_int(
                 spec.get("successfulJobsHistoryLimit"), DEFAULT_SUCCESSFUL_HISTORY
@@ -322,6 +326,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _int(value: Any, default: int) -> int:
+    """A non-negative int, else ``default``."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else default
 
 

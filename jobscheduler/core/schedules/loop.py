@@ -110,12 +110,7 @@ class ScheduleLoop:
             try:
                 delay = await self.tick()
             except Exception as exc:  # the store failed (a full disk, a bug): retry, do not die
-                error = (
-                    exc
-                    if isinstance(exc, JobSchedulerError)
-                    else BackendError(f"{type(exc).__name__}: {exc}")
-                )
-                self._on_error("", error)
+                self._on_error("", _error(exc))
                 delay = MAX_SLEEP_SECONDS
             sleeper = asyncio.ensure_future(self._sleep(delay))
             waker = asyncio.ensure_future(self._wake.wait())
@@ -145,8 +140,8 @@ class ScheduleLoop:
                 continue
             try:
                 await self._fire(listed.owner, listed.name, now)
-            except JobSchedulerError as exc:
-                self._on_error(listed.name, exc)
+            except Exception as exc:  # one schedule's failure (even a bug) stops no other
+                self._on_error(listed.name, _error(exc))
             upcoming = rule.next_after(now)
             if upcoming is not None:
                 next_due = min(next_due, upcoming)
@@ -203,6 +198,10 @@ class ScheduleLoop:
         origin = JobOrigin(schedule=schedule.name, scheduled_at=due, template=schedule.spec.job.template)
         await jobs.schedule(request, owner, origin=origin)
         return replace(status, last_schedule_time=due)
+
+
+def _error(exc: Exception) -> JobSchedulerError:
+    return exc if isinstance(exc, JobSchedulerError) else BackendError(f"{type(exc).__name__}: {exc}")
 
 
 def run_request_id(name: str, due: datetime) -> str:
