@@ -22,7 +22,7 @@ from jobscheduler.backends.kubernetes._client import KubeApi
 from jobscheduler.backends.kubernetes._errors import Call
 from jobscheduler.core.errors import AlreadyExists, JobSchedulerError, NotFound
 from jobscheduler.core.manifests import MANAGED_BY, MANAGED_BY_LABEL
-from jobscheduler.core.templates import StoredTemplate
+from jobscheduler.core.templates import StoredTemplate, description_problem
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.kubernetes")
@@ -37,6 +37,8 @@ VERSION_LABEL: Final = "jobscheduler.io/job-template-version"
 #: On the latest version (and, for a moment after an update, on the one before): reading a
 #: template's latest version, or listing the latest of each, does not read every version.
 LATEST_LABEL: Final = "jobscheduler.io/job-template-latest"
+#: The highest version number (the API's int32): a ConfigMap edited past it is not a template.
+MAX_VERSION: Final = 2**31 - 1
 
 
 def _digest(*parts: str) -> str:
@@ -102,7 +104,9 @@ class KubeTemplates:
             )
         except (KeyError, ValueError, TypeError):
             return None
-        if t.owner != owner or (name is not None and t.name != name) or t.version < 1:
+        if t.owner != owner or (name is not None and t.name != name) or not 1 <= t.version <= MAX_VERSION:
+            return None
+        if description_problem(t.description) is not None:  # an edited one: as no request could store
             return None
         expected = configmap_name(self.namespace, t.owner, t.name, t.version)
         return t if (obj.get("metadata") or {}).get("name") == expected else None
