@@ -5,17 +5,21 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobscheduler.core.errors import InvalidArgument
-from jobscheduler.core.model import ScheduleRequest
+from jobscheduler.core.index import JobIndex
+from jobscheduler.core.model import JobPhase, JobRecord, ScheduleRequest
 from jobscheduler.core.schedules import cron
 from jobscheduler.core.schedules.codec import spec_from_json, spec_to_json, status_from_json, status_to_json
 from jobscheduler.core.schedules.loop import MAX_COUNTED_DUE_TIMES, decide, latest_due, run_request_id
-from jobscheduler.core.schedules.model import ConcurrencyPolicy, ScheduleSpec, ScheduleStatus
+from jobscheduler.core.schedules.model import ConcurrencyPolicy, Schedule, ScheduleSpec, ScheduleStatus
+from jobscheduler.core.schedules.service import ScheduleService, schedule_jobs
 
 NY = cron.parse_zone("America/New_York")
 BERLIN = cron.parse_zone("Europe/Berlin")
@@ -230,3 +234,57 @@ def test_any_text_is_a_rule_or_invalid_argument_naming_its_field(expression: str
         assert exc.violations and exc.violations[0].field in ("cron", "time_zone")
     else:
         assert rule.next_after(T0) is not None
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+RECORDS = st.lists(
+    st.builds(
+        lambda i, owner, schedule, phase, minutes: JobRecord(
+            job_id=f"job-{i}",
+            name="n",
+            type="timer",
+            namespace="default",
+            phase=phase,
+            owner=owner,
+            schedule=schedule,
+            created_at=T0 + timedelta(minutes=minutes),
+        ),
+        st.integers(0, 10**6),
+        st.sampled_from(["alice", "bob", ""]),
+        st.sampled_from(["nightly", "hourly", ""]),
+        st.sampled_from(list(JobPhase)),
+        st.integers(0, 3),
+    ),
+    max_size=30,
+    unique_by=lambda r: r.job_id,
+)
+
+
+class NoScan(JobIndex):
+    def records(self) -> list[JobRecord]:
+        raise AssertionError("a schedule's jobs are read from the postings, not by a scan of every job")
+
+
+@settings(max_examples=60, deadline=None)
+@given(RECORDS, st.sampled_from(["alice", "bob", ""]), st.sampled_from(["nightly", "hourly"]))
+def test_a_schedules_jobs_come_from_the_postings_oldest_first(
+    records: list[JobRecord], owner: str, name: str
+) -> None:
+    """GetSchedule, ListSchedules (each schedule of a page) and every local run read a schedule's jobs:
+    a scan of every job held the event loop ~45 ms per call at 100,000 jobs."""
+    index = NoScan()
+    index.replace_all(records)
+    expected = sorted(
+        (r for r in records if r.owner == owner and r.schedule == name),
+        key=lambda r: (r.created_at, r.job_id),
+    )
+    assert schedule_jobs(index, owner, name) == expected
+    schedule = Schedule(
+        spec=ScheduleSpec(name=name, cron="@daily", job=ScheduleRequest(name="", job_field=None, params={})),
+        owner=owner,
+        created_at=T0,
+        updated_at=T0,
+    )
+    service = ScheduleService(cast(Any, None), cast(Any, SimpleNamespace(index=index)), clock=lambda: T0)
+    view = service.view(schedule)
+    assert view.active_job_ids == tuple(r.job_id for r in expected if not r.phase.is_terminal)

@@ -28,7 +28,7 @@ from jobscheduler.core.errors import BackendError, FailedPrecondition, JobSchedu
 from jobscheduler.core.model import JobOrigin
 from jobscheduler.core.schedules import cron
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, Schedule, ScheduleStatus
-from jobscheduler.core.schedules.service import ScheduleService, job_groups, unfinished
+from jobscheduler.core.schedules.service import ScheduleService, schedule_jobs, unfinished
 
 #: The loop sleeps at most this long (it is woken early by create, update and delete).
 MAX_SLEEP_SECONDS: Final = 30.0
@@ -186,7 +186,7 @@ class ScheduleLoop:
         """One run of ``schedule`` for ``due``, as its concurrency policy says."""
         jobs = self.service.jobs
         owner = Caller(schedule.owner)
-        active = unfinished(job_groups(jobs.index.records()).get((schedule.owner, schedule.name), []))
+        active = unfinished(schedule_jobs(jobs.index, schedule.owner, schedule.name))
         policy = schedule.spec.concurrency_policy
         if active and policy is ConcurrencyPolicy.FORBID:
             return replace(status, skipped_runs=status.skipped_runs + 1)
