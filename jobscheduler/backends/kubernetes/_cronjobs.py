@@ -62,7 +62,15 @@ class CronJobStore:
     async def get(self, owner: str, name: str) -> Schedule:
         return self._schedule(await self._read(owner, name))
 
-    async def list(self, owner: str | None = None) -> list[Schedule]:
+    async def list(
+        self,
+        owner: str | None = None,
+        *,
+        after: tuple[str, str] | None = None,
+        prefix: str = "",
+        limit: int = 0,
+    ) -> list[Schedule]:
+        """Every CronJob of ours is read (cached by resourceVersion); the page hints are the service's."""
         schedules: list[Schedule] = []
         async for items, _ in list_pages(self._api, Informer(CRONJOBS, self._path), self.namespace):
             for i, item in enumerate(items, start=1):

@@ -96,19 +96,39 @@ class LocalScheduleStore:
                 f"stored schedule {name!r} is not valid (edited?): {exc.message}"
             ) from None
 
-    async def list(self, owner: str | None = None) -> list[Schedule]:
-        if owner is None:
-            rows = self._db.execute("SELECT * FROM schedules").fetchall()
-        else:
-            rows = self._db.execute("SELECT * FROM schedules WHERE owner = ?", (owner,)).fetchall()
-        schedules = []
-        for row in rows:
+    async def list(
+        self,
+        owner: str | None = None,
+        *,
+        after: tuple[str, str] | None = None,
+        prefix: str = "",
+        limit: int = 0,
+    ) -> list[Schedule]:
+        """By (owner, name), read by key: only the page's rows (and any damaged ones among them)
+        are decoded, not every schedule (~33 us each)."""
+        where, params = ["substr(name, 1, ?) = ?"], [len(prefix), prefix]
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if after is not None:
+            where.append("(owner, name) > (?, ?)")
+            params.extend(after)
+        cursor = self._db.execute(
+            f"SELECT * FROM schedules WHERE {' AND '.join(where)} ORDER BY owner, name",
+            params,
+        )
+        schedules: list[Schedule] = []
+        for row in cursor:
             try:
                 schedules.append(_row(row))
             except BackendError as exc:  # one damaged row must not hide (or stop) the others
                 log.error(
                     "stored schedule unreadable", owner=row["owner"], schedule=row["name"], error=exc.message
                 )
+                continue
+            if len(schedules) == limit:
+                break
+        cursor.close()
         return schedules
 
     async def update(self, schedule: Schedule, job_template: Mapping[str, Any]) -> Schedule:

@@ -35,8 +35,18 @@ class ScheduleStore(Protocol):
         """NotFound if the owner has none of that name."""
         ...
 
-    async def list(self, owner: str | None = None) -> list[Schedule]:
-        """The owner's schedules (None: every owner's), in no particular order."""
+    async def list(
+        self,
+        owner: str | None = None,
+        *,
+        after: tuple[str, str] | None = None,
+        prefix: str = "",
+        limit: int = 0,
+    ) -> list[Schedule]:
+        """The owner's schedules (None: every owner's), in no particular order. A page's hints: at
+        least those named ``prefix...`` whose (owner, name) sorts after ``after``, and of them at
+        least the first ``limit`` (0: all); a store may return more (the service filters and cuts),
+        one that reads rows by key returns only those (ListSchedules does not decode them all)."""
         ...
 
     async def update(self, schedule: Schedule, job_template: Mapping[str, Any]) -> Schedule:

@@ -142,12 +142,14 @@ class ScheduleService:
             raise InvalidArgument.field("owner", "at most 256 characters")
         if len(name_prefix) > MAX_NAME_PREFIX_CHARS:
             raise InvalidArgument.field("name_prefix", f"at most {MAX_NAME_PREFIX_CHARS} characters")
-        pages.page_size(page_size)
+        size = pages.page_size(page_size)
         if owner and owner != caller.identity and not caller.is_admin:
             raise PermissionDenied("only admins may list the schedules of other owners (owner)")
         scope: str | None = owner or (None if caller.is_admin else caller.identity)
-        schedules = [s for s in await self.store.list(scope) if s.name.startswith(name_prefix)]
         query = f"{scope!r}\0{name_prefix}"
+        after = pages.decode_token(page_token, query)
+        listed = await self.store.list(scope, after=after, prefix=name_prefix, limit=size + 1)
+        schedules = [s for s in listed if s.name.startswith(name_prefix)]
         page, token = pages.paginate(schedules, page_size, page_token, query)
         return [self.view(s) for s in page], token
 
