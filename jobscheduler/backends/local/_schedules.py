@@ -5,6 +5,7 @@ Calls are short single-row statements run inline, as the job store's are."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import sqlite3
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from jobscheduler.core.schedules.codec import (
     status_to_json,
 )
 from jobscheduler.core.schedules.model import Schedule
+from jobscheduler.core.schedules.pages import YIELD_EVERY
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.local")
@@ -118,7 +120,9 @@ class LocalScheduleStore:
             params,
         )
         schedules: list[Schedule] = []
-        for row in cursor:
+        for count, row in enumerate(cursor, start=1):
+            if count % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # ~33 us a row: the due-time loop reads them all
             try:
                 schedules.append(_row(row))
             except BackendError as exc:  # one damaged row must not hide (or stop) the others

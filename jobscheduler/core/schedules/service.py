@@ -151,7 +151,12 @@ class ScheduleService:
         listed = await self.store.list(scope, after=after, prefix=name_prefix, limit=size + 1)
         schedules = [s for s in listed if s.name.startswith(name_prefix)]
         page, token = pages.paginate(schedules, page_size, page_token, query)
-        return [self.view(s) for s in page], token
+        views = []
+        for count, schedule in enumerate(page, start=1):
+            if count % pages.YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            views.append(self.view(schedule))
+        return views, token
 
     async def update(self, name: str, changes: ScheduleChanges, caller: Caller) -> ScheduleView:
         check_name(name)
