@@ -362,3 +362,25 @@ async def test_a_tick_and_a_list_over_many_schedules_give_the_event_loop_back(tm
             await counter
             stop.clear()
             assert turns >= 200 // 32, work
+
+
+@pytest.mark.parametrize(
+    "identity", ["system:serviceaccount:" + "n" * 63 + ":" + "s" * 253, "ユーザー" * 100]
+)
+async def test_a_caller_with_a_long_identity_pages_through_its_schedules(
+    tmp_path: pathlib.Path, identity: str
+) -> None:
+    """The page token holds the last owner and name: for a ServiceAccount's identity (up to 339
+    characters) or a non-ASCII one the service made tokens it then refused as too long."""
+    async with rig(tmp_path, datetime(2026, 5, 1, 12, 0, tzinfo=UTC)) as r:
+        caller = Caller(identity)
+        names = [letter * 52 for letter in "abc"]  # the longest schedule names
+        for name in names:
+            await r.schedules.create(spec(name, cron="@daily"), caller)
+        seen, token = [], ""
+        while True:
+            page, token = await r.schedules.list(caller, page_size=1, page_token=token)
+            seen += [v.schedule.name for v in page]
+            if not token:
+                break
+        assert seen == names

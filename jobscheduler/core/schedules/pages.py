@@ -13,7 +13,10 @@ from jobscheduler.core.schedules.model import Schedule
 
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_PAGE_SIZE: Final = 1000
-MAX_PAGE_TOKEN_CHARS: Final = 512
+#: A token holds an owner's identity, which can be long (a ServiceAccount's
+#: ``system:serviceaccount:<namespace>:<name>`` is up to 339 characters, a token file's any):
+#: decoding 8 KiB is microseconds.
+MAX_PAGE_TOKEN_CHARS: Final = 8192
 #: Work over many schedules (decoding rows, building views, the due-time loop's pass) gives the
 #: event loop back after this many (each ~30-50 us: a page of 1000 is ~80 ms in all).
 YIELD_EVERY: Final = 32
@@ -30,7 +33,7 @@ def _digest(query: str) -> str:
 
 
 def encode_token(last: Schedule, query: str) -> str:
-    raw = json.dumps([last.owner, last.name, _digest(query)], separators=(",", ":"))
+    raw = json.dumps([last.owner, last.name, _digest(query)], separators=(",", ":"), ensure_ascii=False)
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
