@@ -21,7 +21,7 @@ from jobscheduler.app._build import builtin_types, job_defaults
 from jobscheduler.backends.local import LocalBackend, _schedules
 from jobscheduler.config import Settings
 from jobscheduler.core.auth import ADMIN_ROLE, Caller
-from jobscheduler.core.errors import FailedPrecondition
+from jobscheduler.core.errors import FailedPrecondition, InvalidArgument
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.model import JobFilter, JobPhase, JobRecord
 from jobscheduler.core.schedules.loop import ScheduleLoop
@@ -384,3 +384,15 @@ async def test_a_caller_with_a_long_identity_pages_through_its_schedules(
             if not token:
                 break
         assert seen == names
+
+
+async def test_an_admin_lists_a_service_accounts_schedules_by_owner(tmp_path: pathlib.Path) -> None:
+    """ListSchedules' owner was at most 256 characters: a ServiceAccount's identity (up to 339)
+    could not be named, as it can in ListJobs' filter."""
+    account = "system:serviceaccount:" + "n" * 63 + ":" + "s" * 253
+    async with rig(tmp_path, datetime(2026, 5, 1, 12, 0, tzinfo=UTC)) as r:
+        await r.schedules.create(spec("nightly", cron="@daily"), Caller(account))
+        page, _ = await r.schedules.list(Caller("root", frozenset({ADMIN_ROLE})), owner=account)
+        assert [(v.schedule.owner, v.schedule.name) for v in page] == [(account, "nightly")]
+        with pytest.raises(InvalidArgument, match="owner"):
+            await r.schedules.list(Caller("root", frozenset({ADMIN_ROLE})), owner="x" * 1025)

@@ -30,6 +30,7 @@ from jobscheduler.core.service import JobService
 #: The job id the job template is rendered with (each run's job gets its own).
 TEMPLATE_JOB_ID = "job-schedule-template"
 MAX_NAME_PREFIX_CHARS = 52
+MAX_OWNER_CHARS = 1024
 
 
 def schedule_jobs(index: JobIndex, owner: str, name: str) -> list[JobRecord]:
@@ -138,8 +139,8 @@ class ScheduleService:
         owner: str = "",
         name_prefix: str = "",
     ) -> tuple[list[ScheduleView], str]:
-        if len(owner) > 256:
-            raise InvalidArgument.field("owner", "at most 256 characters")
+        if len(owner) > MAX_OWNER_CHARS:  # as ListJobs' filter: a ServiceAccount's is up to 339
+            raise InvalidArgument.field("owner", f"at most {MAX_OWNER_CHARS} characters")
         if len(name_prefix) > MAX_NAME_PREFIX_CHARS:
             raise InvalidArgument.field("name_prefix", f"at most {MAX_NAME_PREFIX_CHARS} characters")
         size = pages.page_size(page_size)
