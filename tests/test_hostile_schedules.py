@@ -10,6 +10,8 @@ from typing import Any
 import grpc
 import pytest
 from conftest import ServiceThread, local_service
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
 
@@ -92,3 +94,106 @@ def test_a_schedule_whose_template_was_deleted_is_a_failed_precondition(svc: Ser
         stub.CancelJob(pb.CancelJobRequest(job_id=triggered.job_id), timeout=T)
     finally:
         stub.DeleteSchedule(pb.DeleteScheduleRequest(name="orphan"), timeout=T)
+
+
+INT32 = st.integers(-(2**31), 2**31 - 1)
+TEXT = st.text(max_size=80) | st.sampled_from(
+    ["", "nightly", "0 3 * * *", "@hourly", "Europe/Berlin", "a" * 60]
+)
+CRON = TEXT | st.lists(
+    st.sampled_from(["*", "*/5", "0", "59", "1-5", "MON", "JAN", "31", "2", "?"]), max_size=6
+).map(" ".join)
+
+
+@st.composite
+def jobs(draw: st.DrawFn) -> pb.ScheduleJobRequest | None:
+    kind = draw(st.sampled_from(["none", "timer", "template", "bare"]))
+    if kind == "none":
+        return None
+    fields: dict[str, Any] = {
+        "labels": draw(st.dictionaries(TEXT, TEXT, max_size=3)),
+        "priority": draw(st.integers(-3, 9)),
+        "max_retries": draw(INT32),
+        "template_version": draw(st.sampled_from([0, 1, -1, 2**31 - 1])),
+    }
+    if kind == "timer":
+        return timer_job(**fields)
+    if kind == "template":
+        return pb.ScheduleJobRequest(template=draw(st.sampled_from(["known", "gone", "X", ""])), **fields)
+    return pb.ScheduleJobRequest(name=draw(TEXT), **fields)
+
+
+def optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.none() | strategy
+
+
+@st.composite
+def schedule_calls(draw: st.DrawFn) -> tuple[str, Any]:
+    rpc = draw(st.sampled_from(["CreateSchedule", "UpdateSchedule", "ListSchedules", "TriggerSchedule"]))
+    name = draw(st.sampled_from(["fuzz", "fuzz-2"]) | TEXT)
+    if rpc == "ListSchedules":
+        return rpc, pb.ListSchedulesRequest(
+            page_size=draw(INT32), page_token=draw(TEXT), owner=draw(TEXT), name_prefix=draw(TEXT)
+        )
+    if rpc == "TriggerSchedule":
+        return rpc, pb.TriggerScheduleRequest(name=name)
+    fields = {
+        "cron": draw(optional(CRON)),
+        "time_zone": draw(optional(TEXT)),
+        "job": draw(jobs()),
+        "concurrency_policy": draw(optional(st.integers(-1, 5))),
+        "starting_deadline_seconds": draw(optional(INT32)),
+        "successful_jobs_history_limit": draw(optional(INT32)),
+        "failed_jobs_history_limit": draw(optional(INT32)),
+        "description": draw(optional(TEXT)),
+    }
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if rpc == "CreateSchedule":
+        return rpc, pb.CreateScheduleRequest(name=name, suspend=True, **fields)
+    return rpc, pb.UpdateScheduleRequest(name=name, clear_starting_deadline=draw(st.booleans()), **fields)
+
+
+@st.composite
+def template_calls(draw: st.DrawFn) -> tuple[str, Any]:
+    rpc = draw(
+        st.sampled_from(
+            ["CreateJobTemplate", "UpdateJobTemplate", "GetJobTemplate", "ListJobTemplates", "RerunJob"]
+        )
+    )
+    name = draw(st.sampled_from(["known", "fuzz-t"]) | TEXT)
+    if rpc == "GetJobTemplate":
+        return rpc, pb.GetJobTemplateRequest(name=name, version=draw(INT32))
+    if rpc == "ListJobTemplates":
+        return rpc, pb.ListJobTemplatesRequest(
+            page_size=draw(INT32), page_token=draw(TEXT), name_prefix=draw(TEXT)
+        )
+    if rpc == "RerunJob":
+        return rpc, pb.RerunJobRequest(job_id=draw(TEXT), overrides=draw(jobs()), request_id=draw(TEXT))
+    job, description = draw(jobs()), draw(optional(TEXT))
+    fields = {k: v for k, v in {"job": job, "description": description}.items() if v is not None}
+    if rpc == "CreateJobTemplate":
+        return rpc, pb.CreateJobTemplateRequest(name=name, **fields)
+    return rpc, pb.UpdateJobTemplateRequest(name=name, **fields)
+
+
+FAULTS = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+def answered(svc: ServiceThread, call: tuple[str, Any]) -> None:
+    rpc, request = call
+    try:
+        getattr(svc.stub, rpc)(request, timeout=T)
+    except grpc.RpcError as exc:
+        assert exc.code() not in FAULTS, (rpc, request, exc.details())
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(call=schedule_calls())
+def test_fuzzed_schedule_calls_never_fault(svc: ServiceThread, call: tuple[str, Any]) -> None:
+    answered(svc, call)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(call=template_calls())
+def test_fuzzed_template_and_rerun_calls_never_fault(svc: ServiceThread, call: tuple[str, Any]) -> None:
+    answered(svc, call)
