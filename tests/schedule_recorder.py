@@ -188,8 +188,8 @@ def recording_server() -> Iterator[RecordingServer]:
 
 
 class RecordingServer:
-    def __init__(self) -> None:
-        self.recorder = Recorder()
+    def __init__(self, recorder: Recorder | None = None) -> None:
+        self.recorder = recorder or Recorder()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         pb_grpc.add_JobSchedulerServicer_to_server(self.recorder, self.server)
         self.port = self.server.add_insecure_port("127.0.0.1:0")

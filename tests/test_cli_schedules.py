@@ -14,10 +14,11 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
+import grpc
 import pytest
 import yaml
 from conftest import ROOT, ServeProcess
-from schedule_recorder import RecordingServer, recording_server, skip_unless_served
+from schedule_recorder import Recorder, RecordingServer, recording_server, skip_unless_served
 
 from jobscheduler import cli, client
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -264,3 +265,43 @@ def test_completion_knows_the_actions_their_flags_and_the_policies(tmp_path: pat
         "--rerun-of",
         "--request-id --request-timeout",
     ]
+
+
+class _LaggingRecorder(Recorder):
+    """WatchJobs: the first stream delivers two events, then ends OUT_OF_RANGE as a server does
+    with a stream that fell behind (naming the last event's token); a stream resumed from that
+    token delivers the third and ends; a stream from any other token is OUT_OF_RANGE (expired)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches: list[str] = []
+
+    def ListJobs(self, request: pb.ListJobsRequest, context: grpc.ServicerContext) -> pb.ListJobsResponse:
+        self._record("ListJobs", request, context)
+        return pb.ListJobsResponse(resume_token="e.0")
+
+    def WatchJobs(self, request: pb.WatchJobsRequest, context: grpc.ServicerContext) -> Iterator[pb.JobEvent]:
+        self.watches.append(request.resume_token)
+        job = pb.Job(job_id="job-w", name="n", type="timer", phase=pb.JOB_PHASE_RUNNING)
+        if len(self.watches) == 1:
+            for seq in (1, 2):
+                yield pb.JobEvent(type=pb.JOB_EVENT_TYPE_UPDATED, job=job, resume_token=f"e.{seq}")
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, "fell behind; resume with resume_token 'e.2'")
+        if request.resume_token != "e.2":
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, "the resume token is older than the window")
+        yield pb.JobEvent(type=pb.JOB_EVENT_TYPE_SUCCEEDED, job=job, resume_token="e.3")
+
+
+def test_watch_that_fell_behind_resumes_from_its_last_event_without_listing_again() -> None:
+    lagging = _LaggingRecorder()
+    server = RecordingServer(lagging)
+    try:
+        result = run(server.addr, "watch", "--watch-only", "-o", "json")
+        assert result.returncode == 0, result.stderr
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        assert [e["resume_token"] for e in events] == ["e.1", "e.2", "e.3"]  # nothing lost or repeated
+        assert lagging.watches == ["e.0", "e.2"]  # resumed from the last event's token ...
+        assert len(lagging.sent("ListJobs")) == 1  # ... not listed again
+        assert "fell behind; resuming" in result.stderr
+    finally:
+        server.stop()
