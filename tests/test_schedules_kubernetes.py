@@ -367,3 +367,16 @@ def test_the_documented_example_of_a_controller_down_for_two_hours(world: World)
     ]
     (job,) = world.jobs("bounded")
     assert job["metadata"]["annotations"][SCHEDULED_ANNOTATION] == "2026-05-04T10:22:00+00:00"
+
+
+def test_a_cronjob_edited_into_no_schedule_can_be_deleted(world: World) -> None:
+    """DeleteSchedule deleted it and then answered FAILED_PRECONDITION (it read the schedule back
+    after the delete); now it answers with what it can (name, owner) and the CronJob is gone."""
+    schedule = world.create()
+    name = world.cronjob(schedule)["metadata"]["name"]
+    edit = {"spec": {"jobTemplate": {"metadata": {"annotations": {"jobscheduler.io/request": "{"}}}}}
+    world.emulator.request("PATCH", f"{CRONJOBS}/{name}", edit, "application/merge-patch+json")
+    stub = world.service.stub
+    deleted = stub.DeleteSchedule(pb.DeleteScheduleRequest(name="nightly", cancel_jobs=True), timeout=T)
+    assert (deleted.schedule.name, deleted.schedule.owner) == ("nightly", ANONYMOUS.identity)
+    assert world.emulator.request("GET", CRONJOBS)["items"] == []

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from jobscheduler.backends.kubernetes._client import KubeApi
 from jobscheduler.backends.kubernetes._errors import Call, Conflict
 from jobscheduler.backends.kubernetes._informer import Informer, list_pages
 from jobscheduler.core.errors import AlreadyExists, FailedPrecondition, JobSchedulerError, NotFound
-from jobscheduler.core.manifests import OWNER_ANNOTATION, SCHEDULE_ANNOTATION
+from jobscheduler.core.manifests import OWNER_ANNOTATION, SCHEDULE_ANNOTATION, parse_time
+from jobscheduler.core.overlay import NOTHING
 from jobscheduler.core.schedules.cronjob import cronjob_manifest, cronjob_name, schedule_from_cronjob
-from jobscheduler.core.schedules.model import Schedule
+from jobscheduler.core.schedules.model import Schedule, ScheduleSpec
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.kubernetes")
@@ -118,6 +120,10 @@ class CronJobStore:
         """Delete the CronJob; its Jobs stay (Orphan), as the port says: cancelling them is the
         service's choice. Only the CronJob that was read is deleted (uid precondition)."""
         current = await self._read(owner, name)
+        try:
+            schedule = self._schedule(current)
+        except FailedPrecondition:  # edited by hand into no schedule: deleting it is the way out
+            schedule = _unreadable(current, owner, name)
         meta = current["metadata"]
         options = {
             "apiVersion": "v1",
@@ -135,7 +141,7 @@ class CronJobStore:
             )
         except NotFound:
             raise NotFound(f"schedule {name!r} not found") from None
-        return self._schedule(current)
+        return schedule
 
     def _schedule(self, cronjob: Mapping[str, Any]) -> Schedule:
         meta = cronjob.get("metadata") or {}
@@ -170,3 +176,12 @@ def _schedule(cronjob: Mapping[str, Any]) -> Schedule:
     except JobSchedulerError as exc:
         name = (cronjob.get("metadata") or {}).get("name")
         raise FailedPrecondition(f"CronJob {name} is not a valid schedule (edited?): {exc.message}") from None
+
+
+def _unreadable(cronjob: Mapping[str, Any], owner: str, name: str) -> Schedule:
+    """What DeleteSchedule reports of a CronJob that no longer reads as a schedule: its name and
+    owner, no job, suspended (no next run)."""
+    meta = cronjob.get("metadata") or {}
+    created = parse_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
+    spec = ScheduleSpec(name=name, cron="", job=NOTHING, suspend=True)
+    return Schedule(spec=spec, owner=owner, created_at=created, updated_at=created)
