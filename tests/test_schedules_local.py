@@ -21,7 +21,7 @@ from jobscheduler.app._build import builtin_types, job_defaults
 from jobscheduler.backends.local import LocalBackend, _schedules
 from jobscheduler.config import Settings
 from jobscheduler.core.auth import ADMIN_ROLE, Caller
-from jobscheduler.core.errors import FailedPrecondition, InvalidArgument
+from jobscheduler.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from jobscheduler.core.index import JobIndex
 from jobscheduler.core.model import JobFilter, JobPhase, JobRecord
 from jobscheduler.core.schedules.loop import ScheduleLoop
@@ -396,3 +396,18 @@ async def test_an_admin_lists_a_service_accounts_schedules_by_owner(tmp_path: pa
         assert [(v.schedule.owner, v.schedule.name) for v in page] == [(account, "nightly")]
         with pytest.raises(InvalidArgument, match="owner"):
             await r.schedules.list(Caller("root", frozenset({ADMIN_ROLE})), owner="x" * 1025)
+
+
+async def test_a_damaged_row_can_be_deleted(tmp_path: pathlib.Path) -> None:
+    """DeleteSchedule read the row first: a damaged one could not be deleted (INTERNAL, then
+    FAILED_PRECONDITION); now it is, and the answer names it."""
+    async with rig(tmp_path, datetime(2026, 5, 1, 12, 0, tzinfo=UTC)) as r:
+        await r.schedules.create(spec("bad"), ALICE)
+        db = sqlite3.connect(tmp_path / "jobscheduler.db")
+        with db:
+            db.execute("UPDATE schedules SET spec = '{\"oops\": 1}' WHERE name = 'bad'")
+        db.close()
+        view, cancelled = await r.schedules.delete("bad", ALICE, cancel_jobs=True)
+        assert (view.schedule.owner, view.schedule.name, cancelled) == ("alice", "bad", ())
+        with pytest.raises(NotFound):
+            await r.schedules.get("bad", ALICE)

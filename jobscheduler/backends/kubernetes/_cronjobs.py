@@ -21,9 +21,8 @@ from jobscheduler.backends.kubernetes._errors import Call, Conflict
 from jobscheduler.backends.kubernetes._informer import Informer, list_pages
 from jobscheduler.core.errors import AlreadyExists, FailedPrecondition, JobSchedulerError, NotFound
 from jobscheduler.core.manifests import OWNER_ANNOTATION, SCHEDULE_ANNOTATION, parse_time
-from jobscheduler.core.overlay import NOTHING
 from jobscheduler.core.schedules.cronjob import cronjob_manifest, cronjob_name, schedule_from_cronjob
-from jobscheduler.core.schedules.model import Schedule, ScheduleSpec
+from jobscheduler.core.schedules.model import Schedule, unreadable
 from jobscheduler.logs import get_logger
 
 log = get_logger("jobscheduler.backends.kubernetes")
@@ -123,7 +122,8 @@ class CronJobStore:
         try:
             schedule = self._schedule(current)
         except FailedPrecondition:  # edited by hand into no schedule: deleting it is the way out
-            schedule = _unreadable(current, owner, name)
+            created = parse_time(current["metadata"].get("creationTimestamp"))
+            schedule = unreadable(owner, name, created or datetime.fromtimestamp(0, UTC))
         meta = current["metadata"]
         options = {
             "apiVersion": "v1",
@@ -176,12 +176,3 @@ def _schedule(cronjob: Mapping[str, Any]) -> Schedule:
     except JobSchedulerError as exc:
         name = (cronjob.get("metadata") or {}).get("name")
         raise FailedPrecondition(f"CronJob {name} is not a valid schedule (edited?): {exc.message}") from None
-
-
-def _unreadable(cronjob: Mapping[str, Any], owner: str, name: str) -> Schedule:
-    """What DeleteSchedule reports of a CronJob that no longer reads as a schedule: its name and
-    owner, no job, suspended (no next run)."""
-    meta = cronjob.get("metadata") or {}
-    created = parse_time(meta.get("creationTimestamp")) or datetime.fromtimestamp(0, UTC)
-    spec = ScheduleSpec(name=name, cron="", job=NOTHING, suspend=True)
-    return Schedule(spec=spec, owner=owner, created_at=created, updated_at=created)

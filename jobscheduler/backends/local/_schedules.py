@@ -9,6 +9,7 @@ import asyncio
 import pathlib
 import sqlite3
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from jobscheduler.core.errors import AlreadyExists, BackendError, FailedPrecondition, NotFound
@@ -19,7 +20,7 @@ from jobscheduler.core.schedules.codec import (
     status_from_json,
     status_to_json,
 )
-from jobscheduler.core.schedules.model import Schedule
+from jobscheduler.core.schedules.model import Schedule, unreadable
 from jobscheduler.core.schedules.pages import YIELD_EVERY
 from jobscheduler.logs import get_logger
 
@@ -151,6 +152,9 @@ class LocalScheduleStore:
         return schedule
 
     async def delete(self, owner: str, name: str) -> Schedule:
-        schedule = await self.get(owner, name)
+        try:
+            schedule = await self.get(owner, name)
+        except FailedPrecondition:  # a damaged row: deleting it is the way out
+            schedule = unreadable(owner, name, datetime.fromtimestamp(0, UTC))
         self._db.execute("DELETE FROM schedules WHERE owner = ? AND name = ?", (owner, name))
         return schedule

@@ -101,3 +101,13 @@ class ScheduleView:
     active_job_ids: tuple[str, ...] = ()
     #: None while suspended.
     next_run_time: datetime | None = None
+
+
+def unreadable(owner: str, name: str, created_at: datetime) -> Schedule:
+    """What DeleteSchedule reports of a stored schedule edited by hand into something that no
+    longer reads as one (so that deleting it stays possible): its owner and name, no job,
+    suspended (no next run)."""
+    spec = ScheduleSpec(
+        name=name, cron="", job=ScheduleRequest(name="", job_field=None, params={}), suspend=True
+    )
+    return Schedule(spec=spec, owner=owner, created_at=created_at, updated_at=created_at)
