@@ -244,6 +244,20 @@ def test_a_schedule_from_a_job_template(svc: ServiceThread) -> None:
     assert made.job.template == "base" and made.template_version == 1
     job = svc.stub.TriggerSchedule(pb.TriggerScheduleRequest(name="from-template"), timeout=T).job
     assert (job.schedule, job.template, job.template_version) == ("from-template", "base", 1)
+    # A new template version does not change the schedule's runs (pinned, as a CronJob's
+    # jobTemplate is): until UpdateSchedule gives it a job again, which resolves the latest.
+    svc.stub.UpdateJobTemplate(pb.UpdateJobTemplateRequest(name="base", job=timer_job()), timeout=T)
+    job = svc.stub.TriggerSchedule(pb.TriggerScheduleRequest(name="from-template"), timeout=T).job
+    assert job.template_version == 1
+    updated = svc.stub.UpdateSchedule(
+        pb.UpdateScheduleRequest(
+            name="from-template", job=pb.ScheduleJobRequest(name="templated", template="base")
+        ),
+        timeout=T,
+    )
+    assert updated.template_version == 2 and updated.job.template_version == 2
+    job = svc.stub.TriggerSchedule(pb.TriggerScheduleRequest(name="from-template"), timeout=T).job
+    assert job.template_version == 2
     code, details = refused(
         svc.stub.CreateSchedule,
         pb.CreateScheduleRequest(

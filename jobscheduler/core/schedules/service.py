@@ -92,7 +92,12 @@ class ScheduleService:
         except InvalidArgument as exc:
             raise InvalidArgument([replace(v, field=f"job.{v.field}") for v in exc.violations]) from None
         resolved = prepared.origin or origin
-        spec = replace(spec, template=resolved.template, template_version=resolved.template_version)
+        # The version is pinned now, on both backends: a CronJob's jobTemplate is rendered once,
+        # here, so local runs too use the version the schedule was created or updated with.
+        job = spec.job
+        if job.template and not job.template_version:
+            job = replace(job, template_version=resolved.template_version)
+        spec = replace(spec, job=job, template=resolved.template, template_version=resolved.template_version)
         return spec, manifest
 
     def view(self, schedule: Schedule, jobs: list[JobRecord] | None = None) -> ScheduleView:
