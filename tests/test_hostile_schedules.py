@@ -12,10 +12,9 @@ import pytest
 from conftest import ServiceThread, local_service
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_schedules_api import T, refused, timer_job
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
-
-T = 10
 
 
 @pytest.fixture(scope="module")
@@ -25,22 +24,6 @@ def svc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceThread]:
         yield service
     finally:
         service.stop()
-
-
-def timer_job(**fields: Any) -> pb.ScheduleJobRequest:
-    return pb.ScheduleJobRequest(
-        name="nightly",
-        timer_job=pb.TimerJob(
-            duration_seconds=30, timer_name="t", control_plane_endpoint="http://127.0.0.1:9/"
-        ),
-        **fields,
-    )
-
-
-def refused(call: Any, request: Any) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.RpcError) as info:
-        call(request, timeout=T)
-    return info.value.code(), info.value.details() or ""
 
 
 @pytest.mark.parametrize("description", ["a\0b", "\x1b[31mred", "bell\x07", "\u202eevil", "😀" * 300])
