@@ -6,6 +6,7 @@ CancelJob). The world they run in: schedules_world.py."""
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -380,3 +381,19 @@ def test_a_cronjob_edited_into_no_schedule_can_be_deleted(world: World) -> None:
     deleted = stub.DeleteSchedule(pb.DeleteScheduleRequest(name="nightly", cancel_jobs=True), timeout=T)
     assert (deleted.schedule.name, deleted.schedule.owner) == ("nightly", ANONYMOUS.identity)
     assert world.emulator.request("GET", CRONJOBS)["items"] == []
+
+
+def test_a_copy_of_a_cronjob_under_another_name_is_not_listed(world: World) -> None:
+    """Anyone in the namespace may copy a schedule's CronJob under another name (and name another
+    schedule in it): it was listed as the owner's, though get, update and delete never reach it."""
+    schedule = world.create()
+    copy = json.loads(json.dumps(world.cronjob(schedule)))
+    copy["metadata"] = {
+        "name": "copied",
+        "labels": copy["metadata"]["labels"],
+        "annotations": {**copy["metadata"]["annotations"], "jobscheduler.io/schedule": "planted"},
+    }
+    copy.pop("status", None)
+    world.emulator.request("POST", CRONJOBS, copy)
+    assert [s.name for s in world.run(world.store.list())] == ["nightly"]
+    assert [s.name for s in world.run(world.store.list(ANONYMOUS.identity))] == ["nightly"]

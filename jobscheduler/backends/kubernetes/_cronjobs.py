@@ -82,6 +82,8 @@ class CronJobStore:
                     continue
                 if owner is not None and annotations.get(OWNER_ANNOTATION, "") != owner:
                     continue
+                if not _named_for(item, annotations, self.namespace):
+                    continue  # a copy under another name: get, update and delete never reach it
                 try:
                     schedules.append(self._schedule(item))
                 except FailedPrecondition as exc:
@@ -166,6 +168,12 @@ class CronJobStore:
         if annotations.get(OWNER_ANNOTATION, "") != owner or annotations.get(SCHEDULE_ANNOTATION) != name:
             raise NotFound(f"schedule {name!r} not found")
         return cronjob
+
+
+def _named_for(cronjob: Mapping[str, Any], annotations: Mapping[str, Any], namespace: str) -> bool:
+    """Whether the CronJob bears the name derived from the owner and schedule it names."""
+    owner, name = str(annotations.get(OWNER_ANNOTATION, "")), str(annotations.get(SCHEDULE_ANNOTATION, ""))
+    return (cronjob.get("metadata") or {}).get("name") == cronjob_name(namespace, owner, name)
 
 
 def _schedule(cronjob: Mapping[str, Any]) -> Schedule:
