@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -13,6 +13,9 @@ from jobscheduler.api import convert
 from jobscheduler.core.errors import FieldViolation, InvalidArgument
 from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.templates import JobTemplate
+
+#: The job type members of ScheduleJobRequest (its ``job`` oneof).
+_JOB_MEMBERS: Final = frozenset(f.name for f in pb.ScheduleJobRequest.DESCRIPTOR.oneofs_by_name["job"].fields)
 
 
 def optional_job(message: Any, name: str = "job") -> ScheduleRequest | None:
@@ -50,9 +53,14 @@ def schedule_job_message(request: ScheduleRequest) -> pb.ScheduleJobRequest:
         message.ttl_seconds_after_finished = request.ttl_seconds_after_finished
     if request.priority is not None:
         message.priority = convert.PRIORITIES[request.priority]
-    if request.job_field:
+    if request.job_field in _JOB_MEMBERS:
         member = getattr(message, request.job_field)
-        json_format.ParseDict(_without_nulls(dict(request.params)), member, ignore_unknown_fields=True)
+        try:
+            json_format.ParseDict(_without_nulls(dict(request.params)), member, ignore_unknown_fields=True)
+        except (json_format.ParseError, ValueError, TypeError, RecursionError):
+            # A request stored in a CronJob or ConfigMap edited by hand (validated again before any
+            # use): its job type shows, its parameters cannot; the rest of a list still answers.
+            member.Clear()
         member.SetInParent()
     return message
 
