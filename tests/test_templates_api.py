@@ -351,13 +351,16 @@ def test_on_kubernetes_only_the_latest_version_is_labelled_latest(
         svc.stop()
 
 
-@pytest.mark.parametrize(("version", "description"), [(2**31, "big"), (5, "\x1b[2Jwiped")])
+@pytest.mark.parametrize(
+    ("version", "description", "created"),
+    [(2**31, "big", ""), (5, "\x1b[2Jwiped", ""), (5, "early", "0001-01-01T00:00:00+14:00")],
+)
 def test_on_kubernetes_an_edited_configmap_no_request_could_store_is_not_a_version(
-    emulator: EmulatorThread, kubeconfig: pathlib.Path, version: int, description: str
+    emulator: EmulatorThread, kubeconfig: pathlib.Path, version: int, description: str, created: str
 ) -> None:
     """A ConfigMap under a version's own name and labels (anyone in the namespace may make one) with
     a version past the API's int32 (GetJobTemplate, ListJobTemplates and every job made from it were
-    INTERNAL) or a description no request may set is not read as a version."""
+    INTERNAL), a description no request may set or a time out of range is not read as a version."""
     svc = kubernetes_service(kubeconfig)
     try:
         job = pb.ScheduleJobRequest(timer_job=timer())
@@ -366,6 +369,7 @@ def test_on_kubernetes_an_edited_configmap_no_request_could_store_is_not_a_versi
         name = configmap_name("default", "anonymous", "a", version)
         labels = {**real["metadata"]["labels"], "jobscheduler.io/job-template-version": str(version)}
         data = {**real["data"], "version": str(version), "description": description}
+        data["created-at"] = created or data["created-at"]
         forged = {
             "apiVersion": "v1",
             "kind": "ConfigMap",

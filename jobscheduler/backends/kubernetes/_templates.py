@@ -21,7 +21,7 @@ from typing import Any, Final
 from jobscheduler.backends.kubernetes._client import KubeApi
 from jobscheduler.backends.kubernetes._errors import Call
 from jobscheduler.core.errors import AlreadyExists, JobSchedulerError, NotFound
-from jobscheduler.core.manifests import MANAGED_BY, MANAGED_BY_LABEL
+from jobscheduler.core.manifests import MANAGED_BY, MANAGED_BY_LABEL, parse_time
 from jobscheduler.core.templates import StoredTemplate, description_problem
 from jobscheduler.logs import get_logger
 
@@ -48,6 +48,14 @@ def _digest(*parts: str) -> str:
 
 def configmap_name(namespace: str, owner: str, name: str, version: int) -> str:
     return f"jobtemplate-{_digest(namespace, owner, name)}-v{version}"
+
+
+def _time(value: Any) -> datetime:
+    """A stored time (ValueError if it is none: no offset, or out of range in UTC)."""
+    parsed = parse_time(value)
+    if parsed is None:
+        raise ValueError(f"{value!r} is not a time")
+    return parsed
 
 
 class KubeTemplates:
@@ -99,8 +107,8 @@ class KubeTemplates:
                 version=int(str(data["version"])[:10]),
                 description=str(data.get("description", "")),
                 request=str(data["request"]),
-                created_at=datetime.fromisoformat(str(data["created-at"])),
-                first_created_at=datetime.fromisoformat(str(data["first-created-at"])),
+                created_at=_time(data["created-at"]),
+                first_created_at=_time(data["first-created-at"]),
             )
         except (KeyError, ValueError, TypeError):
             return None
