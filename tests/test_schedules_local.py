@@ -277,6 +277,7 @@ async def test_a_restart_after_three_missed_periods_makes_one_catch_up_run(tmp_p
         ("status", "json_set(status, '$.missed_runs', 1099511627776)"),
         ("status", "json_set(status, '$.handled_until', '2026-05-01T12:00:00')"),
         ("created_at", "'2026-05-01T12:00:00'"),
+        ("status", "json_set(status, '$.last_missed_time', '0001-01-01T00:00:00+14:00')"),
     ],
 )
 async def test_a_row_edited_into_bad_values_is_left_out_and_stops_no_other_run(

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from jobscheduler.core.errors import BackendError, InvalidArgument
-from jobscheduler.core.manifests import REQUEST_ANNOTATION
+from jobscheduler.core.manifests import REQUEST_ANNOTATION, parse_time
 from jobscheduler.core.model import ScheduleRequest
 from jobscheduler.core.requests import parse_stored_request, stored_request
 from jobscheduler.core.schedules.model import ConcurrencyPolicy, ScheduleSpec, ScheduleStatus
@@ -89,11 +89,11 @@ def _check_numbers(spec: ScheduleSpec) -> None:
 
 
 def aware_time(text: Any) -> datetime:
-    """A stored ISO time with its offset (ValueError for anything else: a naive time would not
-    compare with the loop's clock)."""
-    parsed = datetime.fromisoformat(text)
-    if parsed.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset")
+    """A stored time with its UTC offset, in range in UTC (ValueError otherwise: a naive time would
+    not compare with the loop's clock, one out of range cannot be answered)."""
+    parsed = parse_time(text)
+    if parsed is None:
+        raise ValueError(f"{text!r} is not a time with a UTC offset")
     return parsed
 
 
