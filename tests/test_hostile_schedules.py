@@ -1,20 +1,25 @@
 """Hostile requests to the schedule, template and rerun RPCs, over a real gRPC channel on the
 local backend: each is INVALID_ARGUMENT naming its field (or another definite code), never
-INTERNAL or UNKNOWN, and nothing is stored for a refused one."""
+INTERNAL or UNKNOWN, and nothing is stored for a refused one. And stored templates edited by hand
+(a ConfigMap on the emulator, a SQLite row) into what no request could store."""
 
 from __future__ import annotations
 
+import pathlib
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
-from conftest import ServiceThread, local_service
+from conftest import EmulatorThread, ServiceThread, kubernetes_service, local_service
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_schedules_api import T, refused, timer_job
+from test_templates_api import timer
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
+from jobscheduler.backends.kubernetes._templates import configmap_name
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +185,72 @@ def test_fuzzed_schedule_calls_never_fault(svc: ServiceThread, call: tuple[str, 
 @given(call=template_calls())
 def test_fuzzed_template_and_rerun_calls_never_fault(svc: ServiceThread, call: tuple[str, Any]) -> None:
     answered(svc, call)
+
+
+@pytest.mark.parametrize(
+    ("version", "description", "created"),
+    [(2**31, "big", ""), (5, "\x1b[2Jwiped", ""), (5, "early", "0001-01-01T00:00:00+14:00")],
+)
+def test_on_kubernetes_an_edited_configmap_no_request_could_store_is_not_a_version(
+    emulator: EmulatorThread, kubeconfig: pathlib.Path, version: int, description: str, created: str
+) -> None:
+    """A ConfigMap under a version's own name and labels (anyone in the namespace may make one) with
+    a version past the API's int32 (GetJobTemplate, ListJobTemplates and every job made from it were
+    INTERNAL), a description no request may set or a time out of range is not read as a version."""
+    svc = kubernetes_service(kubeconfig)
+    try:
+        job = pb.ScheduleJobRequest(timer_job=timer())
+        svc.stub.CreateJobTemplate(pb.CreateJobTemplateRequest(name="a", job=job), timeout=T)
+        (real,) = emulator.request("GET", "/api/v1/namespaces/default/configmaps")["items"]
+        name = configmap_name("default", "anonymous", "a", version)
+        labels = {**real["metadata"]["labels"], "jobscheduler.io/job-template-version": str(version)}
+        data = {**real["data"], "version": str(version), "description": description}
+        data["created-at"] = created or data["created-at"]
+        forged = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "labels": labels},
+            "data": data,
+        }
+        emulator.request("POST", "/api/v1/namespaces/default/configmaps", forged)
+        got = svc.stub.GetJobTemplate(pb.GetJobTemplateRequest(name="a"), timeout=T)
+        assert got.version == 1 and got.description == ""
+        listed = svc.stub.ListJobTemplates(pb.ListJobTemplatesRequest(), timeout=T).templates
+        assert [(t.name, t.version) for t in listed] == [("a", 1)]
+        made = svc.stub.ScheduleJob(pb.ScheduleJobRequest(template="a"), timeout=T)
+        assert made.job.template_version == 1
+    finally:
+        svc.stop()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "version = 1099511627776",
+        "created_at = '0001-01-01T00:00:00+14:00'",
+        "created_at = '2026-01-01T00:00:00'",
+        "description = 'a' || char(27) || '[2J'",
+    ],
+)
+def test_locally_a_version_row_edited_into_what_no_request_stores_is_a_failed_precondition(
+    tmp_path: pathlib.Path, edit: str
+) -> None:
+    """A version past the API's int32 or a time out of range in UTC made GetJobTemplate and the
+    owner's whole ListJobTemplates INTERNAL; now the version is FAILED_PRECONDITION and left out of
+    the list, the other templates still listed."""
+    svc = local_service(tmp_path / "data")
+    try:
+        job = pb.ScheduleJobRequest(timer_job=timer())
+        for name in ("edited", "intact"):
+            svc.stub.CreateJobTemplate(pb.CreateJobTemplateRequest(name=name, job=job), timeout=T)
+        db = sqlite3.connect(tmp_path / "data" / "jobscheduler.db")
+        with db:
+            db.execute(f"UPDATE job_templates SET {edit} WHERE name = 'edited'")
+        db.close()
+        with pytest.raises(grpc.RpcError) as info:
+            svc.stub.GetJobTemplate(pb.GetJobTemplateRequest(name="edited"), timeout=T)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # type: ignore[attr-defined]
+        listed = svc.stub.ListJobTemplates(pb.ListJobTemplatesRequest(), timeout=T).templates
+        assert [t.name for t in listed] == ["intact"]
+    finally:
+        svc.stop()

@@ -19,7 +19,6 @@ from grpc_status import rpc_status
 from job_status import ended_status
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
-from jobscheduler.backends.kubernetes._templates import configmap_name
 
 T = 10
 
@@ -347,41 +346,5 @@ def test_on_kubernetes_only_the_latest_version_is_labelled_latest(
             for m in maps
         }
         assert labelled == {"1": None, "2": None, "3": "true"}
-    finally:
-        svc.stop()
-
-
-@pytest.mark.parametrize(
-    ("version", "description", "created"),
-    [(2**31, "big", ""), (5, "\x1b[2Jwiped", ""), (5, "early", "0001-01-01T00:00:00+14:00")],
-)
-def test_on_kubernetes_an_edited_configmap_no_request_could_store_is_not_a_version(
-    emulator: EmulatorThread, kubeconfig: pathlib.Path, version: int, description: str, created: str
-) -> None:
-    """A ConfigMap under a version's own name and labels (anyone in the namespace may make one) with
-    a version past the API's int32 (GetJobTemplate, ListJobTemplates and every job made from it were
-    INTERNAL), a description no request may set or a time out of range is not read as a version."""
-    svc = kubernetes_service(kubeconfig)
-    try:
-        job = pb.ScheduleJobRequest(timer_job=timer())
-        svc.stub.CreateJobTemplate(pb.CreateJobTemplateRequest(name="a", job=job), timeout=T)
-        (real,) = emulator.request("GET", "/api/v1/namespaces/default/configmaps")["items"]
-        name = configmap_name("default", "anonymous", "a", version)
-        labels = {**real["metadata"]["labels"], "jobscheduler.io/job-template-version": str(version)}
-        data = {**real["data"], "version": str(version), "description": description}
-        data["created-at"] = created or data["created-at"]
-        forged = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": labels},
-            "data": data,
-        }
-        emulator.request("POST", "/api/v1/namespaces/default/configmaps", forged)
-        got = svc.stub.GetJobTemplate(pb.GetJobTemplateRequest(name="a"), timeout=T)
-        assert got.version == 1 and got.description == ""
-        listed = svc.stub.ListJobTemplates(pb.ListJobTemplatesRequest(), timeout=T).templates
-        assert [(t.name, t.version) for t in listed] == [("a", 1)]
-        made = svc.stub.ScheduleJob(pb.ScheduleJobRequest(template="a"), timeout=T)
-        assert made.job.template_version == 1
     finally:
         svc.stop()

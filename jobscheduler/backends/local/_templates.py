@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pathlib
 import sqlite3
-from datetime import datetime
 
-from jobscheduler.core.errors import Unavailable
-from jobscheduler.core.templates import StoredTemplate
+from jobscheduler.core.errors import FailedPrecondition, Unavailable
+from jobscheduler.core.manifests import parse_time
+from jobscheduler.core.templates import StoredTemplate, description_problem
+from jobscheduler.logs import get_logger
+
+log = get_logger("jobscheduler.backends.local")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS job_templates (
@@ -24,15 +27,39 @@ CREATE TABLE IF NOT EXISTS job_templates (
 _COLUMNS = "owner, name, version, description, request, created_at, first_created_at"
 
 
+#: The highest version number (the API's int32).
+_MAX_VERSION = 2**31 - 1
+
+
 def _template(row: sqlite3.Row) -> StoredTemplate:
+    """The row's version; FailedPrecondition if it holds what no request could have stored (a row
+    edited by hand: a version past int32, a time without an offset, a description with control
+    characters), as a version whose request cannot be read is."""
+    version, created, first = (
+        row["version"],
+        parse_time(row["created_at"]),
+        parse_time(row["first_created_at"]),
+    )
+    description = row["description"]
+    if (
+        not isinstance(version, int)
+        or not 1 <= version <= _MAX_VERSION
+        or created is None
+        or first is None
+        or not isinstance(description, str)
+        or description_problem(description) is not None
+    ):
+        raise FailedPrecondition(
+            f"stored job template {row['name']!r} version {version} is not valid (edited?)"
+        )
     return StoredTemplate(
         owner=row["owner"],
         name=row["name"],
-        version=row["version"],
-        description=row["description"],
+        version=version,
+        description=description,
         request=row["request"],
-        created_at=datetime.fromisoformat(row["created_at"]),
-        first_created_at=datetime.fromisoformat(row["first_created_at"]),
+        created_at=created,
+        first_created_at=first,
     )
 
 
@@ -96,7 +123,13 @@ class LocalTemplates:
             " ORDER BY name LIMIT ?",
             (owner, after, len(prefix), prefix, limit),
         )
-        return [_template(r) for r in rows]
+        templates = []
+        for row in rows:
+            try:
+                templates.append(_template(row))
+            except FailedPrecondition as exc:  # one damaged row must not hide (or stop) the others
+                log.error("stored job template unreadable", template=row["name"], error=exc.message)
+        return templates
 
     async def delete(self, owner: str, name: str) -> int:
         try:
