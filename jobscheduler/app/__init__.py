@@ -144,6 +144,7 @@ async def assemble(settings: Settings, backend: JobBackend, index: JobIndex, hea
         queues=book,
         on_created=metrics.count_scheduled,
         on_cancelled=metrics.count_cancelled,
+        templates=getattr(backend, "templates", None),  # (both backends keep them)
     )
     schedules, schedule_loops = build_schedules(settings, backend, service)
     server = build_server(

@@ -103,10 +103,9 @@ class JobService:
         self.queues = queues if queues is not None else QueueBook(index, parse_queues(""))
         self._new_id = id_factory
         self._clock = clock
-        #: The job templates (core.templates), kept by ``templates`` or else by the backend's
-        #: ``templates`` store (both backends have one); None: nowhere to keep them.
-        store = templates if templates is not None else getattr(backend, "templates", None)
-        self.templates = None if store is None else JobTemplates(store, self._check_template, clock)
+        #: The job templates (core.templates), kept by ``templates`` (the composition root gives
+        #: the backend's store); None: nowhere to keep them.
+        self.templates = None if templates is None else JobTemplates(templates, self._check_template, clock)
 
     def require_templates(self) -> JobTemplates:
         if self.templates is None:
