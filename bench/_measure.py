@@ -8,6 +8,7 @@ import os
 import pathlib
 import socket
 import statistics
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
@@ -90,3 +91,13 @@ def write_kubeconfig(path: str, server: str) -> None:
     }
     with open(path, "w") as f:
         json.dump(config, f)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from _measure import cpu_seconds, free_port
+from _measure import cpu_seconds, free_port, stop_process
 from cache import STREAMS_PER_CHANNEL
 
 from jobscheduler._generated import jobscheduler_pb2 as pb
@@ -84,12 +84,7 @@ class LocalService:
         raise RuntimeError("the local service did not become ready")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, 30)
         self.log.close()
 
 

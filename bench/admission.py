@@ -63,6 +63,7 @@ from _measure import (  # noqa: E402
     free_port,
     run_for,
     serve_env,
+    stop_process,
     summarize,
     write_kubeconfig,
 )
@@ -189,12 +190,7 @@ class Service:
         return sum(text in line for line in pathlib.Path(self.log_path).read_text().splitlines())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, 60)
         self.log.close()
 
 

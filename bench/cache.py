@@ -70,7 +70,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import standin  # noqa: E402
-from _measure import cpu_seconds, free_port, run_for, serve_env, write_kubeconfig  # noqa: E402
+from _measure import cpu_seconds, free_port, run_for, serve_env, stop_process, write_kubeconfig  # noqa: E402
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
@@ -228,12 +228,7 @@ class Service:
         return proc_kb(self.pid, "VmRSS")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc, 30)
         self.log.close()
 
 
