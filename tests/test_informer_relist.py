@@ -82,6 +82,7 @@ class ScriptedApi:
         query: Sequence[tuple[str, str]] = (),
         body: Any = None,
         content_type: str | None = None,
+        decode: Any = None,
     ) -> dict[str, Any]:
         if method == "GET" and path == JOBS:
             if dict(query).get("limit") == "1":  # the readiness ping

@@ -19,13 +19,14 @@ import ctypes
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from jobscheduler import metrics
 from jobscheduler.backends.kubernetes._client import KubeApi, paused_gc
 from jobscheduler.backends.kubernetes._errors import Call, Gone
+from jobscheduler.backends.kubernetes._listbody import decode_list
 from jobscheduler.core.errors import JobSchedulerError
 from jobscheduler.core.manifests import MANAGED_SELECTOR
 from jobscheduler.logs import get_logger
@@ -131,18 +132,19 @@ def export_metrics(informer: Informer) -> None:
 
 async def list_pages(
     api: KubeApi, informer: Informer, namespace: str
-) -> AsyncIterator[tuple[list[Mapping[str, Any]], str]]:
+) -> AsyncIterator[tuple[Iterable[Mapping[str, Any]], str]]:
     """The list's pages (of LIST_PAGE items) as they arrive, each with the list's resourceVersion.
 
     The next page is asked for before a page is handed out: the API server prepares and sends it
-    while this one is summarised."""
+    while this one is summarised. Each item is decoded only as it is read (_listbody.py): read
+    them in turn, and keep only what you need of each."""
     call = Call(verb="list", resource=informer.resource, namespace=namespace)
 
     def fetch(token: str) -> asyncio.Future[dict[str, Any]]:
         query = [("labelSelector", MANAGED_SELECTOR), ("limit", str(LIST_PAGE))]
         if token:
             query.append(("continue", token))
-        return asyncio.ensure_future(api.request("GET", informer.path, call, query=query))
+        return asyncio.ensure_future(api.request("GET", informer.path, call, query=query, decode=decode_list))
 
     pending: asyncio.Future[dict[str, Any]] | None = fetch("")
     version = ""
@@ -153,7 +155,7 @@ async def list_pages(
             version = str(meta.get("resourceVersion") or version)
             token = str(meta.get("continue") or "")
             pending = fetch(token) if token else None
-            yield list(page.get("items") or ()), version
+            yield page.get("items") or iter(()), version
     finally:
         if pending is not None:  # the consumer stopped early: the page asked for is not wanted
             pending.cancel()
