@@ -74,11 +74,12 @@ from _measure import cpu_seconds, free_port, run_for, serve_env, stop_process, w
 
 from jobscheduler._generated import jobscheduler_pb2 as pb  # noqa: E402
 from jobscheduler._generated import jobscheduler_pb2_grpc as pb_grpc  # noqa: E402
-from jobscheduler.backends.kubernetes._status import is_managed  # noqa: E402
-from jobscheduler.backends.kubernetes.backend import _JobState, _state  # noqa: E402
+from jobscheduler.backends.kubernetes._listbody import decode_list  # noqa: E402
+from jobscheduler.backends.kubernetes._status import is_managed, job_record  # noqa: E402
 from jobscheduler.core import manifests  # noqa: E402
 from jobscheduler.core.index import JobIndex  # noqa: E402
 from jobscheduler.core.manifests import RenderContext  # noqa: E402
+from jobscheduler.core.model import JobRecord  # noqa: E402
 from jobscheduler.jobtypes import TimerHandler  # noqa: E402
 
 PAGE = 500  # the informer's list page (backend._LIST_PAGE)
@@ -418,16 +419,13 @@ def in_process_memory(jobs: int, template: dict[str, Any], max_events: int) -> d
     gc.collect()
     tracemalloc.start()
     index = JobIndex(max_events=max_events)
-    states: dict[str, _JobState] = {}
-    items: list[dict[str, Any]] = []
-    for page in pages:  # as backend._list_into: every page's items first, then the records
-        items.extend(json.loads(page)["items"])
-    for item in items:
-        if is_managed(item):
-            states[str(item["metadata"]["name"])] = _state(item)
+    states: dict[str, JobRecord] = {}
+    for page in pages:  # as backend._list_into: each item decoded and summarised in turn
+        for item in decode_list(page)["items"]:
+            if is_managed(item):
+                states[str(item["metadata"]["name"])] = job_record(item)
     _, peak = tracemalloc.get_traced_memory()
-    del items
-    index.replace_all(state.record for state in states.values())
+    index.replace_all(states.values())
     index.mark_synced()
     gc.collect()
     with_log, _ = tracemalloc.get_traced_memory()

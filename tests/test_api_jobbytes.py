@@ -19,7 +19,7 @@ PROPERTY = settings(
 )
 times = st.one_of(st.none(), st.integers(0, 10**6).map(lambda us: T0 + timedelta(microseconds=us * 997)))
 records = st.builds(
-    JobRecord,
+    JobRecord.build,
     job_id=st.sampled_from(["job-a", "job-b", "job-c"]),
     name=st.text(max_size=5),
     type=st.sampled_from(["timer", "webhook"]),

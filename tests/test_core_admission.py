@@ -30,7 +30,7 @@ ALICE, BOB = Caller("alice", frozenset()), Caller("bob", frozenset())
 
 
 def job(job_id: str, phase: JobPhase = JobPhase.SUCCEEDED, *, owner: str = "alice", **more: Any) -> JobRecord:
-    return JobRecord(
+    return JobRecord.build(
         job_id=job_id, name=job_id, type="timer", namespace="ns", phase=phase, owner=owner, **more
     )
 

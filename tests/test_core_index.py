@@ -46,7 +46,7 @@ def record(job_id: str, phase: JobPhase = JobPhase.PENDING, *, created: int = 0,
     defaults: dict[str, Any] = {"name": job_id.removeprefix("job-"), "type": "timer", "namespace": "default"}
     defaults.update(kw)
     at = None if created < 0 else T0 + timedelta(seconds=created)
-    return JobRecord(job_id=job_id, phase=phase, created_at=at, **defaults)
+    return JobRecord.build(job_id=job_id, phase=phase, created_at=at, **defaults)
 
 
 class Clock:

@@ -31,7 +31,7 @@ PROPERTY = settings(
 def record(job_id: str, phase: JobPhase = JobPhase.PENDING, created: int | None = 0, **kw: Any) -> JobRecord:
     at = None if created is None else T0 + timedelta(seconds=created)
     fields: dict[str, Any] = {"name": job_id[4:], "type": "timer", "namespace": "default", **kw}
-    return JobRecord(job_id=job_id, phase=phase, created_at=at, **fields)
+    return JobRecord.build(job_id=job_id, phase=phase, created_at=at, **fields)
 
 
 labels_st = st.dictionaries(

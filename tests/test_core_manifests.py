@@ -231,7 +231,7 @@ KEYS = [
 @given(annotations=st.dictionaries(st.sampled_from(KEYS), GARBAGE, max_size=len(KEYS)))
 def test_annotation_parsers_tolerate_garbage(annotations: dict[str, str]) -> None:
     fields = record_fields(annotations)
-    record = JobRecord(
+    record = JobRecord.build(
         job_id="job-abcdefghij", name="n", type="t", namespace="d", phase=JobPhase.FAILED, **fields
     )
     for key in ("retry_number", "max_retries", "retry_backoff_seconds"):

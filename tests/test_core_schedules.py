@@ -239,7 +239,7 @@ def test_any_text_is_a_rule_or_invalid_argument_naming_its_field(expression: str
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 RECORDS = st.lists(
     st.builds(
-        lambda i, owner, schedule, phase, minutes: JobRecord(
+        lambda i, owner, schedule, phase, minutes: JobRecord.build(
             job_id=f"job-{i}",
             name="n",
             type="timer",

@@ -3,7 +3,7 @@ for what a (re)start loads; label values bounded."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -34,7 +34,7 @@ class Seen:
 
 
 def record(job_id: str, phase: JobPhase, **fields: object) -> JobRecord:
-    return replace(JobRecord(job_id=job_id, name="n", type="timer", namespace="ns", phase=phase), **fields)  # type: ignore[arg-type]
+    return JobRecord(job_id=job_id, name="n", type="timer", namespace="ns", phase=phase).replace(**fields)
 
 
 def watched(seen: Seen, *loaded: JobRecord) -> JobIndex:
@@ -60,21 +60,19 @@ def test_each_transition_is_counted_once_with_its_times() -> None:
     held = record("job-q", JobPhase.QUEUED, enqueued_at=T0)
     index.apply(held)
     index.apply(
-        replace(
-            held,
+        held.replace(
             phase=JobPhase.RUNNING,
             admitted_at=T0 + timedelta(seconds=7),
             started_at=T0 + timedelta(seconds=8),
         )
     )
-    done = replace(
-        index.get("job-q"),  # type: ignore[arg-type]
+    done = index.get("job-q").replace(  # type: ignore[union-attr]
         phase=JobPhase.FAILED,
         reason="DeadlineExceeded",
         finished_at=T0 + timedelta(seconds=20),
     )
     index.apply(done)
-    index.apply(replace(done, message="seen again"))  # the final record changes again
+    index.apply(done.replace(message="seen again"))  # the final record changes again
     index.apply(record("job-r", JobPhase.PENDING, retry_of="job-q", retry_number=1))  # its retry
     index.remove("job-q")
     assert seen.admitted == [("job-q", 7.0)]
@@ -83,7 +81,7 @@ def test_each_transition_is_counted_once_with_its_times() -> None:
 
     cancelled = record("job-c", JobPhase.PENDING)
     index.apply(cancelled)
-    index.apply(replace(cancelled, phase=JobPhase.CANCELLED, reason="Cancelled", finished_at=T0))
+    index.apply(cancelled.replace(phase=JobPhase.CANCELLED, reason="Cancelled", finished_at=T0))
     assert seen.finished[-1] == ("job-c", "CANCELLED", "Cancelled", None)  # never started: no run time
 
 
@@ -92,11 +90,11 @@ def test_a_replica_that_does_not_lead_counts_nothing() -> None:
     index = watched(seen)
     job = record("job-a", JobPhase.RUNNING)
     index.apply(job)
-    index.apply(replace(job, phase=JobPhase.SUCCEEDED))
+    index.apply(job.replace(phase=JobPhase.SUCCEEDED))
     index.apply(record("job-b", JobPhase.PENDING, retry_number=1))
     assert (seen.finished, seen.retries) == ([], [])
     seen.leading = True  # it takes the Lease: what happens from now on is counted
-    index.apply(replace(index.get("job-b"), phase=JobPhase.FAILED, reason="Failed"))  # type: ignore[arg-type]
+    index.apply(index.get("job-b").replace(phase=JobPhase.FAILED, reason="Failed"))  # type: ignore[union-attr]
     assert [f[0] for f in seen.finished] == ["job-b"]
 
 
@@ -105,7 +103,7 @@ def test_label_values_are_bounded() -> None:
     index = watched(seen)
     job = record("job-a", JobPhase.RUNNING, type="x" * 200, queue="batch")
     index.apply(job)
-    index.apply(replace(job, phase=JobPhase.FAILED, reason="bad reason\n{}"))
+    index.apply(job.replace(phase=JobPhase.FAILED, reason="bad reason\n{}"))
     assert seen.finished == [("job-a", "FAILED", "other", None)]
     assert [label(v) for v in ("", "BackoffLimitExceeded", "a.b-c_d", "x" * 64, "é")] == [
         "",
@@ -142,8 +140,8 @@ def test_times_that_cannot_be_compared_give_no_observation_and_do_not_break_the_
     naive = datetime(2026, 1, 1)  # a record from somewhere careless: no time zone
     job = record("job-a", JobPhase.QUEUED, enqueued_at=naive)
     index.apply(job)
-    index.apply(replace(job, phase=JobPhase.RUNNING, admitted_at=T0, started_at=naive))
-    index.apply(replace(index.get("job-a"), phase=JobPhase.SUCCEEDED, finished_at=T0))  # type: ignore[arg-type]
+    index.apply(job.replace(phase=JobPhase.RUNNING, admitted_at=T0, started_at=naive))
+    index.apply(index.get("job-a").replace(phase=JobPhase.SUCCEEDED, finished_at=T0))  # type: ignore[union-attr]
     assert seen.admitted == []
     assert seen.finished == [("job-a", "SUCCEEDED", "", None)]
     assert index.get("job-a").phase is JobPhase.SUCCEEDED  # type: ignore[union-attr]

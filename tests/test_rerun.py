@@ -25,7 +25,7 @@ def timer(**fields: Any) -> ScheduleRequest:
 
 
 def _record(phase: JobPhase, **fields: Any) -> JobRecord:
-    return JobRecord(
+    return JobRecord.build(
         job_id="job-aaaaaaaaaa", name="n", type="timer", namespace="default", phase=phase, **fields
     )
 

@@ -93,7 +93,7 @@ def stored_job(req: ScheduleRequest | None = None, job_id: str = ROOT) -> dict[s
 
 
 def failed_record(job: dict[str, Any]) -> JobRecord:
-    return JobRecord(
+    return JobRecord.build(
         job_id=job["metadata"]["name"],
         name="nightly",
         type="timer",
@@ -301,7 +301,7 @@ def record(**fields: Any) -> JobRecord:
         "retry_backoff_seconds": 10,
     }
     base.update(fields)
-    return JobRecord(**base)
+    return JobRecord.build(**base)
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Generic, TypeVar, cast, overload
 
 
 class JobPhase(enum.Enum):
@@ -64,35 +66,12 @@ class JobCondition:
 
 
 @dataclass(frozen=True, slots=True)
-class JobRecord:
-    """A compact summary of one job: what every RPC reports, never a whole API object."""
+class JobDetails:
+    """A record's rarely set fields, behind one slot of :class:`JobRecord`: a retry's link and
+    policy, a held job's admission, where it came from (schedule, template, rerun), an Indexed
+    job's indexes. Read them as the record's own (``record.retry_of``). A job with none set
+    shares ``NO_DETAILS``: 15 slots (120 bytes) less in every cached record."""
 
-    job_id: str
-    name: str
-    type: str
-    namespace: str
-    phase: JobPhase
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    message: str = ""
-    reason: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-    conditions: tuple[JobCondition, ...] = ()
-    active: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    backoff_limit: int = 0
-    #: The job's pods (local backend: one per attempt), oldest first.
-    pod_names: tuple[str, ...] = ()
-    #: The last terminated container's reason and exit code, if any has terminated.
-    termination_reason: str = ""
-    exit_code: int | None = None
-    #: The identity that scheduled the job ("" for jobs from before owners were recorded).
-    owner: str = ""
-    #: ScheduleJob's request_id and the digest of that request ("" without one).
-    request_id: str = ""
-    request_hash: str = ""
     #: Retries: the job this one retries (the chain's first) and which retry it is; the
     #: request's max_retries and retry_backoff_seconds (carried along the chain).
     retry_of: str = ""
@@ -101,11 +80,9 @@ class JobRecord:
     retry_backoff_seconds: int = 0
     #: When a SCHEDULED job is to start (None: at once).
     start_after: datetime | None = None
-    #: Admission: the queue, the priority, the jobs that must succeed first, when the job was
-    #: submitted (FIFO order within a priority) and when it was admitted (None: not yet, or
-    #: never held: a job that could start at once is created running).
-    queue: str = DEFAULT_QUEUE
-    priority: Priority = Priority.NORMAL
+    #: Admission: the jobs that must succeed first, when the job was submitted (FIFO order
+    #: within a priority) and when it was admitted (None: not yet, or never held: a job that
+    #: could start at once is created running).
     depends_on: tuple[str, ...] = ()
     enqueued_at: datetime | None = None
     admitted_at: datetime | None = None
@@ -121,6 +98,102 @@ class JobRecord:
     template_version: int = 0
     #: For a rerun (RerunJob): the job it reruns.
     rerun_of: str = ""
+
+
+NO_DETAILS: Final = JobDetails()
+DETAIL_FIELDS: Final = frozenset(f.name for f in fields(JobDetails))
+_T = TypeVar("_T")
+
+
+class _Detail(Generic[_T]):
+    """``record.<name>`` reads ``record.details.<name>``."""
+
+    __slots__ = ("_get",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        assert name in DETAIL_FIELDS, name
+        self._get = operator.attrgetter(f"details.{name}")
+
+    @overload
+    def __get__(self, record: None, owner: type | None = None) -> _Detail[_T]: ...
+    @overload
+    def __get__(self, record: JobRecord, owner: type | None = None) -> _T: ...
+    def __get__(self, record: JobRecord | None, owner: type | None = None) -> _T | _Detail[_T]:
+        return self if record is None else cast(_T, self._get(record))
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A compact summary of one job: what every RPC reports, never a whole API object.
+
+    Build one with ``JobRecord.build(**fields)`` to pass the rarely set fields (JobDetails) by
+    name too; they read as the record's own attributes."""
+
+    job_id: str
+    name: str
+    type: str
+    namespace: str
+    phase: JobPhase
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    message: str = ""
+    reason: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    #: As the Job's status has them (a compact sequence in cached records: core/conditions.py).
+    conditions: Sequence[JobCondition] = ()
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    backoff_limit: int = 0
+    #: The job's pods (local backend: one per attempt), oldest first.
+    pod_names: tuple[str, ...] = ()
+    #: The last terminated container's reason and exit code, if any has terminated.
+    termination_reason: str = ""
+    exit_code: int | None = None
+    #: The identity that scheduled the job ("" for jobs from before owners were recorded).
+    owner: str = ""
+    #: ScheduleJob's request_id and the digest of that request ("" without one).
+    request_id: str = ""
+    request_hash: str = ""
+    #: Admission: the queue and the priority.
+    queue: str = DEFAULT_QUEUE
+    priority: Priority = Priority.NORMAL
+    details: JobDetails = NO_DETAILS
+    #: The backend's version of the object the record was read from (Kubernetes: the Job's
+    #: resourceVersion, an int when it is a plain number); opaque to the core, not compared.
+    version: int | str = field(default="", compare=False, repr=False)
+
+    retry_of = _Detail[str]()
+    retry_number = _Detail[int]()
+    max_retries = _Detail[int]()
+    retry_backoff_seconds = _Detail[int]()
+    start_after = _Detail["datetime | None"]()
+    depends_on = _Detail["tuple[str, ...]"]()
+    enqueued_at = _Detail["datetime | None"]()
+    admitted_at = _Detail["datetime | None"]()
+    completed_indexes = _Detail[str]()
+    failed_indexes = _Detail[str]()
+    schedule = _Detail[str]()
+    scheduled_at = _Detail["datetime | None"]()
+    template = _Detail[str]()
+    template_version = _Detail[int]()
+    rerun_of = _Detail[str]()
+
+    @classmethod
+    def build(cls, **fields: Any) -> JobRecord:
+        """A record from all its fields by name, JobDetails' included (unset ones: defaults)."""
+        details = {name: fields.pop(name) for name in DETAIL_FIELDS & fields.keys()}
+        made = JobDetails(**details) if details else NO_DETAILS
+        return cls(**fields, details=NO_DETAILS if made == NO_DETAILS else made)
+
+    def replace(self, **changes: Any) -> JobRecord:
+        """A copy with ``changes`` (fields by name, JobDetails' included)."""
+        detail_changes = {name: changes.pop(name) for name in DETAIL_FIELDS & changes.keys()}
+        if detail_changes:
+            made = dataclasses.replace(self.details, **detail_changes)
+            changes["details"] = NO_DETAILS if made == NO_DETAILS else made
+        return dataclasses.replace(self, **changes)
 
     @property
     def attempts(self) -> int:

@@ -131,7 +131,7 @@ class SimBackend:
 
     async def cancel(self, job_id: str, *, reason: str, at: datetime) -> JobRecord:
         record = self.truth[job_id]
-        return self.change(replace(record, phase=JobPhase.CANCELLED, finished_at=at), read_your_write=True)
+        return self.change(record.replace(phase=JobPhase.CANCELLED, finished_at=at), read_your_write=True)
 
     async def ping(self) -> None:
         return None
@@ -159,7 +159,7 @@ class SimBackend:
             return
         call.outcome = outcome
         if call.kind == "admit":
-            call.result = self.change(replace(current, phase=JobPhase.PENDING, admitted_at=call.args["at"]))
+            call.result = self.change(current.replace(phase=JobPhase.PENDING, admitted_at=call.args["at"]))
             self._check_admission(call.result)
         elif call.kind == "hold":
             call.result = self.change(replace(current, phase=call.args["phase"]))
@@ -285,7 +285,7 @@ class World:
         if held is None and self.limits.get(queue, 0):
             held = JobPhase.QUEUED
         job_id = f"job-{next(self._ids)}"
-        record = JobRecord(
+        record = JobRecord.build(
             job_id=job_id,
             name=job_id,
             type="timer",

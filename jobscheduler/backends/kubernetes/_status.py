@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from jobscheduler.core.annotations import held_failure, held_message, held_phase, record_fields
+from jobscheduler.core.conditions import compact_conditions
 from jobscheduler.core.labels import compact_labels
 from jobscheduler.core.manifests import (
     CANCEL_REASON_ANNOTATION,
@@ -161,7 +162,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
     if from_annotations["enqueued_at"] is None and from_annotations["schedule"]:
         # A Job a schedule's CronJob made was submitted when the controller created it.
         from_annotations["enqueued_at"] = when(meta.get("creationTimestamp"))
-    return JobRecord(
+    return JobRecord.build(
         job_id=job_id,
         name=name,
         type=_shared(annotations.get(JOB_TYPE_ANNOTATION) or labels.get(JOB_TYPE_LABEL) or ""),
@@ -173,15 +174,23 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         message=_shared(message),
         reason=_shared(reason),
         labels=compact_labels({_shared(str(k)): str(v) for k, v in labels.items()}, job_id, name),
-        conditions=conditions,
+        conditions=compact_conditions(conditions),
         active=active,
         succeeded=succeeded,
         failed=failed,
         backoff_limit=backoff_limit,
         completed_indexes=_indexes(status.get("completedIndexes")),
         failed_indexes=_indexes(status.get("failedIndexes")),
+        version=_version(meta.get("resourceVersion")),
         **from_annotations,
     )
+
+
+def _version(value: Any) -> int | str:
+    """metadata.resourceVersion: an int when it is a plain decimal number (one 28-byte int per
+    cached job instead of the string), else as the API server wrote it (opaque)."""
+    version = str(value or "")
+    return int(version) if version.isdigit() and str(int(version)) == version else version
 
 
 _MAX_INDEXES_CHARS: Final = 2048

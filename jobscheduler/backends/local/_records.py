@@ -42,7 +42,7 @@ def job_record(row: JobRow) -> JobRecord:
     elif phase in (JobPhase.FAILED, JobPhase.CANCELLED):
         conditions = (JobCondition("Failed", "True", row.reason, row.message, row.finished_at),)
     indexes = _indexes(spec, row)
-    return JobRecord(
+    return JobRecord.build(
         job_id=row.job_id,
         name=str(annotations.get(JOB_NAME_ANNOTATION, "")),
         type=str(annotations.get(JOB_TYPE_ANNOTATION, "")),
