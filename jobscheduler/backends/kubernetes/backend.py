@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -74,29 +73,11 @@ def _rv(obj: Mapping[str, Any]) -> int:
     return version_number(str((obj.get("metadata") or {}).get("resourceVersion") or ""))
 
 
-@dataclass(slots=True)
-class _JobState:
-    record: JobRecord
-    #: metadata.resourceVersion: as an int when it is a plain decimal number (one 28-byte int per
-    #: cached job instead of the string and its number), else as the API server wrote it.
-    stored_version: int | str = ""
-
-    @property
-    def version(self) -> str:
-        """As the API server wrote it (opaque: compared for equality only)."""
-        return str(self.stored_version)
-
-    @property
-    def rv(self) -> int:
-        """As a number, for ordering one object's versions (0 if not numeric)."""
-        v = self.stored_version
-        return v if isinstance(v, int) else version_number(v)
-
-
-def _state(job: Mapping[str, Any]) -> _JobState:
-    version = str((job.get("metadata") or {}).get("resourceVersion") or "")
-    number = version_number(version)
-    return _JobState(job_record(job), number if number and str(number) == version else version)
+def _number(record: JobRecord) -> int:
+    """The resourceVersion a cached record was read from, as a number to order one object's
+    versions (0 if not numeric)."""
+    v = record.version
+    return v if isinstance(v, int) else version_number(v)
 
 
 class KubernetesBackend:
@@ -124,7 +105,7 @@ class KubernetesBackend:
         self._jobs_path = f"/apis/batch/v1/namespaces/{namespace}/jobs"
         self._pods_path = f"/api/v1/namespaces/{namespace}/pods"
         self._index: JobIndex | None = None
-        self._jobs: dict[str, _JobState] = {}
+        self._jobs: dict[str, JobRecord] = {}
         self._pods: dict[str, dict[str, PodSummary]] = {}
         self._informers = (Informer(JOBS, self._jobs_path), Informer(PODS, self._pods_path))
         #: While a list of Jobs is in flight: the Jobs our writes changed meanwhile (True: created).
@@ -154,7 +135,7 @@ class KubernetesBackend:
 
     async def _list_into(self, informer: Informer) -> None:
         # Each page is summarised as it arrives: the whole list is never held as API objects.
-        jobs: dict[str, _JobState] = {}
+        jobs: dict[str, JobRecord] = {}
         pods: dict[str, dict[str, PodSummary]] = {}
         version = ""
         if informer.resource == JOBS:
@@ -166,7 +147,7 @@ class KubernetesBackend:
                     for item in items:
                         if informer.resource == JOBS:
                             if is_managed(item):
-                                jobs[str(item["metadata"]["name"])] = _state(item)
+                                jobs[str(item["metadata"]["name"])] = job_record(item)
                         elif (pod := pod_summary(item)) is not None:
                             pods.setdefault(pod.job_id, {})[pod.name] = pod
             if informer.resource == JOBS:
@@ -189,7 +170,7 @@ class KubernetesBackend:
                 log.info("jobs synced", jobs=len(self._jobs))
             self._index.mark_synced()
 
-    def _keep_written(self, listed: dict[str, _JobState], written: Mapping[str, bool]) -> None:
+    def _keep_written(self, listed: dict[str, JobRecord], written: Mapping[str, bool]) -> None:
         """Never roll back our own writes: a Job we wrote (or created) after the list was requested
         may be newer than the list's snapshot. resourceVersions are opaque: the one we hold stays
         unless the list has the very same version; a Job we created that the list lacks stays too
@@ -198,7 +179,7 @@ class KubernetesBackend:
         for name, created in written.items():
             mine = self._jobs.get(name)
             theirs = listed.get(name)
-            if mine is not None and (theirs.version != mine.version if theirs else created):
+            if mine is not None and (str(theirs.version) != str(mine.version) if theirs else created):
                 listed[name] = mine
 
     def _on_event(self, informer: Informer, event: Mapping[str, Any]) -> None:
@@ -231,12 +212,12 @@ class KubernetesBackend:
         name = str(job["metadata"]["name"])
         version = _rv(job)
         known = self._jobs.get(name)
-        if known is not None and version and version <= known.rv:
+        if known is not None and version and version <= _number(known):
             return self._combined(name)  # older, or the version we have (our write, then its watch event)
         watched = version_number(self._informers[0].resource_version)
         if own_write and known is None and version and version <= watched:
             return job_record(job)
-        self._jobs[name] = _state(job)
+        self._jobs[name] = job_record(job)
         if own_write and self._written is not None:
             self._written[name] = created or self._written.get(name, False)
         combined = self._combined(name)
@@ -257,7 +238,7 @@ class KubernetesBackend:
             self._index.apply(self._combined(summary.job_id))
 
     def _combined(self, job_id: str) -> JobRecord:
-        return with_pods(self._jobs[job_id].record, self._pods.get(job_id, {}).values())
+        return with_pods(self._jobs[job_id], self._pods.get(job_id, {}).values())
 
     def _call(self, verb: str, name: str | None = None) -> Call:
         return Call(verb=verb, resource=JOBS, namespace=self.namespace, name=name)
@@ -338,7 +319,7 @@ class KubernetesBackend:
         """Patch a held job only if it is still held: the patch carries the resourceVersion it was
         decided on (the API server's precondition), and a 409 Conflict means: read it again."""
         known = self._jobs.get(job_id)
-        version = known.rv if known is not None and known.record.phase.is_waiting else 0
+        version = _number(known) if known is not None and known.phase.is_waiting else 0
         for _ in range(_CAS_ATTEMPTS):
             if not version:
                 job = await self._api.request("GET", f"{self._jobs_path}/{job_id}", self._call("get", job_id))
