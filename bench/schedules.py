@@ -72,7 +72,7 @@ def main() -> None:
 
     now = datetime.now(UTC)
     rules = [cron.parse_cron("*/1 * * * *", cron.parse_zone(ZONE)) for _ in range(args.schedules)]
-    record = JobRecord(
+    record = JobRecord.build(
         job_id="job-0123456789",
         name="bench",
         type="timer",

@@ -66,7 +66,7 @@ async def main(calls: int) -> None:
             template="bench",
         )
         manifest = (await service.prepare(plain, CALLER)).render("job-bench00000")
-        record = JobRecord(
+        record = JobRecord.build(
             job_id="job-bench00000", name="bench", type="timer", namespace="d", phase=JobPhase.FAILED
         )
 

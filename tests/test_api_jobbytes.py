@@ -71,7 +71,7 @@ def test_sent_jobs_equal_job_message_after_every_change(
 
 def test_a_running_jobs_duration_is_the_time_of_sending() -> None:
     cache = JobBytes()
-    running = JobRecord(
+    running = JobRecord.build(
         job_id="job-r", name="r", type="timer", namespace="default", phase=JobPhase.RUNNING, started_at=T0
     )
     first = pb.GetJobStatusResponse.FromString(cache.get_response(running, T0 + timedelta(seconds=5))).job
@@ -84,7 +84,7 @@ def test_a_running_jobs_duration_is_the_time_of_sending() -> None:
 def test_long_fields_take_longer_length_prefixes() -> None:
     cache = JobBytes()
     for size in (0, 100, 200, 20_000, 3_000_000):  # 1, 2, 3 and 4-byte lengths
-        record = JobRecord(
+        record = JobRecord.build(
             job_id="job-l",
             name="l",
             type="timer",

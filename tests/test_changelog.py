@@ -33,7 +33,7 @@ PREDICATES: list[Callable[[JobRecord], bool]] = [
 
 
 def record(job_id: str, phase: JobPhase = JobPhase.PENDING) -> JobRecord:
-    return JobRecord(
+    return JobRecord.build(
         job_id=job_id, phase=phase, name=job_id.removeprefix("job-"), type="timer", namespace="default"
     )
 

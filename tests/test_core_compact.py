@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from jobscheduler.core import conditions as conditions_module
 from jobscheduler.core.conditions import Conditions, compact_conditions
+from jobscheduler.core.labels import LabelShape
 from jobscheduler.core.model import DETAIL_FIELDS, NO_DETAILS, JobCondition, JobDetails, JobPhase, JobRecord
 
 T0 = datetime(2026, 11, 27, tzinfo=UTC)
@@ -126,3 +127,31 @@ def test_a_cached_record_stays_compact() -> None:
     # unless most jobs set it; this guards the per-job cost bench/cache.py measures.
     assert len(JobRecord.__slots__) <= 26
     assert sys.getsizeof(record()) <= 32 + 26 * 8  # (the GC's and the object's headers, the slots)
+
+
+def test_a_records_labels_are_a_shared_shape_read_with_its_id_and_name() -> None:
+    def labelled(job_id: str, name: str) -> JobRecord:
+        return JobRecord.build(
+            job_id=job_id,
+            name=name,
+            type="timer",
+            namespace="ns",
+            phase=JobPhase.RUNNING,
+            labels={"team": "a", "jobscheduler.io/job-id": job_id, "jobscheduler.io/job-name": name},
+        )
+
+    one, two = labelled("job-1", "first"), labelled("job-2", "second")
+    assert isinstance(one.stored_labels, LabelShape) and one.stored_labels is two.stored_labels
+    assert dict(two.labels) == {
+        "team": "a",
+        "jobscheduler.io/job-id": "job-2",
+        "jobscheduler.io/job-name": "second",
+    }
+    renamed = one.replace(name="renamed")  # the labels stay what they were
+    assert renamed.name == "renamed" and renamed.labels == one.labels
+    relabelled = one.replace(labels={"team": "b"})
+    assert dict(relabelled.labels) == {"team": "b"} and relabelled != one
+    assert one == labelled("job-1", "first") and one != two
+    long = one.replace(labels={"v": "x" * 64})  # a value too long to share: a plain dict
+    assert long.stored_labels == {"v": "x" * 64} and long.labels == {"v": "x" * 64}
+    assert "<job id>" in repr(one.stored_labels)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,7 +42,7 @@ labels_st = st.dictionaries(
 
 def _own_id_label(r: JobRecord, own: bool) -> JobRecord:
     """As the service labels its jobs (the job-id label is the job's id), or as given."""
-    return replace(r, labels={**r.labels, JOB_ID_LABEL: r.job_id}) if own else r
+    return r.replace(labels={**r.labels, JOB_ID_LABEL: r.job_id}) if own else r
 
 
 records_st = st.builds(

@@ -20,7 +20,7 @@ SCRAPES = 25
 
 
 def record(i: int, phase: JobPhase) -> JobRecord:
-    return JobRecord(
+    return JobRecord.build(
         job_id=f"job-{i}",
         name=f"job-{i}",
         type="timer",

@@ -4,7 +4,8 @@ A job's labels are mostly the same as many other jobs' (team, env, app, the serv
 managed-by and type labels) except for the labels holding the job's own id and name. A
 :class:`LabelShape` holds the shared part once (the pairs, and which keys hold the job's id
 or name); a job's :class:`Labels` is the shape plus the id and name strings its record
-already holds: 56 bytes instead of a dict's 200-300.
+already holds. A cached record stores only the shape (``store_labels``; no per-job object)
+and reads its labels through ``read_labels``: 0 bytes per job instead of a dict's 200-300.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class LabelShape:
         self.common = common
         #: Keys whose value is the job's id (True) or its name (False).
         self.own = own
+
+    def __repr__(self) -> str:
+        own = {k: "<job id>" if v else "<job name>" for k, v in self.own.items()}
+        return f"LabelShape({ {k: self.common.get(k) or own[k] for k in self.keys} })"
 
 
 class Labels(Mapping[str, str]):
@@ -83,6 +88,20 @@ _SHAPES: dict[tuple[tuple[str, str | bool], ...], LabelShape] = {}
 def compact_labels(labels: Mapping[str, str], job_id: str, name: str) -> Mapping[str, str]:
     """``labels`` as :class:`Labels` over a shared shape (a plain dict once ``MAX_SHAPES`` distinct
     shapes exist, or for a value too long to share)."""
+    stored = store_labels(labels, job_id, name)
+    return Labels(stored, job_id, name) if isinstance(stored, LabelShape) else stored
+
+
+def read_labels(stored: LabelShape | Mapping[str, str], job_id: str, name: str) -> Mapping[str, str]:
+    """What ``store_labels`` stored, as the map it was made from."""
+    return Labels(stored, job_id, name) if isinstance(stored, LabelShape) else stored
+
+
+def store_labels(labels: Mapping[str, str], job_id: str, name: str) -> LabelShape | dict[str, str]:
+    """What a cached record keeps of ``labels``: their shared shape (no per-job object at all:
+    the record holds the id and name), or a plain dict (see compact_labels)."""
+    if isinstance(labels, Labels) and labels._job_id == job_id and labels._name == name:
+        return labels._shape
     signature: list[tuple[str, str | bool]] = []
     for key, value in labels.items():
         if value == job_id:
@@ -101,4 +120,4 @@ def compact_labels(labels: Mapping[str, str], job_id: str, name: str) -> Mapping
         common = {k: v for k, v in frozen if isinstance(v, str)}
         own = {k: v for k, v in frozen if isinstance(v, bool)}
         shape = _SHAPES[frozen] = LabelShape(tuple(k for k, _ in frozen), common, own)
-    return Labels(shape, job_id, name)
+    return shape

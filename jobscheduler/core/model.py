@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final, Generic, TypeVar, cast, overload
 
+from jobscheduler.core.labels import LabelShape, read_labels, store_labels
+
 
 class JobPhase(enum.Enum):
     """Lifecycle phase, modelled on the Kubernetes Job's conditions."""
@@ -139,7 +141,9 @@ class JobRecord:
     finished_at: datetime | None = None
     message: str = ""
     reason: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
+    #: The labels as stored (core/labels.py): a shape many jobs share, read with this record's
+    #: id and name as ``record.labels``, or a plain dict. Pass ``labels=`` to build/replace.
+    stored_labels: LabelShape | Mapping[str, str] = field(default_factory=dict)
     #: As the Job's status has them (a compact sequence in cached records: core/conditions.py).
     conditions: Sequence[JobCondition] = ()
     active: int = 0
@@ -180,19 +184,33 @@ class JobRecord:
     template_version = _Detail[int]()
     rerun_of = _Detail[str]()
 
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return read_labels(self.stored_labels, self.job_id, self.name)
+
     @classmethod
     def build(cls, **fields: Any) -> JobRecord:
-        """A record from all its fields by name, JobDetails' included (unset ones: defaults)."""
+        """A record from all its fields by name, ``labels`` and JobDetails' included (unset
+        ones: defaults)."""
         details = {name: fields.pop(name) for name in DETAIL_FIELDS & fields.keys()}
         made = JobDetails(**details) if details else NO_DETAILS
+        if "labels" in fields:
+            fields["stored_labels"] = store_labels(fields.pop("labels"), fields["job_id"], fields["name"])
         return cls(**fields, details=NO_DETAILS if made == NO_DETAILS else made)
 
     def replace(self, **changes: Any) -> JobRecord:
-        """A copy with ``changes`` (fields by name, JobDetails' included)."""
+        """A copy with ``changes`` (fields by name, ``labels`` and JobDetails' included)."""
         detail_changes = {name: changes.pop(name) for name in DETAIL_FIELDS & changes.keys()}
         if detail_changes:
             made = dataclasses.replace(self.details, **detail_changes)
             changes["details"] = NO_DETAILS if made == NO_DETAILS else made
+        if "labels" in changes or changes.keys() & {"job_id", "name"}:  # (a shape reads id and name)
+            labels = changes.pop("labels", None)
+            changes["stored_labels"] = store_labels(
+                dict(self.labels) if labels is None else labels,
+                changes.get("job_id", self.job_id),
+                changes.get("name", self.name),
+            )
         return dataclasses.replace(self, **changes)
 
     @property

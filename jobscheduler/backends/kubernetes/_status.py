@@ -10,7 +10,6 @@ from typing import Any, Final
 
 from jobscheduler.core.annotations import held_failure, held_message, held_phase, record_fields
 from jobscheduler.core.conditions import compact_conditions
-from jobscheduler.core.labels import compact_labels
 from jobscheduler.core.manifests import (
     CANCEL_REASON_ANNOTATION,
     CANCELLED_AT_ANNOTATION,
@@ -173,7 +172,7 @@ def job_record(job: Mapping[str, Any]) -> JobRecord:
         finished_at=finished_at,
         message=_shared(message),
         reason=_shared(reason),
-        labels=compact_labels({_shared(str(k)): str(v) for k, v in labels.items()}, job_id, name),
+        labels={_shared(str(k)): str(v) for k, v in labels.items()},
         conditions=compact_conditions(conditions),
         active=active,
         succeeded=succeeded,
