@@ -33,7 +33,10 @@ always send a ``request_id``, generated when the caller gives none, so a retry r
 first attempt created); not the calls that create or add (``create_schedule``, ``trigger_schedule``,
 ``create_template``, ``update_template``) or delete. Watches
 reconnect after a dropped connection: ``watch_all`` from the last event's resume token, without
-losing or repeating an event.
+losing or repeating an event. ``watch_all`` resumes the same way when the server ends its stream
+for falling too far behind (a caller reading more slowly than jobs change), within the same
+``retries`` budget; an :class:`OutOfRange` for a token the server no longer has (older than its
+retained window, or from another server run) still reaches the caller: list again, then watch.
 
 Errors: every failed call raises a :class:`JobSchedulerError` subclass named after its gRPC status
 (:class:`InvalidArgument`, :class:`NotFound`, ...), with ``message``, ``field_violations`` (the

@@ -26,6 +26,7 @@ from jobscheduler.client._retry import (
     Deadline,
     JobFilterArgs,
     backoff,
+    resumable,
     retryable,
 )
 from jobscheduler.client._types import (
@@ -277,11 +278,14 @@ class AsyncClient(AsyncScheduleMethods):
         """An event per change of every matching job, for as long as it is iterated.
 
         Without ``resume_token`` the watch starts now (the client first asks ListJobs for a
-        token, so even the first connection can be resumed). A dropped connection is reconnected
-        after the last event's ``resume_token`` (with backoff, up to ``retries`` times in a row):
-        nothing is lost or repeated. A token older than the server's retained window, or from
-        another server run, raises :class:`OutOfRange`: list the jobs again and watch anew.
-        ``timeout``: the whole watch's deadline (None: none)."""
+        token, so even the first connection can be resumed). A dropped connection, or a stream the
+        server ended because it fell too far behind (the caller read too slowly), is reconnected
+        after the last event's ``resume_token`` (with backoff, up to ``retries`` times in a row
+        without an event): nothing is lost or repeated. A token older than the server's retained
+        window, or from another server run, raises :class:`OutOfRange`: list the jobs again and
+        watch anew (as does a stream that keeps falling behind once ``retries`` is spent:
+        ``OutOfRange.fell_behind`` tells the two apart). ``timeout``: the whole watch's deadline
+        (None: none)."""
         deadline = Deadline(timeout)
         token = resume_token
         if not token:
@@ -306,7 +310,7 @@ class AsyncClient(AsyncScheduleMethods):
                 if time.monotonic() - started > HEALTHY_STREAM_SECONDS:
                     failures = 0
                 pause = backoff(failures)
-                if not (retryable(exc) and token and failures < self.retries and deadline.allows(pause)):
+                if not (resumable(exc) and token and failures < self.retries and deadline.allows(pause)):
                     raise from_rpc_error(exc) from None
                 failures += 1
                 await asyncio.sleep(pause)

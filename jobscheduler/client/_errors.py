@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+import re
+from typing import Any, ClassVar, Final
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -108,9 +109,19 @@ class Aborted(JobSchedulerError):
 
 
 class OutOfRange(JobSchedulerError):
-    """E.g. a resume token older than the server's retained window: list again, then watch."""
+    """E.g. a resume token older than the server's retained window: list again, then watch.
+
+    Also how the server ends a watch stream that fell too far behind (``fell_behind`` is then
+    True; the message names the token to resume from): ``watch_all`` resumes such a stream by
+    itself and raises this only once its ``retries`` (in a row) are spent."""
 
     code = "OUT_OF_RANGE"
+
+    @property
+    def fell_behind(self) -> bool:
+        """Whether the server ended a watch stream for falling behind (resuming from the last
+        event's token misses nothing), rather than refusing a token it no longer has."""
+        return stream_fell_behind(self.message)
 
 
 class Unimplemented(JobSchedulerError):
@@ -133,6 +144,21 @@ class DataLoss(JobSchedulerError):
 
 class Unauthenticated(JobSchedulerError):
     code = "UNAUTHENTICATED"
+
+
+#: The server's message when it ends a stream that fell too far behind (``Subscription.next`` in
+#: jobscheduler/core/changelog.py): "this stream fell more than N changes behind and was ended;
+#: resume with resume_token '<token>'". Its other OUT_OF_RANGE messages (a token older than the
+#: retained window, or from another server run) name no token: they mean list again.
+_FELL_BEHIND: Final = re.compile(
+    r"\bfell\b.*\bbehind\b.*\bresume with resume_token ['\"][^'\"]+['\"]", re.DOTALL
+)
+
+
+def stream_fell_behind(message: str) -> bool:
+    """Whether ``message`` (an OUT_OF_RANGE's) is the server ending a watch stream that fell too
+    far behind, naming the token to resume from: resuming from the last event's token is safe."""
+    return _FELL_BEHIND.search(message) is not None
 
 
 _BY_CODE: dict[grpc.StatusCode, type[JobSchedulerError]] = {

@@ -1,4 +1,4 @@
-"""Deadlines and the UNAVAILABLE backoff both clients share."""
+"""Deadlines and the UNAVAILABLE backoff both clients share, and when a watch may resume."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import TypedDict
 
 import grpc
 
+from jobscheduler.client._errors import stream_fell_behind
 from jobscheduler.client._types import JobPhase
 
 #: Default deadline of a unary call, retries included (seconds).
@@ -76,3 +77,15 @@ class Deadline:
 def retryable(exc: grpc.RpcError) -> bool:
     code = exc.code() if hasattr(exc, "code") else None
     return code is grpc.StatusCode.UNAVAILABLE
+
+
+def resumable(exc: grpc.RpcError) -> bool:
+    """Whether a ``watch_all`` stream that ended with ``exc`` may be resumed from its last event's
+    token: the connection dropped (UNAVAILABLE), or the server ended the stream for falling too far
+    behind (OUT_OF_RANGE naming a resume token). Not another OUT_OF_RANGE: a token the server no
+    longer has (older than its retained window, or from another run) cannot be resumed from."""
+    if retryable(exc):
+        return True
+    code = exc.code() if hasattr(exc, "code") else None
+    details = exc.details() if hasattr(exc, "details") else None
+    return code is grpc.StatusCode.OUT_OF_RANGE and stream_fell_behind(details or "")

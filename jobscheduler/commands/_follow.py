@@ -145,13 +145,13 @@ def _watch_all(
 ) -> int:
     token = _current(c, args.watch_only, filters, show)
     resumes = 0
-    #: Whether the last OUT_OF_RANGE was answered by resuming from our token (not by listing).
-    resumed_after_lag = False
     while True:
         try:
+            # (watch_all itself resumes a dropped stream, or one the server ended for falling
+            # behind, from the last event's token, within its retries)
             for event in c.watch_all(resume_token=token, **filters):
                 token = event.resume_token or token
-                resumes, resumed_after_lag = 0, False
+                resumes = 0
                 show(event)
             return 0
         except client.Unavailable:
@@ -160,19 +160,18 @@ def _watch_all(
                 raise
             print("jobscheduler: connection lost; resuming the watch", file=sys.stderr)
             time.sleep(min(resumes, 5))
-        except client.OutOfRange:
+        except client.OutOfRange as exc:
             resumes += 1
             if resumes > WATCH_RESUMES:
                 raise
-            if token and not resumed_after_lag:
-                # The stream fell behind and was ended naming the token to resume from, which is
-                # our last event's: resuming replays what we missed, nothing lost or repeated.
-                resumed_after_lag = True
-                print("jobscheduler: the watch fell behind; resuming after the last event", file=sys.stderr)
+            if token and exc.fell_behind:  # it kept falling behind until the client's retries ran out
+                print(
+                    "jobscheduler: the watch keeps falling behind; resuming after the last event",
+                    file=sys.stderr,
+                )
                 continue
             # The server no longer has the events after our token (it restarted, or the token left
             # its retained window): what kubectl does on 410 Gone, list again and watch from there.
-            resumed_after_lag = False
             print("jobscheduler: the watch's resume token expired; listing the jobs again", file=sys.stderr)
             token = _current(c, args.watch_only, filters, show)
 
