@@ -31,6 +31,12 @@ condition_lists = st.lists(
 )
 
 
+@given(condition_lists, condition_lists)
+def test_conditions_compare_as_their_tuples(a: list[JobCondition], b: list[JobCondition]) -> None:
+    assert (compact_conditions(a) == compact_conditions(b)) == (tuple(a) == tuple(b))
+    assert compact_conditions(a) == compact_conditions(list(a))
+
+
 @given(condition_lists)
 def test_conditions_read_as_the_tuple(listed: list[JobCondition]) -> None:
     plain = tuple(listed)

@@ -54,8 +54,9 @@ class Conditions(Sequence[JobCondition]):
         return len(self._words)
 
     def __eq__(self, other: object) -> bool:
-        if isinstance(other, Conditions):
-            return self._words == other._words and tuple(self) == tuple(other)
+        if isinstance(other, Conditions):  # (on every change the index classifies: no objects made)
+            n = len(self._words)
+            return self._words == other._words and all(self._time(i) == other._time(i) for i in range(n))
         if isinstance(other, Sequence):
             return tuple(self) == tuple(other)
         return NotImplemented
