@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol
 from jobscheduler.backends.local._policy import match_pod_failure_policy
 from jobscheduler.backends.local._records import FAIL_INDEX_REASON
 from jobscheduler.backends.local._store import Store
-from jobscheduler.backends.local._supervisor import Launch, Supervisor, last_line, process_start
+from jobscheduler.backends.local._supervisor import Child, Launch, Supervisor, last_line, process_start
 from jobscheduler.core.model import JobPhase, format_indexes
 
 #: More completions than this in a manifest are read as this many (handlers allow far fewer).
@@ -80,7 +80,7 @@ def pod_plan(spec: Mapping[str, Any]) -> PodPlan | None:
 class _Pod:
     number: int
     index: int | None
-    proc: asyncio.subprocess.Process
+    proc: Child
     log_path: pathlib.Path
 
 

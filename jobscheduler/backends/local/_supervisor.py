@@ -4,13 +4,16 @@ each attempt in a process group of its own, killing groups, and the attempts' lo
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import pathlib
 import re
 import signal
 import stat
+import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Final
@@ -168,27 +171,87 @@ def read_secret(secrets_dir: pathlib.Path, ref: Mapping[str, Any], namespace: st
     return value
 
 
+class Child:
+    """A started attempt's process: ``pid``, ``returncode`` (None until it exits) and ``wait()``.
+
+    Its exit is awaited without a thread where Linux offers a pidfd (the loop polls it), else by a
+    thread of its own that waits for it."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self._exited: asyncio.Future[int] = loop.create_future()
+        try:
+            fd = os.pidfd_open(popen.pid)
+        except (AttributeError, OSError):  # not Linux >= 5.3
+            threading.Thread(
+                target=self._wait_in_thread, args=(loop,), name=f"wait-{self.pid}", daemon=True
+            ).start()
+        else:
+            loop.add_reader(fd, self._on_exit, loop, fd)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)  # (one waiter's cancel is not everyone's)
+
+    def _on_exit(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        loop.remove_reader(fd)
+        os.close(fd)
+        code = self._popen.poll()
+        if code is None:  # (cannot be: the pidfd is readable once it has exited; wait to be sure)
+            threading.Thread(target=self._wait_in_thread, args=(loop,), daemon=True).start()
+        else:
+            self._exit(code)
+
+    def _wait_in_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        code = self._popen.wait()
+        with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile)
+            loop.call_soon_threadsafe(self._exit, code)
+
+    def _exit(self, code: int) -> None:
+        if not self._exited.done():
+            self._exited.set_result(code)
+
+
 class Supervisor:
-    """Starts attempts as process groups, waits for them and kills them."""
+    """Starts attempts as process groups, waits for them and kills them.
+
+    A process is started in a thread, not on the event loop: starting one blocks its caller
+    until the child has exec'd (a few milliseconds on a busy machine, more for a big parent),
+    which on the loop would stall every call and stream the service is serving meanwhile."""
 
     def __init__(self, *, kill_grace_seconds: float) -> None:
         self.kill_grace_seconds = kill_grace_seconds
+        self._starter = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="spawn")
 
-    async def spawn(self, launch: Launch, log_path: pathlib.Path) -> asyncio.subprocess.Process:
-        with open_log(log_path) as log_file:
-            return await asyncio.create_subprocess_exec(
-                *launch.argv,
+    async def spawn(self, launch: Launch, log_path: pathlib.Path) -> Child:
+        loop = asyncio.get_running_loop()
+        log_file = open_log(log_path)
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                list(launch.argv),
                 cwd=launch.workdir,
                 env=dict(launch.env),
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL,
                 stdout=log_file,
-                stderr=asyncio.subprocess.STDOUT,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: cancel kills all of it
             )
 
-    async def wait(
-        self, proc: asyncio.subprocess.Process, cancel: asyncio.Event, deadline_at: float | None
-    ) -> str:
+        started = loop.run_in_executor(self._starter, start)
+        started.add_done_callback(lambda _: log_file.close())  # (the child has its own copy by then)
+        try:
+            popen = await asyncio.shield(started)
+        except asyncio.CancelledError:
+            started.add_done_callback(_kill_unwanted)  # it may start anyway: not left running
+            raise
+        return Child(popen, loop)
+
+    async def wait(self, proc: Child, cancel: asyncio.Event, deadline_at: float | None) -> str:
         """ "exited", "cancelled" or "deadline"; in the latter two the process group is killed."""
         waiter = asyncio.ensure_future(proc.wait())
         canceller = asyncio.ensure_future(cancel.wait())
@@ -208,7 +271,7 @@ class Supervisor:
         await self.kill_group(proc, grace=self.kill_grace_seconds)
         return "cancelled" if cancel.is_set() else "deadline"
 
-    async def kill_group(self, proc: asyncio.subprocess.Process, *, grace: float) -> None:
+    async def kill_group(self, proc: Child, *, grace: float) -> None:
         """SIGTERM to the process group, SIGKILL to whatever is left after ``grace`` seconds."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -217,6 +280,15 @@ class Supervisor:
                 await proc.wait()
         kill_stragglers(proc.pid)
         await proc.wait()
+
+
+def _kill_unwanted(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    """A process whose starter was cancelled meanwhile: its group killed, and reaped."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    popen = started.result()
+    kill_stragglers(popen.pid)
+    threading.Thread(target=popen.wait, daemon=True).start()
 
 
 def kill_stragglers(pgid: int) -> None:
