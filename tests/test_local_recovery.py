@@ -141,3 +141,25 @@ async def test_without_proc_the_recorded_group_is_killed(
     await recover(tmp_path, job_id)
     assert leader.wait(5) == -9
     assert gone(child)
+
+
+@pytest.mark.asyncio
+async def test_a_process_started_before_its_attempt_was_recorded_is_killed(
+    tmp_path: pathlib.Path, spawned: list[subprocess.Popen[str]]
+) -> None:
+    """The service died after starting the process but before writing its attempt's row: the
+    job's marker in the process's environment is all that names it."""
+    job_id = "job-unrecorded"
+    leader = spawn(spawned, "sleep 60 & exec sleep 60", job_id)
+    stranger = spawn(spawned, "exec sleep 60", "job-of-another-service")
+    store = Store(tmp_path / "jobscheduler.db")
+    try:
+        now = datetime.now(UTC)
+        store.insert_job(job_id, "default", job(["sleep", "60"], job_id=job_id), now)
+        store.update_job(job_id, phase=JobPhase.RUNNING.value, started_at=now)  # and no attempt row
+    finally:
+        store.close()
+
+    await recover(tmp_path, job_id)
+    assert leader.wait(5) == -9
+    assert not gone(stranger.pid)  # a marker of a job this service does not have: left alone

@@ -352,6 +352,28 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
+def marked_processes() -> dict[str, list[int]]:
+    """The living processes that carry a job's marker in their environment, by job id (only our
+    own user's environments are readable). Empty where there is no /proc."""
+    marked: dict[str, list[int]] = {}
+    prefix = f"{MARKER_ENV}=".encode()
+    try:
+        entries = list(PROC.iterdir())
+    except OSError:
+        return marked
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        for var in environ.split(b"\0"):
+            if var.startswith(prefix):
+                marked.setdefault(var[len(prefix) :].decode(errors="replace"), []).append(int(entry.name))
+    return marked
+
+
 def belongs_to(pid: int, job_id: str) -> bool:
     """Whether ``pid`` carries this job's marker in its environment (readable for our own processes)."""
     try:
