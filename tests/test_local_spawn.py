@@ -87,3 +87,37 @@ async def test_a_cancelled_start_leaves_no_process_running(
         return False
 
     await eventually(gone, "the unwanted process to be killed and reaped")
+
+
+@pytest.mark.asyncio
+async def test_close_waits_for_a_start_under_way_and_nothing_outlives_it(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As LocalBackend.close(): the runner is cancelled while its process is being started; once
+    the supervisor is closed, that process is already killed and reaped (the loop may end next)."""
+    supervisor = Supervisor(kill_grace_seconds=1)
+    real_popen = _supervisor.subprocess.Popen
+    release = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started: list[int] = []
+
+    def slow_popen(*args: object, **kwargs: object) -> object:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
+        popen = real_popen(*args, **kwargs)  # type: ignore[call-overload]
+        started.append(popen.pid)
+        return popen
+
+    monkeypatch.setattr(_supervisor.subprocess, "Popen", slow_popen)
+    runner = asyncio.ensure_future(supervisor.spawn(launch(tmp_path, "exec sleep 30"), tmp_path / "d.log"))
+    await asyncio.sleep(0)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await runner
+    closing = asyncio.ensure_future(supervisor.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # it waits for the start under way
+    release.set()
+    await closing
+    assert started
+    with pytest.raises(ProcessLookupError):
+        os.kill(started[0], 0)  # killed and reaped before close() returned

@@ -226,13 +226,17 @@ class Supervisor:
     def __init__(self, *, kill_grace_seconds: float) -> None:
         self.kill_grace_seconds = kill_grace_seconds
         self._starter = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="spawn")
+        self._starting: set[asyncio.Future[subprocess.Popen[bytes]]] = set()
 
     async def spawn(self, launch: Launch, log_path: pathlib.Path) -> Child:
         loop = asyncio.get_running_loop()
         log_file = open_log(log_path)
+        unwanted = threading.Event()  # set when the caller is cancelled (or the service stops)
 
         def start() -> subprocess.Popen[bytes]:
-            return subprocess.Popen(
+            if unwanted.is_set():  # (cancelled while waiting for a starter thread)
+                raise ProcessLookupError("the start was cancelled")
+            popen = subprocess.Popen(
                 list(launch.argv),
                 cwd=launch.workdir,
                 env=dict(launch.env),
@@ -241,15 +245,29 @@ class Supervisor:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: cancel kills all of it
             )
+            if unwanted.is_set():  # cancelled meanwhile: killed and reaped here, loop or no loop
+                kill_stragglers(popen.pid)
+                popen.wait()
+            return popen
 
         started = loop.run_in_executor(self._starter, start)
         started.add_done_callback(lambda _: log_file.close())  # (the child has its own copy by then)
+        self._starting.add(started)
+        started.add_done_callback(self._starting.discard)
         try:
             popen = await asyncio.shield(started)
         except asyncio.CancelledError:
-            started.add_done_callback(_kill_unwanted)  # it may start anyway: not left running
+            unwanted.set()
+            started.add_done_callback(_kill_unwanted)  # (if it returned just before the flag was set)
             raise
         return Child(popen, loop)
+
+    async def close(self) -> None:
+        """Wait for the starts under way (those cancelled kill what they start): after this,
+        no process of ours is started any more."""
+        if self._starting:
+            await asyncio.wait(set(self._starting))  # (their callbacks, _kill_unwanted too, run first)
+        self._starter.shutdown(wait=False)
 
     async def wait(self, proc: Child, cancel: asyncio.Event, deadline_at: float | None) -> str:
         """ "exited", "cancelled" or "deadline"; in the latter two the process group is killed."""
@@ -287,8 +305,9 @@ def _kill_unwanted(started: asyncio.Future[subprocess.Popen[bytes]]) -> None:
     if started.cancelled() or started.exception() is not None:
         return
     popen = started.result()
-    kill_stragglers(popen.pid)
-    threading.Thread(target=popen.wait, daemon=True).start()
+    if popen.returncode is None:
+        kill_stragglers(popen.pid)
+        threading.Thread(target=popen.wait, daemon=True).start()
 
 
 def kill_stragglers(pgid: int) -> None:

@@ -278,6 +278,7 @@ class LocalBackend:
             task.cancel()
         if runners:
             await asyncio.gather(*runners, return_exceptions=True)
+        await self._supervisor.close()  # (a start under way when its runner was cancelled)
         self._store.close()
         self.schedules.close()
         self.templates.close()
