@@ -52,9 +52,22 @@ def test_items_are_decoded_only_as_they_are_read() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"nonsense", b'{"metadata": {}, "items": [1, 2', b'{"metadata": {"a": }, "items": []}'],
+    [
+        b"",
+        b"nonsense",
+        b'{"metadata": {}, "items": [1, 2',
+        b'{"metadata": {"a": }, "items": []}',
+        b"\xff\xfe{}",  # not UTF-8
+        # JSON, but not a list: never an empty list, which would delete every cached job
+        b"[1, 2]",
+        b"null",
+        b"{}",
+        b'{"metadata": {}}',
+        b'{"kind": "Status", "status": "Failure", "message": "m"}',
+        b'{"metadata": {}, "items": {"a": 1}}',
+    ],
 )
-def test_an_answer_that_is_not_json_is_a_backend_error(raw: bytes) -> None:
+def test_an_answer_that_is_not_a_json_list_is_a_backend_error(raw: bytes) -> None:
     with pytest.raises(MalformedList):
         whole(decode_list(raw))
 
@@ -62,11 +75,9 @@ def test_an_answer_that_is_not_json_is_a_backend_error(raw: bytes) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        (b"[1, 2]", {}),  # not an object: as the client treats any answer that is not one
-        (b'{"metadata": {}}', {"metadata": {}}),
         (b'{"metadata": {}, "items": []}', {"metadata": {}, "items": []}),
-        (b'{"metadata": {}, "items": null}', {"metadata": {}, "items": None}),
-        (b"{}", {}),
+        (b'{"metadata": {}, "items": null}', {"metadata": {}, "items": None}),  # Go's empty list
+        (b'{"items": [{"a": 1}], "metadata": {}}', {"metadata": {}, "items": [{"a": 1}]}),
     ],
 )
 def test_odd_answers(raw: bytes, expected: dict[str, Any]) -> None:

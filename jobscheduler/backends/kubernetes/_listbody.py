@@ -25,12 +25,17 @@ _SPACE: Final = re.compile(r"[ \t\n\r]*")
 
 
 class MalformedList(BackendError):
-    """A list answer is not JSON (an item's fault is found only when that item is read)."""
+    """A list answer that is not a JSON object with ``items`` (an item's fault is found only when
+    that item is read). Never read as an empty list: that would delete every cached job."""
 
 
 def decode_list(raw: bytes) -> dict[str, Any]:
-    """The answer with ``items`` an iterator that decodes each item as it is read."""
-    text = raw.decode()
+    """The answer with ``items`` an iterator that decodes each item as it is read (``"items":
+    null``, as Go writes an empty list, is no items)."""
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise MalformedList(f"the list answer is not UTF-8: {exc}") from None
     try:
         head, start = _head(text)
     except (ValueError, IndexError):
@@ -40,9 +45,12 @@ def decode_list(raw: bytes) -> dict[str, Any]:
             data = json.loads(text)
         except ValueError as exc:
             raise MalformedList(f"the list answer is not valid JSON: {exc}") from None
-        return data if isinstance(data, dict) else {}
-    if start >= 0:
-        head["items"] = _items(text, start)
+        if not isinstance(data, dict) or "items" not in data or not isinstance(data["items"], list | None):
+            raise MalformedList(f"the list answer is not a list (a {type(data).__name__} without items)")
+        return data
+    if start < 0:
+        raise MalformedList("the list answer has no items")
+    head["items"] = _items(text, start)
     return head
 
 
