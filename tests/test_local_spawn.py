@@ -52,30 +52,36 @@ async def test_a_command_that_cannot_start_raises_as_before(tmp_path: pathlib.Pa
         await supervisor.spawn(bad, tmp_path / "b.log")
 
 
-@pytest.mark.asyncio
-async def test_a_cancelled_start_leaves_no_process_running(
-    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    supervisor = Supervisor(kill_grace_seconds=1)
+async def cancel_a_start_under_way(
+    supervisor: Supervisor, tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, list[int]]:
+    """A spawn cancelled while its process is being started (in its thread, held until the
+    returned event is set); the list gets the process's pid once it has started anyway."""
     real_popen = _supervisor.subprocess.Popen
     release = asyncio.Event()
     loop = asyncio.get_running_loop()
-
     started: list[int] = []
 
     def slow_popen(*args: object, **kwargs: object) -> object:
-        # The start is still under way (in its thread) when the caller is cancelled.
         asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
         popen = real_popen(*args, **kwargs)  # type: ignore[call-overload]
         started.append(popen.pid)
         return popen
 
     monkeypatch.setattr(_supervisor.subprocess, "Popen", slow_popen)
-    starting = asyncio.ensure_future(supervisor.spawn(launch(tmp_path, "exec sleep 30"), tmp_path / "c.log"))
+    runner = asyncio.ensure_future(supervisor.spawn(launch(tmp_path, "exec sleep 30"), tmp_path / "c.log"))
     await asyncio.sleep(0)
-    starting.cancel()
+    runner.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await starting
+        await runner
+    return release, started
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_start_leaves_no_process_running(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release, started = await cancel_a_start_under_way(Supervisor(kill_grace_seconds=1), tmp_path, monkeypatch)
     release.set()
     await eventually(lambda: started, "the process to start anyway")
 
@@ -96,23 +102,7 @@ async def test_close_waits_for_a_start_under_way_and_nothing_outlives_it(
     """As LocalBackend.close(): the runner is cancelled while its process is being started; once
     the supervisor is closed, that process is already killed and reaped (the loop may end next)."""
     supervisor = Supervisor(kill_grace_seconds=1)
-    real_popen = _supervisor.subprocess.Popen
-    release = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    started: list[int] = []
-
-    def slow_popen(*args: object, **kwargs: object) -> object:
-        asyncio.run_coroutine_threadsafe(release.wait(), loop).result(timeout=10)
-        popen = real_popen(*args, **kwargs)  # type: ignore[call-overload]
-        started.append(popen.pid)
-        return popen
-
-    monkeypatch.setattr(_supervisor.subprocess, "Popen", slow_popen)
-    runner = asyncio.ensure_future(supervisor.spawn(launch(tmp_path, "exec sleep 30"), tmp_path / "d.log"))
-    await asyncio.sleep(0)
-    runner.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await runner
+    release, started = await cancel_a_start_under_way(supervisor, tmp_path, monkeypatch)
     closing = asyncio.ensure_future(supervisor.close())
     await asyncio.sleep(0.05)
     assert not closing.done()  # it waits for the start under way
