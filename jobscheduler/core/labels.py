@@ -88,8 +88,7 @@ _SHAPES: dict[tuple[tuple[str, str | bool], ...], LabelShape] = {}
 def compact_labels(labels: Mapping[str, str], job_id: str, name: str) -> Mapping[str, str]:
     """``labels`` as :class:`Labels` over a shared shape (a plain dict once ``MAX_SHAPES`` distinct
     shapes exist, or for a value too long to share)."""
-    stored = store_labels(labels, job_id, name)
-    return Labels(stored, job_id, name) if isinstance(stored, LabelShape) else stored
+    return read_labels(store_labels(labels, job_id, name), job_id, name)
 
 
 def read_labels(stored: LabelShape | Mapping[str, str], job_id: str, name: str) -> Mapping[str, str]:
